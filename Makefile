@@ -1,0 +1,42 @@
+# Two commands matter: `make run` and `make test`. Each bootstraps what it needs:
+# a private uv in .tools/, then the locked dependencies in .venv/.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: run test lint fmt bench chaos demo migrate lock clean
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --python $(PYTHON)
+	@touch $@
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+run: $(VENV)/.synced
+	$(BIN)/keel up
+
+test: $(VENV)/.synced
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.synced
+	$(BIN)/ruff check src tests bench migrations
+	$(BIN)/ruff format --check src tests bench migrations
+	$(BIN)/mypy
+
+fmt: $(VENV)/.synced
+	$(BIN)/ruff check --fix src tests bench migrations
+	$(BIN)/ruff format src tests bench migrations
+
+migrate: $(VENV)/.synced
+	$(BIN)/keel migrate
+
+lock: | $(UV)
+	$(UV) lock
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The platform every Keel service stands on."""

@@ -1,0 +1,65 @@
+"""The HTTP app factory every service uses: one envelope, one edge, the same health routes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from keel import __version__
+from keel.core.envelope import install_error_handlers
+from keel.core.health import ReadinessCheck, health_router
+from keel.core.middleware import EdgeMiddleware
+from keel.core.settings import Settings
+
+# Every route may answer with these; listing them keeps the OpenAPI document honest for clients and fuzzers.
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "request_id"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "request_id": {"type": ["string", "null"]},
+                "details": {},
+            },
+        }
+    },
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for the error statuses a route can return."""
+    return {
+        s: {"description": "Error", "content": {"application/json": {"schema": ERROR_SCHEMA}}} for s in statuses
+    }
+
+
+def create_app(
+    *,
+    title: str,
+    settings: Settings,
+    routers: Sequence[APIRouter] = (),
+    readiness: Callable[[], Sequence[ReadinessCheck]] = lambda: (),
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    description: str = "",
+) -> FastAPI:
+    app = FastAPI(
+        title=title,
+        version=__version__,
+        description=description,
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+        responses=error_responses(422, 500, 504),
+    )
+    install_error_handlers(app)
+    app.add_middleware(EdgeMiddleware, timeout_s=settings.request_timeout_s)
+    app.include_router(health_router(readiness))
+    for router in routers:
+        app.include_router(router)
+    return app

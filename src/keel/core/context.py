@@ -1,0 +1,34 @@
+"""Per-request context (request id) readable anywhere in the call chain without passing it along."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+
+_request_id: ContextVar[str | None] = ContextVar("keel_request_id", default=None)
+# Client-supplied ids are echoed into headers and logs: keep them short and inert.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def accept_request_id(candidate: str | None) -> str:
+    """The client's id when it is safe to echo, else a fresh one."""
+    if candidate and _SAFE_ID.match(candidate):
+        return candidate
+    return new_request_id()
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def set_request_id(value: str | None) -> object:
+    return _request_id.set(value)
+
+
+def reset_request_id(token: object) -> None:
+    _request_id.reset(token)  # type: ignore[arg-type]

@@ -1,0 +1,125 @@
+"""PostgreSQL access: the async engine, the unit of work, and DSN normalisation.
+
+SQLAlchemy Core on asyncpg everywhere; hot paths may take the raw asyncpg connection from a
+unit of work (`uow.raw()`), still inside the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def normalize_dsn(dsn: str) -> str:
+    """Any of `postgres://`, `postgresql://`, `postgresql+asyncpg://` → a SQLAlchemy asyncpg URL.
+
+    `sslmode` (libpq, as in the orders seed's PG_URL) becomes asyncpg's `ssl`."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in {"postgres", "postgresql", "postgresql+asyncpg"}:
+        raise ValueError(f"not a PostgreSQL DSN: scheme {parts.scheme!r}")
+    query = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        query.append(("ssl", value) if key == "sslmode" else (key, value))
+    return urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def libpq_dsn(dsn: str) -> str:
+    """The same DSN in the plain form asyncpg, psql and pgbench accept."""
+    parts = urlsplit(normalize_dsn(dsn))
+    query = [("sslmode", v) if k == "ssl" else (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+class Database:
+    """Owns the engine (a connection pool); built at start-up and handed to whoever needs it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def connect(cls, dsn: str, *, pool_size: int = 10, connect_timeout_s: float = 2.0) -> Database:
+        engine = create_async_engine(
+            normalize_dsn(dsn),
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=connect_timeout_s,
+            # Fail fast when PostgreSQL is down or restarting; the pool drops dead connections itself.
+            connect_args={"timeout": connect_timeout_s, "command_timeout": 30},
+            pool_recycle=1800,
+        )
+        return cls(engine)
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.engine)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class UnitOfWork:
+    """One transaction. It rolls back unless the use case calls `commit()`; nothing else commits.
+
+    Callbacks registered with `after_commit` run once the commit succeeded (cache invalidation,
+    waking the outbox relay): they never run for a transaction that did not commit."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._after_commit: list[AfterCommit] = []
+        self.committed = False
+
+    @property
+    def conn(self) -> AsyncConnection:
+        if self._conn is None:
+            raise RuntimeError("unit of work used outside `async with`")
+        return self._conn
+
+    async def raw(self) -> asyncpg.Connection:
+        """The driver connection of this transaction, for the hottest paths."""
+        fairy = await self.conn.get_raw_connection()
+        return fairy.driver_connection  # type: ignore[return-value]
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        self._after_commit.append(callback)
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._conn = await self._engine.connect()
+        try:
+            await self._conn.begin()
+        except BaseException:
+            await self._conn.close()
+            raise
+        return self
+
+    async def commit(self) -> None:
+        await self.conn.commit()
+        self.committed = True
+        for callback in self._after_commit:
+            await callback()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if not self.committed and conn.in_transaction():
+                await conn.rollback()
+        finally:
+            await conn.close()
+
+    async def execute(self, statement: Any, params: Any = None) -> Any:
+        return await self.conn.execute(statement, params)

@@ -1,0 +1,68 @@
+"""Liveness, readiness and metrics routes every app carries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import orjson
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from keel.core.envelope import error_response
+from keel.core.metrics import DEPENDENCY_UP, render_latest
+
+CHECK_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class ReadinessCheck:
+    """A named probe of one dependency; it raises (or times out) when the dependency is down."""
+
+    name: str
+    probe: Callable[[], Awaitable[object]]
+
+
+async def _run(check: ReadinessCheck) -> tuple[str, str | None]:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            await check.probe()
+    except TimeoutError:
+        return check.name, f"no answer within {CHECK_TIMEOUT_S:g}s"
+    except Exception as exc:  # a probe reports any failure as "down"; the reason goes to the client
+        return check.name, f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
+    return check.name, None
+
+
+def health_router(checks: Callable[[], Sequence[ReadinessCheck]]) -> APIRouter:
+    """`checks` is read at request time: dependencies are wired during start-up, after routes exist."""
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="Liveness: the process answers; no I/O")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/readyz",
+        summary="Readiness: every configured dependency answers",
+        responses={503: {"description": "A dependency is down; the message names it"}},
+    )
+    async def readyz() -> Response:
+        results = await asyncio.gather(*(_run(c) for c in checks()))
+        status = {name: ("ok" if err is None else err) for name, err in results}
+        for name, err in results:
+            DEPENDENCY_UP.labels(name).set(1 if err is None else 0)
+        down = [name for name, err in results if err is not None]
+        if down:
+            return error_response(
+                503, "not_ready", f"dependency down: {', '.join(down)}", details={"checks": status}
+            )
+        return Response(orjson.dumps({"status": "ready", "checks": status}), media_type="application/json")
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        body, content_type = render_latest()
+        return Response(body, media_type=content_type)
+
+    return router

@@ -1,0 +1,57 @@
+"""Typed settings read from the environment and `.env`, under the seeds' variable names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SECRET = "secret"  # noqa: S105 - the seed's documented default; warned about at start
+
+
+class Settings(BaseSettings):
+    """What every service reads. Services subclass it to add their own fields."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    postgres_dsn: str | None = Field(
+        default=None, validation_alias=AliasChoices("POSTGRES_DSN", "DATABASE_URL")
+    )
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    kafka_brokers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="KAFKA_BROKERS"
+    )
+    # The test broker's memory store refuses the idempotent producer; production keeps it on.
+    kafka_idempotence: bool = Field(default=True, validation_alias="KAFKA_IDEMPOTENCE")
+    kafka_partitions: int = Field(default=6, ge=1, validation_alias="KAFKA_PARTITIONS")
+    otel_exporter_otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+
+    data_dir: Path = Field(default=Path(".keel"), validation_alias="KEEL_DATA_DIR")
+    request_timeout_s: float = Field(default=5.0, gt=0, validation_alias="REQUEST_TIMEOUT_S")
+    max_body_bytes: int = Field(default=1_000_000, gt=0, validation_alias="MAX_BODY_BYTES")
+    db_pool_size: int = Field(default=10, ge=1, validation_alias="DB_POOL_SIZE")
+    db_connect_timeout_s: float = Field(default=2.0, gt=0, validation_alias="DB_CONNECT_TIMEOUT_S")
+    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+
+    secret: str = Field(default=DEFAULT_SECRET, validation_alias="SECRET")
+    link_ttl_sec: int = Field(default=3600, gt=0, validation_alias="LINK_TTL_SEC")
+
+    outbox_batch_size: int = Field(default=500, ge=1, validation_alias="OUTBOX_BATCH_SIZE")
+    outbox_poll_interval_s: float = Field(default=0.05, gt=0, validation_alias="OUTBOX_POLL_INTERVAL_S")
+    outbox_shards: int = Field(default=16, ge=1, validation_alias="OUTBOX_SHARDS")
+    consumer_max_attempts: int = Field(default=5, ge=1, validation_alias="CONSUMER_MAX_ATTEMPTS")
+    consumer_backoff_base_s: float = Field(default=0.2, gt=0, validation_alias="CONSUMER_BACKOFF_BASE_S")
+    consumer_backoff_max_s: float = Field(default=10.0, gt=0, validation_alias="CONSUMER_BACKOFF_MAX_S")
+
+    @field_validator("kafka_brokers", mode="before")
+    @classmethod
+    def _split_brokers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [b.strip() for b in value.split(",") if b.strip()]
+        return value
+
+    @property
+    def uses_kafka(self) -> bool:
+        return bool(self.kafka_brokers)

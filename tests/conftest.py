@@ -1,0 +1,155 @@
+"""Fixtures that hand tests real servers: PostgreSQL, Redis and a Kafka-protocol broker.
+
+Each comes from TEST_POSTGRES_DSN / TEST_REDIS_URL / TEST_KAFKA_BROKERS when set, otherwise it is
+started once for the session. Isolation: a database per test module (or per test with
+`fresh_pg_dsn`) cloned from a migrated template, unique topic names, unique Redis key prefixes.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from keel.core import embedded_pg
+from keel.core.db import Database, libpq_dsn
+from keel.core.schema import upgrade
+from keel.core.settings import Settings
+from tests.support import servers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _with_database(server_dsn: str, name: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(libpq_dsn(server_dsn))
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn() -> str:
+    """A DSN (to the `postgres` database) of a server tests may create databases on."""
+    dsn = servers.env("TEST_POSTGRES_DSN")
+    if dsn:
+        return _with_database(dsn, "postgres")
+    uri = embedded_pg.start(ROOT / ".keel" / "test-pg")
+    return embedded_pg.socket_dsn(uri, "postgres")
+
+
+async def _admin(pg_server_dsn: str) -> asyncpg.Connection:
+    return await asyncpg.connect(pg_server_dsn)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def pg_template(pg_server_dsn: str) -> AsyncIterator[str]:
+    """A database migrated to head, cloned for every test database."""
+    name = f"keel_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    conn = await _admin(pg_server_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await upgrade(_with_database(pg_server_dsn, name))
+        yield name
+    finally:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+
+async def _clone(pg_server_dsn: str, template: str) -> tuple[str, str]:
+    name = f"keel_t_{uuid.uuid4().hex[:12]}"
+    conn = await _admin(pg_server_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await conn.close()
+    return name, _with_database(pg_server_dsn, name)
+
+
+async def _drop(pg_server_dsn: str, name: str) -> None:
+    conn = await _admin(pg_server_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def pg_dsn(pg_server_dsn: str, pg_template: str) -> AsyncIterator[str]:
+    """A migrated database of its own for this test module."""
+    name, dsn = await _clone(pg_server_dsn, pg_template)
+    yield dsn
+    await _drop(pg_server_dsn, name)
+
+
+@pytest_asyncio.fixture
+async def fresh_pg_dsn(pg_server_dsn: str, pg_template: str) -> AsyncIterator[str]:
+    """A migrated, empty database of its own for this one test."""
+    name, dsn = await _clone(pg_server_dsn, pg_template)
+    yield dsn
+    await _drop(pg_server_dsn, name)
+
+
+@pytest_asyncio.fixture
+async def db(fresh_pg_dsn: str) -> AsyncIterator[Database]:
+    database = Database.connect(fresh_pg_dsn, pool_size=5)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = servers.env("TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with servers.running(servers.redis_server()) as server:
+        yield f"redis://127.0.0.1:{server.port}/0"
+
+
+@pytest_asyncio.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A Redis key prefix no other test uses (tests never flush a shared Redis)."""
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture(scope="session")
+def kafka_brokers() -> Iterator[list[str]]:
+    brokers = servers.env("TEST_KAFKA_BROKERS")
+    if brokers:
+        yield [b.strip() for b in brokers.split(",")]
+        return
+    with servers.running(servers.kafka_broker()) as broker:
+        yield [f"127.0.0.1:{broker.port}"]
+
+
+@pytest.fixture
+def topic() -> Callable[[str], str]:
+    """Unique topic names: `topic("orders")` → `orders-<random>`, the same name for the same base."""
+    suffix = uuid.uuid4().hex[:8]
+    return lambda base: f"{base}-{suffix}"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for a test, with the data dir in its tmp path; keyword arguments override fields."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"data_dir": tmp_path / "keel", "kafka_idempotence": False}
+        values.update(overrides)
+        return Settings.model_validate(values)
+
+    return build
