@@ -43,6 +43,11 @@ class Consumer(Protocol):
 
     def assignment(self) -> set[TopicPartition]: ...
 
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        """Stop fetching from these partitions (a partition waiting on a retry) without leaving the group."""
+
+    def resume(self, partitions: set[TopicPartition]) -> None: ...
+
     async def seek(self, tp: TopicPartition, offset: int) -> None:
         """Read `tp` from `offset` next (used to redo an uncommitted batch after a failure)."""
 
