@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from keel import __version__
 from keel.core.envelope import install_error_handlers
@@ -36,7 +37,8 @@ ERROR_SCHEMA = {
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the error statuses a route can return."""
     return {
-        s: {"description": "Error", "content": {"application/json": {"schema": ERROR_SCHEMA}}} for s in statuses
+        s: {"description": "Error", "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+        for s in statuses
     }
 
 
@@ -48,17 +50,24 @@ def create_app(
     readiness: Callable[[], Sequence[ReadinessCheck]] = lambda: (),
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     description: str = "",
+    max_route_body_bytes: int | None = None,
 ) -> FastAPI:
+    """`max_route_body_bytes`: the largest body any route accepts (upload routes set their own limit)."""
     app = FastAPI(
         title=title,
         version=__version__,
         description=description,
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
         responses=error_responses(422, 500, 504),
     )
     install_error_handlers(app)
-    app.add_middleware(EdgeMiddleware, timeout_s=settings.request_timeout_s)
+    # Inside the edge: counts streamed bodies; a route's own `max_body_size` overrides it (uploads).
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    app.add_middleware(
+        EdgeMiddleware,
+        timeout_s=settings.request_timeout_s,
+        max_body_bytes=max(settings.max_body_bytes, max_route_body_bytes or 0),
+    )
     app.include_router(health_router(readiness))
     for router in routers:
         app.include_router(router)

@@ -18,9 +18,12 @@ log = logging.getLogger("keel.http")
 class EdgeMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware) so the hot path pays one function call, not a task per request."""
 
-    def __init__(self, app: ASGIApp, *, timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, *, timeout_s: float, max_body_bytes: int) -> None:
         self.app = app
         self.timeout_s = timeout_s
+        # Routes may raise their own limit (uploads); only bodies past the largest one are refused here,
+        # before any byte is read. Streamed bodies are counted by Starlette's per-route limiter.
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -34,6 +37,12 @@ class EdgeMiddleware:
         status = 500
         started = False
         begin = time.perf_counter()
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _send_error(send, 413, "payload_too_large", "request body is too large", rid_header)
+            HTTP_REQUESTS.labels(scope["method"], "unmatched", "413").inc()
+            reset_request_id(token)
+            return
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
@@ -52,7 +61,9 @@ class EdgeMiddleware:
             if started:
                 raise
             status = 504
-            await _send_error(send, 504, "timeout", f"request took longer than {self.timeout_s:g}s", rid_header)
+            await _send_error(
+                send, 504, "timeout", f"request took longer than {self.timeout_s:g}s", rid_header
+            )
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             if started:
@@ -79,7 +90,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _send_error(send: Send, status: int, code: str, message: str, rid_header: tuple[bytes, bytes]) -> None:
+async def _send_error(
+    send: Send, status: int, code: str, message: str, rid_header: tuple[bytes, bytes]
+) -> None:
     body = error_body(code, message, request_id=rid_header[1].decode())
     await send(
         {
