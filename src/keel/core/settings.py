@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     # The test broker's memory store refuses the idempotent producer; production keeps it on.
     kafka_idempotence: bool = Field(default=True, validation_alias="KAFKA_IDEMPOTENCE")
     kafka_partitions: int = Field(default=6, ge=1, validation_alias="KAFKA_PARTITIONS")
+    # For topics the bus creates; a production cluster of three brokers wants 3.
+    kafka_replication_factor: int = Field(default=1, ge=1, validation_alias="KAFKA_REPLICATION_FACTOR")
     otel_exporter_otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     data_dir: Path = Field(default=Path(".keel"), validation_alias="KEEL_DATA_DIR")

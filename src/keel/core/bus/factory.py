@@ -1,0 +1,19 @@
+"""Picks the bus adapter from settings: Kafka when brokers are configured, the memory bus otherwise."""
+
+from __future__ import annotations
+
+from keel.core.bus.kafka import KafkaBus
+from keel.core.bus.memory import MemoryBus
+from keel.core.bus.port import Bus
+from keel.core.settings import Settings
+
+
+def build_bus(settings: Settings) -> Bus:
+    if settings.kafka_brokers:
+        return KafkaBus(
+            settings.kafka_brokers,
+            idempotence=settings.kafka_idempotence,
+            partitions=settings.kafka_partitions,
+            replication_factor=settings.kafka_replication_factor,
+        )
+    return MemoryBus(settings.kafka_partitions)

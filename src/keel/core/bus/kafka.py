@@ -1,0 +1,377 @@
+"""The production bus adapter: aiokafka behind the bus port, with bounded waits on a dead broker.
+
+Every call that talks to the broker outside a consumer's own fetch loop (start, commit, lag, topic
+creation, ping) is bounded, so a broker that is down or silent fails a call instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    CommitFailedError,
+    ConsumerStoppedError,
+    IllegalStateError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
+
+from keel.core.bus.errors import (
+    BrokerUnavailable,
+    BusError,
+    CommitFailed,
+    ConsumerStopped,
+    NotAssigned,
+    PublishFailed,
+)
+from keel.core.bus.message import Message, OutgoingMessage, TopicPartition
+from keel.core.bus.port import RebalanceListener
+
+# What a dead or silent broker surfaces as, depending on where the wait ends.
+_UNREACHABLE = (TimeoutError, KafkaError, OSError)
+
+
+class KafkaBus:
+    """Producers, consumers and topic administration against a Kafka-protocol cluster."""
+
+    name = "kafka"
+
+    def __init__(
+        self,
+        brokers: list[str],
+        *,
+        idempotence: bool = True,
+        partitions: int = 6,
+        client_id: str = "keel",
+        linger_ms: int = 5,
+        replication_factor: int = 1,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 1_000,
+        timeout_s: float = 30.0,
+        ping_timeout_s: float = 2.0,
+    ) -> None:
+        if not brokers:
+            raise ValueError("KafkaBus needs at least one broker address")
+        self.brokers = list(brokers)
+        self.idempotence = idempotence
+        self.partitions = partitions
+        self.client_id = client_id
+        self.linger_ms = linger_ms
+        self.replication_factor = replication_factor
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.timeout_s = timeout_s
+        self.ping_timeout_s = ping_timeout_s
+        self._known_topics: set[str] = set()
+        self._admin: AIOKafkaAdminClient | None = None
+        self._admin_lock = asyncio.Lock()
+        self._live: set[KafkaProducer | KafkaConsumer] = set()
+
+    def producer(self) -> KafkaProducer:
+        return KafkaProducer(self)
+
+    def consumer(
+        self,
+        topics: Sequence[str],
+        group_id: str,
+        *,
+        on_assign: RebalanceListener | None = None,
+        on_revoke: RebalanceListener | None = None,
+    ) -> KafkaConsumer:
+        return KafkaConsumer(self, topics, group_id, on_assign=on_assign, on_revoke=on_revoke)
+
+    async def ensure_topics(self, topics: Sequence[str], partitions: int | None = None) -> None:
+        missing = [t for t in dict.fromkeys(topics) if t not in self._known_topics]
+        if not missing:
+            return
+        count = partitions or self.partitions
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                admin = await self._admin_client()
+                response = await admin.create_topics(
+                    [NewTopic(t, count, self.replication_factor) for t in missing]
+                )
+        except _UNREACHABLE as exc:
+            raise BrokerUnavailable(f"cannot create topics {missing}: {exc!r}") from exc
+        for result in response.topic_errors:
+            topic, code = result[0], result[1]
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise BusError(f"cannot create topic {topic!r}: error {code} {result[2:]}")
+            self._known_topics.add(topic)
+
+    async def ping(self) -> None:
+        try:
+            async with asyncio.timeout(self.ping_timeout_s):
+                admin = await self._admin_client()
+                await admin.describe_cluster()
+        except _UNREACHABLE as exc:
+            raise BrokerUnavailable(f"kafka {self.brokers} did not answer: {exc!r}") from exc
+
+    async def close(self) -> None:
+        for client in list(self._live):
+            await client.stop()
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+
+    async def _admin_client(self) -> AIOKafkaAdminClient:
+        """One admin connection, opened on first need and opened again after a failed start."""
+        async with self._admin_lock:
+            if self._admin is None:
+                admin = AIOKafkaAdminClient(
+                    bootstrap_servers=self.brokers,
+                    client_id=f"{self.client_id}-admin",
+                    request_timeout_ms=int(self.timeout_s * 1000),
+                )
+                try:
+                    await admin.start()
+                except BaseException:
+                    await admin.close()
+                    raise
+                self._admin = admin
+            return self._admin
+
+    async def start_client(self, client: AIOKafkaProducer | AIOKafkaConsumer, what: str) -> None:
+        """Start an aiokafka client within `timeout_s`; stop it and raise BrokerUnavailable otherwise."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await client.start()
+        except BaseException as exc:
+            await client.stop()
+            if isinstance(exc, _UNREACHABLE):
+                raise BrokerUnavailable(f"{what} could not start against {self.brokers}: {exc!r}") from exc
+            raise
+
+    def track(self, client: KafkaProducer | KafkaConsumer, live: bool) -> None:
+        if live:
+            self._live.add(client)
+        else:
+            self._live.discard(client)
+
+
+class KafkaProducer:
+    def __init__(self, bus: KafkaBus) -> None:
+        self._bus = bus
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        bus = self._bus
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bus.brokers,
+            client_id=bus.client_id,
+            acks="all",
+            enable_idempotence=bus.idempotence,
+            linger_ms=bus.linger_ms,
+            request_timeout_ms=int(bus.timeout_s * 1000),
+        )
+        await bus.start_client(producer, "producer")
+        self._producer = producer
+        bus.track(self, live=True)
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        self._bus.track(self, live=False)
+        if producer is not None:
+            await producer.stop()
+
+    async def send(self, message: OutgoingMessage) -> None:
+        await self.send_many((message,))
+
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        producer = self._producer
+        if producer is None:
+            raise BusError("producer is not started")
+        # Topics are created with our partition count on first use, as the memory bus does, rather
+        # than by the broker's auto-creation with its own default.
+        await self._bus.ensure_topics([m.topic for m in messages])
+        pending: list[asyncio.Future[Any]] = []
+        try:
+            for m in messages:
+                pending.append(await producer.send(m.topic, m.value, key=m.key, headers=list(m.headers)))
+        except BaseException as exc:
+            for future in pending:
+                future.add_done_callback(_discard_result)
+            if isinstance(exc, KafkaError):
+                raise PublishFailed(f"could not enqueue a record: {exc!r}") from exc
+            raise
+        # All records are in flight before the first ack is awaited: batching, not one round trip each.
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise PublishFailed(f"{len(failures)} of {len(messages)} records failed") from failures[0]
+
+
+def _discard_result(future: asyncio.Future[Any]) -> None:
+    # Nobody awaits these after an aborted batch; reading the outcome keeps asyncio from warning.
+    if not future.cancelled():
+        future.exception()
+
+
+class _ListenerBridge(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, on_assign: RebalanceListener | None, on_revoke: RebalanceListener | None) -> None:
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+
+    async def on_partitions_revoked(self, revoked: set[KafkaTopicPartition]) -> None:
+        # aiokafka also calls this, empty, before the first join; the port only reports real losses.
+        if revoked and self._on_revoke is not None:
+            await self._on_revoke(_ours(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[KafkaTopicPartition]) -> None:
+        if self._on_assign is not None:
+            await self._on_assign(_ours(assigned))
+
+
+def _ours(partitions: set[KafkaTopicPartition]) -> set[TopicPartition]:
+    return {TopicPartition(tp.topic, tp.partition) for tp in partitions}
+
+
+def _theirs(tp: TopicPartition) -> KafkaTopicPartition:
+    # aiokafka checks isinstance against its own TopicPartition, so ours must be converted.
+    return KafkaTopicPartition(tp.topic, tp.partition)
+
+
+def _message(record: ConsumerRecord[bytes, bytes]) -> Message:
+    return Message(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=tuple(record.headers),
+        timestamp_ms=record.timestamp,
+    )
+
+
+class KafkaConsumer:
+    """A group member with manual commits that starts from the earliest offset when none is committed."""
+
+    def __init__(
+        self,
+        bus: KafkaBus,
+        topics: Sequence[str],
+        group_id: str,
+        *,
+        on_assign: RebalanceListener | None,
+        on_revoke: RebalanceListener | None,
+    ) -> None:
+        self._bus = bus
+        self.topics = list(dict.fromkeys(topics))
+        self.group_id = group_id
+        self._listener = _ListenerBridge(on_assign, on_revoke)
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        if self._consumer is not None:
+            return
+        bus = self._bus
+        await bus.ensure_topics(self.topics)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bus.brokers,
+            client_id=bus.client_id,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=bus.session_timeout_ms,
+            heartbeat_interval_ms=bus.heartbeat_interval_ms,
+            request_timeout_ms=int(bus.timeout_s * 1000),
+        )
+        consumer.subscribe(self.topics, listener=self._listener)
+        # start() returns once the group has given this member its first assignment.
+        await bus.start_client(consumer, f"consumer of group {self.group_id!r}")
+        self._consumer = consumer
+        bus.track(self, live=True)
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        self._bus.track(self, live=False)
+        if consumer is not None:
+            await consumer.stop()
+
+    def _running(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise ConsumerStopped(f"consumer of group {self.group_id!r} is stopped")
+        return self._consumer
+
+    async def getmany(self, timeout_s: float, max_records: int) -> list[Message]:
+        consumer = self._running()
+        try:
+            batches = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except ConsumerStoppedError as exc:
+            raise ConsumerStopped(f"consumer of group {self.group_id!r} stopped while reading") from exc
+        return [_message(record) for records in batches.values() for record in records]
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            raise CommitFailed(f"consumer of group {self.group_id!r} is stopped and owns no partition")
+        if not offsets:
+            return
+        try:
+            # aiokafka retries retriable errors forever (e.g. no coordinator while the broker is down).
+            async with asyncio.timeout(self._bus.timeout_s):
+                await consumer.commit({_theirs(tp): offset for tp, offset in offsets.items()})
+        except (CommitFailedError, IllegalStateError) as exc:
+            raise CommitFailed(f"group {self.group_id!r} has rebalanced: {exc}") from exc
+        except _UNREACHABLE as exc:
+            raise BrokerUnavailable(f"commit for group {self.group_id!r} failed: {exc!r}") from exc
+
+    def assignment(self) -> set[TopicPartition]:
+        consumer = self._consumer
+        return _ours(consumer.assignment()) if consumer is not None else set()
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        # Partitions not (or no longer) owned are skipped: a rebalance may have taken them meanwhile.
+        if self._consumer is not None:
+            owned = self._consumer.assignment()
+            self._consumer.pause(*(_theirs(tp) for tp in partitions if tp in owned))
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        if self._consumer is not None:
+            owned = self._consumer.assignment()
+            self._consumer.resume(*(_theirs(tp) for tp in partitions if tp in owned))
+
+    async def seek(self, tp: TopicPartition, offset: int) -> None:
+        try:
+            self._running().seek(_theirs(tp), offset)
+        except IllegalStateError as exc:
+            raise NotAssigned(f"{tp} is not assigned to this consumer") from exc
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        consumer = self._running()
+        owned = list(consumer.assignment())
+        if not owned:
+            return {}
+        lags: dict[TopicPartition, int] = {}
+        try:
+            async with asyncio.timeout(self._bus.timeout_s):
+                ends = await consumer.end_offsets(owned)
+                for tp in owned:
+                    # A rebalance may take partitions away while this awaits: skip those.
+                    if tp not in consumer.assignment():
+                        continue
+                    end = _log_end(ends[tp], consumer.highwater(tp))
+                    with contextlib.suppress(IllegalStateError):
+                        lags[TopicPartition(tp.topic, tp.partition)] = max(
+                            0, end - await consumer.position(tp)
+                        )
+        except _UNREACHABLE as exc:
+            raise BrokerUnavailable(f"lag of group {self.group_id!r} unavailable: {exc!r}") from exc
+        return lags
+
+
+def _log_end(listed: int, highwater: int | None) -> int:
+    """The end of a partition's log: the broker's ListOffsets answer, or the last fetch's highwater.
+
+    Kafka's ListOffsets is exact and the highwater can only trail it. Tansu (the test broker) answers
+    ListOffsets with the last batch's base offset + 1, so the highwater is the better figure there."""
+    return max(listed, highwater or 0)

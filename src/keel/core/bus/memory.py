@@ -1,0 +1,327 @@
+"""In-process broker with Kafka's semantics: the embedded default under `keel up` and in fast tests.
+
+Same contract as the Kafka adapter (proven by tests/contract/test_bus_contract.py): keyed records go to
+murmur2(key) % N like Kafka's default partitioner, a consumer group shares partitions among its live
+members with eager rebalances (every member gives up all partitions, then gets its new share), and a
+member reads from the group's committed offset, so anything not committed is delivered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+
+from aiokafka.partitioner import murmur2
+
+from keel.core.bus.errors import BrokerUnavailable, BusError, CommitFailed, ConsumerStopped, NotAssigned
+from keel.core.bus.message import Message, OutgoingMessage, TopicPartition
+from keel.core.bus.port import RebalanceListener
+
+log = logging.getLogger(__name__)
+
+
+def partition_for(key: bytes | None, partitions: int, counter: itertools.count[int]) -> int:
+    """Kafka's default partitioner: murmur2 of the key for keyed records, spread otherwise."""
+    if key is None:
+        return next(counter) % partitions
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+class _Topic:
+    __slots__ = ("_keyless", "logs", "name")
+
+    def __init__(self, name: str, partitions: int) -> None:
+        self.name = name
+        self.logs: list[list[Message]] = [[] for _ in range(partitions)]
+        self._keyless = itertools.count()
+
+    def append(self, record: OutgoingMessage) -> Message:
+        partition = partition_for(record.key, len(self.logs), self._keyless)
+        log_ = self.logs[partition]
+        # The payload bytes are shared, not copied: every group reads the same immutable Message.
+        message = Message(
+            topic=record.topic,
+            partition=partition,
+            offset=len(log_),
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+            timestamp_ms=time.time_ns() // 1_000_000,
+        )
+        log_.append(message)
+        return message
+
+
+class _Group:
+    __slots__ = ("committed", "lock", "members")
+
+    def __init__(self) -> None:
+        self.members: list[MemoryConsumer] = []
+        self.committed: dict[TopicPartition, int] = {}
+        # Joins and leaves are serialised: a rebalance awaits listeners and must not interleave.
+        self.lock = asyncio.Lock()
+
+
+class MemoryBus:
+    """One broker per process (or per test); nothing is persisted."""
+
+    name = "memory"
+
+    def __init__(self, partitions: int = 6) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be >= 1")
+        self._partitions = partitions
+        self._topics: dict[str, _Topic] = {}
+        self._groups: dict[str, _Group] = {}
+        self._readers: dict[str, set[MemoryConsumer]] = {}
+        self._closed = False
+
+    def producer(self) -> MemoryProducer:
+        return MemoryProducer(self)
+
+    def consumer(
+        self,
+        topics: Sequence[str],
+        group_id: str,
+        *,
+        on_assign: RebalanceListener | None = None,
+        on_revoke: RebalanceListener | None = None,
+    ) -> MemoryConsumer:
+        return MemoryConsumer(self, topics, group_id, on_assign=on_assign, on_revoke=on_revoke)
+
+    async def ensure_topics(self, topics: Sequence[str], partitions: int | None = None) -> None:
+        self.check_open()
+        for name in topics:
+            self.topic(name, partitions)
+
+    async def ping(self) -> None:
+        self.check_open()
+
+    async def close(self) -> None:
+        live = {m for group in self._groups.values() for m in group.members}
+        for member in live:
+            await member.stop()
+        self._closed = True
+
+    # --- used by the producer and consumers of this bus ---
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise BrokerUnavailable("the memory bus is closed")
+
+    def topic(self, name: str, partitions: int | None = None) -> _Topic:
+        """The topic, created on first use like a broker with auto-creation on."""
+        found = self._topics.get(name)
+        if found is None:
+            found = self._topics[name] = _Topic(name, partitions or self._partitions)
+        return found
+
+    def log(self, tp: TopicPartition) -> list[Message]:
+        return self._topics[tp.topic].logs[tp.partition]
+
+    def append(self, record: OutgoingMessage) -> None:
+        self.check_open()
+        message = self.topic(record.topic).append(record)
+        tp = message.tp
+        for reader in self._readers.get(record.topic, ()):
+            reader.notify(tp)
+
+    def commit(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
+        self._groups[group_id].committed.update(offsets)
+
+    async def join(self, member: MemoryConsumer) -> None:
+        group = self._groups.setdefault(member.group_id, _Group())
+        async with group.lock:
+            group.members.append(member)
+            for name in member.topics:
+                self._readers.setdefault(name, set()).add(member)
+            await self._rebalance(group)
+
+    async def leave(self, member: MemoryConsumer) -> None:
+        group = self._groups[member.group_id]
+        async with group.lock:
+            group.members.remove(member)
+            for name in member.topics:
+                self._readers[name].discard(member)
+            # Like aiokafka's close(): the leaving member gets no on_revoke, it just lets go.
+            member.take_assignment(set(), group.committed)
+            await self._rebalance(group)
+
+    async def _rebalance(self, group: _Group) -> None:
+        for member in group.members:
+            owned = member.assignment()
+            if owned:
+                # Called while the member still owns them, so a listener may commit its progress.
+                await member.fire(member.on_revoke, owned)
+                member.take_assignment(set(), group.committed)
+        plan = self._plan(group.members)
+        for member in group.members:
+            member.take_assignment(plan[member], group.committed)
+        for member in group.members:
+            await member.fire(member.on_assign, plan[member])
+
+    def _plan(self, members: Sequence[MemoryConsumer]) -> dict[MemoryConsumer, set[TopicPartition]]:
+        """Each topic's partitions dealt round-robin to the members subscribed to it, in join order."""
+        plan: dict[MemoryConsumer, set[TopicPartition]] = {m: set() for m in members}
+        for name in sorted({t for m in members for t in m.topics}):
+            subscribers = [m for m in members if name in m.topics]
+            for partition in range(len(self._topics[name].logs)):
+                plan[subscribers[partition % len(subscribers)]].add(TopicPartition(name, partition))
+        return plan
+
+
+class MemoryProducer:
+    def __init__(self, bus: MemoryBus) -> None:
+        self._bus = bus
+        self._running = False
+
+    async def start(self) -> None:
+        self._bus.check_open()
+        self._running = True
+
+    async def stop(self) -> None:
+        self._running = False
+
+    async def send(self, message: OutgoingMessage) -> None:
+        await self.send_many((message,))
+
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        if not self._running:
+            raise BusError("producer is not started")
+        for message in messages:
+            self._bus.append(message)
+        # A real send always yields to the loop; so does this one, or a tight send loop starves readers.
+        await asyncio.sleep(0)
+
+
+class MemoryConsumer:
+    def __init__(
+        self,
+        bus: MemoryBus,
+        topics: Sequence[str],
+        group_id: str,
+        *,
+        on_assign: RebalanceListener | None,
+        on_revoke: RebalanceListener | None,
+    ) -> None:
+        self._bus = bus
+        self.topics = tuple(dict.fromkeys(topics))
+        self.group_id = group_id
+        self.on_assign = on_assign
+        self.on_revoke = on_revoke
+        self._assigned: set[TopicPartition] = set()
+        self._positions: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+        self._wakeup = asyncio.Event()
+        self._running = False
+        self._rotation = 0
+
+    async def start(self) -> None:
+        if self._running:
+            return
+        await self._bus.ensure_topics(self.topics)
+        self._running = True
+        await self._bus.join(self)
+
+    async def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        self._wakeup.set()
+        await self._bus.leave(self)
+
+    async def getmany(self, timeout_s: float, max_records: int) -> list[Message]:
+        if max_records < 1:
+            raise ValueError("max_records must be >= 1")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            if not self._running:
+                raise ConsumerStopped(f"consumer of group {self.group_id!r} is stopped")
+            batch = self._take(max_records)
+            remaining = deadline - loop.time()
+            if batch or remaining <= 0:
+                return batch
+            # No await between the empty read and clear(): an append cannot slip in unseen.
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return self._take(max_records) if self._running else []
+
+    def _take(self, max_records: int) -> list[Message]:
+        readable = sorted(self._assigned - self._paused)
+        if not readable:
+            return []
+        # Start each read at the next partition, so one busy partition cannot starve the rest.
+        self._rotation = (self._rotation + 1) % len(readable)
+        batch: list[Message] = []
+        for tp in readable[self._rotation :] + readable[: self._rotation]:
+            position = self._positions[tp]
+            chunk = self._bus.log(tp)[position : position + max_records - len(batch)]
+            if chunk:
+                batch.extend(chunk)
+                self._positions[tp] = position + len(chunk)
+                if len(batch) >= max_records:
+                    break
+        return batch
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        lost = sorted(tp for tp in offsets if not self._running or tp not in self._assigned)
+        if lost:
+            raise CommitFailed(f"group {self.group_id!r} has rebalanced: {lost} no longer owned here")
+        if any(offset < 0 for offset in offsets.values()):
+            raise ValueError("offsets must be >= 0")
+        self._bus.commit(self.group_id, offsets)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        # Partitions not (or no longer) owned are skipped: a rebalance may have taken them meanwhile.
+        self._paused |= partitions & self._assigned
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        self._paused -= partitions
+        self._wakeup.set()
+
+    async def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp not in self._assigned:
+            raise NotAssigned(f"{tp} is not assigned to this consumer")
+        if offset < 0:
+            raise ValueError("offset must be >= 0")
+        self._positions[tp] = offset
+        self._wakeup.set()
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        return {tp: max(0, len(self._bus.log(tp)) - self._positions[tp]) for tp in self._assigned}
+
+    # --- called by the bus ---
+
+    def notify(self, tp: TopicPartition) -> None:
+        if tp in self._assigned:
+            self._wakeup.set()
+
+    def take_assignment(
+        self, partitions: set[TopicPartition], committed: Mapping[TopicPartition, int]
+    ) -> None:
+        """Own exactly `partitions`, reading each from the group's committed offset (earliest if none).
+
+        Pauses do not survive a rebalance, as in aiokafka, where a new assignment starts unpaused."""
+        self._assigned = set(partitions)
+        self._positions = {tp: committed.get(tp, 0) for tp in partitions}
+        self._paused.clear()
+        self._wakeup.set()
+
+    async def fire(self, listener: RebalanceListener | None, partitions: Iterable[TopicPartition]) -> None:
+        if listener is None:
+            return
+        try:
+            await listener(set(partitions))
+        except Exception:
+            # aiokafka logs and carries on when a listener fails; do the same so both behave alike.
+            log.exception("rebalance listener of group %r failed", self.group_id)

@@ -1,0 +1,119 @@
+"""Kafka adapter behaviour on a broker that is down, silent or gone: every wait is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from keel.core.bus import OutgoingMessage
+from keel.core.bus.errors import BrokerUnavailable, PublishFailed
+from keel.core.bus.kafka import KafkaBus
+from tests.support import servers
+
+
+@pytest_asyncio.fixture
+async def silent_broker() -> AsyncIterator[str]:
+    """A listener that accepts connections and never answers, like a hung broker."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        while await reader.read(65536):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"127.0.0.1:{port}"
+    for writer in held:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+def private_broker() -> Iterator[servers.ChildServer]:
+    """A broker of this test's own, so the test may take it down."""
+    with servers.running(servers.kafka_broker()) as broker:
+        yield broker
+
+
+def bus_on(address: str, *, timeout_s: float = 30.0) -> KafkaBus:
+    return KafkaBus([address], idempotence=False, timeout_s=timeout_s)
+
+
+async def test_ping_fails_within_two_seconds_when_nothing_listens() -> None:
+    bus = bus_on(f"127.0.0.1:{servers.free_port()}")
+    started = time.monotonic()
+
+    with pytest.raises(BrokerUnavailable):
+        await bus.ping()
+
+    assert time.monotonic() - started < 2.5
+    await bus.close()
+
+
+async def test_ping_fails_within_two_seconds_when_the_broker_is_silent(silent_broker: str) -> None:
+    bus = bus_on(silent_broker)
+    started = time.monotonic()
+
+    with pytest.raises(BrokerUnavailable):
+        await bus.ping()
+
+    assert time.monotonic() - started < 2.5
+    await bus.close()
+
+
+async def test_producer_and_consumer_start_give_up_after_the_timeout_on_a_silent_broker(
+    silent_broker: str,
+) -> None:
+    bus = bus_on(silent_broker, timeout_s=1.0)
+    started = time.monotonic()
+
+    with pytest.raises(BrokerUnavailable):
+        await bus.producer().start()
+    with pytest.raises(BrokerUnavailable):
+        await bus.consumer(["t"], "g").start()
+
+    assert time.monotonic() - started < 4
+    await bus.close()
+
+
+async def test_send_many_raises_when_the_broker_stops_acknowledging(
+    private_broker: servers.ChildServer,
+) -> None:
+    bus = bus_on(f"127.0.0.1:{private_broker.port}", timeout_s=2.0)
+    topic = f"acks-{uuid.uuid4().hex[:8]}"
+    producer = bus.producer()
+    await producer.start()
+    await producer.send(OutgoingMessage(topic, b"before"))
+
+    private_broker.kill()
+
+    with pytest.raises(PublishFailed):
+        await asyncio.wait_for(producer.send_many([OutgoingMessage(topic, b"lost") for _ in range(10)]), 15)
+    await bus.close()
+
+
+async def test_ping_recovers_when_the_broker_comes_back(private_broker: servers.ChildServer) -> None:
+    bus = bus_on(f"127.0.0.1:{private_broker.port}")
+    await bus.ping()
+
+    private_broker.stop()
+    with pytest.raises(BrokerUnavailable):
+        await bus.ping()
+    private_broker.start()
+
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            await bus.ping()
+            break
+        except BrokerUnavailable:
+            assert time.monotonic() < deadline, "ping did not recover within 15s of the broker's return"
+            await asyncio.sleep(0.05)
+    await bus.close()

@@ -1,0 +1,46 @@
+"""Helpers for bus tests: read with a deadline, and Kafka's own partitioner as the oracle."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from keel.core.bus import Consumer, Message
+
+
+def kafka_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) picks for `key`."""
+    every = list(range(partitions))
+    return int(DefaultPartitioner()(key, every, every))
+
+
+def keys_on_distinct_partitions(count: int, partitions: int, prefix: str = "key") -> list[bytes]:
+    """`count` keys that Kafka's partitioner puts on `count` different partitions."""
+    chosen: dict[int, bytes] = {}
+    n = 0
+    while len(chosen) < count:
+        key = f"{prefix}-{n}".encode()
+        chosen.setdefault(kafka_partition(key, partitions), key)
+        n += 1
+    return list(chosen.values())
+
+
+async def read(consumer: Consumer, count: int, *, within_s: float = 15.0) -> list[Message]:
+    """Exactly `count` records (never more), or fail saying how many came before the deadline."""
+    got: list[Message] = []
+    deadline = time.monotonic() + within_s
+    while len(got) < count:
+        left = deadline - time.monotonic()
+        assert left > 0, f"read {len(got)} of {count} records within {within_s}s"
+        got += await consumer.getmany(timeout_s=min(left, 0.5), max_records=count - len(got))
+    return got
+
+
+async def wait_until(condition: Callable[[], bool], *, within_s: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what or 'condition'} not reached within {within_s}s"
+        await asyncio.sleep(0.02)
