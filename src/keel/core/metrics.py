@@ -29,7 +29,16 @@ DLQ_MESSAGES = Counter("dlq_messages_total", "Messages sent to a dead-letter top
 OUTBOX_LAG = Gauge("outbox_lag_seconds", "Age of the oldest unpublished outbox event")
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox events published", ["topic"])
 OUTBOX_PENDING = Gauge("outbox_pending_events", "Outbox events not yet published")
-CACHE_REQUESTS = Counter("cache_requests_total", "Cache look-ups", ["cache", "result"])
+CACHE_REQUESTS = Counter(
+    "cache_requests_total",
+    "Cache look-ups (hit, miss) and backend calls failed or skipped (error)",
+    ["cache", "result"],
+)
+RATE_LIMIT_DECISIONS = Counter(
+    "rate_limit_decisions_total",
+    "Rate-limit checks by outcome (allowed, limited, failed_open)",
+    ["limiter", "outcome"],
+)
 DEPENDENCY_UP = Gauge("dependency_up", "1 when the last readiness check of a dependency passed", ["dependency"])
 
 

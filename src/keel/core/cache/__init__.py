@@ -1,0 +1,7 @@
+"""The cache port and its adapters (memory: in-process default; redis: shared, production)."""
+
+from keel.core.cache.memory import MemoryCache
+from keel.core.cache.port import Cache, Loader, SingleFlightCache
+from keel.core.cache.redis import RedisCache, redis_client
+
+__all__ = ["Cache", "Loader", "MemoryCache", "RedisCache", "SingleFlightCache", "redis_client"]

@@ -1,0 +1,29 @@
+"""Wait on a condition with a deadline instead of sleeping a fixed time."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any] | Any],
+    *,
+    until: Callable[[Any], bool],
+    timeout_s: float = 5.0,
+    what: str = "",
+) -> Any:
+    """Call `probe` (sync or async) until `until(result)` holds; fail with the last result after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = probe()
+        if inspect.isawaitable(result):
+            result = await result
+        if until(result):
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what or 'condition'} not reached within {timeout_s}s; last: {result!r}")
+        await asyncio.sleep(0.005)
