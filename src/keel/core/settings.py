@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=6, ge=1, validation_alias="KAFKA_PARTITIONS")
     # For topics the bus creates; a production cluster of three brokers wants 3.
     kafka_replication_factor: int = Field(default=1, ge=1, validation_alias="KAFKA_REPLICATION_FACTOR")
-    otel_exporter_otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
 
     data_dir: Path = Field(default=Path(".keel"), validation_alias="KEEL_DATA_DIR")
     request_timeout_s: float = Field(default=5.0, gt=0, validation_alias="REQUEST_TIMEOUT_S")
@@ -43,9 +45,21 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(default=500, ge=1, validation_alias="OUTBOX_BATCH_SIZE")
     outbox_poll_interval_s: float = Field(default=0.05, gt=0, validation_alias="OUTBOX_POLL_INTERVAL_S")
     outbox_shards: int = Field(default=16, ge=1, validation_alias="OUTBOX_SHARDS")
+    # Published outbox rows older than this are deleted by the retention job (default 7 days).
+    outbox_retention_s: float = Field(default=7 * 24 * 3600, gt=0, validation_alias="OUTBOX_RETENTION_S")
     consumer_max_attempts: int = Field(default=5, ge=1, validation_alias="CONSUMER_MAX_ATTEMPTS")
     consumer_backoff_base_s: float = Field(default=0.2, gt=0, validation_alias="CONSUMER_BACKOFF_BASE_S")
     consumer_backoff_max_s: float = Field(default=10.0, gt=0, validation_alias="CONSUMER_BACKOFF_MAX_S")
+
+    # Object storage: a local directory unless an S3-compatible endpoint (MinIO) is configured.
+    object_store_dir: Path | None = Field(default=None, validation_alias="OBJECT_STORE_DIR")
+    s3_endpoint_url: str | None = Field(default=None, validation_alias="S3_ENDPOINT_URL")
+    s3_bucket: str | None = Field(default=None, validation_alias="S3_BUCKET")
+    s3_access_key_id: str | None = Field(default=None, validation_alias="S3_ACCESS_KEY_ID")
+    s3_secret_access_key: str | None = Field(default=None, validation_alias="S3_SECRET_ACCESS_KEY")
+    s3_region: str = Field(default="us-east-1", validation_alias="S3_REGION")
+    # Where this deployment is reachable, for links it signs itself (local files); "" = relative links.
+    public_base_url: str = Field(default="", validation_alias="PUBLIC_BASE_URL")
 
     @field_validator("kafka_brokers", mode="before")
     @classmethod

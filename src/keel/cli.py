@@ -1,0 +1,113 @@
+"""The `keel` command: run the whole platform, one service, or its workers; migrate the database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from keel import services
+from keel.core.logging import setup_logging
+from keel.core.service import ServiceSpec
+from keel.core.settings import Settings
+
+app = typer.Typer(help="Keel: five event-driven services and the platform they share.", no_args_is_help=True)
+console = Console(stderr=True)
+
+ServiceArg = Annotated[str, typer.Argument(help=f"one of: {', '.join(services.NAMES)}")]
+PortOpt = Annotated[int, typer.Option("--port", "-p", help="HTTP port")]
+HostOpt = Annotated[str, typer.Option("--host", help="interface to bind (0.0.0.0 in containers)")]
+
+
+class _GracefulServer(uvicorn.Server):
+    """Ctrl-C / SIGTERM drain the process (lifespan shutdown stops workers after their in-flight work)
+    and then exit normally, instead of re-raising the signal into the event loop as uvicorn does."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+
+def _serve_http(fastapi_app: object, host: str, port: int, settings: Settings) -> None:
+    config = uvicorn.Config(
+        fastapi_app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    _GracefulServer(config).run()
+
+
+def _load(name: str) -> list[ServiceSpec]:
+    try:
+        return [services.load(name)]
+    except services.UnknownService as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def up(port: PortOpt = 8000, host: HostOpt = "127.0.0.1") -> None:
+    """Every service, worker and relay in one process, on embedded defaults (PostgreSQL from a wheel,
+    in-memory bus, in-process cache, local storage) unless settings point at real infrastructure."""
+    from keel.core.runtime import build_app
+
+    settings = Settings()
+    setup_logging(settings.log_level)
+    specs = services.load_all()
+    console.print(
+        f"[bold]keel up[/bold] on http://{host}:{port} — services: {', '.join(s.name for s in specs) or 'none yet'}"
+    )
+    console.print(f"  docs  http://{host}:{port}/docs   health /healthz /readyz   metrics /metrics")
+    _serve_http(build_app(specs, settings, embedded=True, title="Keel platform"), host, port, settings)
+
+
+@app.command()
+def serve(service: ServiceArg, port: PortOpt = 8000, host: HostOpt = "127.0.0.1") -> None:
+    """One service's API with its own relay and consumers, against the configured infrastructure."""
+    from keel.core.runtime import build_app
+
+    settings = Settings()
+    setup_logging(settings.log_level)
+    _serve_http(build_app(_load(service), settings), host, port, settings)
+
+
+@app.command()
+def worker(service: ServiceArg, port: PortOpt = 9100, host: HostOpt = "127.0.0.1") -> None:
+    """A service's relay and consumers without its API (health and metrics stay on `--port`)."""
+    from keel.core.runtime import build_app
+
+    settings = Settings()
+    setup_logging(settings.log_level)
+    _serve_http(build_app(_load(service), settings, serve_routes=False), host, port, settings)
+
+
+@app.command()
+def migrate(revision: Annotated[str, typer.Option(help="target revision")] = "head") -> None:
+    """Apply the database migrations (embedded PostgreSQL when POSTGRES_DSN is unset)."""
+    from keel.core.infra import resolve_dsn
+    from keel.core.schema import upgrade
+
+    settings = Settings()
+    setup_logging(settings.log_level)
+
+    async def run() -> None:
+        await upgrade(await resolve_dsn(settings), revision)
+
+    asyncio.run(run())
+    console.print(f"migrated to {revision}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,117 @@
+"""The infrastructure a process runs on, built once at start-up and handed to every service:
+database, Redis, bus, caches, object storage — embedded defaults when nothing is configured."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+
+from keel.core import embedded_pg
+from keel.core.bus.factory import build_bus
+from keel.core.bus.port import Bus
+from keel.core.cache import Cache, MemoryCache, RedisCache, redis_client
+from keel.core.db import Database
+from keel.core.health import ReadinessCheck
+from keel.core.outbox import Outbox
+from keel.core.schema import upgrade
+from keel.core.settings import Settings
+from keel.core.signing import UrlSigner
+
+if TYPE_CHECKING:
+    from keel.core.storage import ObjectStore
+
+log = logging.getLogger("keel.infra")
+
+
+@dataclass
+class Infra:
+    settings: Settings
+    bus: Bus
+    db: Database | None = None
+    redis: aioredis.Redis | None = None
+    checks: list[ReadinessCheck] = field(default_factory=list)
+    memory_cache_entries: int = 10_000
+    # Set by the runtime when this process runs an outbox relay: writers wake it after a commit.
+    wake_relay: Callable[[], None] = lambda: None
+
+    _storage: ObjectStore | None = None
+    _signer: UrlSigner | None = None
+
+    @property
+    def signer(self) -> UrlSigner:
+        """The one link signer of this process (SECRET), shared by storage and signed CDN links."""
+        if self._signer is None:
+            self._signer = UrlSigner(self.settings.secret)
+        return self._signer
+
+    @property
+    def storage(self) -> ObjectStore:
+        """Object storage, built on first use: only services that store files pay for it."""
+        if self._storage is None:
+            from keel.core.storage import build_object_store
+
+            self._storage = build_object_store(self.settings, self.signer)
+        return self._storage
+
+    @property
+    def outbox(self) -> Outbox:
+        return Outbox(self.settings.outbox_shards, wake=self.wake_relay)
+
+    def cache(self, name: str) -> Cache:
+        """Redis when configured, else an in-process LRU: the same port either way."""
+        if self.redis is not None:
+            return RedisCache(self.redis, name=name)
+        return MemoryCache(max_entries=self.memory_cache_entries, name=name)
+
+    def require_db(self) -> Database:
+        if self.db is None:
+            raise RuntimeError("this service needs PostgreSQL but the process was started without it")
+        return self.db
+
+
+async def resolve_dsn(settings: Settings) -> str:
+    """POSTGRES_DSN when set; otherwise an embedded PostgreSQL under the data dir (never SQLite)."""
+    if settings.postgres_dsn:
+        return settings.postgres_dsn
+    server = embedded_pg.start(settings.data_dir)
+    admin = embedded_pg.socket_dsn(server, "postgres")
+    await embedded_pg.ensure_database(admin)
+    return embedded_pg.socket_dsn(server, embedded_pg.DATABASE)
+
+
+@asynccontextmanager
+async def open_infra(
+    settings: Settings,
+    *,
+    database: bool = True,
+    migrate: bool = True,
+    topics: Sequence[str] = (),
+    dsn: str | None = None,
+) -> AsyncIterator[Infra]:
+    async with AsyncExitStack() as stack:
+        bus = build_bus(settings)
+        stack.push_async_callback(bus.close)
+        if topics:
+            await bus.ensure_topics(list(topics))
+        infra = Infra(settings=settings, bus=bus)
+        if database:
+            dsn = dsn or await resolve_dsn(settings)
+            if migrate:
+                await upgrade(dsn)
+            infra.db = Database.connect(
+                dsn, pool_size=settings.db_pool_size, connect_timeout_s=settings.db_connect_timeout_s
+            )
+            stack.push_async_callback(infra.db.dispose)
+            infra.checks.append(ReadinessCheck("postgres", infra.db.ping))
+        if settings.redis_url:
+            infra.redis = redis_client(settings.redis_url)
+            stack.push_async_callback(infra.redis.aclose)
+            infra.checks.append(ReadinessCheck("redis", infra.redis.ping))
+        if settings.uses_kafka:
+            infra.checks.append(ReadinessCheck("kafka", bus.ping))
+        yield infra

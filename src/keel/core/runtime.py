@@ -1,0 +1,104 @@
+"""Assemble a process from service specs: one app, one infrastructure, the services' workers and
+the outbox relay, all started in the lifespan and stopped cleanly (nothing in flight is lost)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from keel.core.app import create_app
+from keel.core.infra import Infra, open_infra
+from keel.core.outbox import OutboxRelay
+from keel.core.service import ServiceSpec, Worker
+from keel.core.settings import DEFAULT_SECRET, Settings
+from keel.core.storage import signed_files_router
+from keel.core.supervisor import Supervisor
+from keel.core.telemetry import instrument_app, setup_tracing
+
+log = logging.getLogger("keel.runtime")
+
+
+async def start_relay(infra: Infra, stack: AsyncExitStack) -> OutboxRelay:
+    producer = infra.bus.producer()
+    await producer.start()
+    stack.push_async_callback(producer.stop)
+    s = infra.settings
+    return OutboxRelay(
+        infra.require_db(),
+        producer,
+        shards=s.outbox_shards,
+        batch_size=s.outbox_batch_size,
+        poll_interval_s=s.outbox_poll_interval_s,
+        name="outbox-relay",
+    )
+
+
+def build_app(
+    specs: Sequence[ServiceSpec],
+    settings: Settings,
+    *,
+    serve_routes: bool = True,
+    run_workers: bool = True,
+    embedded: bool = False,
+    title: str | None = None,
+) -> FastAPI:
+    """One FastAPI app for the given services. `serve_routes=False` keeps only health and metrics
+    (a `keel worker` process); `run_workers=False` serves HTTP only."""
+    if settings.secret == DEFAULT_SECRET and not embedded:
+        log.warning(
+            "SECRET is the default %r: signed links are forgeable; set SECRET in production", DEFAULT_SECRET
+        )
+    names = ", ".join(s.name for s in specs) or "platform"
+    topics = sorted({t for s in specs for t in s.topics})
+    needs_db = any(s.uses_database for s in specs)
+    state: dict[str, object] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            infra = await stack.enter_async_context(open_infra(settings, database=needs_db, topics=topics))
+            state["infra"] = infra
+            workers: list[Worker] = []
+            if run_workers and any(s.uses_outbox for s in specs):
+                relay = await start_relay(infra, stack)
+                infra.wake_relay = relay.notify
+                workers.append(relay)
+            for spec in specs:
+                wiring = await spec.wire(infra)
+                for key, value in wiring.state.items():
+                    setattr(app.state, key, value)
+                for closer in wiring.closers:
+                    stack.push_async_callback(closer)
+                workers.extend(wiring.workers)
+            app.state.infra = infra
+            if any(s.uses_storage for s in specs):
+                app.state.object_store = infra.storage
+                app.state.url_signer = infra.signer
+            supervisor = Supervisor(workers if run_workers else [])
+            supervisor.start()
+            app.state.supervisor = supervisor
+            log.info("keel %s started with %d workers", names, len(supervisor.workers))
+            try:
+                yield
+            finally:
+                await supervisor.stop()
+                log.info("keel %s stopped", names)
+
+    routers: list[APIRouter] = [r for s in specs for r in s.routers()] if serve_routes else []
+    if serve_routes and any(s.uses_storage for s in specs):
+        routers.append(signed_files_router())
+    max_route_body = max((s.max_body_bytes or 0 for s in specs), default=0) or None
+    app = create_app(
+        title=title or f"Keel {names}",
+        settings=settings,
+        routers=routers,
+        readiness=lambda: state["infra"].checks if "infra" in state else [],  # type: ignore[attr-defined]
+        lifespan=lifespan,
+        max_route_body_bytes=max_route_body,
+    )
+    if setup_tracing(f"keel-{names.replace(', ', '-')}", settings.otel_exporter_otlp_endpoint):
+        instrument_app(app)
+    return app

@@ -1,0 +1,131 @@
+"""Ticket routes, served under `/v1/tickets` and, as the seed writes them, `/tickets`.
+
+Access rule: a ticket is visible only to the user who created it. Another user's ticket answers
+403 (it exists, but is not yours) and an unknown or malformed id answers 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
+from starlette.responses import Response
+
+from keel.core.app import error_responses
+from keel.core.auth import CurrentUser
+from keel.core.events import dumps
+from keel.tickets.schemas import Attachment, Ticket, TicketCreate, TicketStatus
+from keel.tickets.service import TicketService
+
+UPLOAD_CHUNK = 256 * 1024
+JSON = "application/json"
+
+
+def _service(request: Request) -> TicketService:
+    service: TicketService = request.app.state.tickets
+    return service
+
+
+async def _rate_limit(request: Request, user: CurrentUser) -> None:
+    limiter = getattr(request.app.state, "tickets_rate_limiter", None)
+    if limiter is not None:
+        await limiter.check(user)
+
+
+Service = Annotated[TicketService, Depends(_service)]
+RATE_LIMITED = [Depends(_rate_limit)]
+
+
+def _request_id(request: Request) -> str | None:
+    value: str | None = request.scope.get("state", {}).get("request_id")
+    return value
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(UPLOAD_CHUNK):
+        yield chunk
+
+
+def build_router(prefix: str, *, max_upload_bytes: int, include_in_schema: bool = True) -> APIRouter:
+    router = APIRouter(
+        prefix=prefix, tags=["tickets"], dependencies=RATE_LIMITED, include_in_schema=include_in_schema
+    )
+    common = error_responses(401, 422, 429)
+    owned = error_responses(401, 403, 404, 422, 429)
+
+    @router.post(
+        "",
+        status_code=201,
+        response_model=Ticket,
+        summary="Create a ticket",
+        description="With `Idempotency-Key`, a repeat with the same body answers the first response again "
+        "(header `Idempotent-Replayed: true`); another body with the same key is 422; the same key while "
+        "the first request is still running is 409.",
+        responses={**common, **error_responses(409, 413)},
+    )
+    async def create(
+        body: TicketCreate,
+        user: CurrentUser,
+        service: Service,
+        request: Request,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+    ) -> Response:
+        created = await service.create(user, body, idempotency_key, _request_id(request))
+        headers = {"Idempotent-Replayed": "true"} if created.replayed else None
+        return Response(created.body, status_code=created.status_code, media_type=JSON, headers=headers)
+
+    @router.get("", response_model=list[Ticket], summary="List my tickets, newest first", responses=common)
+    async def list_tickets(
+        user: CurrentUser,
+        service: Service,
+        status: TicketStatus | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    ) -> Response:
+        return Response(await service.list_tickets(user, status, limit, offset), media_type=JSON)
+
+    @router.get("/{ticket_id}", response_model=Ticket, summary="Get one of my tickets", responses=owned)
+    async def get_ticket(ticket_id: str, user: CurrentUser, service: Service) -> Response:
+        return Response(dumps(await service.get(user, ticket_id)), media_type=JSON)
+
+    @router.post(
+        "/{ticket_id}/close",
+        response_model=Ticket,
+        summary="Close a ticket (closing a closed ticket is 200 again and emits no event)",
+        responses=owned,
+    )
+    async def close(ticket_id: str, user: CurrentUser, service: Service, request: Request) -> Response:
+        return Response(dumps(await service.close(user, ticket_id, _request_id(request))), media_type=JSON)
+
+    @router.post(
+        "/{ticket_id}/attachments",
+        status_code=201,
+        response_model=Attachment,
+        summary="Attach a file (multipart field `file`)",
+        responses={**owned, **error_responses(413)},
+        # The multipart envelope adds a little to the file itself.
+        max_body_size=max_upload_bytes + 64 * 1024,
+    )
+    async def add_attachment(
+        ticket_id: str, user: CurrentUser, service: Service, file: Annotated[UploadFile, File()]
+    ) -> Response:
+        attachment = await service.add_attachment(
+            user,
+            ticket_id,
+            (file.filename or "upload")[:255],
+            file.content_type or "application/octet-stream",
+            _chunks(file),
+        )
+        return Response(dumps(attachment), status_code=201, media_type=JSON)
+
+    @router.get(
+        "/{ticket_id}/attachments",
+        response_model=list[Attachment],
+        summary="List a ticket's attachments with expiring download links",
+        responses=owned,
+    )
+    async def list_attachments(ticket_id: str, user: CurrentUser, service: Service) -> Response:
+        return Response(dumps(await service.list_attachments(user, ticket_id)), media_type=JSON)
+
+    return router

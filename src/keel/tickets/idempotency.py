@@ -1,0 +1,142 @@
+"""Idempotency-Key, fast path: `idem:<user_id>:<key>` in Redis for an hour (seed 002, A3).
+
+Redis answers the common cases without touching PostgreSQL: a key in flight (409), a finished key
+(replay the stored response), a key reused with another body (422). It is only the fast path: the
+ticket's own transaction writes the durable record (`ticket_idempotency`), so when Redis has evicted
+the key or is down, PostgreSQL still maps the key to exactly one ticket.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("keel.tickets.idempotency")
+
+TTL_S = 3600
+
+
+class State(Enum):
+    NEW = "new"  # we reserved the key: go ahead and create
+    IN_FLIGHT = "in_flight"  # another request with this key has not finished
+    DONE = "done"  # finished: `response` holds what it answered
+    UNKNOWN = "unknown"  # the fast path is unavailable: let PostgreSQL decide
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    state: State
+    request_hash: str | None = None
+    status_code: int = 201
+    response: bytes | None = None
+
+
+def redis_key(user: str, key: str) -> str:
+    return f"idem:{user}:{key}"
+
+
+class IdempotencyStore(Protocol):
+    async def reserve(self, user: str, key: str, request_hash: str) -> Reservation: ...
+
+    async def complete(
+        self, user: str, key: str, request_hash: str, status_code: int, response: bytes
+    ) -> None: ...
+
+    async def release(self, user: str, key: str) -> None: ...
+
+
+def _pending(request_hash: str) -> bytes:
+    return orjson.dumps({"state": "pending", "hash": request_hash})
+
+
+def _parse(raw: bytes) -> Reservation:
+    data = orjson.loads(raw)
+    if data.get("state") == "done":
+        return Reservation(State.DONE, data["hash"], int(data["status"]), data["response"].encode())
+    return Reservation(State.IN_FLIGHT, data.get("hash"))
+
+
+class RedisIdempotencyStore:
+    def __init__(self, client: aioredis.Redis, ttl_s: int = TTL_S) -> None:
+        self._redis = client
+        self._ttl_s = ttl_s
+
+    async def reserve(self, user: str, key: str, request_hash: str) -> Reservation:
+        name = redis_key(user, key)
+        try:
+            # SET NX then GET on a miss: one round trip in the common (new key) case.
+            if await self._redis.set(name, _pending(request_hash), nx=True, ex=self._ttl_s):
+                return Reservation(State.NEW, request_hash)
+            raw = await self._redis.get(name)
+        except (RedisError, OSError) as exc:
+            log.warning("idempotency fast path unavailable: %s", exc)
+            return Reservation(State.UNKNOWN)
+        if raw is None:  # expired between the two calls: let PostgreSQL decide
+            return Reservation(State.UNKNOWN)
+        return _parse(raw if isinstance(raw, bytes) else raw.encode())
+
+    async def complete(
+        self, user: str, key: str, request_hash: str, status_code: int, response: bytes
+    ) -> None:
+        value = orjson.dumps(
+            {"state": "done", "hash": request_hash, "status": status_code, "response": response.decode()}
+        )
+        try:
+            await self._redis.set(redis_key(user, key), value, ex=self._ttl_s)
+        except (RedisError, OSError) as exc:
+            log.warning("idempotency record not cached: %s", exc)
+
+    async def release(self, user: str, key: str) -> None:
+        try:
+            await self._redis.delete(redis_key(user, key))
+        except (RedisError, OSError) as exc:
+            log.warning("idempotency reservation not released: %s", exc)
+
+
+class MemoryIdempotencyStore:
+    """The same semantics in process (`keel up` without Redis), bounded and expiring."""
+
+    def __init__(self, ttl_s: int = TTL_S, max_entries: int = 100_000) -> None:
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def _get(self, name: str) -> bytes | None:
+        entry = self._entries.get(name)
+        if entry is None or entry[0] < time.monotonic():
+            self._entries.pop(name, None)
+            return None
+        return entry[1]
+
+    def _put(self, name: str, value: bytes) -> None:
+        self._entries[name] = (time.monotonic() + self._ttl_s, value)
+        self._entries.move_to_end(name)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    async def reserve(self, user: str, key: str, request_hash: str) -> Reservation:
+        name = redis_key(user, key)
+        raw = self._get(name)
+        if raw is None:
+            self._put(name, _pending(request_hash))
+            return Reservation(State.NEW, request_hash)
+        return _parse(raw)
+
+    async def complete(
+        self, user: str, key: str, request_hash: str, status_code: int, response: bytes
+    ) -> None:
+        value = orjson.dumps(
+            {"state": "done", "hash": request_hash, "status": status_code, "response": response.decode()}
+        )
+        self._put(redis_key(user, key), value)
+
+    async def release(self, user: str, key: str) -> None:
+        self._entries.pop(redis_key(user, key), None)

@@ -1,0 +1,299 @@
+"""Ticket use cases. Route handlers call these; they take every dependency as a constructor argument."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from keel.core.cache import Cache
+from keel.core.db import Database
+from keel.core.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from keel.core.events import dumps
+from keel.core.outbox import shard_for
+from keel.core.storage import ObjectStore
+from keel.core.telemetry import inject_headers
+from keel.tickets import repository
+from keel.tickets.idempotency import IdempotencyStore, State
+from keel.tickets.schemas import TicketCreate, TicketEvents, TicketStatus
+
+LIST_TTL_S = 60
+MAX_IDEMPOTENCY_KEY = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    status_code: int
+    body: bytes
+    replayed: bool
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse_id(ticket_id: str) -> str | None:
+    try:
+        return str(uuid.UUID(ticket_id))
+    except ValueError:
+        return None
+
+
+def ticket_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "title": row["title"],
+        "description": row["description"],
+        "status": row["status"],
+        "created_by": row["created_by"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def list_key(user: str, status: TicketStatus | None, limit: int, offset: int) -> str:
+    return f"tickets:list:{user}:{status.value if status else 'all'}:{limit}:{offset}"
+
+
+def _user_prefix(user: str) -> str:
+    return f"tickets:list:{user}:"
+
+
+class TicketService:
+    def __init__(
+        self,
+        db: Database,
+        cache: Cache,
+        idempotency: IdempotencyStore,
+        storage: ObjectStore,
+        *,
+        outbox_shards: int,
+        link_ttl_s: int = 900,
+        max_attachment_bytes: int = 10 * 1024 * 1024,
+        clock: Callable[[], datetime] = _now,
+        on_event_written: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.db = db
+        self.cache = cache
+        self.idempotency = idempotency
+        self.storage = storage
+        self.outbox_shards = outbox_shards
+        self.link_ttl_s = link_ttl_s
+        self.max_attachment_bytes = max_attachment_bytes
+        self.clock = clock
+        # Wakes an in-process outbox relay so the event goes out now rather than at its next poll.
+        self.on_event_written = on_event_written
+
+    def _event(self, ticket_id: str, event_type: str, payload: dict[str, Any]) -> repository.OutboxFields:
+        return repository.OutboxFields(
+            event_id=str(uuid.uuid4()),
+            topic=TicketEvents.TOPIC,
+            event_type=event_type,
+            payload_json=dumps(payload).decode(),
+            headers_json=dumps(dict((k, v.decode()) for k, v in inject_headers())).decode(),
+            shard=shard_for(ticket_id, self.outbox_shards),
+        )
+
+    # -- create -------------------------------------------------------------------------------
+
+    async def create(
+        self, user: str, data: TicketCreate, idempotency_key: str | None, request_id: str | None
+    ) -> Created:
+        key = idempotency_key.strip() if idempotency_key is not None else None
+        if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise Unprocessable(f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} characters")
+        request_hash = hashlib.sha256(dumps(data.model_dump())).hexdigest()
+        reserved = False
+        if key is not None:
+            reservation = await self.idempotency.reserve(user, key, request_hash)
+            if reservation.state is State.DONE:
+                return self._replay(
+                    request_hash, reservation.request_hash, reservation.status_code, reservation.response
+                )
+            if reservation.state is State.IN_FLIGHT:
+                if reservation.request_hash != request_hash:
+                    raise Unprocessable("Idempotency-Key was already used with a different request body")
+                raise Conflict("a request with this Idempotency-Key is still in progress")
+            reserved = reservation.state is State.NEW
+        try:
+            return await self._insert(user, data, key, request_hash, request_id)
+        except BaseException:
+            if reserved:
+                await self.idempotency.release(user, key)  # type: ignore[arg-type]
+            raise
+
+    async def _insert(
+        self, user: str, data: TicketCreate, key: str | None, request_hash: str, request_id: str | None
+    ) -> Created:
+        now = self.clock()
+        ticket_id = str(uuid.uuid4())
+        ticket = {
+            "id": ticket_id,
+            "title": data.title,
+            "description": data.description,
+            "status": TicketStatus.OPEN.value,
+            "created_by": user,
+            "created_at": now,
+            "updated_at": now,
+        }
+        body = dumps(ticket)
+        event = self._event(
+            ticket_id,
+            TicketEvents.CREATED,
+            {"ticket_id": ticket_id, "created_by": user, "title": data.title, "request_id": request_id},
+        )
+        idempotency = (key, request_hash, body.decode()) if key is not None else None
+        async with self.db.connection() as conn:
+            created = await repository.create(
+                conn,
+                ticket_id=ticket_id,
+                title=data.title,
+                description=data.description,
+                user=user,
+                now=now,
+                outbox=event,
+                idempotency=idempotency,
+            )
+            if not created:
+                # The key existed in PostgreSQL although the fast path did not know it (evicted, or
+                # Redis down): the durable record decides.
+                record = await conn.fetchrow(repository.IDEMPOTENCY_RECORD, user, key)
+        if not created:
+            # Only a keyed create can find its key taken.
+            assert record is not None and key is not None
+            replay = self._replay(
+                request_hash, record["request_hash"], record["status_code"], record["response"].encode()
+            )
+            await self.idempotency.complete(
+                user, key, record["request_hash"], replay.status_code, replay.body
+            )
+            return replay
+        self.on_event_written()
+        await self.cache.delete_prefix(_user_prefix(user))
+        if key is not None:
+            await self.idempotency.complete(user, key, request_hash, 201, body)
+        return Created(201, body, replayed=False)
+
+    @staticmethod
+    def _replay(
+        request_hash: str, stored_hash: str | None, status_code: int, response: bytes | None
+    ) -> Created:
+        if stored_hash != request_hash or response is None:
+            raise Unprocessable("Idempotency-Key was already used with a different request body")
+        return Created(status_code, response, replayed=True)
+
+    # -- read ---------------------------------------------------------------------------------
+
+    async def _owned_row(self, user: str, ticket_id: str) -> Any:
+        parsed = _parse_id(ticket_id)
+        if parsed is None:
+            raise NotFound("ticket not found")
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(repository.GET, parsed)
+        if row is None:
+            raise NotFound("ticket not found")
+        if row["created_by"] != user:
+            raise Forbidden("this ticket belongs to another user")
+        return row
+
+    async def get(self, user: str, ticket_id: str) -> dict[str, Any]:
+        return ticket_json(await self._owned_row(user, ticket_id))
+
+    async def list_tickets(self, user: str, status: TicketStatus | None, limit: int, offset: int) -> bytes:
+        async def load() -> bytes:
+            async with self.db.connection() as conn:
+                if status is None:
+                    rows = await conn.fetch(repository.LIST_ALL, user, limit, offset)
+                else:
+                    rows = await conn.fetch(repository.LIST_BY_STATUS, user, limit, offset, status.value)
+            return dumps([ticket_json(r) for r in rows])
+
+        return await self.cache.get_or_load(list_key(user, status, limit, offset), load, LIST_TTL_S)
+
+    # -- close --------------------------------------------------------------------------------
+
+    async def close(self, user: str, ticket_id: str, request_id: str | None) -> dict[str, Any]:
+        parsed = _parse_id(ticket_id)
+        if parsed is None:
+            raise NotFound("ticket not found")
+        now = self.clock()
+        event = self._event(
+            parsed,
+            TicketEvents.CLOSED,
+            {"ticket_id": parsed, "created_by": user, "closed_at": now, "request_id": request_id},
+        )
+        async with self.db.connection() as conn:
+            row = await repository.close(conn, ticket_id=parsed, user=user, now=now, outbox=event)
+        if row is None:
+            # Unknown, someone else's, or already closed (closing twice is 200 and emits nothing).
+            return await self.get(user, parsed)
+        self.on_event_written()
+        await self.cache.delete_prefix(_user_prefix(user))
+        return ticket_json(row)
+
+    # -- attachments --------------------------------------------------------------------------
+
+    async def add_attachment(
+        self, user: str, ticket_id: str, filename: str, content_type: str, chunks: AsyncIterator[bytes]
+    ) -> dict[str, Any]:
+        row = await self._owned_row(user, ticket_id)
+        attachment_id = str(uuid.uuid4())
+        storage_key = f"tickets/{row['id']}/{attachment_id}"
+        digest = hashlib.sha256()
+        size = 0
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal size
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > self.max_attachment_bytes:
+                    raise PayloadTooLarge(f"attachment is larger than {self.max_attachment_bytes} bytes")
+                digest.update(chunk)
+                yield chunk
+
+        await self.storage.put(storage_key, counted(), content_type=content_type)
+        now = self.clock()
+        try:
+            async with self.db.connection() as conn:
+                await conn.execute(
+                    repository.INSERT_ATTACHMENT,
+                    attachment_id,
+                    row["id"],
+                    filename,
+                    content_type,
+                    size,
+                    digest.hexdigest(),
+                    storage_key,
+                    user,
+                    now,
+                )
+        except BaseException:
+            await self.storage.delete(storage_key)  # no orphaned bytes without metadata
+            raise
+        return await self._attachment_json(
+            {
+                "id": attachment_id,
+                "ticket_id": row["id"],
+                "filename": filename,
+                "content_type": content_type,
+                "size_bytes": size,
+                "sha256": digest.hexdigest(),
+                "storage_key": storage_key,
+                "created_at": now,
+            }
+        )
+
+    async def list_attachments(self, user: str, ticket_id: str) -> list[dict[str, Any]]:
+        row = await self._owned_row(user, ticket_id)
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(repository.LIST_ATTACHMENTS, row["id"])
+        return [await self._attachment_json(dict(r)) for r in rows]
+
+    async def _attachment_json(self, row: dict[str, Any]) -> dict[str, Any]:
+        url = await self.storage.download_url(row["storage_key"], self.link_ttl_s)
+        out = {k: v for k, v in row.items() if k != "storage_key"}
+        out.update(download_url=url, url_expires_in=self.link_ttl_s)
+        return out

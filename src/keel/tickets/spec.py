@@ -1,0 +1,78 @@
+"""How the platform wires the ticket service: its routes, topics, consumer and rate limiter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import APIRouter
+
+from keel.core.consumer import ConsumerRunner, RetryPolicy, Transactional
+from keel.core.infra import Infra
+from keel.core.ratelimit import RateLimiter, memory_storage, redis_storage
+from keel.core.service import ServiceSpec, Wiring
+from keel.tickets.api import build_router
+from keel.tickets.handlers import notify
+from keel.tickets.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
+from keel.tickets.schemas import TicketEvents
+from keel.tickets.service import TicketService
+from keel.tickets.settings import TicketSettings
+
+NOTIFICATIONS_GROUP = "tickets-notifications"
+
+
+def routers() -> Sequence[APIRouter]:
+    limit = TicketSettings().max_attachment_bytes
+    return [
+        build_router("/v1/tickets", max_upload_bytes=limit),
+        build_router("/tickets", max_upload_bytes=limit),
+    ]
+
+
+async def wire(infra: Infra) -> Wiring:
+    settings = TicketSettings()
+    db = infra.require_db()
+    idempotency: IdempotencyStore = (
+        RedisIdempotencyStore(infra.redis) if infra.redis is not None else MemoryIdempotencyStore()
+    )
+    service = TicketService(
+        db,
+        infra.cache("tickets"),
+        idempotency,
+        infra.storage,
+        outbox_shards=infra.settings.outbox_shards,
+        link_ttl_s=settings.attachment_link_ttl_s,
+        max_attachment_bytes=settings.max_attachment_bytes,
+        on_event_written=infra.wake_relay,
+    )
+    wiring = Wiring(state={"tickets": service})
+    if settings.tickets_rate_limit:
+        storage = redis_storage(infra.settings.redis_url) if infra.settings.redis_url else memory_storage()
+        wiring.state["tickets_rate_limiter"] = RateLimiter(
+            settings.tickets_rate_limit, storage, name="tickets"
+        )
+    wiring.workers.append(
+        ConsumerRunner(
+            infra.bus,
+            group_id=NOTIFICATIONS_GROUP,
+            topics=[TicketEvents.TOPIC],
+            wire="envelope",
+            handler=Transactional(notify),
+            db=db,
+            dlq_topic=TicketEvents.DLQ,
+            retry=RetryPolicy.from_settings(infra.settings),
+        )
+    )
+    return wiring
+
+
+SPEC = ServiceSpec(
+    name="tickets",
+    title="Ticket service",
+    routers=routers,
+    wire=wire,
+    topics=(TicketEvents.TOPIC, TicketEvents.DLQ),
+    uses_outbox=True,
+    uses_storage=True,
+    description="Tickets with an outbox, idempotent creates, cached lists, attachments and notifications.",
+    max_body_bytes=TicketSettings().max_attachment_bytes + 64 * 1024,
+)

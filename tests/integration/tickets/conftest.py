@@ -1,0 +1,46 @@
+"""A running ticket service (the real app and its lifespan) on a fresh database and the real Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+
+from keel.core.runtime import build_app
+from keel.tickets.spec import SPEC
+
+
+@pytest_asyncio.fixture
+async def tickets_app(fresh_pg_dsn, redis_url, make_settings) -> AsyncIterator[FastAPI]:
+    app = build_app([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url))
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest_asyncio.fixture
+async def client(tickets_app) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(tickets_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tickets") as c:
+        yield c
+
+
+@pytest.fixture
+def user() -> str:
+    return f"user-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def as_user(user) -> Callable[..., dict[str, str]]:
+    def headers(who: str | None = None, **extra: str) -> dict[str, str]:
+        return {"X-User-Id": who or user, **extra}
+
+    return headers
+
+
+def ticket_body(**overrides: Any) -> dict[str, Any]:
+    return {"title": "Printer on fire", "description": "Third floor, next to the kitchen.", **overrides}
