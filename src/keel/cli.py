@@ -94,6 +94,24 @@ def worker(service: ServiceArg, port: PortOpt = 9100, host: HostOpt = "127.0.0.1
 
 
 @app.command()
+def openapi(
+    service: ServiceArg,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="file to write (default: stdout)")
+    ] = None,
+) -> None:
+    """Print (or write) a service's OpenAPI document as YAML, generated from the code."""
+    from keel.core.openapi import render
+
+    text = render(_load(service)[0])
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+
+@app.command()
 def migrate(revision: Annotated[str, typer.Option(help="target revision")] = "head") -> None:
     """Apply the database migrations (embedded PostgreSQL when POSTGRES_DSN is unset)."""
     from keel.core.infra import resolve_dsn

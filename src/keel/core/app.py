@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel, Field
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from keel import __version__
@@ -15,31 +17,23 @@ from keel.core.health import ReadinessCheck, health_router
 from keel.core.middleware import EdgeMiddleware
 from keel.core.settings import Settings
 
-# Every route may answer with these; listing them keeps the OpenAPI document honest for clients and fuzzers.
-ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message", "request_id"],
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "request_id": {"type": ["string", "null"]},
-                "details": {},
-            },
-        }
-    },
-}
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable error code")
+    message: str = Field(description="What went wrong, for a human")
+    request_id: str | None = Field(description="The X-Request-Id of the request; quote it when reporting")
+    details: Any = Field(default=None, description="Field errors (422) or other structured detail")
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error of every Keel service has this shape."""
+
+    error: ErrorBody
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries for the error statuses a route can return."""
-    return {
-        s: {"description": "Error", "content": {"application/json": {"schema": ERROR_SCHEMA}}}
-        for s in statuses
-    }
+    """OpenAPI `responses=` entries for the error statuses a route can return (one shared schema)."""
+    return {s: {"model": ErrorEnvelope, "description": HTTPStatus(s).phrase} for s in statuses}
 
 
 def create_app(

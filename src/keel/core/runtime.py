@@ -93,6 +93,7 @@ def build_app(
     max_route_body = max((s.max_body_bytes or 0 for s in specs), default=0) or None
     app = create_app(
         title=title or f"Keel {names}",
+        description=specs[0].description if len(specs) == 1 else "",
         settings=settings,
         routers=routers,
         readiness=lambda: state["infra"].checks if "infra" in state else [],  # type: ignore[attr-defined]

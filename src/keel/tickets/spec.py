@@ -19,6 +19,22 @@ from keel.tickets.settings import TicketSettings
 
 NOTIFICATIONS_GROUP = "tickets-notifications"
 
+DESCRIPTION = """Tickets (seed 002), served under `/v1/tickets` and, as the seed writes them, `/tickets`.
+
+* **Identity**: every business route needs `X-User-Id` (401 when missing or blank).
+* **Access**: a ticket is visible only to the user who created it. Another user's ticket (and its
+  attachments) answers **403** — it exists, but is not yours; an unknown or malformed id answers **404**.
+* **Validation**: `title` 3..200 and `description` 1..5000 characters, counted after trimming
+  surrounding whitespace (which is removed from the stored values).
+* **Idempotency-Key** (optional, per user, 1 h): a repeat with the same body answers the first
+  response again with `Idempotent-Replayed: true`; the same key with another body is 422; the same key
+  while the first request is still running is 409.
+* **Close** is idempotent: closing a closed ticket answers 200 again and emits no second `ticket.closed`.
+* **Events**: `ticket.created` / `ticket.closed` on `tickets.events` (envelope in the value, key = ticket id),
+  written in the same transaction as the change (transactional outbox).
+* **Errors**: `{"error": {"code", "message", "request_id"}}`; 429 carries `Retry-After`.
+"""
+
 
 def routers() -> Sequence[APIRouter]:
     limit = TicketSettings().max_attachment_bytes
@@ -73,6 +89,6 @@ SPEC = ServiceSpec(
     topics=(TicketEvents.TOPIC, TicketEvents.DLQ),
     uses_outbox=True,
     uses_storage=True,
-    description="Tickets with an outbox, idempotent creates, cached lists, attachments and notifications.",
+    description=DESCRIPTION,
     max_body_bytes=TicketSettings().max_attachment_bytes + 64 * 1024,
 )

@@ -1,0 +1,35 @@
+"""A service's OpenAPI document as YAML, generated from its routes; `api/openapi/` keeps the exported
+files (the seeds' "source of truth"), and a test fails when a file and the code disagree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from keel.core.service import ServiceSpec
+from keel.core.settings import Settings
+
+# File names follow the seeds (`ticket-service.yaml`).
+FILE_NAMES = {
+    "tickets": "ticket-service.yaml",
+    "orders": "order-service.yaml",
+    "videos": "video-service.yaml",
+    "orchestrator": "orchestrator.yaml",
+    "delivery-prefetch": "delivery-prefetch.yaml",
+    "story": "story-worker.yaml",
+    "tts": "tts-worker.yaml",
+}
+OPENAPI_DIR = Path("api/openapi")
+
+
+def render(spec: ServiceSpec) -> str:
+    from keel.core.runtime import build_app
+
+    app = build_app([spec], Settings(_env_file=None), embedded=True, title=spec.title)
+    document = app.openapi()
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+
+
+def path_for(service: str, root: Path = OPENAPI_DIR) -> Path:
+    return root / FILE_NAMES[service]

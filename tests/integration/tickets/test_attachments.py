@@ -1,0 +1,136 @@
+"""Attachments: bytes in object storage, metadata in PostgreSQL, expiring signed download links."""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import pytest
+from fastapi import FastAPI
+
+from keel.core.runtime import build_app
+from keel.tickets.spec import SPEC
+from tests.integration.tickets.conftest import ticket_body
+
+
+async def _ticket(client, as_user) -> str:
+    return (await client.post("/v1/tickets", json=ticket_body(), headers=as_user())).json()["id"]
+
+
+async def test_upload_keeps_name_type_size_and_sha256_and_the_link_downloads_the_bytes(
+    client, as_user, fresh_pg_dsn
+):
+    ticket_id = await _ticket(client, as_user)
+    data = b"%PDF-1.7 " + bytes(range(256)) * 400
+    response = await client.post(
+        f"/v1/tickets/{ticket_id}/attachments",
+        files={"file": ("report.pdf", data, "application/pdf")},
+        headers=as_user(),
+    )
+    assert response.status_code == 201
+    attachment = response.json()
+    assert attachment["filename"] == "report.pdf"
+    assert attachment["content_type"] == "application/pdf"
+    assert attachment["size_bytes"] == len(data)
+    assert attachment["sha256"] == hashlib.sha256(data).hexdigest()
+    assert attachment["url_expires_in"] > 0
+
+    listed = (await client.get(f"/tickets/{ticket_id}/attachments", headers=as_user())).json()
+    assert [a["id"] for a in listed] == [attachment["id"]]
+
+    download = await client.get(listed[0]["download_url"])
+    assert download.status_code == 200
+    assert download.content == data
+    assert download.headers["content-type"] == "application/pdf"
+
+    conn = await asyncpg.connect(fresh_pg_dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT size_bytes, sha256 FROM attachments WHERE id = $1::uuid", attachment["id"]
+        )
+    finally:
+        await conn.close()
+    assert row["size_bytes"] == len(data)  # metadata only: the bytes live in object storage
+
+
+async def test_tampered_download_link_is_403(client, as_user):
+    ticket_id = await _ticket(client, as_user)
+    attachment = (
+        await client.post(
+            f"/v1/tickets/{ticket_id}/attachments",
+            files={"file": ("a.txt", b"hello", "text/plain")},
+            headers=as_user(),
+        )
+    ).json()
+    url = attachment["download_url"]
+    sig = parse_qs(urlsplit(url).query)["sig"][0]
+    forged = url.replace(f"sig={sig}", "sig=AAAAAAAA" if sig != "AAAAAAAA" else "sig=BBBBBBBB")
+    response = await client.get(forged)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
+    other_file = url.replace(attachment["id"], "00000000-0000-0000-0000-000000000000")
+    assert (await client.get(other_file)).status_code == 403
+
+
+async def test_expired_download_link_is_410(fresh_pg_dsn, redis_url, make_settings, monkeypatch):
+    import httpx
+
+    monkeypatch.setenv("ATTACHMENT_LINK_TTL_S", "1")
+    app: FastAPI = build_app([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url))
+    async with app.router.lifespan_context(app):
+        signer = app.state.url_signer
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+            headers = {"X-User-Id": "expiry-user"}
+            ticket_id = (await client.post("/v1/tickets", json=ticket_body(), headers=headers)).json()["id"]
+            attachment = (
+                await client.post(
+                    f"/v1/tickets/{ticket_id}/attachments", files={"file": ("a.txt", b"x")}, headers=headers
+                )
+            ).json()
+            # The clock moves past expiry plus the allowed skew.
+            monkeypatch.setattr(signer, "_clock", lambda: 10**10)
+            response = await client.get(attachment["download_url"])
+    assert response.status_code == 410
+    assert response.json()["error"]["code"] == "gone"
+
+
+async def test_attachment_over_the_limit_is_413_and_nothing_is_stored(
+    fresh_pg_dsn, redis_url, make_settings, monkeypatch
+):
+    import httpx
+
+    monkeypatch.setenv("MAX_ATTACHMENT_BYTES", "1000")
+    app: FastAPI = build_app([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+            headers = {"X-User-Id": "big-upload-user"}
+            ticket_id = (await client.post("/v1/tickets", json=ticket_body(), headers=headers)).json()["id"]
+            response = await client.post(
+                f"/v1/tickets/{ticket_id}/attachments",
+                files={"file": ("big.bin", b"x" * 5000)},
+                headers=headers,
+            )
+            listed = (await client.get(f"/v1/tickets/{ticket_id}/attachments", headers=headers)).json()
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert listed == []
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_another_users_attachments_are_403(client, as_user, user, method):
+    ticket_id = await _ticket(client, as_user)
+    files = {"file": ("a.txt", b"x")} if method == "POST" else None
+    response = await client.request(
+        method, f"/v1/tickets/{ticket_id}/attachments", files=files, headers=as_user(f"{user}-intruder")
+    )
+    assert response.status_code == 403
+
+
+async def test_attachment_on_unknown_ticket_is_404(client, as_user):
+    response = await client.post(
+        "/v1/tickets/00000000-0000-0000-0000-000000000000/attachments",
+        files={"file": ("a.txt", b"x")},
+        headers=as_user(),
+    )
+    assert response.status_code == 404

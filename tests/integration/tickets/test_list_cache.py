@@ -1,0 +1,118 @@
+"""List cache: served from Redis within its TTL, invalidated for the user on every create and close."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import httpx
+
+from keel.core.runtime import build_app
+from keel.tickets.spec import SPEC
+from tests.integration.tickets.conftest import ticket_body
+from tests.support import servers
+
+
+async def test_second_list_is_served_from_the_cache(client, as_user, user, fresh_pg_dsn):
+    await client.post("/v1/tickets", json=ticket_body(), headers=as_user())
+    first = (await client.get("/v1/tickets", headers=as_user())).json()
+    # A row written behind the service's back is not seen: the list came from the cache.
+    conn = await asyncpg.connect(fresh_pg_dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO tickets (id, title, description, created_by) VALUES (gen_random_uuid(), 'sneaky', 'x', $1)",
+            user,
+        )
+    finally:
+        await conn.close()
+    second = (await client.get("/v1/tickets", headers=as_user())).json()
+    assert second == first
+    metrics = (await client.get("/metrics")).text
+    assert 'cache_requests_total{cache="tickets",result="hit"}' in metrics
+
+
+async def test_create_and_close_invalidate_every_page_of_that_user(client, as_user, user):
+    await client.post("/v1/tickets", json=ticket_body(title="first"), headers=as_user())
+    pages = [("/v1/tickets", {}), ("/v1/tickets", {"status": "OPEN"}), ("/v1/tickets", {"limit": 1})]
+    for path, params in pages:
+        await client.get(path, params=params, headers=as_user())  # warm the cache
+
+    created = (await client.post("/v1/tickets", json=ticket_body(title="second"), headers=as_user())).json()
+    assert (await client.get("/v1/tickets", headers=as_user())).json()[0]["id"] == created["id"]
+    assert (await client.get("/v1/tickets", params={"limit": 1}, headers=as_user())).json()[0][
+        "id"
+    ] == created["id"]
+
+    await client.post(f"/v1/tickets/{created['id']}/close", headers=as_user())
+    open_now = (await client.get("/v1/tickets", params={"status": "OPEN"}, headers=as_user())).json()
+    assert created["id"] not in [t["id"] for t in open_now]
+    closed = (await client.get("/v1/tickets", params={"status": "CLOSED"}, headers=as_user())).json()
+    assert [t["id"] for t in closed] == [created["id"]]
+
+
+async def test_other_users_cache_is_not_invalidated(client, as_user, user, fresh_pg_dsn):
+    other = f"{user}-other"
+    await client.post("/v1/tickets", json=ticket_body(), headers=as_user(other))
+    before = (await client.get("/v1/tickets", headers=as_user(other))).json()
+    conn = await asyncpg.connect(fresh_pg_dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO tickets (id, title, description, created_by) VALUES (gen_random_uuid(), 'sneaky', 'x', $1)",
+            other,
+        )
+    finally:
+        await conn.close()
+    await client.post("/v1/tickets", json=ticket_body(), headers=as_user())  # a write by someone else
+    assert (await client.get("/v1/tickets", headers=as_user(other))).json() == before
+
+
+async def test_with_redis_stopped_creates_succeed_once_and_lists_come_from_postgres(
+    fresh_pg_dsn, make_settings
+):
+    with servers.running(servers.redis_server()) as redis:
+        settings = make_settings(postgres_dsn=fresh_pg_dsn, redis_url=f"redis://127.0.0.1:{redis.port}/0")
+        app = build_app([SPEC], settings)
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+                headers = {"X-User-Id": "redis-down-user"}
+                before = await client.post("/v1/tickets", json=ticket_body(title="before"), headers=headers)
+                assert before.status_code == 201
+                await client.get("/v1/tickets", headers=headers)  # cached while Redis is up
+
+                redis.stop()
+                keyed = {**headers, "Idempotency-Key": "during-outage"}
+                first = await client.post("/v1/tickets", json=ticket_body(title="during"), headers=keyed)
+                retry = await client.post("/v1/tickets", json=ticket_body(title="during"), headers=keyed)
+                listed = (await client.get("/v1/tickets", headers=headers)).json()
+                ready = await client.get("/readyz")
+
+                redis.start()
+                after = await client.post("/v1/tickets", json=ticket_body(title="after"), headers=headers)
+
+    assert first.status_code == 201
+    assert retry.status_code == 201 and retry.json()["id"] == first.json()["id"]
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert [t["title"] for t in listed] == ["during", "before"]  # from PostgreSQL, not the stale cache
+    assert ready.status_code == 503
+    assert "redis" in ready.json()["error"]["message"]
+    assert after.status_code == 201
+
+
+async def test_over_the_rate_limit_is_429_with_retry_after(
+    fresh_pg_dsn, redis_url, make_settings, monkeypatch
+):
+    monkeypatch.setenv("TICKETS_RATE_LIMIT", "5/minute")
+    app = build_app([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+            user = f"limited-{uuid.uuid4().hex[:8]}"
+            statuses = [
+                (await client.get("/v1/tickets", headers={"X-User-Id": user})).status_code for _ in range(6)
+            ]
+            limited = await client.get("/v1/tickets", headers={"X-User-Id": user})
+            other = await client.get("/v1/tickets", headers={"X-User-Id": f"{user}-other"})
+    assert statuses[:5] == [200] * 5
+    assert statuses[5] == 429
+    assert limited.json()["error"]["code"] == "rate_limited"
+    assert int(limited.headers["retry-after"]) >= 1
+    assert other.status_code == 200
