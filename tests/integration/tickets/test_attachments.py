@@ -7,11 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
-from fastapi import FastAPI
 
-from keel.core.runtime import build_app
-from keel.tickets.spec import SPEC
-from tests.integration.tickets.conftest import ticket_body
+from tests.integration.tickets.conftest import serving, ticket_body
 
 
 async def _ticket(client, as_user) -> str:
@@ -74,23 +71,20 @@ async def test_tampered_download_link_is_403(client, as_user):
 
 
 async def test_expired_download_link_is_410(fresh_pg_dsn, redis_url, make_settings, monkeypatch):
-    import httpx
 
     monkeypatch.setenv("ATTACHMENT_LINK_TTL_S", "1")
-    app: FastAPI = build_app([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url))
-    async with app.router.lifespan_context(app):
+    async with serving(make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url)) as (app, client):
         signer = app.state.url_signer
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
-            headers = {"X-User-Id": "expiry-user"}
-            ticket_id = (await client.post("/v1/tickets", json=ticket_body(), headers=headers)).json()["id"]
-            attachment = (
-                await client.post(
-                    f"/v1/tickets/{ticket_id}/attachments", files={"file": ("a.txt", b"x")}, headers=headers
-                )
-            ).json()
-            # The clock moves past expiry plus the allowed skew.
-            monkeypatch.setattr(signer, "_clock", lambda: 10**10)
-            response = await client.get(attachment["download_url"])
+        headers = {"X-User-Id": "expiry-user"}
+        ticket_id = (await client.post("/v1/tickets", json=ticket_body(), headers=headers)).json()["id"]
+        attachment = (
+            await client.post(
+                f"/v1/tickets/{ticket_id}/attachments", files={"file": ("a.txt", b"x")}, headers=headers
+            )
+        ).json()
+        # The clock moves past expiry plus the allowed skew.
+        monkeypatch.setattr(signer, "_clock", lambda: 10**10)
+        response = await client.get(attachment["download_url"])
     assert response.status_code == 410
     assert response.json()["error"]["code"] == "gone"
 
@@ -98,20 +92,17 @@ async def test_expired_download_link_is_410(fresh_pg_dsn, redis_url, make_settin
 async def test_attachment_over_the_limit_is_413_and_nothing_is_stored(
     fresh_pg_dsn, redis_url, make_settings, monkeypatch
 ):
-    import httpx
 
     monkeypatch.setenv("MAX_ATTACHMENT_BYTES", "1000")
-    app: FastAPI = build_app([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
-            headers = {"X-User-Id": "big-upload-user"}
-            ticket_id = (await client.post("/v1/tickets", json=ticket_body(), headers=headers)).json()["id"]
-            response = await client.post(
-                f"/v1/tickets/{ticket_id}/attachments",
-                files={"file": ("big.bin", b"x" * 5000)},
-                headers=headers,
-            )
-            listed = (await client.get(f"/v1/tickets/{ticket_id}/attachments", headers=headers)).json()
+    async with serving(make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url)) as (_, client):
+        headers = {"X-User-Id": "big-upload-user"}
+        ticket_id = (await client.post("/v1/tickets", json=ticket_body(), headers=headers)).json()["id"]
+        response = await client.post(
+            f"/v1/tickets/{ticket_id}/attachments",
+            files={"file": ("big.bin", b"x" * 5000)},
+            headers=headers,
+        )
+        listed = (await client.get(f"/v1/tickets/{ticket_id}/attachments", headers=headers)).json()
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
     assert listed == []

@@ -5,11 +5,8 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
-import httpx
 
-from keel.core.runtime import build_app
-from keel.tickets.spec import SPEC
-from tests.integration.tickets.conftest import ticket_body
+from tests.integration.tickets.conftest import serving, ticket_body
 from tests.support import servers
 
 
@@ -71,23 +68,21 @@ async def test_with_redis_stopped_creates_succeed_once_and_lists_come_from_postg
 ):
     with servers.running(servers.redis_server()) as redis:
         settings = make_settings(postgres_dsn=fresh_pg_dsn, redis_url=f"redis://127.0.0.1:{redis.port}/0")
-        app = build_app([SPEC], settings)
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
-                headers = {"X-User-Id": "redis-down-user"}
-                before = await client.post("/v1/tickets", json=ticket_body(title="before"), headers=headers)
-                assert before.status_code == 201
-                await client.get("/v1/tickets", headers=headers)  # cached while Redis is up
+        async with serving(settings) as (_, client):
+            headers = {"X-User-Id": "redis-down-user"}
+            before = await client.post("/v1/tickets", json=ticket_body(title="before"), headers=headers)
+            assert before.status_code == 201
+            await client.get("/v1/tickets", headers=headers)  # cached while Redis is up
 
-                redis.stop()
-                keyed = {**headers, "Idempotency-Key": "during-outage"}
-                first = await client.post("/v1/tickets", json=ticket_body(title="during"), headers=keyed)
-                retry = await client.post("/v1/tickets", json=ticket_body(title="during"), headers=keyed)
-                listed = (await client.get("/v1/tickets", headers=headers)).json()
-                ready = await client.get("/readyz")
+            redis.stop()
+            keyed = {**headers, "Idempotency-Key": "during-outage"}
+            first = await client.post("/v1/tickets", json=ticket_body(title="during"), headers=keyed)
+            retry = await client.post("/v1/tickets", json=ticket_body(title="during"), headers=keyed)
+            listed = (await client.get("/v1/tickets", headers=headers)).json()
+            ready = await client.get("/readyz")
 
-                redis.start()
-                after = await client.post("/v1/tickets", json=ticket_body(title="after"), headers=headers)
+            redis.start()
+            after = await client.post("/v1/tickets", json=ticket_body(title="after"), headers=headers)
 
     assert first.status_code == 201
     assert retry.status_code == 201 and retry.json()["id"] == first.json()["id"]
@@ -102,15 +97,13 @@ async def test_over_the_rate_limit_is_429_with_retry_after(
     fresh_pg_dsn, redis_url, make_settings, monkeypatch
 ):
     monkeypatch.setenv("TICKETS_RATE_LIMIT", "5/minute")
-    app = build_app([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
-            user = f"limited-{uuid.uuid4().hex[:8]}"
-            statuses = [
-                (await client.get("/v1/tickets", headers={"X-User-Id": user})).status_code for _ in range(6)
-            ]
-            limited = await client.get("/v1/tickets", headers={"X-User-Id": user})
-            other = await client.get("/v1/tickets", headers={"X-User-Id": f"{user}-other"})
+    async with serving(make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url)) as (_, client):
+        user = f"limited-{uuid.uuid4().hex[:8]}"
+        statuses = [
+            (await client.get("/v1/tickets", headers={"X-User-Id": user})).status_code for _ in range(6)
+        ]
+        limited = await client.get("/v1/tickets", headers={"X-User-Id": user})
+        other = await client.get("/v1/tickets", headers={"X-User-Id": f"{user}-other"})
     assert statuses[:5] == [200] * 5
     assert statuses[5] == 429
     assert limited.json()["error"]["code"] == "rate_limited"
