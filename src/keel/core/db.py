@@ -39,6 +39,17 @@ def libpq_dsn(dsn: str) -> str:
     return urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
+async def _drop_if_dead(conn: AsyncConnection, driver: asyncpg.Connection) -> bool:
+    """Invalidate a connection the server closed (restart, failover, killed backend).
+
+    Statements sent on the driver connection bypass SQLAlchemy's disconnect detection, so without
+    this the pool would hand the dead connection out again and again."""
+    if not driver.is_closed():
+        return False
+    await conn.invalidate()
+    return True
+
+
 class Database:
     """Owns the engine (a connection pool); built at start-up and handed to whoever needs it."""
 
@@ -67,7 +78,11 @@ class Database:
         statement is one transaction): one round trip instead of BEGIN, statement, COMMIT."""
         async with self.engine.connect() as conn:
             fairy = await conn.get_raw_connection()
-            yield fairy.driver_connection
+            driver: asyncpg.Connection = fairy.driver_connection
+            try:
+                yield driver
+            finally:
+                await _drop_if_dead(conn, driver)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -131,6 +146,10 @@ class UnitOfWork:
         if conn is None:
             return
         try:
+            if not conn.invalidated:
+                fairy = await conn.get_raw_connection()
+                if await _drop_if_dead(conn, fairy.driver_connection):
+                    return
             if not self.committed and conn.in_transaction():
                 await conn.rollback()
         finally:

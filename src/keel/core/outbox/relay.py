@@ -1,0 +1,257 @@
+"""The outbox relay: publishes committed outbox rows to the bus and marks them published after the ack.
+
+Several relays may run against one database. Each batch is one transaction that holds the advisory
+locks of the shards it publishes, so a shard (hence a key) is published by one relay at a time and
+in id order; rows are marked `published_at` only after the broker acknowledged them. A crash between
+the ack and that mark republishes the batch: at least once, never lost (consumers dedupe by event id).
+There is no high-water mark: a row whose transaction commits after higher ids were published is
+still unpublished, and the next batch takes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+
+from keel.core.bus.message import OutgoingMessage
+from keel.core.bus.port import Producer
+from keel.core.db import Database
+from keel.core.events import Event, WireFormat, encode
+from keel.core.faults import crash_point
+from keel.core.metrics import OUTBOX_LAG, OUTBOX_PENDING, OUTBOX_PUBLISHED
+from keel.core.outbox import sql
+from keel.core.outbox.wakeup import Listener
+from keel.core.outbox.writer import load_headers
+
+log = logging.getLogger("keel.outbox")
+
+PENDING_COUNT_CAP = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    # Age of the oldest unpublished row; 0 when there is none.
+    lag_s: float
+
+
+def to_message(row: asyncpg.Record) -> OutgoingMessage:
+    wire: WireFormat = "bare" if row["wire"] == "bare" else "envelope"
+    event = Event(
+        event_type=row["event_type"],
+        payload=orjson.loads(row["payload"]),
+        key=row["key"],
+        event_id=row["event_id"],
+        created_at=row["created_at"],
+        headers=load_headers(row["headers"]),
+    )
+    return encode(event, row["topic"], wire)
+
+
+async def outbox_stats(db: Database, shards: int) -> OutboxStats:
+    """How many rows wait (counted up to a cap) and how old the oldest is."""
+    async with db.unit_of_work() as uow:
+        conn = await uow.raw()
+        row = await conn.fetchrow(sql.STATS, shards, PENDING_COUNT_CAP)
+    assert row is not None
+    lag = row["lag_s"]
+    return OutboxStats(pending=int(row["pending"]), lag_s=max(0.0, float(lag)) if lag is not None else 0.0)
+
+
+class OutboxRelay:
+    """A background worker (`run()` until `stop()`): publishes the outbox in batches.
+
+    `max_shards` caps the shards one batch locks (default: half of them, at least one), so that a
+    second relay finds shards free and the two share the backlog instead of taking turns."""
+
+    def __init__(
+        self,
+        db: Database,
+        producer: Producer,
+        *,
+        shards: int,
+        batch_size: int = 500,
+        poll_interval_s: float = 0.05,
+        name: str = "outbox-relay",
+        max_shards: int | None = None,
+        send_timeout_s: float = 30.0,
+        backoff_base_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+        stats_interval_s: float = 1.0,
+        listen: bool = True,
+    ) -> None:
+        if shards < 1 or batch_size < 1:
+            raise ValueError("shards and batch_size must be >= 1")
+        self.name = name
+        self._db = db
+        self._producer = producer
+        self._shards = shards
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._max_shards = max_shards or max(1, math.ceil(shards / 2))
+        self._send_timeout_s = send_timeout_s
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        self._stats_interval_s = stats_interval_s
+        self._listener = Listener(db, self.notify) if listen else None
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._failures = 0
+        self._failing_since: float | None = None
+        self._idle = False
+        self._started = False
+        # Events this relay has published (acked and marked); for tests, logs and benchmarks.
+        self.published = 0
+
+    @property
+    def idle(self) -> bool:
+        """Waiting for new rows (not publishing, not backing off)."""
+        return self._idle
+
+    @property
+    def listening(self) -> bool:
+        """Its LISTEN connection is up (otherwise it polls only)."""
+        return self._listener is not None and self._listener.listening
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Failed attempts since the last batch that went through (0 when healthy)."""
+        return self._failures
+
+    def notify(self) -> None:
+        """New rows were committed: publish now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Finish the batch in flight (its rows get marked), then return from `run()`."""
+        self._stopped.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._stopped.clear()
+        await self._warn_stranded()
+        stats = asyncio.create_task(self._report_stats(), name=f"{self.name}:stats")
+        try:
+            while not self._stopped.is_set():
+                self._wake.clear()
+                try:
+                    if self._failures or not self._started:
+                        # Idempotent; also recovers a producer whose start failed while the broker was away.
+                        await self._producer.start()
+                        self._started = True
+                    count = await self.publish_batch()
+                except Exception as exc:
+                    # Broker or database away: the rows stay unpublished; retry with backoff.
+                    await self._pause(self._on_failure(exc), self._stopped)
+                    continue
+                self._on_success()
+                if count == 0:
+                    await self._wait_for_rows()
+        finally:
+            stats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stats
+            if self._listener is not None:
+                await self._listener.close()
+
+    async def publish_batch(self) -> int:
+        """Claim, publish and mark one batch; the number of events published (0 when idle).
+
+        Raises when the broker or the database fails; nothing is then marked."""
+        order = random.sample(range(self._shards), self._shards)
+        async with self._db.unit_of_work() as uow:
+            conn = await uow.raw()
+            rows = await conn.fetch(sql.CLAIM, order, sql.LOCK_CLASS, self._max_shards, self._batch_size)
+            if not rows:
+                return 0
+            messages = [to_message(row) for row in rows]
+            async with asyncio.timeout(self._send_timeout_s):
+                await self._producer.send_many(messages)
+            # Acked but not yet marked: a crash here republishes this batch (a duplicate, not a loss).
+            crash_point("outbox.after_send")
+            await conn.execute(sql.MARK_PUBLISHED, [row["id"] for row in rows])
+            await uow.commit()
+        for topic, count in Counter(m.topic for m in messages).items():
+            OUTBOX_PUBLISHED.labels(topic).inc(count)
+        self.published += len(rows)
+        return len(rows)
+
+    async def stats(self) -> OutboxStats:
+        """Backlog size and age now; also sets the `outbox_*` gauges."""
+        current = await outbox_stats(self._db, self._shards)
+        OUTBOX_PENDING.set(current.pending)
+        OUTBOX_LAG.set(current.lag_s)
+        return current
+
+    async def _wait_for_rows(self) -> None:
+        if self._listener is not None:
+            await self._listener.ensure()
+        self._idle = True
+        try:
+            await self._pause(self._poll_interval_s, self._wake)
+        finally:
+            self._idle = False
+
+    async def _pause(self, seconds: float, until: asyncio.Event) -> None:
+        """Sleep `seconds` or until `until` is set. A backoff waits on stop only: new rows arriving
+        during an outage must not turn the backoff into a hot loop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await until.wait()
+
+    def _on_failure(self, exc: Exception) -> float:
+        self._failures += 1
+        if self._failing_since is None:
+            # Once per outage, not once per retry: the lag gauge tells how long it lasts.
+            self._failing_since = time.monotonic()
+            log.warning("outbox relay %s cannot publish, retrying with backoff: %r", self.name, exc)
+        else:
+            log.debug("outbox relay %s still failing (attempt %d): %r", self.name, self._failures, exc)
+        delay = min(self._backoff_max_s, self._backoff_base_s * 2.0 ** min(self._failures - 1, 20))
+        # Jitter, so relays that lost the broker together do not come back in lockstep.
+        return delay * random.uniform(0.5, 1.0)
+
+    def _on_success(self) -> None:
+        if self._failing_since is not None:
+            log.warning(
+                "outbox relay %s publishing again after %.1fs and %d failed attempts",
+                self.name,
+                time.monotonic() - self._failing_since,
+                self._failures,
+            )
+        self._failing_since = None
+        self._failures = 0
+
+    async def _report_stats(self) -> None:
+        while True:
+            try:
+                await self.stats()
+            except Exception as exc:
+                # The gauges keep their last value; the publish loop reports the outage itself.
+                log.debug("outbox relay %s could not read its backlog: %r", self.name, exc)
+            await asyncio.sleep(self._stats_interval_s)
+
+    async def _warn_stranded(self) -> None:
+        try:
+            async with self._db.unit_of_work() as uow:
+                conn = await uow.raw()
+                stranded = await conn.fetchval(sql.STRANDED, self._shards)
+        except Exception as exc:
+            log.debug("outbox relay %s could not check for stranded rows: %r", self.name, exc)
+            return
+        if stranded:
+            log.error(
+                "%s unpublished outbox rows are in shards >= %d, which no relay serves: "
+                "OUTBOX_SHARDS must not shrink while rows are pending",
+                stranded,
+                self._shards,
+            )

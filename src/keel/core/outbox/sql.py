@@ -1,0 +1,78 @@
+"""The relay's and the retention job's SQL, in one place so their use of the indexes can be read together.
+
+The partial index `ix_outbox_events_unpublished (shard, id) WHERE published_at IS NULL` serves the
+claim and the lag probes; `ix_outbox_events_published_at_created_at` serves retention.
+"""
+
+from __future__ import annotations
+
+# Advisory-lock namespace of outbox shards (the two-int form: class, shard), "keel" in ASCII.
+LOCK_CLASS = 0x6B65656C
+
+# One statement, one round trip: take the advisory locks of up to $3 shards that have unpublished
+# rows, trying them in the order of $1 (shuffled by the caller, so relays spread over the shards),
+# then return each locked shard's oldest unpublished rows, all shards together in id order.
+#  - `LIMIT` over the unnest stops pulling rows once $3 locks are held, so no extra lock is taken;
+#    CASE makes the cheap EXISTS probe run before the lock attempt (AND has no evaluation order).
+#  - MATERIALIZED keeps the volatile lock calls in one place, evaluated once.
+#  - Per shard, a prefix in id order (no gap inside a key) of an equal share of the batch, so
+#    under $4 + shards rows are locked, not $4 per shard (a row lock costs a write); cutting the
+#    union at $4 in id order still leaves a prefix of each shard. FOR UPDATE rechecks `published_at` on
+#    the newest row version, so rows another relay committed as published since our snapshot was
+#    taken are dropped, not sent twice.
+CLAIM = """
+WITH locked AS MATERIALIZED (
+    SELECT c.s
+    FROM unnest($1::int[]) AS c(s)
+    WHERE CASE
+        WHEN EXISTS (SELECT 1 FROM outbox_events p WHERE p.shard = c.s AND p.published_at IS NULL)
+        THEN pg_try_advisory_xact_lock($2, c.s)
+        ELSE false
+    END
+    LIMIT $3
+)
+SELECT o.id, o.event_id::text AS event_id, o.topic, o.key, o.event_type, o.wire,
+       o.payload::text AS payload, o.headers::text AS headers, o.created_at
+FROM locked l
+CROSS JOIN LATERAL (
+    SELECT e.*
+    FROM outbox_events e
+    WHERE e.shard = l.s AND e.published_at IS NULL
+    ORDER BY e.id
+    LIMIT (SELECT ($4 + count(*) - 1) / count(*) FROM locked)
+    FOR UPDATE SKIP LOCKED
+) o
+ORDER BY o.id
+LIMIT $4
+"""
+
+MARK_PUBLISHED = "UPDATE outbox_events SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])"
+
+# The oldest unpublished row is at the head of some shard: one index probe per shard, whatever the
+# backlog. The count is capped so a huge backlog cannot make the gauge itself slow.
+STATS = """
+SELECT
+    (SELECT count(*) FROM (
+        SELECT 1 FROM outbox_events WHERE published_at IS NULL LIMIT $2
+    ) AS p) AS pending,
+    (SELECT extract(epoch FROM clock_timestamp() - min(h.created_at))
+     FROM generate_series(0, $1 - 1) AS s
+     CROSS JOIN LATERAL (
+        SELECT created_at FROM outbox_events
+        WHERE shard = s AND published_at IS NULL
+        ORDER BY id LIMIT 1
+     ) AS h) AS lag_s
+"""
+
+# Rows in a shard no relay serves (OUTBOX_SHARDS was lowered after they were written).
+STRANDED = "SELECT count(*) FROM (SELECT 1 FROM outbox_events WHERE shard >= $1 AND published_at IS NULL LIMIT 1000) AS s"
+
+PURGE = """
+DELETE FROM outbox_events
+WHERE id = ANY(ARRAY(
+    SELECT id FROM outbox_events
+    WHERE published_at < clock_timestamp() - make_interval(secs => $1)
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+))
+"""

@@ -1,0 +1,78 @@
+"""A pooled connection the server killed (restart, failover) fails one use, then leaves the pool:
+statements on the raw driver connection bypass SQLAlchemy's own disconnect detection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+
+from keel.core.db import Database
+
+
+@pytest_asyncio.fixture
+async def one_connection(fresh_pg_dsn: str) -> AsyncIterator[Database]:
+    database = Database.connect(fresh_pg_dsn, pool_size=1)
+    yield database
+    await database.dispose()
+
+
+async def _kill_pooled_connection(db: Database, pg_server_dsn: str) -> None:
+    async with db.unit_of_work() as uow:
+        pid = await (await uow.raw()).fetchval("SELECT pg_backend_pid()")
+    admin = await asyncpg.connect(pg_server_dsn)
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+
+
+async def test_unit_of_work_on_a_killed_connection_fails_once_then_gets_a_live_one(
+    one_connection: Database, pg_server_dsn: str
+):
+    await _kill_pooled_connection(one_connection, pg_server_dsn)
+
+    with pytest.raises(Exception):  # noqa: B017 - whichever error the driver raises first
+        async with one_connection.unit_of_work() as uow:
+            await (await uow.raw()).fetchval("SELECT 1")
+
+    async with one_connection.unit_of_work() as uow:
+        assert await (await uow.raw()).fetchval("SELECT 1") == 1
+
+
+async def test_sqlalchemy_statement_on_a_killed_connection_fails_once_then_gets_a_live_one(
+    one_connection: Database, pg_server_dsn: str
+):
+    await _kill_pooled_connection(one_connection, pg_server_dsn)
+
+    with pytest.raises(Exception):  # noqa: B017 - whichever error the driver raises first
+        async with one_connection.unit_of_work() as uow:
+            await uow.execute(text("SELECT 1"))
+
+    async with one_connection.unit_of_work() as uow:
+        assert (await uow.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_raw_connection_of_a_unit_of_work_is_inside_its_transaction(one_connection: Database):
+    async with one_connection.unit_of_work() as uow:
+        conn = await uow.raw()
+        assert conn.is_in_transaction()
+        await conn.execute("CREATE TABLE scratch_rolled_back (id int)")
+    async with one_connection.unit_of_work() as uow:
+        assert await (await uow.raw()).fetchval("SELECT to_regclass('scratch_rolled_back')") is None
+
+
+async def test_autocommit_connection_that_was_killed_fails_once_then_gets_a_live_one(
+    one_connection: Database, pg_server_dsn: str
+):
+    await _kill_pooled_connection(one_connection, pg_server_dsn)
+
+    with pytest.raises(Exception):  # noqa: B017 - whichever error the driver raises first
+        async with one_connection.connection() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async with one_connection.connection() as conn:
+        assert await conn.fetchval("SELECT 1") == 1

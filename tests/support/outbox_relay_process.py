@@ -1,0 +1,30 @@
+"""A relay in a process of its own, for tests that kill it: `python -m tests.support.outbox_relay_process
+DSN BROKERS SHARDS BATCH`. With KEEL_CRASH_POINTS=outbox.after_send it dies like `kill -9` right
+after the broker acked its first batch, before that batch is marked published."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from keel.core.bus.kafka import KafkaBus
+from keel.core.db import Database
+from keel.core.outbox import OutboxRelay
+
+
+async def main(dsn: str, brokers: str, shards: int, batch_size: int) -> None:
+    db = Database.connect(dsn, pool_size=2)
+    bus = KafkaBus(brokers.split(","), idempotence=False)
+    producer = bus.producer()
+    await producer.start()
+    relay = OutboxRelay(db, producer, shards=shards, batch_size=batch_size, name="relay-subprocess")
+    try:
+        await relay.run()
+    finally:
+        await producer.stop()
+        await bus.close()
+        await db.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
