@@ -1,0 +1,90 @@
+"""Batch handlers: a backlog becomes few transactions; a bad message in a batch is dead-lettered
+alone while the rest are applied; an event repeated within one batch is applied once."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from keel.core.bus import Bus, OutgoingMessage
+from keel.core.bus.memory import MemoryBus
+from keel.core.consumer import Batch, ConsumerRunner, RetryPolicy
+from keel.core.db import Database
+from tests.integration.consumer.conftest import dead_letters, event_record, running, started_producer, unique
+from tests.integration.consumer.script import Effects, Script
+from tests.support.eventually import eventually
+
+
+def _runner(bus: Bus, db: Database, script: Script, topic: str, dlq: str) -> ConsumerRunner:
+    return ConsumerRunner(
+        bus,
+        group_id=unique("batch-group"),
+        topics=[topic],
+        wire="envelope",
+        handler=Batch(script.handle_batch),
+        db=db,
+        dlq_topic=dlq,
+        retry=RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05),
+        batch_size=500,
+    )
+
+
+async def _rows(db: Database) -> int:
+    async with db.connection() as conn:
+        return int(await conn.fetchval("SELECT count(*) FROM effects"))
+
+
+async def test_backlog_is_applied_in_few_transactions(bus: Bus, db: Database, effects: Effects) -> None:
+    script = Script()
+    topic = unique("backlog")
+    async with started_producer(bus) as producer:
+        await producer.send_many([event_record(topic, f"e{n}", key=f"k{n % 17}") for n in range(300)])
+
+    async with running(_runner(bus, db, script, topic, unique("backlog.dlq"))):
+        await eventually(lambda: _rows(db), until=lambda n: n == 300, timeout_s=20, what="300 effects")
+
+    assert sum(script.batches) == 300
+    assert len(script.batches) <= 30, script.batches  # ≥ 10 events per transaction on average
+    async with db.connection() as conn:
+        assert await conn.fetchval("SELECT count(DISTINCT id) FROM effects") == 300
+
+
+async def test_bad_messages_in_a_batch_are_dead_lettered_alone_and_the_rest_applied(
+    bus: Bus, db: Database, effects: Effects
+) -> None:
+    script = Script()
+    topic, dlq = unique("mixed"), unique("mixed.dlq")
+    records = [event_record(topic, f"m{n}", key=f"k{n}") for n in range(20)]
+    records[5] = event_record(topic, "m5", key="k5", invalid=True)
+    records[12] = OutgoingMessage(topic, b"{not json", key=b"k12")
+    async with started_producer(bus) as producer:
+        await producer.send_many(records)
+
+    async with dead_letters(bus, dlq) as letters, running(_runner(bus, db, script, topic, dlq)):
+        await eventually(lambda: _rows(db), until=lambda n: n == 18, timeout_s=20, what="18 effects")
+        invalid = await letters.wait_for(b"k5")
+        undecodable = await letters.wait_for(b"k12")
+
+    assert dict(invalid.headers)["dlq-error"] == b"schema: m5 is invalid"
+    assert dict(undecodable.headers)["dlq-error-type"] == b"PoisonMessage"
+    async with db.connection() as conn:
+        applied = {r[0] for r in await conn.fetch("SELECT id FROM effects")}
+    assert applied == {f"m{n}" for n in range(20)} - {"m5", "m12"}
+
+
+async def test_event_repeated_within_one_batch_is_applied_once(
+    memory_bus: MemoryBus, db: Database, effects: Effects
+) -> None:
+    bus = memory_bus
+    script = Script()
+    topic = unique("repeat")
+    twice = event_record(topic, "twice", key="k", event_id="7d5c8f3e-0000-4000-8000-000000000001")
+    async with started_producer(bus) as producer:
+        await producer.send_many([twice, event_record(topic, "between", key="k"), twice])
+
+    async with running(_runner(bus, db, script, topic, unique("repeat.dlq"))):
+        await eventually(lambda: _rows(db), until=lambda n: n >= 2, timeout_s=20, what="effects")
+
+    assert await effects.count("twice") == 1
+    async with db.unit_of_work() as uow:
+        inbox = (await uow.execute(text("SELECT count(*) FROM processed_events"))).scalar_one()
+    assert inbox == 2
