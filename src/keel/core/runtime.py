@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 
 from keel.core.app import create_app
 from keel.core.infra import Infra, open_infra
-from keel.core.outbox import OutboxRelay
+from keel.core.outbox import OutboxRelay, OutboxRetention
 from keel.core.service import ServiceSpec, Worker
 from keel.core.settings import DEFAULT_SECRET, Settings
 from keel.core.storage import signed_files_router
@@ -65,7 +65,7 @@ def build_app(
             if run_workers and any(s.uses_outbox for s in specs):
                 relay = await start_relay(infra, stack)
                 infra.wake_relay = relay.notify
-                workers.append(relay)
+                workers += [relay, OutboxRetention(infra.require_db(), max_age_s=settings.outbox_retention_s)]
             for spec in specs:
                 wiring = await spec.wire(infra)
                 for key, value in wiring.state.items():
