@@ -6,7 +6,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from keel.core.db import normalize_dsn
-from keel.core.schema import all_metadata, alembic_config, upgrade
+from keel.core.schema import alembic_config, all_metadata, upgrade
 
 
 async def test_models_match_the_migrated_schema(pg_dsn):

