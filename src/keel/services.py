@@ -9,7 +9,10 @@ from keel.core.service import ServiceSpec
 
 # Every name the CLI accepts (DESIGN.md); a name maps to a module once its service has landed.
 NAMES = ("tickets", "orders", "videos", "orchestrator", "delivery-prefetch", "story", "tts")
-MODULES: dict[str, str] = {"tickets": "keel.tickets.spec"}
+MODULES: dict[str, str] = {
+    "tickets": "keel.tickets.spec",
+    "orchestrator": "keel.cityguide.orchestrator.spec",
+}
 
 
 class UnknownService(LookupError):

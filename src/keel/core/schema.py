@@ -15,7 +15,11 @@ from keel.core.db import normalize_dsn
 from keel.core.tables import metadata
 
 # Each service's tables module registers its tables on the shared MetaData when imported.
-TABLE_MODULES: tuple[str, ...] = ("keel.core.tables", "keel.tickets.tables")
+TABLE_MODULES: tuple[str, ...] = (
+    "keel.core.tables",
+    "keel.tickets.tables",
+    "keel.cityguide.orchestrator.tables",
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Several processes may start at once (`keel serve` per service): one migrates, the others wait.

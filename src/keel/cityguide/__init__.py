@@ -1,0 +1,1 @@
+"""The cityguide flow: orchestrator, delivery prefetch and the story and TTS workers."""

@@ -1,0 +1,57 @@
+"""Helpers for cityguide tests: run a handler in its own unit of work, read what went to the outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from keel.core.db import Database, UnitOfWork
+from keel.core.events import Event
+
+Handle = Callable[[Event, UnitOfWork], Awaitable[None]]
+
+
+async def deliver(db: Database, handle: Handle, topic: str, payload: dict[str, Any], **event: Any) -> None:
+    """Hand one event to a handler the way the consumer runner does: one unit of work, committed."""
+    async with db.unit_of_work() as uow:
+        await handle(Event(topic, payload, **event), uow)
+        await uow.commit()
+
+
+async def emitted(db: Database, topic: str) -> list[tuple[str | None, dict[str, Any]]]:
+    """(key, payload) of every event written to the outbox for `topic`, in write order."""
+    async with db.connection() as conn:
+        rows = await conn.fetch(
+            "SELECT key, payload::text AS p, wire FROM outbox_events WHERE topic = $1 ORDER BY id", topic
+        )
+    assert all(r["wire"] == "bare" for r in rows)
+    return [(r["key"], orjson.loads(r["p"])) for r in rows]
+
+
+def stories(route_id: str, count: int = 3) -> list[dict[str, Any]]:
+    return [
+        {"story_id": f"{route_id}-{n}", "title": f"T{n}", "text": f"История номер {n}."} for n in range(count)
+    ]
+
+
+def tts_ok(route_id: str, story_id: str, attempt: int = 1) -> dict[str, Any]:
+    return {
+        "route_id": route_id,
+        "story_id": story_id,
+        "audio_id": f"a-{story_id}-{attempt}",
+        "status": "completed",
+        "duration_s": 1.5,
+        "attempt": attempt,
+    }
+
+
+def tts_failed(route_id: str, story_id: str, attempt: int = 1) -> dict[str, Any]:
+    return {
+        "route_id": route_id,
+        "story_id": story_id,
+        "status": "failed",
+        "error": "synth broke",
+        "attempt": attempt,
+    }
