@@ -38,6 +38,9 @@ class Infra:
     memory_cache_entries: int = 10_000
     # Set by the runtime when this process runs an outbox relay: writers wake it after a commit.
     wake_relay: Callable[[], None] = lambda: None
+    # True under `keel up` (every service in this process, the memory bus feeding them when no broker is
+    # configured); False for a lone `keel serve`/`keel worker`, where a memory bus would stay empty.
+    embedded: bool = False
 
     _storage: ObjectStore | None = None
     _signer: UrlSigner | None = None

@@ -61,6 +61,7 @@ def build_app(
         async with AsyncExitStack() as stack:
             infra = await stack.enter_async_context(open_infra(settings, database=needs_db, topics=topics))
             state["infra"] = infra
+            infra.embedded = embedded
             workers: list[Worker] = []
             if run_workers and any(s.uses_outbox for s in specs):
                 relay = await start_relay(infra, stack)

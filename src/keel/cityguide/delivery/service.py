@@ -1,0 +1,85 @@
+"""Delivery prefetch use cases: remember ready audio per route, hand out signed CDN links, and the
+CDN-side check of those links before the bytes are served."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from keel.cityguide.audio import audio_key, cdn_path, is_audio_id
+from keel.cityguide.delivery.schemas import Prefetch, PrefetchItem
+from keel.cityguide.delivery.store import ReadyAudio, ReadyAudioStore, UnknownAudio
+from keel.cityguide.events import optional_float, optional_int, text_field
+from keel.core.errors import Forbidden, Gone, NotFound
+from keel.core.events import Event, PoisonMessage
+from keel.core.signing import UrlSigner, VerifyResult
+from keel.core.storage import ObjectStore, StoredObject
+
+log = logging.getLogger("keel.cityguide.delivery")
+
+# Audio without a story position (an outside producer) sorts after every positioned one.
+UNPOSITIONED = 1_000_000.0
+
+
+class DeliveryService:
+    def __init__(
+        self,
+        store: ReadyAudioStore,
+        signer: UrlSigner,
+        objects: ObjectStore,
+        *,
+        link_ttl_s: int,
+        base_url: str = "",
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._objects = objects
+        self._link_ttl_s = link_ttl_s
+        self._base_url = base_url
+
+    async def on_tts_completed(self, event: Event) -> None:
+        """A ready audio joins its route's list; a repeat overwrites it (the key is the audio id)."""
+        payload = event.payload
+        if payload.get("status", "completed") != "completed":
+            return
+        audio_id = str(payload.get("audio_id") or event.key or "")
+        if not is_audio_id(audio_id):
+            raise PoisonMessage(f"tts.completed has no usable audio id: {audio_id[:40]!r}")
+        position = optional_int(payload, "position")
+        audio = ReadyAudio(
+            audio_id=audio_id,
+            story_id=text_field(payload, "story_id"),
+            position=float(position) if position is not None else UNPOSITIONED,
+            duration_s=optional_float(payload, "duration_s"),
+        )
+        await self._store.put(text_field(payload, "route_id"), audio)
+
+    async def prefetch(self, route_id: str, count: int, after: str | None) -> Prefetch:
+        try:
+            ready = await self._store.next(route_id, count, after)
+        except UnknownAudio:
+            raise NotFound(f"audio {after!r} is not in the ready list of route {route_id!r}") from None
+        items = [
+            PrefetchItem(
+                audio_id=a.audio_id,
+                story_id=a.story_id,
+                url=self._signer.sign(cdn_path(a.audio_id), self._link_ttl_s).url(self._base_url),
+                ttl=self._link_ttl_s,
+                duration_s=a.duration_s,
+            )
+            for a in ready
+        ]
+        return Prefetch(route_id=route_id, items=items)
+
+    async def open_audio(
+        self, audio_id: str, exp: str, sig: str, kid: str | None
+    ) -> tuple[StoredObject, AsyncIterator[bytes]]:
+        """What a CDN edge does: check the link (403 forged or malformed, 410 expired), then serve."""
+        result = self._signer.verify(cdn_path(audio_id), exp, sig, kid)
+        if result is VerifyResult.EXPIRED:
+            raise Gone("link expired")
+        if result is not VerifyResult.OK:
+            raise Forbidden("invalid link signature")
+        if not is_audio_id(audio_id):
+            raise NotFound("no such audio")
+        return await self._objects.stream(audio_key(audio_id))

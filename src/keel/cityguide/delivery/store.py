@@ -1,0 +1,99 @@
+"""The ready-audio list per route: a port and two adapters — Redis (a sorted set by story position and a
+hash of details per route, both expiring) and an in-process one with the same semantics.
+
+Writing the same audio id again overwrites it (never a second entry); the list of a route expires
+`ttl_s` after its last write."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import orjson
+import redis.asyncio as aioredis
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyAudio:
+    audio_id: str
+    story_id: str
+    position: float
+    duration_s: float | None
+
+
+class UnknownAudio(LookupError):
+    """`after` names an audio that is not (or no longer) in the route's list."""
+
+
+class ReadyAudioStore(Protocol):
+    async def put(self, route_id: str, audio: ReadyAudio) -> None: ...
+
+    async def next(self, route_id: str, count: int, after: str | None = None) -> list[ReadyAudio]:
+        """Up to `count` audio in story order, after `after` when given (UnknownAudio if it is not listed)."""
+        ...
+
+
+class MemoryReadyAudioStore:
+    def __init__(self, ttl_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._routes: dict[str, tuple[float, dict[str, ReadyAudio]]] = {}
+
+    async def put(self, route_id: str, audio: ReadyAudio) -> None:
+        _, items = self._live(route_id) or (0.0, {})
+        items[audio.audio_id] = audio
+        self._routes[route_id] = (self._clock() + self._ttl_s, items)
+
+    async def next(self, route_id: str, count: int, after: str | None = None) -> list[ReadyAudio]:
+        _, items = self._live(route_id) or (0.0, {})
+        ordered = sorted(items.values(), key=lambda a: (a.position, a.audio_id))
+        start = 0
+        if after is not None:
+            ids = [a.audio_id for a in ordered]
+            if after not in ids:
+                raise UnknownAudio(after)
+            start = ids.index(after) + 1
+        return ordered[start : start + count]
+
+    def _live(self, route_id: str) -> tuple[float, dict[str, ReadyAudio]] | None:
+        entry = self._routes.get(route_id)
+        if entry is not None and entry[0] <= self._clock():
+            del self._routes[route_id]
+            return None
+        return entry
+
+
+class RedisReadyAudioStore:
+    def __init__(self, redis: aioredis.Redis, ttl_s: int, *, prefix: str = "keel:") -> None:
+        self._redis = redis
+        self._ttl_s = ttl_s
+        self._prefix = f"{prefix}cityguide:ready:"
+
+    def _keys(self, route_id: str) -> tuple[str, str]:
+        base = f"{self._prefix}{route_id}"
+        return f"{base}:order", f"{base}:audio"
+
+    async def put(self, route_id: str, audio: ReadyAudio) -> None:
+        order, details = self._keys(route_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(order, {audio.audio_id: audio.position})
+            pipe.hset(details, audio.audio_id, orjson.dumps(asdict(audio)))
+            pipe.expire(order, self._ttl_s)
+            pipe.expire(details, self._ttl_s)
+            await pipe.execute()
+
+    async def next(self, route_id: str, count: int, after: str | None = None) -> list[ReadyAudio]:
+        order, details = self._keys(route_id)
+        start = 0
+        if after is not None:
+            rank: int | None = await self._redis.zrank(order, after)  # type: ignore[assignment]
+            if rank is None:
+                raise UnknownAudio(after)
+            start = rank + 1
+        ids: list[bytes] = await self._redis.zrange(order, start, start + count - 1)  # type: ignore[assignment]
+        if not ids:
+            return []
+        raw: list[bytes | str | None] = await self._redis.hmget(details, ids)
+        return [ReadyAudio(**orjson.loads(r)) for r in raw if r is not None]
