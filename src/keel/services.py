@@ -12,6 +12,7 @@ NAMES = ("tickets", "orders", "videos", "orchestrator", "delivery-prefetch", "st
 MODULES: dict[str, str] = {
     "tickets": "keel.tickets.spec",
     "orchestrator": "keel.cityguide.orchestrator.spec",
+    "videos": "keel.videos.spec",
     "delivery-prefetch": "keel.cityguide.delivery.spec",
 }
 

@@ -19,6 +19,7 @@ TABLE_MODULES: tuple[str, ...] = (
     "keel.core.tables",
     "keel.tickets.tables",
     "keel.cityguide.orchestrator.tables",
+    "keel.videos.tables",
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"

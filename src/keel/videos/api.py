@@ -1,0 +1,72 @@
+"""Video routes: `/api/videos` (seed 003) and the HLS files at `/hls/<id>.m3u8`, `/hls/<id>/<n>.ts`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+from starlette.responses import Response, StreamingResponse
+
+from keel.core.app import error_responses
+from keel.core.events import dumps
+from keel.videos.hls import PLAYLIST_TYPE
+from keel.videos.schemas import Video, VideoCreate, VideoCreated
+from keel.videos.service import VideoService
+
+JSON = "application/json"
+VideoId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+def _service(request: Request) -> VideoService:
+    service: VideoService = request.app.state.videos
+    return service
+
+
+Service = Annotated[VideoService, Depends(_service)]
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(tags=["videos"])
+
+    @router.post(
+        "/api/videos",
+        status_code=201,
+        response_model=VideoCreated,
+        summary="Register a video; its HLS is made in the background",
+        responses=error_responses(409, 422),
+    )
+    async def create(body: VideoCreate, service: Service) -> Response:
+        return Response(dumps(await service.create(body)), status_code=201, media_type=JSON)
+
+    @router.get(
+        "/api/videos/{video_id}",
+        response_model=Video,
+        summary="Get a video (cached; `X-Cache: hit|miss`)",
+        responses=error_responses(404),
+    )
+    async def get(video_id: VideoId, service: Service) -> Response:
+        read = await service.get(video_id)
+        return Response(read.body, media_type=JSON, headers={"X-Cache": "hit" if read.cache_hit else "miss"})
+
+    @router.get(
+        "/hls/{video_id}.m3u8",
+        summary="The video's HLS playlist",
+        response_class=Response,
+        responses={200: {"content": {PLAYLIST_TYPE: {}}}, **error_responses(404)},
+    )
+    async def playlist(video_id: VideoId, service: Service) -> Response:
+        return Response(await service.playlist(video_id), media_type=PLAYLIST_TYPE)
+
+    @router.get(
+        "/hls/{video_id}/{segment}",
+        summary="One MPEG-TS segment of the playlist",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"video/mp2t": {}}}, **error_responses(404)},
+    )
+    async def segment(video_id: VideoId, segment: str, service: Service) -> StreamingResponse:
+        info, chunks = await service.segment(video_id, segment)
+        return StreamingResponse(
+            chunks, media_type=info.content_type, headers={"Content-Length": str(info.size)}
+        )
+
+    return router

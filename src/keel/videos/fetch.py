@@ -1,0 +1,202 @@
+"""Downloading a video source without opening an SSRF hole.
+
+Every hop is checked the same way: the host is resolved once (or parsed, when numeric in any of the
+forms C's `inet_aton` accepts: `2130706433`, `0x7f000001`, `0177.0.0.1`, `127.1`), every address is
+classified, and the connection goes to the validated IP itself — the hostname travels only in the
+`Host` header and TLS SNI, so a second DNS answer (rebinding) never matters. Redirects are followed
+by hand (at most 5), each target checked again. Size and total time are capped.
+
+A host on the explicit allow-list (VIDEO_FETCH_ALLOW_HOSTS, e.g. `127.0.0.1` in tests) skips the
+address classification, nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+CHUNK = 64 * 1024
+
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+# Only digits, dots and hex notation: the shapes inet_aton may read as an IPv4 address.
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}\.?$", re.IGNORECASE)
+
+
+class SourceRefused(Exception):
+    """The source may never be fetched (a non-public address, a bad scheme): no retry can help."""
+
+
+class FetchFailed(Exception):
+    """The source could not be fetched this time (HTTP error, too large, too slow)."""
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def numeric_host(host: str) -> IPAddress | None:
+    """The address a numeric host names, in any notation a resolver would accept; None for a name."""
+    bare = host.strip("[]")
+    try:
+        return ipaddress.ip_address(bare.split("%", 1)[0])
+    except ValueError:
+        pass
+    if _NUMERIC_HOST.match(bare):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(bare.rstrip(".")))
+        except OSError:
+            raise SourceRefused(f"malformed numeric host {host!r}") from None
+    return None
+
+
+def refusal(ip: IPAddress) -> str | None:
+    """Why connecting to `ip` is refused, or None when it is a public unicast address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"{ip} is an IPv4-mapped address"
+        if any(ip in net for net in _NAT64):
+            return f"{ip} is a NAT64 address"
+        if ip.teredo is not None:
+            return f"{ip} is a Teredo address"
+        if ip in _SIX_TO_FOUR and ip.sixtofour is not None and refusal(ip.sixtofour):
+            return f"{ip} embeds the non-public {ip.sixtofour} (6to4)"
+    if ip.is_multicast:
+        return f"{ip} is a multicast address"
+    if ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_reserved:
+        return f"{ip} is not a public address"
+    if not ip.is_global:  # CGNAT 100.64/10, documentation ranges, and whatever `is_global` adds later
+        return f"{ip} is not globally routable"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one hop really connects: the URL with the validated IP, and the name for Host and SNI."""
+
+    url: httpx.URL
+    host: str
+    ip: str
+
+
+class AddressGuard:
+    def __init__(self, allow_hosts: Collection[str] = (), resolver: Resolver = system_resolver) -> None:
+        self.allow_hosts = frozenset(h.lower().strip("[]") for h in allow_hosts)
+        self.resolver = resolver
+
+    async def admit(self, url: httpx.URL) -> Target:
+        """The URL rewritten to a validated IP, or SourceRefused. The only network I/O is DNS."""
+        if url.scheme not in ("http", "https"):
+            raise SourceRefused(f"scheme {url.scheme!r} is not allowed")
+        host = url.host.lower().rstrip(".")
+        if not host:
+            raise SourceRefused("URL has no host")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        allowed = host in self.allow_hosts
+        literal = numeric_host(host)
+        if literal is not None:
+            addresses: list[IPAddress] = [literal]
+            allowed = allowed or str(literal) in self.allow_hosts
+        else:
+            try:
+                answers = await self.resolver(host, port)
+            except OSError as exc:
+                raise FetchFailed(f"cannot resolve {host!r}: {exc}") from None
+            addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in answers]
+        if not addresses:
+            raise FetchFailed(f"{host!r} resolved to no address")
+        if not allowed:
+            # Every answer must be public: a name that also resolves to an internal address is refused
+            # (picking the public one would leave the choice to whoever controls the DNS).
+            for address in addresses:
+                reason = refusal(address)
+                if reason is not None:
+                    raise SourceRefused(f"refused {host!r}: {reason}")
+        ip = str(addresses[0])
+        return Target(url=url.copy_with(host=ip), host=url.host, ip=ip)
+
+
+class GuardedFetcher:
+    """Downloads through `AddressGuard` with size and time caps; `transport` is for tests."""
+
+    def __init__(
+        self,
+        *,
+        allow_hosts: Collection[str] = (),
+        max_bytes: int,
+        timeout_s: float,
+        resolver: Resolver = system_resolver,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.guard = AddressGuard(allow_hosts, resolver)
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.transport = transport
+
+    async def download(self, url: str, dest: Path) -> int:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self._follow(httpx.URL(url), dest)
+        except TimeoutError:
+            raise FetchFailed(f"download took longer than {self.timeout_s:g}s") from None
+        except httpx.InvalidURL as exc:
+            raise SourceRefused(f"invalid URL: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise FetchFailed(f"{type(exc).__name__}: {exc}") from None
+
+    async def _follow(self, url: httpx.URL, dest: Path) -> int:
+        async with httpx.AsyncClient(
+            transport=self.transport, follow_redirects=False, trust_env=False, timeout=self.timeout_s
+        ) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                target = await self.guard.admit(url)
+                request = client.build_request(
+                    "GET",
+                    target.url,
+                    # Raw bytes are counted against the cap: no compressed bomb expands past it.
+                    headers={"Host": _host_header(url), "Accept-Encoding": "identity"},
+                    extensions={"sni_hostname": target.host},
+                )
+                response = await client.send(request, stream=True)
+                try:
+                    if response.status_code in REDIRECTS and "location" in response.headers:
+                        url = url.join(response.headers["location"])
+                        continue
+                    if response.status_code != 200:
+                        raise FetchFailed(f"source answered HTTP {response.status_code}")
+                    return await self._save(response, dest)
+                finally:
+                    await response.aclose()
+        raise FetchFailed(f"more than {MAX_REDIRECTS} redirects")
+
+    async def _save(self, response: httpx.Response, dest: Path) -> int:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            raise FetchFailed(f"source is {declared} bytes; the limit is {self.max_bytes}")
+        size = 0
+        with dest.open("wb") as out:
+            async for chunk in response.aiter_raw(CHUNK):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise FetchFailed(f"source is larger than {self.max_bytes} bytes")
+                out.write(chunk)
+        return size
+
+
+def _host_header(url: httpx.URL) -> str:
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    default = 443 if url.scheme == "https" else 80
+    return host if url.port in (None, default) else f"{host}:{url.port}"

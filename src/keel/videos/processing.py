@@ -1,0 +1,143 @@
+"""The HLS job behind `video.uploaded`, and the reaper for jobs that died.
+
+State lives on the row: `processing` (with `attempts` and `processing_started_at`) is committed at
+the start of each try, on its own, so readers see it and a crash leaves a trace. The outcome
+(`ready`) commits in the consumer's unit of work together with its inbox row. A failed try records
+its reason and raises, so the consumer runner retries with backoff; the try that uses up the last
+attempt marks the row `failed` and raises `PoisonMessage`, which the runner dead-letters at once
+(to `videos.dlq`) — so the row is `failed` exactly when its message goes to the DLQ, whatever the
+runner's in-memory attempt count (it restarts at zero with the process; the row's does not).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from keel.core.cache import Cache
+from keel.core.db import Database, UnitOfWork
+from keel.core.events import Event, PoisonMessage
+from keel.core.faults import crash_point
+from keel.core.storage import ObjectStore
+from keel.videos import hls, repository
+from keel.videos.fetch import SourceRefused
+from keel.videos.service import cache_key, now_utc
+
+log = logging.getLogger("keel.videos.processing")
+
+MAX_ERROR_CHARS = 500
+
+
+class Downloader(Protocol):
+    async def download(self, url: str, dest: Path) -> int:
+        """Write the resource at `url` to `dest` (guarded, size and time capped); bytes written."""
+        ...
+
+
+def _reason(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:MAX_ERROR_CHARS]
+
+
+class HlsJob:
+    """Handles `video.uploaded` as a `Transactional` handler: `await job(event, uow)`."""
+
+    def __init__(
+        self,
+        db: Database,
+        cache: Cache,
+        storage: ObjectStore,
+        *,
+        max_attempts: int,
+        mode: str = "generated",
+        downloader: Downloader | None = None,
+        ffmpeg: Callable[[], str] | None = None,
+        ffmpeg_timeout_s: float = 300.0,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
+        if mode == "ffmpeg" and (downloader is None or ffmpeg is None):
+            raise ValueError("ffmpeg mode needs a downloader and an ffmpeg binary")
+        self.db = db
+        self.cache = cache
+        self.storage = storage
+        self.max_attempts = max_attempts
+        self.mode = mode
+        self.downloader = downloader
+        self.ffmpeg = ffmpeg
+        self.ffmpeg_timeout_s = ffmpeg_timeout_s
+        self.clock = clock
+
+    async def __call__(self, event: Event, uow: UnitOfWork) -> None:
+        try:
+            video_id = int(event.payload["video_id"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PoisonMessage(f"video.uploaded without a valid video_id: {exc!r}") from None
+        started = await self._start(video_id)
+        if started is None:
+            log.info("video %s is not waiting for processing (done, failed or unknown); skipped", video_id)
+            return
+        attempt, url = started
+        log.info(
+            "video %s: HLS job started (attempt %d of %d, mode %s)",
+            video_id,
+            attempt,
+            self.max_attempts,
+            self.mode,
+        )
+        crash_point("videos.after_processing_marked")
+        try:
+            await self._generate(video_id, url)
+        except SourceRefused as exc:
+            await self._fail(video_id, _reason(exc))
+            raise PoisonMessage(f"video {video_id}: {_reason(exc)}") from exc
+        except Exception as exc:
+            reason = _reason(exc)
+            if attempt >= self.max_attempts:
+                await self._fail(video_id, reason)
+                raise PoisonMessage(f"video {video_id} failed after {attempt} attempts: {reason}") from exc
+            await self._record_error(video_id, reason)
+            log.warning("video %s: attempt %d failed: %s", video_id, attempt, reason)
+            raise
+        conn = await uow.raw()
+        if await conn.fetchval(repository.READY, video_id, self.clock()) is not None:
+            uow.after_commit(lambda: self.cache.delete(cache_key(video_id)))
+            log.info("video %s is ready", video_id)
+
+    async def _start(self, video_id: int) -> tuple[int, str] | None:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(repository.START, video_id, self.clock())
+        if row is None:
+            return None
+        await self.cache.delete(cache_key(video_id))
+        return int(row["attempts"]), str(row["original_url"])
+
+    async def _record_error(self, video_id: int, reason: str) -> None:
+        async with self.db.connection() as conn:
+            await conn.execute(repository.RECORD_ERROR, video_id, reason, self.clock())
+        await self.cache.delete(cache_key(video_id))
+
+    async def _fail(self, video_id: int, reason: str) -> None:
+        async with self.db.connection() as conn:
+            await conn.execute(repository.FAIL, video_id, reason, self.clock())
+        await self.cache.delete(cache_key(video_id))
+        log.error("video %s failed: %s", video_id, reason)
+
+    async def _generate(self, video_id: int, url: str) -> None:
+        if self.mode != "ffmpeg":
+            await hls.write_generated(self.storage, video_id)
+            return
+        assert self.downloader is not None and self.ffmpeg is not None  # checked in __init__
+        with tempfile.TemporaryDirectory(prefix=f"keel-video-{video_id}-") as tmp:
+            work = Path(tmp)
+            source = work / "source"
+            size = await self.downloader.download(url, source)
+            log.info("video %s: downloaded %d bytes", video_id, size)
+            out = work / "hls"
+            out.mkdir()
+            await hls.segment_with_ffmpeg(self.ffmpeg(), source, out, video_id, self.ffmpeg_timeout_s)
+            count = await hls.upload_dir(self.storage, out, video_id)
+            log.info("video %s: %d HLS segments stored", video_id, count)

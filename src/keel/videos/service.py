@@ -1,0 +1,119 @@
+"""Video use cases for the API: create (row + `video.uploaded` in one transaction), cached reads,
+and the HLS files. Every dependency comes in through the constructor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from keel.core.cache import Cache
+from keel.core.db import Database
+from keel.core.errors import Conflict, NotFound
+from keel.core.events import Event, dumps
+from keel.core.outbox import Outbox
+from keel.core.storage import ObjectNotFound, ObjectStore, StoredObject
+from keel.videos import hls, repository
+from keel.videos.schemas import VideoCreate, VideoEvents
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def cache_key(video_id: int) -> str:
+    return f"videos:{video_id}"
+
+
+def playlist_url(base_url: str, video_id: int) -> str:
+    return f"{base_url.rstrip('/')}/hls/{video_id}.m3u8"
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    body: bytes
+    cache_hit: bool
+
+
+class VideoService:
+    def __init__(
+        self,
+        db: Database,
+        cache: Cache,
+        storage: ObjectStore,
+        outbox: Outbox,
+        *,
+        topic: str,
+        base_url: str = "",
+        cache_ttl_s: float = 300.0,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
+        self.db = db
+        self.cache = cache
+        self.storage = storage
+        self.outbox = outbox
+        self.topic = topic
+        self.base_url = base_url
+        self.cache_ttl_s = cache_ttl_s
+        self.clock = clock
+
+    async def create(self, data: VideoCreate) -> dict[str, Any]:
+        url = str(data.url)
+        now = self.clock()
+        async with self.db.unit_of_work() as uow:
+            conn = await uow.raw()
+            video_id = await conn.fetchval(repository.INSERT, data.title, url, now)
+            if video_id is None:
+                raise Conflict("a video with this url already exists")
+            event = Event(
+                VideoEvents.UPLOADED,
+                {"video_id": video_id, "title": data.title, "url": url},
+                key=str(video_id),
+                created_at=now,
+            )
+            await self.outbox.add(uow, event, self.topic)
+            await uow.commit()
+        return {"id": video_id, "title": data.title, "playlist_url": playlist_url(self.base_url, video_id)}
+
+    async def get(self, video_id: int) -> Read:
+        """The video as JSON bytes, through the cache; `cache_hit` says whether the loader ran."""
+        loaded = False
+
+        async def load() -> bytes:
+            nonlocal loaded
+            loaded = True
+            async with self.db.connection() as conn:
+                row = await conn.fetchrow(repository.GET, video_id)
+            if row is None:
+                raise NotFound("video not found")
+            return dumps(self._json(row))
+
+        body = await self.cache.get_or_load(cache_key(video_id), load, self.cache_ttl_s)
+        return Read(body, cache_hit=not loaded)
+
+    def _json(self, row: Any) -> dict[str, Any]:
+        return {
+            "id": row["id"],
+            "title": row["title"],
+            "original_url": row["original_url"],
+            "playlist_url": playlist_url(self.base_url, row["id"]),
+            "status": row["status"],
+            "error": row["error"],
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+        }
+
+    async def playlist(self, video_id: int) -> bytes:
+        try:
+            return await self.storage.get(hls.playlist_key(video_id))
+        except ObjectNotFound:
+            raise NotFound("no playlist for this video (unknown, or not processed yet)") from None
+
+    async def segment(self, video_id: int, name: str) -> tuple[StoredObject, AsyncIterator[bytes]]:
+        if not hls.SEGMENT_NAME.match(name):
+            raise NotFound("segment not found")
+        try:
+            return await self.storage.stream(hls.segment_key(video_id, name))
+        except ObjectNotFound:
+            raise NotFound("segment not found") from None

@@ -1,0 +1,126 @@
+"""The video API on the real PostgreSQL and Redis (memory bus): create, read through the cache,
+conflicts, validation, and the generated HLS made by the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from urllib.parse import urljoin
+
+from prometheus_client import REGISTRY
+
+from tests.integration.videos.conftest import serving, status_of
+from tests.integration.videos.hls_check import parse_media_playlist
+from tests.support.eventually import eventually
+
+
+def body(**overrides: str) -> dict[str, str]:
+    return {"title": "Big Buck Bunny", "url": f"https://cdn.example.com/{uuid.uuid4().hex}.mp4", **overrides}
+
+
+def cache_hits(name: str) -> float:
+    return REGISTRY.get_sample_value("cache_requests_total", {"cache": name, "result": "hit"}) or 0.0
+
+
+async def test_create_answers_201_with_id_title_and_playlist_url(settings, video_settings):
+    async with serving(settings, video_settings(), run_workers=False) as (_, client):
+        response = await client.post("/api/videos", json=body(title="  Trimmed  "))
+    assert response.status_code == 201
+    created = response.json()
+    assert isinstance(created["id"], int)
+    assert created == {"id": created["id"], "title": "Trimmed", "playlist_url": f"/hls/{created['id']}.m3u8"}
+
+
+async def test_video_goes_from_pending_to_ready_through_the_worker(settings, video_settings):
+    videos = video_settings()
+    # Without workers nothing processes it: the event waits in the outbox and the video is pending.
+    async with serving(settings, videos, run_workers=False) as (_, client):
+        created = (await client.post("/api/videos", json=body())).json()
+        assert await status_of(client, created["id"]) == "pending"
+    # A process with the relay and the consumer picks the event up from the outbox.
+    async with serving(settings, videos) as (_, client):
+        await eventually(lambda: status_of(client, created["id"]), until=lambda s: s == "ready", timeout_s=15)
+        video = (await client.get(f"/api/videos/{created['id']}")).json()
+    assert video["error"] is None
+    assert video["original_url"].endswith(".mp4")
+    assert video["updated_at"] >= video["created_at"]
+
+
+async def test_second_get_is_a_cache_hit_and_a_worker_update_invalidates_it(settings, video_settings):
+    videos = video_settings()
+    async with serving(settings, videos, run_workers=False) as (_, client):
+        video_id = (await client.post("/api/videos", json=body())).json()["id"]
+        first = await client.get(f"/api/videos/{video_id}")
+        hits_before = cache_hits(videos.cache_name)
+        second = await client.get(f"/api/videos/{video_id}")
+        assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("miss", "hit")
+        assert second.json() == first.json()
+        assert cache_hits(videos.cache_name) == hits_before + 1
+    async with serving(settings, videos) as (_, client):
+        # The worker changes the row: the cached `pending` must not be served after that.
+        ready = await eventually(
+            lambda: client.get(f"/api/videos/{video_id}"),
+            until=lambda r: r.json()["status"] == "ready",
+            timeout_s=15,
+        )
+        assert ready.headers["X-Cache"] == "miss"
+        again = await client.get(f"/api/videos/{video_id}")
+        assert (again.headers["X-Cache"], again.json()["status"]) == ("hit", "ready")
+
+
+async def test_duplicate_url_is_409_even_when_posted_concurrently(settings, video_settings):
+    payload = body()
+    async with serving(settings, video_settings(), run_workers=False) as (_, client):
+        responses = await asyncio.gather(*(client.post("/api/videos", json=payload) for _ in range(8)))
+        later = await client.post("/api/videos", json={**payload, "title": "another title"})
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] + [409] * 7
+    assert later.status_code == 409
+    assert later.json()["error"]["code"] == "conflict"
+
+
+async def test_invalid_bodies_are_422_with_field_details(settings, video_settings):
+    cases = {
+        "blank title": ({"title": "   ", "url": "https://example.com/a.mp4"}, "title"),
+        "long title": ({"title": "x" * 256, "url": "https://example.com/b.mp4"}, "title"),
+        "relative url": ({"title": "t", "url": "/videos/a.mp4"}, "url"),
+        "ftp url": ({"title": "t", "url": "ftp://example.com/a.mp4"}, "url"),
+        "long url": ({"title": "t", "url": "https://example.com/" + "a" * 2100}, "url"),
+        "missing url": ({"title": "t"}, "url"),
+        "extra field": ({"title": "t", "url": "https://example.com/c.mp4", "owner": "x"}, "owner"),
+    }
+    async with serving(settings, video_settings(), run_workers=False) as (_, client):
+        for name, (payload, field) in cases.items():
+            response = await client.post("/api/videos", json=payload)
+            assert response.status_code == 422, name
+            error = response.json()["error"]
+            assert error["code"] == "validation_error", name
+            assert any(field in detail["field"] for detail in error["details"]), (name, error)
+
+
+async def test_unknown_video_is_404_in_the_error_envelope(settings, video_settings):
+    async with serving(settings, video_settings(), run_workers=False) as (_, client):
+        response = await client.get("/api/videos/987654")
+        playlist = await client.get("/hls/987654.m3u8")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert playlist.status_code == 404
+
+
+async def test_generated_playlist_is_valid_hls_and_every_segment_resolves(settings, video_settings):
+    async with serving(settings, video_settings()) as (_, client):
+        created = (await client.post("/api/videos", json=body())).json()
+        await eventually(lambda: status_of(client, created["id"]), until=lambda s: s == "ready", timeout_s=15)
+        playlist_url = urljoin("http://videos/", created["playlist_url"])
+        response = await client.get(playlist_url)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/vnd.apple.mpegurl")
+        playlist = parse_media_playlist(response.text)
+        assert playlist.ended and playlist.media_sequence == 0
+        for _, uri in playlist.segments:
+            segment = await client.get(urljoin(playlist_url, uri))
+            assert segment.status_code == 200, uri
+            assert segment.headers["content-type"] == "video/mp2t"
+            assert len(segment.content) % 188 == 0 and segment.content[0] == 0x47  # MPEG-TS framing
+        bad = await client.get(f"/hls/{created['id']}/../../etc.ts")
+    assert bad.status_code == 404
