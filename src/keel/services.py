@@ -14,6 +14,8 @@ MODULES: dict[str, str] = {
     "orchestrator": "keel.cityguide.orchestrator.spec",
     "videos": "keel.videos.spec",
     "delivery-prefetch": "keel.cityguide.delivery.spec",
+    "story": "keel.cityguide.story.spec",
+    "tts": "keel.cityguide.tts.spec",
 }
 
 

@@ -14,6 +14,8 @@ of a long route does not queue behind the rest); the orchestrator restores story
 
 from __future__ import annotations
 
+from typing import Literal
+
 ROUTE_CONFIRMED = "route.confirmed"
 STORY_GENERATE = "story.generate"
 STORY_GENERATED = "story.generate.completed"
@@ -22,4 +24,4 @@ TTS_COMPLETED = "tts.completed"
 DELIVERY_PREFETCH = "delivery.prefetch"
 DLQ = "cityguide.dlq"
 
-WIRE = "bare"
+WIRE: Literal["bare"] = "bare"

@@ -1,0 +1,1 @@
+"""The cityguide story service."""
