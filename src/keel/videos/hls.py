@@ -68,7 +68,9 @@ async def segment_with_ffmpeg(
     args = [
         ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
         "-i", str(source),
-        "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac",
+        # A keyframe every 2 s: segments can only start at one, so the cut follows -hls_time.
+        "-c:v", "libx264", "-preset", "veryfast", "-force_key_frames", "expr:gte(t,n_forced*2)",
+        "-c:a", "aac",
         "-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod",
         "-hls_segment_filename", str(out_dir / "%d.ts"),
         "-hls_base_url", f"{video_id}/",

@@ -1,0 +1,139 @@
+"""HLS_MODE=ffmpeg end to end: a small video made by ffmpeg itself is served on 127.0.0.1, fetched
+through the SSRF guard (allow-listed), segmented by the real ffmpeg into object storage, and read
+back by ffmpeg through our own HTTP. Sources that cannot be fetched fail the video with a reason
+and dead-letter the event."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import imageio_ffmpeg
+import orjson
+import pytest
+import uvicorn
+
+from keel.core.runtime import build_app
+from keel.core.settings import Settings
+from keel.videos.settings import VideoSettings
+from keel.videos.spec import build_spec
+from tests.integration.videos.conftest import status_of, video_row
+from tests.integration.videos.hls_check import parse_media_playlist
+from tests.integration.videos.local_http import Route, local_server
+from tests.support.eventually import eventually
+from tests.support.servers import free_port
+from tests.support.topic_log import open_topic_log
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@pytest.fixture(scope="module")
+def test_video(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """Four seconds of ffmpeg's test pattern, 160x120 at 10 fps, as MP4."""
+    out = tmp_path_factory.mktemp("src") / "test.mp4"
+    subprocess.run(
+        [FFMPEG, "-v", "error", "-f", "lavfi", "-i", "testsrc=duration=4:size=160x120:rate=10",
+         "-pix_fmt", "yuv420p", "-c:v", "libx264", str(out)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    return out.read_bytes()
+
+
+@asynccontextmanager
+async def served(settings: Settings, videos: VideoSettings) -> AsyncIterator[tuple[str, object]]:
+    """The video service on a real port (ffmpeg must reach it over HTTP); its base URL and app."""
+    app = build_app([build_spec(videos)], settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started or task.done(), until=bool, timeout_s=20, what="uvicorn up")
+        assert not task.done(), "uvicorn exited at start"
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        await task
+
+
+def ffmpeg_mode(video_settings, **overrides) -> VideoSettings:
+    return video_settings(hls_mode="ffmpeg", fetch_timeout_s=20, ffmpeg_timeout_s=60, **overrides)
+
+
+async def test_source_video_becomes_hls_that_ffmpeg_reads_back_through_our_http(
+    settings, video_settings, test_video, fresh_pg_dsn
+):
+    videos = ffmpeg_mode(video_settings, fetch_allow_hosts={"127.0.0.1"})
+    async with (
+        local_server({"/test.mp4": Route(body=test_video, headers={"Content-Type": "video/mp4"})}) as source,
+        served(settings, videos) as (base, _),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        created = (
+            await client.post("/api/videos", json={"title": "test", "url": source.url("/test.mp4")})
+        ).json()
+        await eventually(lambda: status_of(client, created["id"]), until=lambda s: s == "ready", timeout_s=60)
+        playlist = parse_media_playlist((await client.get(created["playlist_url"])).text)
+        probe = await asyncio.create_subprocess_exec(
+            FFMPEG, "-v", "error", "-i", f"{base}/hls/{created['id']}.m3u8", "-f", "null", "-",
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(probe.communicate(), 60)
+    assert probe.returncode == 0, stderr.decode()
+    assert playlist.ended and len(playlist.segments) >= 2  # 4 s cut at 2 s
+    assert 3.5 <= sum(d for d, _ in playlist.segments) <= 4.5
+    assert all(uri.startswith(f"{created['id']}/") for _, uri in playlist.segments)
+    assert (await video_row(fresh_pg_dsn, created["id"]))["attempts"] == 1
+
+
+async def _dead_letters(app, topic: str, count: int) -> list:
+    log = await open_topic_log(app.state.infra.bus, topic)
+    try:
+        return await log.read(count, within_s=15)
+    finally:
+        await log.close()
+
+
+async def test_loopback_source_without_allow_list_fails_at_once_and_is_dead_lettered(
+    settings, video_settings, test_video, fresh_pg_dsn
+):
+    videos = ffmpeg_mode(video_settings)
+    async with (
+        local_server({"/test.mp4": Route(body=test_video)}) as source,
+        served(settings, videos) as (base, app),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        video_id = (
+            await client.post("/api/videos", json={"title": "t", "url": source.url("/test.mp4")})
+        ).json()["id"]
+        await eventually(lambda: status_of(client, video_id), until=lambda s: s == "failed", timeout_s=30)
+        video = (await client.get(f"/api/videos/{video_id}")).json()
+        (dead,) = await _dead_letters(app, videos.dlq_topic, 1)
+    assert "127.0.0.1" in video["error"] and "not a public address" in video["error"]
+    assert source.connections == 0
+    assert orjson.loads(dead.value)["payload"]["video_id"] == video_id
+    assert dead.header("dlq-error-type") == b"PoisonMessage"
+    assert (await video_row(fresh_pg_dsn, video_id))["attempts"] == 1  # refused: no retries
+
+
+async def test_source_that_keeps_failing_is_retried_then_failed_with_its_reason_and_dead_lettered(
+    settings, video_settings, fresh_pg_dsn
+):
+    videos = ffmpeg_mode(video_settings, fetch_allow_hosts={"127.0.0.1"})
+    async with (
+        local_server({"/broken.mp4": Route(500, b"boom")}) as source,
+        served(settings, videos) as (base, app),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        video_id = (
+            await client.post("/api/videos", json={"title": "t", "url": source.url("/broken.mp4")})
+        ).json()["id"]
+        await eventually(lambda: status_of(client, video_id), until=lambda s: s == "failed", timeout_s=30)
+        video = (await client.get(f"/api/videos/{video_id}")).json()
+        (dead,) = await _dead_letters(app, videos.dlq_topic, 1)
+    assert "HTTP 500" in video["error"]
+    assert source.paths == ["/broken.mp4"] * settings.consumer_max_attempts  # one fetch per attempt
+    assert (await video_row(fresh_pg_dsn, video_id))["attempts"] == settings.consumer_max_attempts
+    assert int(dead.header("dlq-attempts")) == settings.consumer_max_attempts
