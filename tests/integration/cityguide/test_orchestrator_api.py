@@ -109,3 +109,24 @@ async def test_outside_producers_bare_messages_without_headers_are_deduplicated_
         "route": {"route_id": route_id, "mode": "bike", "city": "Казань"},
     }
     assert command.header("event-type") == b"story.generate"
+
+
+async def test_a_malformed_route_confirmed_goes_to_the_dead_letter_topic_and_the_next_one_still_runs(
+    fresh_pg_dsn, make_settings, route_id
+):
+    async with serving([SPEC], make_settings(postgres_dsn=fresh_pg_dsn)) as (app, client):
+        bus = app.state.infra.bus
+        dlq = await open_topic_log(bus, topics.DLQ)
+        producer = bus.producer()
+        await producer.start()
+        for body in (b'{"mode": "walk"}', b"not json", orjson.dumps({"route_id": route_id, "mode": "walk"})):
+            await producer.send(OutgoingMessage(topics.ROUTE_CONFIRMED, body, key=route_id.encode()))
+        await producer.stop()
+        dead = await dlq.read(2, within_s=10)
+        ok = await eventually(
+            lambda: client.get(f"/workflows/{route_id}"),
+            until=lambda r: r.status_code == 200,
+            what="workflow",
+        )
+    assert {m.value for m in dead} == {b'{"mode": "walk"}', b"not json"}
+    assert ok.json()["status"] == "running"
