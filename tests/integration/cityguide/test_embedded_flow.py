@@ -15,7 +15,7 @@ from tests.integration.cityguide.conftest import serving
 from tests.support.eventually import eventually
 
 
-async def test_keel_up_runs_the_flow_to_prefetchable_audio_on_the_memory_bus(
+async def test_keel_up_runs_the_flow_to_prefetchable_audio_on_the_memory_bus_and_exports_its_metrics(
     fresh_pg_dsn, make_settings, monkeypatch
 ):
     monkeypatch.setenv("TTS_MODE", "instant")
@@ -44,6 +44,10 @@ async def test_keel_up_runs_the_flow_to_prefetchable_audio_on_the_memory_bus(
             what="every audio prefetchable",
         )
         first = await client.get(links.json()["items"][0]["url"])
+        metrics = (await client.get("/metrics")).text
     assert 3 <= len(jobs) <= 5
     assert [i["audio_id"] for i in links.json()["items"]] == [j["audio_id"] for j in jobs]
     assert first.status_code == 200 and first.content[:4] == b"RIFF"
+    assert "route_to_first_audio_seconds_count" in metrics
+    assert 'job_duration_seconds_count{job="tts.synthesize",outcome="ok"}' in metrics
+    assert 'job_duration_seconds_count{job="orchestrator.tts.completed"' in metrics
