@@ -1,16 +1,19 @@
-"""HMAC-signed links: `?exp=<unix>&kid=<key id>&sig=<8 chars>` over the path and the expiry.
+"""HMAC-signed links: `?exp=<unix>&kid=<key id>&sig=<8 chars>` over the key id, the path and the expiry.
 
-The signature is base64url (no padding) of HMAC-SHA256(secret, "kid\\npath\\nexp"), cut to
-`sig_len` characters: 8 characters carry 48 bits. Against online guessing at 10,000 requests/s a
-48-bit signature takes ~450 years on average to hit for one path and expiry — but only if guesses are
-rate-limited and failures counted (`link_verifications_total{result="bad_signature"}` is the alarm).
-With 8 hex characters (32 bits) the same guessing would succeed in about 2.5 days.
+The signature is base64url (no padding) of HMAC-SHA256(secret, "kid\\npath\\nexp"), cut to `sig_len`
+characters; 8 characters carry 48 bits. A forger who guesses online at 10,000 requests/s needs
+~2**47 / 10**4 s ≈ 450 years on average to hit one path and expiry — but only while guesses stay
+online and slow: rate-limit the route and alert on `link_verifications_total{result="bad_signature"}`.
+8 hex characters (32 bits) would fall in ~2.5 days at the same rate, which is why the seed's
+"8-character signature" is read as base64url here.
 
-Verification never decodes the client's signature (base64 decoders drop invalid characters, so
-different strings would verify alike), compares bytes in constant time, answers a non-ASCII or
-wrong-length signature as BAD_SIGNATURE (never an exception), checks the signature before the
-expiry (an attacker learns nothing about expiry without a valid signature), and allows a small
-clock skew. A key id in the link lets an old secret keep verifying during a rotation.
+Verification never decodes the client's signature (base64 decoders skip invalid characters, so
+different strings would verify alike): it encodes ours and compares bytes in constant time. A
+non-ASCII or wrong-length signature is BAD_SIGNATURE, never an exception (`hmac.compare_digest`
+raises TypeError on a non-ASCII str). The signature is checked before the expiry, so nobody learns
+anything about a link they could not have been given; the expiry must be canonical decimal so one
+link has one spelling. A small clock skew is allowed. The key id lets old secrets keep verifying
+during a rotation; it is covered by the MAC, so a link cannot be moved to another key.
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from prometheus_client import Counter
 
 LINK_VERIFICATIONS = Counter("link_verifications_total", "Signed-link verifications", ["result"])
-MAX_EXP_DIGITS = 12
+MAX_EXP_DIGITS = 12  # year 33658: anything longer is junk, not a timestamp
 
 
 class VerifyResult(StrEnum):
@@ -49,10 +52,20 @@ class SignedLink:
         return urlencode({"exp": self.exp, "kid": self.kid, "sig": self.sig})
 
     def url(self, base: str = "") -> str:
-        return f"{base.rstrip('/')}{self.path}?{self.query}"
+        """`base` + the percent-encoded path + the query. The signature covers the decoded path,
+        which is what a server sees after routing."""
+        return f"{base.rstrip('/')}{quote(self.path, safe='/')}?{self.query}"
+
+
+def _check_key_id(kid: str) -> str:
+    if not kid or not kid.isascii() or not kid.isprintable() or len(kid) > 32:
+        raise ValueError(f"key id must be 1..32 printable ASCII characters, got {kid!r}")
+    return kid
 
 
 class UrlSigner:
+    """Signs with `secret` under `key_id`; also verifies links signed with the `previous` secrets."""
+
     def __init__(
         self,
         secret: str,
@@ -63,11 +76,16 @@ class UrlSigner:
         skew_s: int = 30,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not secret:
-            raise ValueError("a signing secret is required")
+        previous = previous or {}
+        if not secret or not all(previous.values()):
+            raise ValueError("signing secrets must not be empty")
+        if key_id in previous:
+            raise ValueError(f"key id {key_id!r} is both current and previous")
         if not 8 <= sig_len <= 43:
             raise ValueError("sig_len must be 8..43 base64url characters (48..256 bits)")
-        self._keys = {key_id: secret.encode(), **{k: v.encode() for k, v in (previous or {}).items()}}
+        if skew_s < 0:
+            raise ValueError("skew_s must be >= 0")
+        self._keys = {_check_key_id(k): v.encode() for k, v in {key_id: secret, **previous}.items()}
         self.key_id = key_id
         self.sig_len = sig_len
         self.skew_s = skew_s
@@ -78,6 +96,8 @@ class UrlSigner:
         return base64.urlsafe_b64encode(mac).rstrip(b"=")[: self.sig_len]
 
     def sign(self, path: str, ttl_s: int) -> SignedLink:
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
         exp = int(self._clock()) + ttl_s
         sig = self._signature(self._keys[self.key_id], self.key_id, path, exp)
         return SignedLink(path=path, exp=exp, kid=self.key_id, sig=sig.decode())
@@ -85,21 +105,24 @@ class UrlSigner:
     def verify(
         self, path: str, exp: str | int | None, sig: str | None, kid: str | None = None
     ) -> VerifyResult:
+        """Values straight from the query string; a missing `kid` means the current key."""
         result = self._verify(path, exp, sig, kid)
         LINK_VERIFICATIONS.labels(result.value).inc()
         return result
 
     def _verify(self, path: str, exp: str | int | None, sig: str | None, kid: str | None) -> VerifyResult:
-        exp_text = str(exp) if exp is not None else ""
-        if not exp_text.isascii() or not exp_text.isdigit() or len(exp_text) > MAX_EXP_DIGITS:
+        exp_text = "" if exp is None else str(exp)
+        if not (exp_text.isascii() and exp_text.isdigit() and len(exp_text) <= MAX_EXP_DIGITS):
+            return VerifyResult.MALFORMED
+        expires = int(exp_text)
+        if str(expires) != exp_text:  # leading zeros: another spelling of a signed value
             return VerifyResult.MALFORMED
         kid = kid or self.key_id
         key = self._keys.get(kid)
         if key is None or not sig or not sig.isascii() or len(sig) != self.sig_len:
             return VerifyResult.BAD_SIGNATURE
-        expected = self._signature(key, kid, path, int(exp_text))
-        if not hmac.compare_digest(expected, sig.encode("ascii")):
+        if not hmac.compare_digest(self._signature(key, kid, path, expires), sig.encode("ascii")):
             return VerifyResult.BAD_SIGNATURE
-        if int(exp_text) + self.skew_s < self._clock():
+        if expires + self.skew_s < self._clock():
             return VerifyResult.EXPIRED
         return VerifyResult.OK
