@@ -81,6 +81,12 @@ class HlsJob:
             log.info("video %s is not waiting for processing (done, failed or unknown); skipped", video_id)
             return
         attempt, url = started
+        if attempt > self.max_attempts:
+            # Only starts that never finished get here (each failure that finishes is counted and
+            # bounded below): a job that kills its process every time must not loop forever.
+            reason = f"gave up after {attempt - 1} attempts that never finished (worker died each time)"
+            await self._fail(video_id, reason)
+            raise PoisonMessage(f"video {video_id}: {reason}")
         log.info(
             "video %s: HLS job started (attempt %d of %d, mode %s)",
             video_id,
