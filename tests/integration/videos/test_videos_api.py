@@ -9,6 +9,8 @@ from urllib.parse import urljoin
 
 from prometheus_client import REGISTRY
 
+from keel.core.runtime import build_app
+from keel.videos.spec import build_spec
 from tests.integration.videos.conftest import serving, status_of
 from tests.integration.videos.hls_check import parse_media_playlist
 from tests.support.eventually import eventually
@@ -124,3 +126,20 @@ async def test_generated_playlist_is_valid_hls_and_every_segment_resolves(settin
             assert len(segment.content) % 188 == 0 and segment.content[0] == 0x47  # MPEG-TS framing
         bad = await client.get(f"/hls/{created['id']}/../../etc.ts")
     assert bad.status_code == 404
+
+
+async def test_worker_in_another_process_invalidates_the_api_cache_through_redis(settings, video_settings):
+    videos = video_settings()
+    worker = build_app([build_spec(videos)], settings, serve_routes=False)  # relay + consumer only
+    async with serving(settings, videos, run_workers=False) as (_, api):
+        video_id = (await api.post("/api/videos", json=body())).json()["id"]
+        await api.get(f"/api/videos/{video_id}")
+        cached = await api.get(f"/api/videos/{video_id}")
+        assert (cached.headers["X-Cache"], cached.json()["status"]) == ("hit", "pending")
+        async with worker.router.lifespan_context(worker):
+            ready = await eventually(
+                lambda: api.get(f"/api/videos/{video_id}"),
+                until=lambda r: r.json()["status"] == "ready",
+                timeout_s=15,
+            )
+    assert ready.headers["X-Cache"] == "miss"  # the API process never served its stale `pending` after
