@@ -8,6 +8,12 @@ by hand (at most 5), each target checked again. Size and total time are capped.
 
 A host on the explicit allow-list (VIDEO_FETCH_ALLOW_HOSTS, e.g. `127.0.0.1` in tests) skips the
 address classification, nothing else.
+
+Why not httpx-secure 2.0 (evaluated from its source): it learns a name's address by opening a TCP
+connection to it and checks the peer afterwards, so internal hosts are reached before the refusal;
+integer and hex hosts (`2130706433`) take that same path; `is_global` on Python 3.11 passes 6to4
+`2002:7f00:1::` (127.0.0.1 inside); and an allow-listed loopback host needs its global check off.
+Here every check happens before any socket is opened.
 """
 
 from __future__ import annotations
