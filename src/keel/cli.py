@@ -15,6 +15,7 @@ from keel import services
 from keel.core.logging import setup_logging
 from keel.core.service import ServiceSpec
 from keel.core.settings import Settings
+from keel.orders.cli import app as orders_app
 
 app = typer.Typer(help="Keel: five event-driven services and the platform they share.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -73,14 +74,30 @@ def up(port: PortOpt = 8000, host: HostOpt = "127.0.0.1") -> None:
     _serve_http(build_app(specs, settings, embedded=True, title="Keel platform"), host, port, settings)
 
 
+def _serve_address(service: str, host: str | None, port: int | None) -> tuple[str, int]:
+    """Flags win; the orders seed's HTTP_ADDR (default `:8081`) is that service's default address."""
+    default = ("127.0.0.1", 8000)
+    if service == "orders":
+        from keel.orders.settings import OrderSettings, parse_addr
+
+        default = parse_addr(OrderSettings().http_addr)
+    return host or default[0], port or default[1]
+
+
 @app.command()
-def serve(service: ServiceArg, port: PortOpt = 8000, host: HostOpt = "127.0.0.1") -> None:
-    """One service's API with its own relay and consumers, against the configured infrastructure."""
+def serve(
+    service: ServiceArg,
+    port: Annotated[int | None, typer.Option("--port", "-p", help="HTTP port [default: 8000]")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="interface to bind [default: 127.0.0.1]")] = None,
+) -> None:
+    """One service's API with its own relay and consumers, against the configured infrastructure
+    (orders: HTTP_ADDR, default `:8081`, unless --host/--port are given)."""
     from keel.core.runtime import build_app
 
     settings = Settings()
     setup_logging(settings.log_level)
-    _serve_http(build_app(_load(service), settings), host, port, settings)
+    bind_host, bind_port = _serve_address(service, host, port)
+    _serve_http(build_app(_load(service), settings), bind_host, bind_port, settings)
 
 
 @app.command()
@@ -125,6 +142,9 @@ def migrate(revision: Annotated[str, typer.Option(help="target revision")] = "he
 
     asyncio.run(run())
     console.print(f"migrated to {revision}")
+
+
+app.add_typer(orders_app, name="orders")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,7 @@ from keel.core.service import ServiceSpec
 NAMES = ("tickets", "orders", "videos", "orchestrator", "delivery-prefetch", "story", "tts")
 MODULES: dict[str, str] = {
     "tickets": "keel.tickets.spec",
+    "orders": "keel.orders.spec",
     "orchestrator": "keel.cityguide.orchestrator.spec",
     "videos": "keel.videos.spec",
     "delivery-prefetch": "keel.cityguide.delivery.spec",

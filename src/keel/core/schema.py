@@ -20,6 +20,7 @@ TABLE_MODULES: tuple[str, ...] = (
     "keel.tickets.tables",
     "keel.cityguide.orchestrator.tables",
     "keel.videos.tables",
+    "keel.orders.tables",
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"

@@ -16,8 +16,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
+    # PG_URL is the orders seed's name for the same DSN.
     postgres_dsn: str | None = Field(
-        default=None, validation_alias=AliasChoices("POSTGRES_DSN", "DATABASE_URL")
+        default=None, validation_alias=AliasChoices("POSTGRES_DSN", "DATABASE_URL", "PG_URL")
     )
     redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
     kafka_brokers: Annotated[list[str], NoDecode] = Field(

@@ -1,0 +1,77 @@
+"""Order routes: `GET /order/{order_uid}` (pre-serialised bytes, source and timing in headers) and the
+lookup page at `/` with its files under `/static/`."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from keel.core.app import error_responses
+from keel.core.errors import NotFound
+from keel.orders.schemas import Order
+from keel.orders.service import OrderService
+
+JSON = "application/json"
+WEB_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+_HEADERS_DOC = {
+    "X-Source": {"description": "Where the order came from: `cache` or `db`", "schema": {"type": "string"}},
+    "X-Duration-ms": {"description": "Server time spent on the request, ms", "schema": {"type": "string"}},
+}
+
+
+def _timing(source: str, started: float) -> dict[str, str]:
+    return {"X-Source": source, "X-Duration-ms": f"{(time.perf_counter() - started) * 1000:.3f}"}
+
+
+def order_router() -> APIRouter:
+    router = APIRouter(tags=["orders"])
+
+    @router.get(
+        "/order/{order_uid}",
+        response_model=Order,
+        summary="Get an order, from the cache unless `nocache=1`",
+        responses={200: {"headers": _HEADERS_DOC}, **error_responses(404)},
+    )
+    async def get_order(
+        order_uid: str,
+        request: Request,
+        nocache: Annotated[bool, Query(description="1: read the database, not the cache")] = False,
+    ) -> Response:
+        started = time.perf_counter()
+        service: OrderService = request.app.state.orders
+        try:
+            found = await service.get(order_uid, nocache=nocache)
+        except NotFound as exc:
+            exc.headers.update(_timing("db", started))
+            raise
+        return Response(found.body, media_type=JSON, headers=_timing(found.source, started))
+
+    return router
+
+
+def page_router() -> APIRouter:
+    """The lookup page: a few files shipped in the package, read once; nothing else is reachable."""
+    web = resources.files("keel.orders") / "web"
+    files = {name: (web / name).read_bytes() for name in WEB_FILES}
+    router = APIRouter(tags=["page"], include_in_schema=False)
+    no_cache = {"Cache-Control": "no-cache"}
+
+    @router.get("/")
+    async def index() -> Response:
+        return Response(files["index.html"], media_type=WEB_FILES["index.html"], headers=no_cache)
+
+    @router.get("/static/{name}")
+    async def static(name: str) -> Response:
+        if name not in files:
+            raise NotFound(f"no static file {name!r}")
+        return Response(files[name], media_type=WEB_FILES[name], headers=no_cache)
+
+    return router

@@ -1,0 +1,67 @@
+"""The order cache: serialised orders in process memory, least recently used evicted first.
+
+Synchronous on purpose: a hit is a dict lookup with no await, which is what makes it the hot path."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from prometheus_client import Gauge
+
+from keel.core.metrics import CACHE_REQUESTS
+
+CACHE_NAME = "orders"
+ORDER_CACHE_ENTRIES = Gauge("order_cache_entries", "Orders held in the in-memory order cache")
+
+
+class OrderCache:
+    """Bounded LRU of order_uid → response bytes.
+
+    Two kinds of write: `put_many` from the consumer after its commit (always the newest state), and
+    `fill` after a read-through from the database. A fill is refused when any put happened since the
+    read began (`stamp()`): the row read may be older than what the consumer put meanwhile, and a
+    stale order written over a fresh one would be served until the order's next update."""
+
+    def __init__(self, max_entries: int) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._puts = 0
+        self._hits = CACHE_REQUESTS.labels(CACHE_NAME, "hit")
+        self._misses = CACHE_REQUESTS.labels(CACHE_NAME, "miss")
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, order_uid: str) -> bytes | None:
+        body = self._entries.get(order_uid)
+        if body is None:
+            self._misses.inc()
+            return None
+        self._entries.move_to_end(order_uid)
+        self._hits.inc()
+        return body
+
+    def put_many(self, entries: Iterable[tuple[str, bytes]]) -> None:
+        for order_uid, body in entries:
+            self._store(order_uid, body)
+        self._puts += 1
+        ORDER_CACHE_ENTRIES.set(len(self._entries))
+
+    def stamp(self) -> int:
+        return self._puts
+
+    def fill(self, order_uid: str, body: bytes, stamp: int) -> bool:
+        if stamp != self._puts:
+            return False
+        self._store(order_uid, body)
+        ORDER_CACHE_ENTRIES.set(len(self._entries))
+        return True
+
+    def _store(self, order_uid: str, body: bytes) -> None:
+        self._entries[order_uid] = body
+        self._entries.move_to_end(order_uid)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)

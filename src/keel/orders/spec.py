@@ -1,0 +1,76 @@
+"""How the platform wires the order service: the ingest consumer, the cache and its warm-up, routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from fastapi import APIRouter
+
+from keel.core.consumer import ConsumerRunner, RetryPolicy
+from keel.core.infra import Infra
+from keel.core.service import ServiceSpec, Wiring
+from keel.orders.api import order_router, page_router
+from keel.orders.cache import OrderCache
+from keel.orders.handlers import ingest_handler
+from keel.orders.schemas import ORDER_EVENT
+from keel.orders.service import OrderService
+from keel.orders.settings import OrderSettings
+
+log = logging.getLogger("keel.orders")
+
+DESCRIPTION = """Orders (seed 004): consumes the bare order JSON from `KAFKA_TOPIC` (default `orders`, group
+`KAFKA_GROUP_ID`, default `order-svc`), validates it strictly and upserts it into `orders`, `deliveries`,
+`payments` and `items` in batches. Invalid messages go to `<topic>.dlq` with the reason in `dlq-*` headers.
+
+* `GET /order/{order_uid}`: the order in the model's shape; `X-Source: cache|db`, `X-Duration-ms`;
+  `?nocache=1` reads the database. The cache is in process memory (LRU, `ORDER_CACHE_SIZE`), warmed at
+  start with the most recently written orders (`ORDER_CACHE_WARM`), off with `CACHE_ENABLED=0`.
+* `/`: a page to look an order up.
+"""
+
+
+def routers() -> Sequence[APIRouter]:
+    return [order_router(), page_router()]
+
+
+def order_settings(infra: Infra) -> OrderSettings:
+    """The process's settings when they are the order service's own (tests, `keel serve orders`), else
+    read from the environment (`keel up` builds the shared settings only)."""
+    return infra.settings if isinstance(infra.settings, OrderSettings) else OrderSettings()
+
+
+async def wire(infra: Infra) -> Wiring:
+    settings = order_settings(infra)
+    db = infra.require_db()
+    cache = OrderCache(settings.order_cache_size) if settings.cache_enabled else None
+    service = OrderService(db, cache)
+    warmed = await service.warm(settings.order_cache_warm)
+    log.info(
+        "order cache %s; %d orders loaded", "on" if cache is not None else "off (CACHE_ENABLED=0)", warmed
+    )
+    # The topics follow settings (KAFKA_TOPIC), so they are created here rather than listed in the spec.
+    await infra.bus.ensure_topics([settings.kafka_topic, settings.dlq_topic])
+    runner = ConsumerRunner(
+        infra.bus,
+        group_id=settings.kafka_group_id,
+        topics=[settings.kafka_topic],
+        wire="bare",
+        handler=ingest_handler(service),
+        db=db,
+        dlq_topic=settings.dlq_topic,
+        retry=RetryPolicy.from_settings(infra.settings),
+        batch_size=settings.order_batch_size,
+        default_event_type=ORDER_EVENT,
+        name="orders-ingest",
+    )
+    return Wiring(state={"orders": service}, workers=[runner])
+
+
+SPEC = ServiceSpec(
+    name="orders",
+    title="Order service",
+    routers=routers,
+    wire=wire,
+    description=DESCRIPTION,
+)

@@ -1,0 +1,200 @@
+"""The order model's validation: strict types, ranges, formats and the cross-field rules."""
+
+from __future__ import annotations
+
+import copy
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from keel.orders.fake import BAD_KINDS, INVALID, TYPE_MISMATCH, bad_message, fake_order
+from keel.orders.schemas import InvalidOrder, order_json, parse_order
+
+SAMPLE: dict[str, Any] = {
+    "order_uid": "b563feb7b2b84b6test",
+    "track_number": "WBILMTESTTRACK",
+    "entry": "WBIL",
+    "delivery": {
+        "name": "Test Testov",
+        "phone": "+9720000000",
+        "zip": "2639809",
+        "city": "Kiryat Mozkin",
+        "address": "Ploshad Mira 15",
+        "region": "Kraiot",
+        "email": "test@gmail.com",
+    },
+    "payment": {
+        "transaction": "b563feb7b2b84b6test",
+        "request_id": "",
+        "currency": "USD",
+        "provider": "wbpay",
+        "amount": 1817,
+        "payment_dt": 1637907727,
+        "bank": "alpha",
+        "delivery_cost": 1500,
+        "goods_total": 317,
+        "custom_fee": 0,
+    },
+    "items": [
+        {
+            "chrt_id": 9934930,
+            "track_number": "WBILMTESTTRACK",
+            "price": 453,
+            "rid": "ab4219087a764ae0btest",
+            "name": "Mascaras",
+            "sale": 30,
+            "size": "0",
+            "total_price": 317,
+            "nm_id": 2389212,
+            "brand": "Vivienne Sabo",
+            "status": 202,
+        }
+    ],
+    "locale": "en",
+    "internal_signature": "",
+    "customer_id": "test",
+    "delivery_service": "meest",
+    "shardkey": "9",
+    "sm_id": 99,
+    "date_created": "2021-11-26T06:22:19Z",
+    "oof_shard": "1",
+}
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    order = copy.deepcopy(SAMPLE)
+    *parents, leaf = path.split(".")
+    target: Any = order
+    for part in parents:
+        target = target[int(part)] if isinstance(target, list) else target[part]
+    if value is KeyError:
+        del target[leaf]
+    else:
+        target[leaf] = value
+    return order
+
+
+def refused(order: dict[str, Any]) -> str:
+    with pytest.raises(InvalidOrder) as info:
+        parse_order(order)
+    return str(info.value)
+
+
+def test_the_seed_sample_order_round_trips_byte_for_byte_in_model_order():
+    assert order_json(parse_order(SAMPLE)) == orjson.dumps(SAMPLE)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("sm_id", "99"),  # "123" is not an int
+        ("payment.amount", "1817"),
+        ("items.0.chrt_id", 9934930.0),
+        ("items.0.status", True),  # a bool is not an int either
+        ("delivery.zip", 2639809),  # and an int is not a string
+        ("order_uid", None),
+        ("items", {"0": SAMPLE["items"][0]}),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_not_coerced(path, value):
+    assert path.split(".")[-1] in refused(with_change(path, value))
+
+
+@pytest.mark.parametrize(
+    "path", ["order_uid", "delivery", "payment", "items", "date_created", "delivery.email", "items.0.price"]
+)
+def test_a_missing_required_field_is_refused(path):
+    assert "Field required" in refused(with_change(path, KeyError))
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["payment.amount", "payment.delivery_cost", "payment.goods_total", "payment.custom_fee", "items.0.price"],
+)
+def test_negative_money_is_refused(path):
+    assert "greater than or equal to 0" in refused(with_change(path, -1))
+
+
+def test_an_order_without_items_is_refused():
+    assert "items" in refused(with_change("items", []))
+
+
+@pytest.mark.parametrize("email", ["not-an-email", "a@b", "two@@example.com", "space in@example.com", ""])
+def test_an_invalid_email_is_refused(email):
+    assert "e-mail" in refused(with_change("delivery.email", email))
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "2021-11-26",
+        "2021-11-26T06:22:19",
+        "26.11.2021 06:22",
+        "2021-13-26T06:22:19Z",
+        "2021-11-26T25:00:00Z",
+        "",
+    ],
+)
+def test_a_date_that_is_not_rfc3339_is_refused(date):
+    assert "date_created" in refused(with_change("date_created", date))
+
+
+def test_an_offset_date_is_kept_as_the_same_instant_in_utc():
+    order = parse_order(with_change("date_created", "2021-11-26T09:22:19.5+03:00"))
+    assert orjson.loads(order_json(order))["date_created"] == "2021-11-26T06:22:19.500000Z"
+
+
+def test_payment_transaction_must_be_the_order_uid():
+    assert "payment.transaction must equal order_uid" in refused(with_change("payment.transaction", "other"))
+
+
+def test_every_item_must_carry_the_orders_track_number():
+    assert "track_number other than the order's" in refused(with_change("items.0.track_number", "WBILOTHER"))
+
+
+def test_an_unknown_field_is_refused():
+    assert "Extra inputs are not permitted" in refused(with_change("surprise", 1))
+
+
+def test_a_nul_character_is_refused_before_it_reaches_postgresql():
+    assert "NUL" in refused(with_change("delivery.name", "Te\x00st"))
+
+
+def test_an_id_too_large_for_bigint_is_refused():
+    assert "chrt_id" in refused(with_change("items.0.chrt_id", 2**63))
+
+
+def test_generated_orders_are_valid_and_round_trip():
+    rng = random.Random(7)
+    for _ in range(200):
+        order = fake_order(rng)
+        assert orjson.loads(order_json(parse_order(order))) == order
+
+
+@pytest.mark.parametrize("detail", sorted(INVALID) + sorted(TYPE_MISMATCH))
+def test_every_kind_of_generated_bad_order_is_refused(detail):
+    rng = random.Random(detail)
+    kind = "invalid order" if detail in INVALID else "type mismatch"
+    for _ in range(50):
+        bad = bad_message(rng, kind)
+        if bad.detail == detail:
+            break
+    else:
+        raise AssertionError(f"{detail} not generated")
+    with pytest.raises(InvalidOrder):
+        parse_order(orjson.loads(bad.value))
+
+
+def test_generated_malformed_messages_are_not_a_json_object():
+    rng = random.Random(3)
+    for kind in ("malformed json", "not an object"):
+        for _ in range(20):
+            value = bad_message(rng, kind).value
+            try:
+                parsed = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                continue
+            assert not isinstance(parsed, dict)
+    assert set(BAD_KINDS) == {"malformed json", "not an object", "invalid order", "type mismatch"}

@@ -1,0 +1,50 @@
+"""The order service's settings keep the seed's names and defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from keel.orders.cli import parse_duration
+from keel.orders.settings import OrderSettings, parse_addr
+
+
+def test_defaults_are_the_seeds(monkeypatch):
+    for name in ("KAFKA_TOPIC", "KAFKA_GROUP_ID", "HTTP_ADDR", "CACHE_ENABLED"):
+        monkeypatch.delenv(name, raising=False)
+    settings = OrderSettings(_env_file=None)
+    assert (settings.kafka_topic, settings.kafka_group_id) == ("orders", "order-svc")
+    assert settings.dlq_topic == "orders.dlq"
+    assert settings.http_addr == ":8081" and settings.cache_enabled is True
+
+
+@pytest.mark.parametrize(("value", "enabled"), [("0", False), ("1", True), ("false", False), ("true", True)])
+def test_cache_enabled_accepts_0_1_true_false(monkeypatch, value, enabled):
+    monkeypatch.setenv("CACHE_ENABLED", value)
+    assert OrderSettings(_env_file=None).cache_enabled is enabled
+
+
+def test_pg_url_is_the_database_dsn(monkeypatch):
+    for name in ("POSTGRES_DSN", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PG_URL", "postgres://postgres:postgres@localhost:5432/orders?sslmode=disable")
+    assert OrderSettings(_env_file=None).postgres_dsn.endswith("/orders?sslmode=disable")
+
+
+@pytest.mark.parametrize(
+    ("addr", "expected"), [(":8081", ("0.0.0.0", 8081)), ("127.0.0.1:9000", ("127.0.0.1", 9000))]
+)
+def test_http_addr_is_host_and_port_with_an_empty_host_meaning_every_interface(addr, expected):
+    assert parse_addr(addr) == expected
+
+
+@pytest.mark.parametrize("addr", ["8081", ":http", "host:0", ":70000"])
+def test_a_malformed_http_addr_is_refused(addr):
+    with pytest.raises(ValueError, match="HTTP_ADDR"):
+        parse_addr(addr)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("500ms", 0.5), ("1s", 1.0), ("1.5s", 1.5), ("2m", 120.0), ("0", 0.0)]
+)
+def test_producer_intervals_are_read_like_go_durations(text, seconds):
+    assert parse_duration(text) == seconds
