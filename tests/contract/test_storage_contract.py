@@ -60,8 +60,12 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for_port(port, 30)
-        yield f"http://127.0.0.1:{port}"
+        wait_for_port(port, 60)
+        endpoint = f"http://127.0.0.1:{port}"
+        # moto loads its S3 backend on the first call: make that here, with a loaded machine's
+        # patience, so no test's own timeout pays for it.
+        httpx.get(endpoint, timeout=60).raise_for_status()
+        yield endpoint
     finally:
         proc.terminate()
         proc.wait(10)
@@ -70,7 +74,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 async def s3_settings(endpoint: str, **overrides: object) -> Settings:
     """Settings for a fresh bucket on the moto server (moto accepts the unsigned create)."""
     bucket = f"keel-{uuid.uuid4().hex[:8]}"
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=30) as client:
         assert (await client.put(f"{endpoint}/{bucket}")).status_code == 200
     values: dict[str, object] = {
         "s3_endpoint_url": endpoint,
@@ -111,7 +115,7 @@ async def fetch(store: ObjectStore, signer: UrlSigner) -> AsyncIterator[Fetch]:
     """GET a download URL: absolute ones (presigned S3) over the network, our own relative links
     through the signed-files route in an app built by create_app."""
     async with (
-        httpx.AsyncClient() as network,
+        httpx.AsyncClient(timeout=30) as network,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(files_app(store, signer)), base_url="http://keel"
         ) as app,
@@ -414,7 +418,7 @@ async def test_with_an_s3_bucket_objects_go_to_s3_and_links_are_presigned(
     store = build_object_store(settings)
     await store.put("tickets/1/a.txt", b"in the bucket")
     url = await store.download_url("tickets/1/a.txt", 60)
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=30) as client:
         response = await client.get(url)
     assert url.startswith(f"{s3_endpoint}/{settings.s3_bucket}/tickets/1/a.txt?")
     assert "X-Amz-Signature=" in url
