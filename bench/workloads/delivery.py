@@ -1,0 +1,63 @@
+"""Cityguide delivery: GET /delivery/prefetch?next=10 (ten signed links from the Redis ready list)
+against a bare ASGI app returning the same bytes. The ready list is written straight into the
+bench's private Redis through the service's own store, as its tts.completed consumer would."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+
+import httpx
+from bench import limits, loadgen
+from bench.procs import free_port, keel_bin, service
+from bench.report import Row, median
+from bench.workloads import Context
+
+from keel.cityguide.delivery.settings import DeliverySettings
+from keel.cityguide.delivery.store import ReadyAudio, RedisReadyAudioStore
+from keel.core.cache import redis_client
+
+TARGET_RATIO = 0.7  # the issue's target
+NEXT = 10  # the issue's page: ten signatures per request
+STORY_SECONDS = 30.0
+
+
+class DeliveryPrefetch:
+    name = "delivery-prefetch"
+
+    async def run(self, ctx: Context) -> Sequence[Row]:
+        route = f"bench-{ctx.run_id}"
+        settings = DeliverySettings()
+        client = redis_client(ctx.redis_url)
+        try:
+            store = RedisReadyAudioStore(client, settings.prefetch_ttl_s, prefix=settings.redis_key_prefix)
+            for position in range(NEXT):
+                audio = ReadyAudio(uuid.uuid4().hex, f"story-{position}", float(position), STORY_SECONDS)
+                await store.put(route, audio)
+        finally:
+            await client.aclose()
+        port = free_port()
+        argv = [keel_bin(), "serve", "delivery-prefetch", "--port", str(port)]
+        path = f"/delivery/prefetch?route_id={route}&next={NEXT}"
+        async with service(argv, ctx.service_env(), ctx.logdir, "keel-serve-delivery", port) as child:
+            base = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=base) as http:
+                body = (await http.get(path)).raise_for_status().content
+            if body.count(b"sig=") + body.count(b"signature") < 1:
+                raise RuntimeError(f"no signed links in the prefetch answer: {body[:200]!r}")
+            figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, "bench"], server_pid=child.pid)
+        async with limits.bare_asgi(body, 200, ctx.logdir) as (bare, command):
+            limit, _ = await loadgen.measure(
+                ctx.cfg, f"http://127.0.0.1:{bare.port}", "get", [path, "bench"], server_pid=bare.pid
+            )
+        best = median(limit)
+        return [
+            Row(
+                f"GET /delivery/prefetch?next={NEXT} ({NEXT} signed links), 32 conns, vs bare ASGI",
+                median(figures),
+                replace(best, command=f"{best.command} against {command}"),
+                "req/s",
+                TARGET_RATIO,
+            )
+        ]

@@ -1,0 +1,65 @@
+"""Orders workload: GET /order/{id} served from the in-process cache against a bare ASGI app
+returning the same bytes (the order is written before the service starts, so its warm-up loads it)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+
+import asyncpg
+import httpx
+from bench import limits, loadgen
+from bench.procs import free_port, keel_bin, service
+from bench.report import Row, median
+from bench.workloads import Context
+
+from keel.core.schema import upgrade
+from keel.orders import repository
+from keel.orders.fake import fake_order
+from keel.orders.schemas import Order
+
+# The issue's targets.
+TARGET_RATIO, TARGET_P99_MS = 0.8, 5.0
+# A fixed seed: the same order (and so the same body size) on every run.
+SEED = 7
+
+
+class OrderGet:
+    name = "orders-get"
+
+    async def run(self, ctx: Context) -> Sequence[Row]:
+        order = Order.model_validate(fake_order(random.Random(SEED), order_uid=f"bench{ctx.run_id}"))
+        await upgrade(ctx.dsn)
+        conn = await asyncpg.connect(ctx.dsn)
+        try:
+            await repository.upsert_orders(conn, [order])
+        finally:
+            await conn.close()
+        port = free_port()
+        argv = [keel_bin(), "serve", "orders", "--port", str(port)]
+        path = f"/order/{order.order_uid}"
+        async with service(argv, ctx.service_env(), ctx.logdir, "keel-serve-orders", port) as child:
+            base = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=base) as client:
+                first = (await client.get(path)).raise_for_status()
+            if first.headers.get("x-source") != "cache":
+                raise RuntimeError(
+                    f"order not served from the cache: X-Source={first.headers.get('x-source')}"
+                )
+            figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, "bench"], server_pid=child.pid)
+        async with limits.bare_asgi(first.content, 200, ctx.logdir) as (bare, command):
+            limit, _ = await loadgen.measure(
+                ctx.cfg, f"http://127.0.0.1:{bare.port}", "get", [path, "bench"], server_pid=bare.pid
+            )
+        best = median(limit)
+        return [
+            Row(
+                f"GET /order/{{id}} from cache ({len(first.content):,} B), 32 conns, vs bare ASGI",
+                median(figures),
+                replace(best, command=f"{best.command} against {command}"),
+                "req/s",
+                TARGET_RATIO,
+                TARGET_P99_MS,
+            )
+        ]

@@ -1,0 +1,160 @@
+"""Ticket API workloads: POST /v1/tickets with an Idempotency-Key against pgbench running the same
+statement, and the cached list against a bare ASGI app returning the same bytes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+
+import httpx
+from bench import limits, loadgen, profile
+from bench.procs import Child, free_port, keel_bin, service
+from bench.report import Row, Sample, median
+from bench.workloads import Context
+
+from keel.tickets import repository
+
+# The issue's targets.
+CREATE_TARGET_RATIO, CREATE_TARGET_P99_MS = 0.5, 25.0
+LIST_TARGET_RATIO = 0.6
+# What the list user owns: a typical first page, served from the cache after the first read.
+LIST_TICKETS = 10
+PROFILE_CREATE, PROFILE_LIST = "profile-tickets-create", "profile-tickets-list"
+# A settings-only "after" beside the default "before": the profile shows the default pool (10 + 10
+# overflow) closing and reopening connections at 32 concurrent requests; a pool as large as the load
+# keeps them (and their prepared statements).
+POOL_VARIANT = {"DB_POOL_SIZE": "32"}
+# Same body as bench/lua/create_ticket.lua sends.
+TITLE = "Printer on fire"
+DESCRIPTION = "The printer on the third floor is on fire again."
+
+
+@contextlib.asynccontextmanager
+async def ticket_service(
+    ctx: Context, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[Child, str]]:
+    """`keel serve tickets` as its own process: the load generator never shares its event loop."""
+    port = free_port()
+    argv = [keel_bin(), "serve", "tickets", "--port", str(port)]
+    env = {**ctx.service_env(), **(extra_env or {})}
+    async with service(argv, env, ctx.logdir, "keel-serve-tickets", port) as child:
+        yield child, f"http://127.0.0.1:{port}"
+
+
+def create_sql_for_pgbench(sample_response: bytes) -> str:
+    """CREATE_IDEMPOTENT, parameter for parameter, with fresh ids per transaction from one random
+    62-bit number (collisions: ~1e-9 over a run), so every transaction inserts all three rows."""
+    payload = (
+        '{"ticket_id": "00000000-0000-0000-0000-000000000000", "created_by": "pgbench", '
+        f'"title": "{TITLE}", "request_id": "0123456789abcdef"}}'
+    ).encode()
+    params = {
+        1: "md5('t' || :n)::uuid",
+        2: f"'{TITLE}'",
+        3: f"'{DESCRIPTION}'",
+        4: "'pgbench'",
+        5: "now()",
+        6: "'k' || :n",
+        7: f"'{hashlib.sha256(b'body').hexdigest()}'",
+        8: limits.json_literal(sample_response),
+        9: "md5('e' || :n)::uuid",
+        10: "'tickets.events'",
+        11: "'ticket.created'",
+        12: limits.json_literal(payload),
+        13: "'{}'",
+        14: ":shard",
+    }
+    setup = ["\\set n random(1, 4611686018427387903)", "\\set shard :n % 16"]
+    return limits.pgbench_script(repository.CREATE_IDEMPOTENT, params, setup)
+
+
+class TicketCreate:
+    name = "tickets-create"
+
+    async def measure(
+        self, ctx: Context, user: str, extra_env: dict[str, str], profiled: bool
+    ) -> tuple[list[Sample], bytes]:
+        async with ticket_service(ctx, extra_env) as (child, base):
+            async with httpx.AsyncClient(base_url=base) as client:
+                sample = await client.post(
+                    "/v1/tickets",
+                    json={"title": TITLE, "description": DESCRIPTION},
+                    headers={"X-User-Id": user, "Idempotency-Key": f"sample-{uuid.uuid4().hex}"},
+                )
+                sample.raise_for_status()
+            figures, _ = await loadgen.measure(
+                ctx.cfg, base, "create_ticket", ["", user], fresh_args=True, server_pid=child.pid
+            )
+            if profiled and ctx.cfg.profile:
+                args = [uuid.uuid4().hex[:12], user]
+                title = "POST /v1/tickets with Idempotency-Key (keel serve tickets)"
+                ctx.notes.append(
+                    await profile.record(ctx, child, base, "create_ticket", args, title, PROFILE_CREATE)
+                )
+        return figures, sample.content
+
+    async def run(self, ctx: Context) -> Sequence[Row]:
+        user = f"bench-{ctx.run_id}"
+        before, body = await self.measure(ctx, user, {}, profiled=True)
+        after, _ = await self.measure(ctx, user, POOL_VARIANT, profiled=False)
+        limit = median(await limits.pgbench(ctx.cfg, ctx.dsn, create_sql_for_pgbench(body), "ticket-create"))
+        variant = " ".join(f"{k}={v}" for k, v in POOL_VARIANT.items())
+        after_sample = median(after)
+        return [
+            Row(
+                "POST /v1/tickets + Idempotency-Key, 32 conns, vs pgbench CREATE_IDEMPOTENT",
+                median(before),
+                limit,
+                "req/s",
+                CREATE_TARGET_RATIO,
+                CREATE_TARGET_P99_MS,
+            ),
+            Row(
+                f"same, settings-only change {variant}",
+                replace(after_sample, command=f"{variant} {after_sample.command}"),
+                limit,
+                "req/s",
+                CREATE_TARGET_RATIO,
+                CREATE_TARGET_P99_MS,
+            ),
+        ]
+
+
+class TicketList:
+    name = "tickets-list"
+
+    async def run(self, ctx: Context) -> Sequence[Row]:
+        user = f"bench-list-{ctx.run_id}"
+        path = "/v1/tickets"
+        async with ticket_service(ctx) as (child, base):
+            async with httpx.AsyncClient(base_url=base, headers={"X-User-Id": user}) as client:
+                for i in range(LIST_TICKETS):
+                    created = await client.post(
+                        "/v1/tickets", json={"title": f"{TITLE} {i}", "description": DESCRIPTION}
+                    )
+                    created.raise_for_status()
+                body = (await client.get(path)).raise_for_status().content  # fills the cache
+            figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, user], server_pid=child.pid)
+            if ctx.cfg.profile:
+                title = "GET /v1/tickets, cache hit (keel serve tickets)"
+                ctx.notes.append(
+                    await profile.record(ctx, child, base, "get", [path, user], title, PROFILE_LIST)
+                )
+        async with limits.bare_asgi(body, 200, ctx.logdir) as (bare, command):
+            limit, _ = await loadgen.measure(
+                ctx.cfg, f"http://127.0.0.1:{bare.port}", "get", [path, user], server_pid=bare.pid
+            )
+        limit_sample = median(limit)
+        limit_sample = replace(limit_sample, command=f"{limit_sample.command} against {command}")
+        return [
+            Row(
+                f"GET /v1/tickets (list of {LIST_TICKETS}, cache hit), 32 conns, vs bare ASGI",
+                median(figures),
+                limit_sample,
+                "req/s",
+                LIST_TARGET_RATIO,
+            )
+        ]
