@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from bench import limits
 from bench.report import Row, Sample, median
 from bench.workloads import Context
 
 from keel.core.bus.kafka import KafkaBus
+from keel.core.bus.port import Producer
 from keel.core.consumer import ConsumerRunner, Transactional
 from keel.core.consumer.handlers import _CLAIM as INBOX_CLAIM  # the runner's own statement, for pgbench
 from keel.core.db import Database
@@ -77,7 +78,7 @@ async def connected(ctx: Context) -> AsyncIterator[tuple[Database, KafkaBus, Set
         await db.dispose()
 
 
-def relay_for(db: Database, bus: KafkaBus, settings: Settings) -> tuple[OutboxRelay, object]:
+def relay_for(db: Database, bus: KafkaBus, settings: Settings) -> tuple[OutboxRelay, Producer]:
     producer = bus.producer()
     relay = OutboxRelay(
         db,
@@ -90,9 +91,9 @@ def relay_for(db: Database, bus: KafkaBus, settings: Settings) -> tuple[OutboxRe
     return relay, producer
 
 
-async def _wait(predicate: object, deadline_s: float) -> None:
+async def _wait(predicate: Callable[[], bool], deadline_s: float) -> None:
     end = time.monotonic() + deadline_s
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > end:
             raise TimeoutError("the relay did not drain in time")
         await asyncio.sleep(POLL_S)
@@ -107,7 +108,7 @@ async def relay_once(db: Database, bus: KafkaBus, settings: Settings, events: in
         await conn.execute(INSERT_ROWS, topic, events, settings.outbox_shards)
         rows = await conn.fetch(ROWS_AS_CLAIMED, topic)
     relay, producer = relay_for(db, bus, settings)
-    await producer.start()  # type: ignore[attr-defined]
+    await producer.start()
     try:
         began = time.perf_counter()
         task = asyncio.create_task(relay.run())
@@ -116,7 +117,7 @@ async def relay_once(db: Database, bus: KafkaBus, settings: Settings, events: in
         await relay.stop()
         await task
     finally:
-        await producer.stop()  # type: ignore[attr-defined]
+        await producer.stop()
     messages = [to_message(r) for r in rows]
     raw_rate = await limits.raw_produce(
         ctx_brokers(bus), topic, [(m.key or b"", m.value or b"") for m in messages], bus.linger_ms
@@ -135,7 +136,7 @@ async def lag_run(
     topic = f"bench-lag-{uuid.uuid4().hex[:8]}"
     await bus.ensure_topics([topic])
     relay, producer = relay_for(db, bus, settings)
-    await producer.start()  # type: ignore[attr-defined]
+    await producer.start()
     task = asyncio.create_task(relay.run())
     per_tick = max(1, round(rate * WRITE_PERIOD_S))
     written = 0
@@ -165,7 +166,7 @@ async def lag_run(
     finally:
         await relay.stop()
         await task
-        await producer.stop()  # type: ignore[attr-defined]
+        await producer.stop()
     assert row is not None
     return float(row[0]), achieved, written
 

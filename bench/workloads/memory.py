@@ -22,10 +22,10 @@ MIB = 1024 * 1024
 def rss(pid: int) -> int:
     """The process and its children (the embedded pieces a future service may fork)."""
     proc = psutil.Process(pid)
-    total = proc.memory_info().rss
+    total = int(proc.memory_info().rss)
     for child in proc.children(recursive=True):
         try:
-            total += child.memory_info().rss
+            total += int(child.memory_info().rss)
         except psutil.NoSuchProcess:
             continue
     return total
