@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import asyncpg
 import httpx
-from bench import limits, loadgen
+from bench import limits, loadgen, profile
 from bench.procs import free_port, keel_bin, service
 from bench.report import Row, median
 from bench.workloads import Context
@@ -23,6 +23,7 @@ from keel.orders.schemas import Order
 TARGET_RATIO, TARGET_P99_MS = 0.8, 5.0
 # A fixed seed: the same order (and so the same body size) on every run.
 SEED = 7
+PROFILE = "profile-orders-get"
 
 
 class OrderGet:
@@ -48,6 +49,11 @@ class OrderGet:
                     f"order not served from the cache: X-Source={first.headers.get('x-source')}"
                 )
             figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, "bench"], server_pid=child.pid)
+            if ctx.cfg.profile:
+                title = "GET /order/{id} from cache (keel serve orders)"
+                ctx.notes.append(
+                    await profile.record(ctx, child, base, "get", [path, "bench"], title, PROFILE)
+                )
         async with limits.bare_asgi(first.content, 200, ctx.logdir) as (bare, command):
             limit, _ = await loadgen.measure(
                 ctx.cfg, f"http://127.0.0.1:{bare.port}", "get", [path, "bench"], server_pid=bare.pid
