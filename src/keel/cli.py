@@ -67,11 +67,30 @@ def up(port: PortOpt = 8000, host: HostOpt = "127.0.0.1") -> None:
     settings = Settings()
     setup_logging(settings.log_level)
     specs = services.load_all()
-    console.print(
-        f"[bold]keel up[/bold] on http://{host}:{port} — services: {', '.join(s.name for s in specs) or 'none yet'}"
-    )
-    console.print(f"  docs  http://{host}:{port}/docs   health /healthz /readyz   metrics /metrics")
-    _serve_http(build_app(specs, settings, embedded=True, title="Keel platform"), host, port, settings)
+    base = f"http://{host}:{port}"
+    console.print(f"[bold]keel up[/bold] on {base}: every service in one process")
+    for spec in specs:
+        console.print(
+            f"  [cyan]{spec.name:<18}[/cyan] {'  '.join(_prefixes(spec)) or '(worker: no HTTP routes)'}"
+        )
+    console.print(f"  docs {base}/docs   health {base}/healthz {base}/readyz   metrics {base}/metrics")
+
+    def status(line: str) -> None:
+        console.print(f"[dim]{line}[/dim]")
+
+    platform = build_app(specs, settings, embedded=True, title="Keel platform", status=status)
+    _serve_http(platform, host, port, settings)
+
+
+def _prefixes(spec: ServiceSpec) -> list[str]:
+    """The distinct leading path segments a service serves, for the start-up listing."""
+    seen: dict[str, None] = {}
+    for router in spec.routers():
+        for route in router.routes:
+            parts = [p for p in getattr(route, "path", "").split("/") if p]
+            depth = 2 if parts[:1] == ["v1"] else 1
+            seen.setdefault("/" + "/".join(parts[:depth]), None)
+    return list(seen)
 
 
 def _serve_address(service: str, host: str | None, port: int | None) -> tuple[str, int]:

@@ -14,6 +14,7 @@ from keel.core.infra import Infra, open_infra
 from keel.core.outbox import OutboxRelay, OutboxRetention
 from keel.core.service import ServiceSpec, Worker
 from keel.core.settings import DEFAULT_SECRET, Settings
+from keel.core.status import Printer, StatusLine
 from keel.core.storage import signed_files_router
 from keel.core.supervisor import Supervisor
 from keel.core.telemetry import instrument_app, setup_tracing
@@ -44,9 +45,10 @@ def build_app(
     run_workers: bool = True,
     embedded: bool = False,
     title: str | None = None,
+    status: Printer | None = None,
 ) -> FastAPI:
     """One FastAPI app for the given services. `serve_routes=False` keeps only health and metrics
-    (a `keel worker` process); `run_workers=False` serves HTTP only."""
+    (a `keel worker` process); `run_workers=False` serves HTTP only; `status` prints the live line."""
     if settings.secret == DEFAULT_SECRET and not embedded:
         log.warning(
             "SECRET is the default %r: signed links are forgeable; set SECRET in production", DEFAULT_SECRET
@@ -78,6 +80,8 @@ def build_app(
             if any(s.uses_storage for s in specs):
                 app.state.object_store = infra.storage
                 app.state.url_signer = infra.signer
+            if status is not None:
+                workers.append(StatusLine(status))
             supervisor = Supervisor(workers if run_workers else [])
             supervisor.start()
             app.state.supervisor = supervisor
