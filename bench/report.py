@@ -37,6 +37,8 @@ class Row:
     # Rows that are not a ratio (memory, lag): the text to show in the figure column.
     text: str | None = None
     met_override: bool | None = None
+    # The target as words, for rows whose target is not a ratio (lag, completion).
+    target_text: str | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -56,6 +58,8 @@ class Row:
         return ok
 
     def target(self) -> str:
+        if self.target_text is not None:
+            return self.target_text
         parts = []
         if self.target_ratio is not None:
             parts.append(f"≥ {self.target_ratio:.0%}")

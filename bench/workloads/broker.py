@@ -211,9 +211,10 @@ class RelayWorkload:
                 "",
                 None,
                 text=f"p99 {lag_s * 1000:,.0f} ms (writer achieved {achieved:,.0f}/s, {written:,} events)",
-                note=f"target p99 < {LAG_TARGET_P99_S:g} s; lag = published_at - created_at per row, "
+                note="lag = published_at - created_at per row, "
                 f"writer: INSERT of {round(ctx.cfg.lag_write_rate * WRITE_PERIOD_S)} rows every {WRITE_PERIOD_S * 1000:g} ms for {ctx.cfg.duration_s:g} s",
                 met_override=lag_s < LAG_TARGET_P99_S,
+                target_text=f"p99 < {LAG_TARGET_P99_S:g} s",
             ),
         ]
 
