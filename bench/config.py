@@ -45,6 +45,8 @@ class BenchConfig:
     broker_events: int = field(default_factory=lambda: _env_int("BENCH_BROKER_EVENTS", 20_000))
     # The writer rate for the relay-lag workload.
     lag_write_rate: int = field(default_factory=lambda: _env_int("BENCH_LAG_WRITE_RATE", 5_000))
+    # The burst of confirmed routes for the cityguide workload.
+    cityguide_routes: int = field(default_factory=lambda: _env_int("BENCH_CITYGUIDE_ROUTES", 1_000))
     only: tuple[str, ...] = field(
         default_factory=lambda: tuple(w for w in os.environ.get("BENCH_ONLY", "").split(",") if w)
     )

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench.config import BenchConfig
 from bench.procs import Child, free_port, pinned, service
 from bench.report import Sample
@@ -160,10 +160,9 @@ async def raw_produce(
 
 
 async def raw_consume(brokers: str, topic: str, count: int, batch: int) -> float:
-    """msg/s of a bare aiokafka group consumer: getmany, commit once per fetch, no effect. Timed from the
-    first record, so the group join (3-5 s on this broker) is not counted."""
+    """msg/s of a bare aiokafka consumer: getmany, commit once per fetch (offsets kept by a group), no
+    effect. Partitions are assigned directly, so no group join (3-5 s on this broker) is timed."""
     consumer = AIOKafkaConsumer(
-        topic,
         bootstrap_servers=brokers,
         group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
@@ -171,16 +170,18 @@ async def raw_consume(brokers: str, topic: str, count: int, batch: int) -> float
     )
     await consumer.start()
     try:
-        total, first, began = 0, 0, 0.0
+        await consumer.topics()  # loads the topic's partitions into the client's metadata
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        total = 0
+        began = time.perf_counter()
         while total < count:
             batches = await consumer.getmany(timeout_ms=1000, max_records=batch)
             got = sum(len(records) for records in batches.values())
-            if not got:
-                continue
-            if not total:
-                began, first = time.perf_counter(), got  # the first fetch only starts the clock
-            total += got
-            await consumer.commit()
-        return (total - first) / (time.perf_counter() - began)
+            if got:
+                total += got
+                await consumer.commit()
+        return total / (time.perf_counter() - began)
     finally:
         await consumer.stop()

@@ -308,7 +308,7 @@ class ConsumerWorkload:
                 raw.append(
                     Sample(
                         raw_rate,
-                        f"AIOKafkaConsumer getmany(max_records=500) + commit per fetch over {events:,}",
+                        f"AIOKafkaConsumer, partitions assigned, getmany(max_records=500) + commit per fetch over {events:,}",
                     )
                 )
         # One worker per partition handles events one transaction each: pgbench gets as many clients.
