@@ -2,45 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from fastapi import APIRouter
-
 from keel.cityguide import topics
 from keel.cityguide.publisher import Publisher
 from keel.cityguide.story.service import StoryWorker
-from keel.core.consumer import ConsumerRunner, Idempotent, RetryPolicy
+from keel.cityguide.workers import command_worker, no_routes, started_producer
 from keel.core.infra import Infra
 from keel.core.service import ServiceSpec, Wiring
 
 GROUP = "story"
 
 
-def routers() -> Sequence[APIRouter]:
-    return []
-
-
 async def wire(infra: Infra) -> Wiring:
-    producer = infra.bus.producer()
-    await producer.start()
+    producer = await started_producer(infra)
     worker = StoryWorker(Publisher(producer))
-    runner = ConsumerRunner(
-        infra.bus,
-        group_id=GROUP,
-        topics=[topics.STORY_GENERATE],
-        wire="bare",
-        handler=Idempotent(worker.on_generate),
-        dlq_topic=topics.DLQ,
-        default_event_type=topics.STORY_GENERATE,
-        retry=RetryPolicy.from_settings(infra.settings),
+    return command_worker(
+        infra, producer, group=GROUP, topic=topics.STORY_GENERATE, handle=worker.on_generate
     )
-    return Wiring(workers=[runner], closers=[producer.stop])
 
 
 SPEC = ServiceSpec(
     name="story",
     title="Cityguide story worker",
-    routers=routers,
+    routers=no_routes,
     wire=wire,
     topics=(topics.STORY_GENERATE, topics.STORY_GENERATED, topics.DLQ),
     uses_database=False,

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from fastapi import APIRouter
-
 from keel.cityguide import topics
 from keel.cityguide.publisher import Publisher
 from keel.cityguide.tts.espeak import Espeak
 from keel.cityguide.tts.service import FailureInjection, Synthesize, TtsWorker
 from keel.cityguide.tts.settings import TtsSettings
 from keel.cityguide.tts.wav import silence_for
-from keel.core.consumer import ConsumerRunner, Idempotent, RetryPolicy
+from keel.cityguide.workers import command_worker, no_routes, started_producer
 from keel.core.infra import Infra
 from keel.core.service import ServiceSpec, Wiring
 
 GROUP = "tts"
 SILENCE_RATE = 22_050
-
-
-def routers() -> Sequence[APIRouter]:
-    return []
 
 
 def _instant(text: str, _voice: str) -> tuple[bytes, int]:
@@ -34,8 +26,7 @@ def _engine(settings: TtsSettings) -> Synthesize:
 
 async def wire(infra: Infra) -> Wiring:
     settings = TtsSettings()
-    producer = infra.bus.producer()
-    await producer.start()
+    producer = await started_producer(infra)
     worker = TtsWorker(
         Publisher(producer),
         infra.storage,
@@ -43,23 +34,15 @@ async def wire(infra: Infra) -> Wiring:
         voice=settings.tts_voice,
         failures=FailureInjection(settings.tts_fail_stories, settings.tts_fail_attempts),
     )
-    runner = ConsumerRunner(
-        infra.bus,
-        group_id=GROUP,
-        topics=[topics.TTS_REQUESTED],
-        wire="bare",
-        handler=Idempotent(worker.on_requested),
-        dlq_topic=topics.DLQ,
-        default_event_type=topics.TTS_REQUESTED,
-        retry=RetryPolicy.from_settings(infra.settings),
+    return command_worker(
+        infra, producer, group=GROUP, topic=topics.TTS_REQUESTED, handle=worker.on_requested
     )
-    return Wiring(workers=[runner], closers=[producer.stop])
 
 
 SPEC = ServiceSpec(
     name="tts",
     title="Cityguide TTS worker",
-    routers=routers,
+    routers=no_routes,
     wire=wire,
     topics=(topics.TTS_REQUESTED, topics.TTS_COMPLETED, topics.DLQ),
     uses_database=False,

@@ -1,0 +1,41 @@
+"""Wiring shared by the cityguide workers (story, tts): no routes, one producer, one consumer of a
+bare-wire command topic whose handler is idempotent by itself (it overwrites by key)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from fastapi import APIRouter
+
+from keel.cityguide import topics
+from keel.core.bus.port import Producer
+from keel.core.consumer import ConsumerRunner, Idempotent, RetryPolicy
+from keel.core.events import Event
+from keel.core.infra import Infra
+from keel.core.service import Wiring
+
+
+def no_routes() -> Sequence[APIRouter]:
+    return []
+
+
+async def started_producer(infra: Infra) -> Producer:
+    producer = infra.bus.producer()
+    await producer.start()
+    return producer
+
+
+def command_worker(
+    infra: Infra, producer: Producer, *, group: str, topic: str, handle: Callable[[Event], Awaitable[None]]
+) -> Wiring:
+    runner = ConsumerRunner(
+        infra.bus,
+        group_id=group,
+        topics=[topic],
+        wire="bare",
+        handler=Idempotent(handle),
+        dlq_topic=topics.DLQ,
+        default_event_type=topic,
+        retry=RetryPolicy.from_settings(infra.settings),
+    )
+    return Wiring(workers=[runner], closers=[producer.stop])
