@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 from bench import loadgen
 from bench.config import RESULTS, ROOT
@@ -108,16 +109,12 @@ def _table(title: str, counts: Counter[str], total: int) -> list[str]:
     return [*lines, ""]
 
 
-async def record(
-    ctx: Context, child: Child, base: str, lua: str, args: list[str], title: str, name: str
-) -> str:
-    """Profile the service under one wrk load; writes bench/results/<name>.md, returns a note."""
-    out = ctx.logdir / f"{name}.txt"
-    spy = [
+def spy_argv(pid: int, out: Path) -> list[str]:
+    return [
         py_spy(),
         "record",
         "--pid",
-        str(child.pid),
+        str(pid),
         "--duration",
         str(PROFILE_S),
         "--format",
@@ -126,26 +123,33 @@ async def record(
         str(out),
         "--nonblocking",
     ]
-    load = asyncio.create_task(loadgen.wrk(ctx.cfg, base, lua, args, PROFILE_S + 2))
-    await asyncio.sleep(0.5)  # let the load reach steady state before sampling
+
+
+async def run_spy(pid: int, out: Path) -> tuple[str, str | None]:
+    """Sample `pid` for PROFILE_S seconds; (the command as shown, an error or None)."""
+    argv = spy_argv(pid, out)
     proc = await asyncio.create_subprocess_exec(
-        *spy, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     spy_out = (await proc.communicate())[0].decode()
-    result = await load
+    shown = " ".join(argv).replace(str(out), "<out>").replace(f"--pid {pid}", "--pid <pid>")
     if proc.returncode or not out.exists():
-        return f"py-spy failed ({proc.returncode}): {spy_out[-500:]}"
-    total, own, inclusive, groups = summarise(out.read_text())
-    shown = " ".join(spy).replace(str(out), "<out>").replace(str(child.pid), "<pid>")
+        return shown, f"py-spy failed ({proc.returncode}): {spy_out[-500:]}"
+    return shown, None
+
+
+def write(name: str, title: str, context: str, raw: Path) -> str:
+    """bench/results/<name>.md from py-spy's collapsed stacks; returns the note for the report."""
+    total, own, inclusive, groups = summarise(raw.read_text())
     doc = [
         f"# Profile: {title}",
         "",
-        f"`{shown}` while `wrk -c{ctx.cfg.connections}` ran the load ({result.rps:,.0f} req/s, "
-        f"p99 {result.p99_ms:.1f} ms while profiled). {total} samples of the server's busy threads; "
-        "idle (waiting) samples excluded. Raw stacks: the run's log directory.",
+        f"{context} {total} samples of the busy threads; idle (waiting) samples excluded. "
+        "Raw stacks: the run's log directory.",
         "",
         *_table("Where the time is, by package (inclusive)", groups, total),
         *_table("Self time (the frame on top of the stack)", own, total),
+        *_table("Keel's own functions, inclusive", _keel_only(inclusive), total),
         *_table(
             "Inclusive time per function (CLI, server and event-loop frames left out)",
             _no_roots(inclusive),
@@ -154,3 +158,21 @@ async def record(
     ]
     (RESULTS / f"{name}.md").write_text("\n".join(doc))
     return f"{title}: {total} py-spy samples → bench/results/{name}.md"
+
+
+async def record(
+    ctx: Context, child: Child, base: str, lua: str, args: list[str], title: str, name: str
+) -> str:
+    """Profile the service under one wrk load; writes bench/results/<name>.md, returns a note."""
+    out = ctx.logdir / f"{name}.txt"
+    load = asyncio.create_task(loadgen.wrk(ctx.cfg, base, lua, args, PROFILE_S + 2))
+    await asyncio.sleep(0.5)  # let the load reach steady state before sampling
+    shown, error = await run_spy(child.pid, out)
+    result = await load
+    if error:
+        return error
+    context = (
+        f"`{shown}` while `wrk -c{ctx.cfg.connections}` ran the load ({result.rps:,.0f} req/s, "
+        f"p99 {result.p99_ms:.1f} ms while profiled)."
+    )
+    return write(name, title, context, out)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from bench import limits
+from bench import limits, profile
 from bench.report import Row, Sample, median
 from bench.workloads import Context
 
@@ -41,6 +42,10 @@ DRAIN_DEADLINE_S = 60.0
 # The notifications consumer commits one transaction per event: fewer events keep a run to seconds.
 CONSUMER_EVENTS_SHARE = 4
 POLL_S = 0.01
+# The relay profile needs a backlog that outlasts py-spy's window: this many times a measured run.
+PROFILE_BACKLOG_RUNS = 2
+# Inserting the backlog comes first; sampling starts once the relay is publishing.
+PROFILE_SETTLE_S = 2.0
 
 # An outbox row like the ticket service writes (payload and headers as the service serialises them).
 INSERT_ROWS = """
@@ -171,6 +176,22 @@ async def lag_run(
     return float(row[0]), achieved, written
 
 
+async def profile_relay(ctx: Context, db: Database, bus: KafkaBus, settings: Settings) -> str:
+    """py-spy on this process while the relay drains a backlog larger than the profile window."""
+    out = ctx.logdir / "profile-outbox-relay.txt"
+    events = ctx.cfg.broker_events * PROFILE_BACKLOG_RUNS
+    relay_task = asyncio.create_task(relay_once(db, bus, settings, events))
+    await asyncio.sleep(PROFILE_SETTLE_S)
+    shown, error = await profile.run_spy(os.getpid(), out)
+    relay_rate, _ = await relay_task
+    if error:
+        return error
+    context = (
+        f"`{shown}` on the bench process while OutboxRelay drained {events:,} rows ({relay_rate:,.0f} msg/s)."
+    )
+    return profile.write("profile-outbox-relay", "outbox relay PostgreSQL → broker", context, out)
+
+
 class RelayWorkload:
     name = "outbox-relay"
 
@@ -193,6 +214,8 @@ class RelayWorkload:
                         f"AIOKafkaProducer(acks=all, linger_ms={bus.linger_ms}): send all {events:,}, then await acks",
                     )
                 )
+            if ctx.cfg.profile:
+                ctx.notes.append(await profile_relay(ctx, db, bus, settings))
             lag_s, achieved, written = await lag_run(
                 db, bus, settings, ctx.cfg.lag_write_rate, ctx.cfg.duration_s
             )
