@@ -60,13 +60,13 @@ async def _round_trip(port: int, payload: bytes = b"ping", timeout_s: float = 1.
         writer.close()
 
 
-async def test_pass_forwards_both_ways(proxy) -> None:
+async def test_pass_forwards_both_ways(proxy: tuple[TcpProxy, Echo]) -> None:
     p, _ = proxy
     assert await _round_trip(p.port) == b"ping"
     print("\nproxy pass: 1 / 1 round trips echoed")
 
 
-async def test_latency_delays_each_direction_within_jitter(proxy) -> None:
+async def test_latency_delays_each_direction_within_jitter(proxy: tuple[TcpProxy, Echo]) -> None:
     p, _ = proxy
     p.set_mode("latency", latency_s=0.1, jitter_s=0.05)
     started = time.monotonic()
@@ -77,7 +77,7 @@ async def test_latency_delays_each_direction_within_jitter(proxy) -> None:
     print(f"\nproxy latency 100 ms ± 50 ms jitter: round trip {elapsed * 1000:.0f} ms (bounds 200-450 ms)")
 
 
-async def test_blackhole_forwards_nothing_and_keeps_the_connection(proxy) -> None:
+async def test_blackhole_forwards_nothing_and_keeps_the_connection(proxy: tuple[TcpProxy, Echo]) -> None:
     p, echo = proxy
     p.set_mode("blackhole")
     with pytest.raises(TimeoutError):
@@ -86,7 +86,7 @@ async def test_blackhole_forwards_nothing_and_keeps_the_connection(proxy) -> Non
     print("\nproxy blackhole: reply after 0.3 s: none; bytes reaching the server 0")
 
 
-async def test_reset_all_sends_rst_on_open_and_new_connections(proxy) -> None:
+async def test_reset_all_sends_rst_on_open_and_new_connections(proxy: tuple[TcpProxy, Echo]) -> None:
     p, _ = proxy
     reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
     writer.write(b"hello")
@@ -111,7 +111,9 @@ async def test_reset_all_sends_rst_on_open_and_new_connections(proxy) -> None:
     )
 
 
-async def test_drop_response_lets_the_request_through_and_loses_the_reply(proxy) -> None:
+async def test_drop_response_lets_the_request_through_and_loses_the_reply(
+    proxy: tuple[TcpProxy, Echo],
+) -> None:
     p, echo = proxy
     p.set_mode("drop-response")
     with pytest.raises(TimeoutError):
@@ -120,7 +122,7 @@ async def test_drop_response_lets_the_request_through_and_loses_the_reply(proxy)
     print(f"\nproxy drop-response: bytes reaching the server {echo.received} / 1000; reply bytes received 0")
 
 
-async def test_refuse_still_drops_connections(proxy) -> None:
+async def test_refuse_still_drops_connections(proxy: tuple[TcpProxy, Echo]) -> None:
     p, _ = proxy
     p.set_mode("refuse")
     with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError, BrokenPipeError)):
