@@ -37,6 +37,10 @@ fmt: $(VENV)/.synced
 bench: $(VENV)/.synced
 	$(BIN)/python -m bench.run
 
+# Against a running platform (`make run` in another terminal); DEMO_ARGS="--brokers host:9092" etc.
+demo: $(VENV)/.synced
+	$(BIN)/keel demo $(DEMO_ARGS)
+
 migrate: $(VENV)/.synced
 	$(BIN)/keel migrate
 

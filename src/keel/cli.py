@@ -163,6 +163,37 @@ def migrate(revision: Annotated[str, typer.Option(help="target revision")] = "he
     console.print(f"migrated to {revision}")
 
 
+@app.command()
+def demo(
+    base_url: Annotated[str, typer.Option(help="the platform (`keel up`)")] = "http://127.0.0.1:8000",
+    brokers: Annotated[
+        str | None, typer.Option(help="host:port,... to publish route.confirmed and orders to")
+    ] = None,
+    tickets_url: Annotated[str | None, typer.Option(help="tickets, when served apart")] = None,
+    orders_url: Annotated[str | None, typer.Option(help="orders, when served apart")] = None,
+    videos_url: Annotated[str | None, typer.Option(help="videos, when served apart")] = None,
+    orchestrator_url: Annotated[str | None, typer.Option(help="orchestrator, when served apart")] = None,
+    delivery_url: Annotated[str | None, typer.Option(help="delivery-prefetch, when served apart")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds each flow may wait for the platform")] = 120.0,
+) -> None:
+    """A short scenario through every service of a running platform; exits 1 if any flow failed."""
+    from keel.demo.console import run
+    from keel.demo.targets import Targets
+
+    base = base_url.rstrip("/")
+    targets = Targets(
+        tickets=tickets_url or base,
+        orders=orders_url or base,
+        videos=videos_url or base,
+        orchestrator=orchestrator_url or base,
+        delivery=delivery_url or base,
+        brokers=[b.strip() for b in (brokers or "").split(",") if b.strip()],
+    )
+    results = asyncio.run(run(targets, Console(), timeout))
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
+
+
 app.add_typer(orders_app, name="orders")
 
 

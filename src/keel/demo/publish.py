@@ -1,0 +1,46 @@
+"""What the demo writes to the broker as an outside producer would: a confirmed route, a few orders."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from keel.cityguide import topics
+from keel.core.bus.message import OutgoingMessage
+from keel.core.events import Event, encode
+from keel.orders.fake import fake_order
+from keel.orders.schemas import ORDER_EVENT
+
+ORDERS_TOPIC = "orders"
+POINTS = ({"name": "Кремль"}, {"name": "Улица Баумана"}, {"name": "Озеро Кабан"})
+
+
+def route_confirmed(route_id: str) -> OutgoingMessage:
+    payload: dict[str, Any] = {"route_id": route_id, "mode": "walk", "city": "Казань", "points": list(POINTS)}
+    return encode(Event(topics.ROUTE_CONFIRMED, payload, key=route_id), topics.ROUTE_CONFIRMED, "bare")
+
+
+def orders(count: int, rng: random.Random) -> tuple[list[str], list[OutgoingMessage]]:
+    """`count` random orders in the seed's model (key = order_uid), wire "bare" as `keel orders produce`."""
+    uids, messages = [], []
+    for _ in range(count):
+        order = fake_order(rng)
+        uids.append(str(order["order_uid"]))
+        messages.append(encode(Event(ORDER_EVENT, order, key=order["order_uid"]), ORDERS_TOPIC, "bare"))
+    return uids, messages
+
+
+async def send(brokers: list[str], messages: list[OutgoingMessage]) -> None:
+    from keel.core.bus.kafka import KafkaBus
+
+    bus = KafkaBus(brokers, idempotence=False)
+    try:
+        await bus.ensure_topics(sorted({m.topic for m in messages}))
+        producer = bus.producer()
+        await producer.start()
+        try:
+            await producer.send_many(messages)
+        finally:
+            await producer.stop()
+    finally:
+        await bus.close()
