@@ -26,7 +26,9 @@ OPENAPI_DIR = Path("api/openapi")
 def render(spec: ServiceSpec) -> str:
     from keel.core.runtime import build_app
 
-    app = build_app([spec], Settings(_env_file=None), embedded=True, title=spec.title)
+    # As `keel serve` would serve it (no embedded-platform extras); the secret only silences the warning.
+    settings = Settings(_env_file=None, secret="not-used-for-rendering")  # noqa: S106
+    app = build_app([spec], settings, title=spec.title)
     text: str = yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True, width=100)
     return text
 

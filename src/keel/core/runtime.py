@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from keel.core.app import create_app
+from keel.core.devbus import dev_bus_router
 from keel.core.infra import Infra, open_infra
 from keel.core.outbox import OutboxRelay, OutboxRetention
 from keel.core.service import ServiceSpec, Worker
@@ -77,6 +78,10 @@ def build_app(
                     stack.push_async_callback(closer)
                 workers.extend(wiring.workers)
             app.state.infra = infra
+            if embedded and serve_routes:
+                app.state.dev_producer = infra.bus.producer()
+                await app.state.dev_producer.start()
+                stack.push_async_callback(app.state.dev_producer.stop)
             if any(s.uses_storage for s in specs):
                 app.state.object_store = infra.storage
                 app.state.url_signer = infra.signer
@@ -95,6 +100,8 @@ def build_app(
     routers: list[APIRouter] = [r for s in specs for r in s.routers()] if serve_routes else []
     if serve_routes and any(s.uses_storage for s in specs):
         routers.append(signed_files_router())
+    if serve_routes and embedded and topics:
+        routers.append(dev_bus_router(topics))
     max_route_body = max((s.max_body_bytes or 0 for s in specs), default=0) or None
     app = create_app(
         title=title or f"Keel {names}",

@@ -15,11 +15,13 @@ class Targets:
     delivery: str
     # The Kafka-protocol brokers the platform consumes from; empty: flows that need a producer skip.
     brokers: list[str] = field(default_factory=list)
+    # Without brokers: the embedded platform (`keel up`) whose /_dev/bus door publishes onto its memory bus.
+    platform: str | None = None
 
     @classmethod
     def single(cls, base_url: str, brokers: list[str] | None = None) -> Targets:
         base = base_url.rstrip("/")
-        return cls(base, base, base, base, base, list(brokers or []))
+        return cls(base, base, base, base, base, list(brokers or []), platform=base)
 
     def url(self, service_base: str, path: str) -> str:
         """An absolute URL for a path (or a link a service answered, which may be relative)."""

@@ -67,10 +67,14 @@ async def wire(infra: Infra) -> Wiring:
     return Wiring(state={"orders": service}, workers=[runner])
 
 
+_TOPICS = OrderSettings()
+
 SPEC = ServiceSpec(
     name="orders",
     title="Order service",
     routers=routers,
     wire=wire,
+    # As configured (KAFKA_TOPIC) when the process starts.
+    topics=(_TOPICS.kafka_topic, _TOPICS.dlq_topic),
     description=DESCRIPTION,
 )
