@@ -188,6 +188,8 @@ def demo(
         orchestrator=orchestrator_url or base,
         delivery=delivery_url or base,
         brokers=[b.strip() for b in (brokers or "").split(",") if b.strip()],
+        # One base URL is `keel up`: its dev bus door publishes what would otherwise need a broker.
+        platform=None if any((tickets_url, orders_url, videos_url, orchestrator_url, delivery_url)) else base,
     )
     results = asyncio.run(run(targets, Console(), timeout))
     if any(r.status == "failed" for r in results):
