@@ -39,6 +39,14 @@ def _router() -> APIRouter:
     async def slow() -> None:
         await asyncio.sleep(5)
 
+    @router.get("/db-down")
+    async def db_down() -> None:
+        raise ConnectionRefusedError("connect call failed ('127.0.0.1', 5432)")
+
+    @router.get("/dependency-timeout")
+    async def dependency_timeout() -> None:
+        raise TimeoutError  # e.g. a connect timeout, well inside the request's own deadline
+
     @router.get("/limited")
     async def limited() -> None:
         raise TooManyRequests("slow down", headers={"Retry-After": "3"})
@@ -131,6 +139,16 @@ async def test_unhandled_error_is_500_without_details(client):
     error = _assert_envelope(response, 500, "internal_error")
     assert "secret" not in response.text
     assert "details" not in error
+
+
+async def test_a_dependency_that_is_down_is_503_not_500(client):
+    response = await client.get("/db-down")
+    _assert_envelope(response, 503, "dependency_unavailable")
+    assert "5432" not in response.text  # no infrastructure detail leaks
+
+
+async def test_a_dependency_timeout_inside_the_deadline_is_503_not_504(client):
+    _assert_envelope(await client.get("/dependency-timeout"), 503, "dependency_unavailable")
 
 
 async def test_slow_request_is_cut_at_the_deadline_with_504(client):

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keel.core.context import accept_request_id, reset_request_id, set_request_id
 from keel.core.envelope import error_body
 from keel.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from keel.core.transient import is_transient
 
 log = logging.getLogger("keel.http")
 
@@ -57,19 +58,15 @@ class EdgeMiddleware:
         try:
             async with asyncio.timeout(self.timeout_s) as deadline:
                 await self.app(scope, receive, send_with_id)
-        except TimeoutError:
+        except Exception as exc:
             if started:
                 raise
-            status = 504
-            await _send_error(
-                send, 504, "timeout", f"request took longer than {self.timeout_s:g}s", rid_header
-            )
-        except Exception:
-            log.exception("unhandled error", extra={"request_id": request_id})
-            if started:
-                raise
-            status = 500
-            await _send_error(send, 500, "internal_error", "internal server error", rid_header)
+            status, code, message = _classify(exc, deadline.expired(), self.timeout_s)
+            if status == 500:
+                log.exception("unhandled error", extra={"request_id": request_id})
+            else:
+                log.warning("%s: %s: %s", code, type(exc).__name__, exc, extra={"request_id": request_id})
+            await _send_error(send, status, code, message, rid_header)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
@@ -78,6 +75,15 @@ class EdgeMiddleware:
             HTTP_REQUESTS.labels(*labels).inc()
             HTTP_LATENCY.labels(*labels).observe(elapsed)
             reset_request_id(token)
+
+
+def _classify(exc: Exception, deadline_expired: bool, timeout_s: float) -> tuple[int, str, str]:
+    """Our own deadline → 504; a dependency that is down or timed out → 503 (try again); else 500."""
+    if isinstance(exc, TimeoutError) and deadline_expired:
+        return 504, "timeout", f"request took longer than {timeout_s:g}s"
+    if is_transient(exc):
+        return 503, "dependency_unavailable", "a dependency is unavailable; try again shortly"
+    return 500, "internal_error", "internal server error"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

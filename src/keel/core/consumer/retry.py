@@ -6,28 +6,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-import redis.exceptions
-import sqlalchemy.exc
-
-from keel.core.bus.errors import BrokerUnavailable, PublishFailed
 from keel.core.settings import Settings
+from keel.core.transient import is_transient
 
-# SQLSTATE classes that say "try again later", not "this input is wrong": connection exception (08),
-# transaction rollback — serialization failure, deadlock (40), insufficient resources (53),
-# operator intervention — admin shutdown, cannot connect now (57P).
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P")
-
-# Built-in connection/timeout errors, a dead broker, a dead Redis and a drained connection pool.
-# Not OSError as a whole: FileNotFoundError is a bug in the handler, and would retry forever.
-_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
-    ConnectionError,
-    TimeoutError,
-    BrokerUnavailable,
-    PublishFailed,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    sqlalchemy.exc.TimeoutError,
-)
+__all__ = ["RetryPolicy", "is_transient"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +42,3 @@ class RetryPolicy:
     def delay(self, retry: int, rng: random.Random) -> float:
         """Full jitter (uniform in [0, cap]): replicas that failed together do not retry in lockstep."""
         return rng.uniform(0.0, self.cap(retry))
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when the failure is the infrastructure's (a database or broker outage, a timeout, a
-    deadlock): the message itself may be fine, so it is retried without using up its attempts —
-    an outage must not send every message that was in flight to the dead-letter topic."""
-    if isinstance(exc, _TRANSIENT_TYPES):
-        return True
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
