@@ -52,7 +52,7 @@ def create_app(
         version=__version__,
         description=description,
         lifespan=lifespan,
-        responses=error_responses(422, 500, 504),
+        responses=error_responses(422, 500, 503, 504),
     )
     install_error_handlers(app)
     # Inside the edge: counts streamed bodies; a route's own `max_body_size` overrides it (uploads).
