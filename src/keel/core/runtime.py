@@ -13,6 +13,7 @@ from keel.core.app import create_app
 from keel.core.devbus import dev_bus_router
 from keel.core.infra import Infra, open_infra
 from keel.core.outbox import OutboxRelay, OutboxRetention
+from keel.core.retention import InboxRetention
 from keel.core.service import ServiceSpec, Worker
 from keel.core.settings import DEFAULT_SECRET, Settings
 from keel.core.status import Printer, StatusLine
@@ -77,6 +78,8 @@ def build_app(
                 for closer in wiring.closers:
                     stack.push_async_callback(closer)
                 workers.extend(wiring.workers)
+            if run_workers and needs_db:
+                workers.append(InboxRetention(infra.require_db(), max_age_s=settings.inbox_retention_s))
             app.state.infra = infra
             if embedded and serve_routes:
                 app.state.dev_producer = infra.bus.producer()

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     outbox_shards: int = Field(default=16, ge=1, validation_alias="OUTBOX_SHARDS")
     # Published outbox rows older than this are deleted by the retention job (default 7 days).
     outbox_retention_s: float = Field(default=7 * 24 * 3600, gt=0, validation_alias="OUTBOX_RETENTION_S")
+    # Handled-event ids are kept at least as long as a broker could redeliver them (Kafka: 7 days).
+    inbox_retention_s: float = Field(default=7 * 24 * 3600, gt=0, validation_alias="INBOX_RETENTION_S")
     consumer_max_attempts: int = Field(default=5, ge=1, validation_alias="CONSUMER_MAX_ATTEMPTS")
     consumer_backoff_base_s: float = Field(default=0.2, gt=0, validation_alias="CONSUMER_BACKOFF_BASE_S")
     consumer_backoff_max_s: float = Field(default=10.0, gt=0, validation_alias="CONSUMER_BACKOFF_MAX_S")

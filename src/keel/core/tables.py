@@ -62,4 +62,6 @@ processed_events = Table(
     Column("event_id", Text, nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("consumer", "event_id"),
+    # The retention job's scan: oldest first.
+    Index("ix_processed_events_processed_at", "processed_at"),
 )
