@@ -17,7 +17,7 @@ JSON = "application/json"
 VideoId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
-def _service(request: Request) -> VideoService:
+async def _service(request: Request) -> VideoService:
     service: VideoService = request.app.state.videos
     return service
 

@@ -12,7 +12,7 @@ from keel.cityguide.delivery.service import DeliveryService
 from keel.core.app import error_responses
 
 
-def _service(request: Request) -> DeliveryService:
+async def _service(request: Request) -> DeliveryService:
     service: DeliveryService = request.app.state.delivery
     return service
 

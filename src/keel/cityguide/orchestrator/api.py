@@ -14,7 +14,7 @@ from keel.core.auth import CurrentUser
 RouteId = Annotated[str, Path(min_length=1, max_length=200)]
 
 
-def _service(request: Request) -> OrchestratorService:
+async def _service(request: Request) -> OrchestratorService:
     service: OrchestratorService = request.app.state.orchestrator
     return service
 
