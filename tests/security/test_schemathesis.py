@@ -1,0 +1,120 @@
+"""schemathesis against every HTTP service's exported OpenAPI (api/openapi/*.yaml), the app served
+by uvicorn on 127.0.0.1 with its lifespan: no 5xx, and every response matches its declared schema."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode, checks
+from schemathesis.core.failures import FailureGroup
+
+from keel import services
+from keel.core.runtime import build_app
+from keel.core.settings import Settings
+from tests.support.servers import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = int(os.environ.get("KEEL_SCHEMATHESIS_EXAMPLES", "0") or 0) or 15 * max(
+    1, int(os.environ.get("KEEL_CHAOS_SCALE", "1") or 1)
+)
+SERVICES = {
+    "tickets": "ticket-service.yaml",
+    "orders": "order-service.yaml",
+    "videos": "video-service.yaml",
+    "orchestrator": "orchestrator.yaml",
+    "delivery-prefetch": "delivery-prefetch.yaml",
+}
+USER = {"X-User-Id": "schemathesis-user"}
+# CI replays the same cases on every run (a red build names a real regression, not a lucky draw);
+# KEEL_SCHEMATHESIS_RANDOM=1 explores new ones.
+DERANDOMIZE = not os.environ.get("KEEL_SCHEMATHESIS_RANDOM")
+
+
+@contextmanager
+def served(name: str, values: dict[str, Any]) -> Iterator[str]:
+    """The service on uvicorn in a thread of its own (its own event loop and lifespan); its base URL."""
+    app = build_app([services.load(name)], Settings.model_validate(values))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{name}", daemon=True)
+    thread.start()
+    try:
+        wait_for_port(port)
+        while not server.started:
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def fuzz_operation(operation: Any, mode: GenerationMode, base_url: str, failures: list[str]) -> int:
+    """`EXAMPLES` generated cases of one operation (valid or invalid input); appends each failure."""
+    cases = 0
+
+    @settings(
+        max_examples=EXAMPLES,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        derandomize=DERANDOMIZE,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case: Any) -> None:
+        nonlocal cases
+        cases += 1
+        response = case.call(base_url=base_url, headers=USER, timeout=10)
+        try:
+            case.validate_response(
+                response, checks=[checks.not_a_server_error, checks.response_schema_conformance]
+            )
+        except FailureGroup as exc:  # collect every failure, not only the first
+            failures.append(f"{operation.label} [{mode.value}]: {response.status_code} {str(exc)[:600]}")
+
+    try:
+        run()
+    except Unsatisfiable:
+        assert mode is GenerationMode.NEGATIVE  # nothing to make invalid (no parameters, no body)
+    return cases
+
+
+def fuzz(schema_file: Path, base_url: str) -> tuple[int, list[str]]:
+    """Every operation of the schema; the number of cases and every failure."""
+    schema = schemathesis.openapi.from_path(schema_file)
+    failures: list[str] = []
+    operations = [r.ok() for r in schema.get_all_operations()]
+    cases = sum(fuzz_operation(op, mode, base_url, failures) for op in operations for mode in GenerationMode)
+    return cases, failures
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_no_server_errors_and_every_response_matches_its_schema(
+    name: str, fresh_pg_dsn: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TICKETS_RATE_LIMIT", "")
+    monkeypatch.setenv("TTS_MODE", "instant")
+    values = {
+        "postgres_dsn": fresh_pg_dsn,
+        "redis_url": redis_url,
+        "data_dir": tmp_path / "keel",
+        "kafka_idempotence": False,
+    }
+    with served(name, values) as base_url:
+        cases, failures = fuzz(ROOT / "api" / "openapi" / SERVICES[name], base_url)
+    print(f"\nschemathesis {name}: {cases} cases, {len(failures)} failures (5xx or schema mismatches)")
+    assert not failures, "\n".join(failures[:20])
+    assert cases > 0
