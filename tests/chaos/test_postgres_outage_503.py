@@ -1,5 +1,4 @@
-"""PostgreSQL down (as the client sees a restart: connections reset, then RST or silence) answers 503
-`dependency_unavailable` in the envelope, fast — never 500."""
+"""PostgreSQL down answers 503 dependency_unavailable, fast (was 500 before 82466a4)."""
 
 from __future__ import annotations
 
