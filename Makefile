@@ -41,6 +41,10 @@ bench: $(VENV)/.synced
 demo: $(VENV)/.synced
 	$(BIN)/keel demo $(DEMO_ARGS)
 
+# The fault, fuzz and abuse suites at full size (CI runs them small inside `make test`).
+chaos: $(VENV)/.synced
+	KEEL_CHAOS_SCALE=10 $(BIN)/pytest -m chaos tests/chaos tests/fuzz tests/security -s
+
 migrate: $(VENV)/.synced
 	$(BIN)/keel migrate
 

@@ -193,3 +193,20 @@ async def test_healthz_is_200_even_when_dependencies_are_down():
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
         assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_a_value_the_database_cannot_store_is_422_not_500():
+    class CharacterNotInRepertoire(Exception):
+        sqlstate = "22021"  # what asyncpg raises for U+0000 in text
+
+    router = APIRouter()
+
+    @router.get("/nul")
+    async def nul() -> None:
+        raise CharacterNotInRepertoire("invalid byte sequence for encoding UTF8: 0x00")
+
+    app = create_app(title="nul", settings=Settings(_env_file=None), routers=[router])
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        response = await c.get("/nul")
+    _assert_envelope(response, 422, "validation_error")

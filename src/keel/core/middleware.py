@@ -83,7 +83,16 @@ def _classify(exc: Exception, deadline_expired: bool, timeout_s: float) -> tuple
         return 504, "timeout", f"request took longer than {timeout_s:g}s"
     if is_transient(exc):
         return 503, "dependency_unavailable", "a dependency is unavailable; try again shortly"
+    if _sqlstate(exc).startswith("22"):
+        # Data exception (class 22): the input holds a value the database cannot store — a client error
+        # that slipped past validation, never a server fault.
+        return 422, "validation_error", "a value in the request cannot be stored (e.g. a NUL character)"
     return 500, "internal_error", "internal server error"
+
+
+def _sqlstate(exc: BaseException) -> str:
+    state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return state if isinstance(state, str) else ""
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

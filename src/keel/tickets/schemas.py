@@ -12,8 +12,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
+from keel.core.text import NO_NUL
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200), NO_NUL]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000), NO_NUL]
 
 
 class TicketStatus(StrEnum):

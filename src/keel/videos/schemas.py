@@ -12,7 +12,9 @@ from typing import Annotated
 
 from pydantic import AnyUrl, BaseModel, ConfigDict, StringConstraints, UrlConstraints, field_validator
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+from keel.core.text import NO_NUL
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NO_NUL]
 MAX_URL = 2048
 SourceUrl = Annotated[
     AnyUrl, UrlConstraints(max_length=MAX_URL, allowed_schemes=["http", "https"], host_required=True)
