@@ -53,7 +53,9 @@ def served(name: str, values: dict[str, Any]) -> Iterator[str]:
     thread.start()
     try:
         wait_for_port(port)
-        while not server.started:
+        deadline = time.monotonic() + 30
+        while not server.started:  # the port opens before the lifespan has finished starting
+            assert time.monotonic() < deadline and thread.is_alive(), f"{name} did not start within 30 s"
             time.sleep(0.01)
         yield f"http://127.0.0.1:{port}"
     finally:

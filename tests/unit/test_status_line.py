@@ -5,6 +5,7 @@ import asyncio
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from keel.core.status import StatusLine
+from tests.support.eventually import eventually
 
 
 def _registry():
@@ -44,10 +45,7 @@ async def test_the_worker_prints_a_line_after_activity_and_stops():
     task = asyncio.create_task(status.run())
     await asyncio.sleep(0)  # the worker takes its first snapshot
     consumed.labels("a").inc(5)
-    for _ in range(500):
-        if lines:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: lines, until=bool, timeout_s=5, what="a status line")
     await status.stop()
     await asyncio.wait_for(task, 2)
     assert lines and lines[0].startswith("events ")
