@@ -49,7 +49,8 @@ class Infra:
     def signer(self) -> UrlSigner:
         """The one link signer of this process (SECRET), shared by storage and signed CDN links."""
         if self._signer is None:
-            self._signer = UrlSigner(self.settings.secret)
+            s = self.settings
+            self._signer = UrlSigner(s.secret, key_id=s.secret_key_id, previous=s.previous_secrets)
         return self._signer
 
     @property

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
 
     secret: str = Field(default=DEFAULT_SECRET, validation_alias="SECRET")
     link_ttl_sec: int = Field(default=3600, gt=0, validation_alias="LINK_TTL_SEC")
+    # Rotation: new links are signed with SECRET under SECRET_KEY_ID; links signed with an older secret
+    # keep verifying while it is listed in PREVIOUS_SECRETS as `kid:secret,kid:secret`.
+    secret_key_id: str = Field(default="k1", validation_alias="SECRET_KEY_ID")
+    previous_secrets: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, validation_alias="PREVIOUS_SECRETS"
+    )
 
     outbox_batch_size: int = Field(default=500, ge=1, validation_alias="OUTBOX_BATCH_SIZE")
     outbox_poll_interval_s: float = Field(default=0.05, gt=0, validation_alias="OUTBOX_POLL_INTERVAL_S")
@@ -63,6 +69,16 @@ class Settings(BaseSettings):
     s3_region: str = Field(default="us-east-1", validation_alias="S3_REGION")
     # Where this deployment is reachable, for links it signs itself (local files); "" = relative links.
     public_base_url: str = Field(default="", validation_alias="PUBLIC_BASE_URL")
+
+    @field_validator("previous_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [p.strip() for p in value.split(",") if p.strip()]
+            if any(":" not in p for p in pairs):
+                raise ValueError("PREVIOUS_SECRETS is a comma-separated list of kid:secret")
+            return dict(p.split(":", 1) for p in pairs)
+        return value
 
     @field_validator("kafka_brokers", mode="before")
     @classmethod
