@@ -20,7 +20,8 @@ from keel.core.bus import Bus, Consumer, OutgoingMessage, Producer, TopicPartiti
 from keel.core.bus.errors import CommitFailed
 from keel.core.bus.kafka import KafkaBus
 from keel.core.bus.memory import MemoryBus
-from tests.support.bus import kafka_partition, keys_on_distinct_partitions, read, wait_until
+from tests.support.bus import kafka_partition, keys_on_distinct_partitions, read
+from tests.support.eventually import eventually
 
 PARTITIONS = 6
 # Reading tests and the topic each reads; two groups share the fan-out topic.
@@ -139,7 +140,7 @@ async def pair(bus: Bus) -> AsyncIterator[Pair]:
     await first.start()
     await second.start()
     made = Pair(topic, first, second, events)
-    await wait_until(made.settled, what="both members settled on disjoint halves")
+    await eventually(made.settled, until=bool, timeout_s=15, what="both members settled on disjoint halves")
     yield made
     await second.stop()
     await first.stop()

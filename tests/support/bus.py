@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -37,10 +35,3 @@ async def read(consumer: Consumer, count: int, *, within_s: float = 15.0) -> lis
         assert left > 0, f"read {len(got)} of {count} records within {within_s}s"
         got += await consumer.getmany(timeout_s=min(left, 0.5), max_records=count - len(got))
     return got
-
-
-async def wait_until(condition: Callable[[], bool], *, within_s: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what or 'condition'} not reached within {within_s}s"
-        await asyncio.sleep(0.02)

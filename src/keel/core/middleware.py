@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keel.core.context import accept_request_id, reset_request_id, set_request_id
 from keel.core.envelope import error_body
 from keel.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from keel.core.transient import is_transient
+from keel.core.transient import is_transient, sqlstate
 
 log = logging.getLogger("keel.http")
 
@@ -83,16 +83,11 @@ def _classify(exc: Exception, deadline_expired: bool, timeout_s: float) -> tuple
         return 504, "timeout", f"request took longer than {timeout_s:g}s"
     if is_transient(exc):
         return 503, "dependency_unavailable", "a dependency is unavailable; try again shortly"
-    if _sqlstate(exc).startswith("22"):
+    if sqlstate(exc).startswith("22"):
         # Data exception (class 22): the input holds a value the database cannot store — a client error
         # that slipped past validation, never a server fault.
         return 422, "validation_error", "a value in the request cannot be stored (e.g. a NUL character)"
     return 500, "internal_error", "internal server error"
-
-
-def _sqlstate(exc: BaseException) -> str:
-    state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return state if isinstance(state, str) else ""
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

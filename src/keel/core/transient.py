@@ -28,6 +28,12 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
 )
 
 
+def sqlstate(exc: BaseException) -> str:
+    """The PostgreSQL SQLSTATE of a driver error, raw or wrapped by SQLAlchemy ("" when there is none)."""
+    state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return state if isinstance(state, str) else ""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when the failure is the infrastructure's: the request or message itself may be fine."""
     if isinstance(exc, _TRANSIENT_TYPES):
@@ -38,5 +44,4 @@ def is_transient(exc: BaseException) -> bool:
     # (a bug, not an outage), so only the closed-connection case counts.
     if isinstance(exc, asyncpg.exceptions.InterfaceError) and "connection is closed" in str(exc):
         return True
-    sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+    return sqlstate(exc).startswith(_TRANSIENT_SQLSTATE_PREFIXES)
