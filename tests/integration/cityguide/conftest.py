@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 from fastapi import FastAPI
 
-from keel.core.runtime import build_app
 from keel.core.service import ServiceSpec
 from keel.core.settings import Settings
+from tests.support.serving import serving_app
 
 
-@asynccontextmanager
-async def serving(
+def serving(
     specs: Sequence[ServiceSpec], settings: Settings, *, embedded: bool = False
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+) -> AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]:
     """The services running in one app on `settings`, and a client talking to it."""
-    app = build_app(specs, settings, embedded=embedded)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://cityguide") as client,
-    ):
-        yield app, client
+    return serving_app(specs, settings, embedded=embedded)

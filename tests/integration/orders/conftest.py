@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,11 @@ from keel.core import infra as infra_module
 from keel.core.bus import Bus, OutgoingMessage, Producer
 from keel.core.bus.factory import build_bus as real_build_bus
 from keel.core.bus.kafka import KafkaBus
-from keel.core.runtime import build_app
 from keel.core.settings import Settings
 from keel.orders.settings import OrderSettings
 from keel.orders.spec import SPEC
 from tests.support.eventually import eventually
+from tests.support.serving import serving_app
 
 MakeSettings = Callable[..., OrderSettings]
 
@@ -74,15 +74,9 @@ def order_settings(fresh_pg_dsn: str, kafka_brokers: list[str], topic, tmp_path:
     return build
 
 
-@asynccontextmanager
-async def serving(settings: OrderSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+def serving(settings: OrderSettings) -> AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]:
     """The order service (lifespan included: warm-up, consumer) and a client talking to it."""
-    app = build_app([SPEC], settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://orders") as client,
-    ):
-        yield app, client
+    return serving_app([SPEC], settings)
 
 
 @pytest_asyncio.fixture

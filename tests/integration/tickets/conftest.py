@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -15,17 +15,12 @@ from fastapi import FastAPI
 from keel.core.runtime import build_app
 from keel.core.settings import Settings
 from keel.tickets.spec import SPEC
+from tests.support.serving import serving_app
 
 
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+def serving(settings: Settings) -> AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]:
     """The ticket service running (lifespan included) on `settings`, and a client talking to it."""
-    app = build_app([SPEC], settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://tickets") as client,
-    ):
-        yield app, client
+    return serving_app([SPEC], settings)
 
 
 @pytest_asyncio.fixture

@@ -4,8 +4,8 @@ with its own topics, consumer group and cache namespace so tests never see each 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
@@ -13,10 +13,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from keel.core.runtime import build_app
 from keel.core.settings import Settings
 from keel.videos.settings import VideoSettings
 from keel.videos.spec import build_spec
+from tests.support.serving import serving_app
 
 
 @pytest.fixture
@@ -47,17 +47,11 @@ def settings(fresh_pg_dsn: str, redis_url: str, make_settings: Callable[..., Set
     )
 
 
-@asynccontextmanager
-async def serving(
+def serving(
     settings: Settings, videos: VideoSettings, *, run_workers: bool = True
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+) -> AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]:
     """The video service running on these settings, and a client talking to it in process."""
-    app = build_app([build_spec(videos)], settings, run_workers=run_workers)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://videos") as client,
-    ):
-        yield app, client
+    return serving_app([build_spec(videos)], settings, run_workers=run_workers)
 
 
 async def video_row(dsn: str, video_id: int) -> dict[str, Any]:

@@ -1,0 +1,28 @@
+"""Services running in process (lifespan included: relays, consumers, warm-ups) and a client talking
+to them — the one way tests start an app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from keel.core.runtime import build_app
+from keel.core.service import ServiceSpec
+from keel.core.settings import Settings
+
+
+@asynccontextmanager
+async def serving_app(
+    specs: Sequence[ServiceSpec], settings: Settings, **build: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """`build` goes to `build_app` (embedded=, run_workers=, ...)."""
+    app = build_app(specs, settings, **build)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://keel") as client,
+    ):
+        yield app, client
