@@ -108,6 +108,29 @@ class RateLimiter:
         """The FastAPI dependency: raises TooManyRequests (429, Retry-After) when the caller is over."""
         await self.check(self._key(request))
 
+    async def ensure_under(self, caller: str) -> None:
+        """429 when `caller` is already over the limit, without counting this request: for limits on
+        failures (count with `check` only when something failed), so a caller over it is refused
+        before any work is done. Fails open like `check`."""
+        if not self._breaker.allow():
+            return
+        try:
+            if await self._strategy.test(self.item, self.name, caller):
+                return
+            stats = await self._strategy.get_window_stats(self.item, self.name, caller)
+        except UNAVAILABLE as exc:
+            self._breaker.record_failure()
+            self._error_log.error(exc, "test")
+            return
+        self._limited.inc()
+        raise self._too_many(max(1, math.ceil(stats.reset_time - time.time())))
+
+    def _too_many(self, retry_after: int) -> TooManyRequests:
+        return TooManyRequests(
+            f"rate limit of {self.limit} exceeded; retry in {retry_after}s",
+            headers={"Retry-After": str(retry_after)},
+        )
+
     async def check(self, caller: str) -> None:
         if not self._breaker.allow():
             self._failed_open.inc()
@@ -128,7 +151,4 @@ class RateLimiter:
             self._allowed.inc()
             return
         self._limited.inc()
-        raise TooManyRequests(
-            f"rate limit of {self.limit} exceeded; retry in {retry_after}s",
-            headers={"Retry-After": str(retry_after)},
-        )
+        raise self._too_many(retry_after)

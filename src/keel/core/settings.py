@@ -14,13 +14,17 @@ DEFAULT_SECRET = "secret"  # noqa: S105 - the seed's documented default; warned 
 class Settings(BaseSettings):
     """What every service reads. Services subclass it to add their own fields."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a bad value (e.g. PREVIOUS_SECRETS) must not print the secrets it holds.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     # PG_URL is the orders seed's name for the same DSN.
+    # repr=False on everything that may carry a password or key: settings get logged and printed.
     postgres_dsn: str | None = Field(
-        default=None, validation_alias=AliasChoices("POSTGRES_DSN", "DATABASE_URL", "PG_URL")
+        default=None, validation_alias=AliasChoices("POSTGRES_DSN", "DATABASE_URL", "PG_URL"), repr=False
     )
-    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL", repr=False)
     kafka_brokers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="KAFKA_BROKERS"
     )
@@ -40,14 +44,20 @@ class Settings(BaseSettings):
     db_connect_timeout_s: float = Field(default=2.0, gt=0, validation_alias="DB_CONNECT_TIMEOUT_S")
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
 
-    secret: str = Field(default=DEFAULT_SECRET, validation_alias="SECRET")
+    secret: str = Field(default=DEFAULT_SECRET, validation_alias="SECRET", repr=False)
     link_ttl_sec: int = Field(default=3600, gt=0, validation_alias="LINK_TTL_SEC")
     # Rotation: new links are signed with SECRET under SECRET_KEY_ID; links signed with an older secret
     # keep verifying while it is listed in PREVIOUS_SECRETS as `kid:secret,kid:secret`.
     secret_key_id: str = Field(default="k1", validation_alias="SECRET_KEY_ID")
     previous_secrets: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=dict, validation_alias="PREVIOUS_SECRETS"
+        default_factory=dict, validation_alias="PREVIOUS_SECRETS", repr=False
     )
+    # Failed signed-link checks allowed per client address and process (`limits` notation; empty = off):
+    # what keeps guessing a 48-bit signature online hopeless (docs/cdn-signed-links.md).
+    link_failure_limit: str = Field(default="30/minute", validation_alias="LINK_FAILURE_LIMIT")
+    # A connection whose request head (request line + headers) is not complete within this is closed:
+    # uvicorn has no such timeout, and without it a slowloris client holds connections open forever.
+    http_header_timeout_s: float = Field(default=10.0, gt=0, validation_alias="HTTP_HEADER_TIMEOUT_S")
 
     outbox_batch_size: int = Field(default=500, ge=1, validation_alias="OUTBOX_BATCH_SIZE")
     outbox_poll_interval_s: float = Field(default=0.05, gt=0, validation_alias="OUTBOX_POLL_INTERVAL_S")
@@ -65,7 +75,9 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(default=None, validation_alias="S3_ENDPOINT_URL")
     s3_bucket: str | None = Field(default=None, validation_alias="S3_BUCKET")
     s3_access_key_id: str | None = Field(default=None, validation_alias="S3_ACCESS_KEY_ID")
-    s3_secret_access_key: str | None = Field(default=None, validation_alias="S3_SECRET_ACCESS_KEY")
+    s3_secret_access_key: str | None = Field(
+        default=None, validation_alias="S3_SECRET_ACCESS_KEY", repr=False
+    )
     s3_region: str = Field(default="us-east-1", validation_alias="S3_REGION")
     # Where this deployment is reachable, for links it signs itself (local files); "" = relative links.
     public_base_url: str = Field(default="", validation_alias="PUBLIC_BASE_URL")

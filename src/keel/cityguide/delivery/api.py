@@ -10,6 +10,7 @@ from starlette.responses import StreamingResponse
 from keel.cityguide.delivery.schemas import Prefetch
 from keel.cityguide.delivery.service import DeliveryService
 from keel.core.app import error_responses
+from keel.core.link_guard import LinkGuard, link_guard
 
 
 async def _service(request: Request) -> DeliveryService:
@@ -42,16 +43,17 @@ def build_router() -> APIRouter:
         "/cdn/audio/{audio_id}",
         summary="CDN-side verifier: serves the audio when the link's signature and expiry check out",
         response_class=StreamingResponse,
-        responses={200: {"content": {"audio/wav": {}}}, **error_responses(403, 404, 410)},
+        responses={200: {"content": {"audio/wav": {}}}, **error_responses(403, 404, 410, 429)},
     )
     async def audio(
         service: Service,
+        guard: Annotated[LinkGuard, Depends(link_guard)],
         audio_id: Annotated[str, Path(max_length=128)],
         exp: Annotated[str, Query(max_length=20)] = "",
         sig: Annotated[str, Query(max_length=64)] = "",
         kid: Annotated[str, Query(max_length=32)] = "",
     ) -> StreamingResponse:
-        info, chunks = await service.open_audio(audio_id, exp, sig, kid or None)
+        info, chunks = await service.open_audio(audio_id, exp, sig, kid or None, guard)
         return StreamingResponse(
             chunks,
             media_type=info.content_type,

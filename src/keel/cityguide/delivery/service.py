@@ -10,9 +10,10 @@ from keel.cityguide.audio import audio_key, cdn_path, is_audio_id
 from keel.cityguide.delivery.schemas import Prefetch, PrefetchItem
 from keel.cityguide.delivery.store import ReadyAudio, ReadyAudioStore, UnknownAudio
 from keel.cityguide.events import optional_float, optional_int, text_field
-from keel.core.errors import Forbidden, Gone, NotFound
+from keel.core.errors import NotFound
 from keel.core.events import Event, PoisonMessage
-from keel.core.signing import UrlSigner, VerifyResult
+from keel.core.link_guard import LinkGuard
+from keel.core.signing import UrlSigner
 from keel.core.storage import ObjectStore, StoredObject
 
 log = logging.getLogger("keel.cityguide.delivery")
@@ -72,14 +73,11 @@ class DeliveryService:
         return Prefetch(route_id=route_id, items=items)
 
     async def open_audio(
-        self, audio_id: str, exp: str, sig: str, kid: str | None
+        self, audio_id: str, exp: str, sig: str, kid: str | None, guard: LinkGuard
     ) -> tuple[StoredObject, AsyncIterator[bytes]]:
-        """What a CDN edge does: check the link (403 forged or malformed, 410 expired), then serve."""
-        result = self._signer.verify(cdn_path(audio_id), exp, sig, kid)
-        if result is VerifyResult.EXPIRED:
-            raise Gone("link expired")
-        if result is not VerifyResult.OK:
-            raise Forbidden("invalid link signature")
+        """What a CDN edge does: check the link (403 forged or malformed, 410 expired, 429 for a
+        client that keeps failing), then serve."""
+        await guard.verify(self._signer, cdn_path(audio_id), exp, sig, kid)
         if not is_audio_id(audio_id):
             raise NotFound("no such audio")
         return await self._objects.stream(audio_key(audio_id))

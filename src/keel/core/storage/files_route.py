@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import StreamingResponse
 
 from keel.core.app import error_responses
-from keel.core.errors import Forbidden, Gone
-from keel.core.signing import UrlSigner, VerifyResult
+from keel.core.link_guard import LinkGuard, link_guard
+from keel.core.signing import UrlSigner
 from keel.core.storage.port import ObjectStore
 
 # Objects are user uploads served from our own origin: never let a browser sniff one into HTML,
@@ -19,7 +21,8 @@ def signed_files_router(
     store: ObjectStore | None = None, signer: UrlSigner | None = None, *, prefix: str = "/files"
 ) -> APIRouter:
     """GET `{prefix}/{key}?exp=&kid=&sig=` streams the object: 403 on a bad or malformed signature,
-    410 once expired, 404 when a validly signed object is gone.
+    410 once expired, 404 when a validly signed object is gone, 429 for a client over its budget of
+    failed checks (keel.core.link_guard).
 
     Without `store`/`signer`, they are read from `app.state.object_store` / `app.state.url_signer`
     at request time: the runtime builds them in its lifespan, after the routes exist."""
@@ -36,19 +39,21 @@ def signed_files_router(
             403: {**error_responses(403)[403], "description": "Bad, malformed or missing signature"},
             **error_responses(404),
             410: {**error_responses(410)[410], "description": "The link has expired"},
+            429: {**error_responses(429)[429], "description": "Too many failed link checks from this client"},
         },
     )
     async def download(
-        key: str, request: Request, exp: str = "", sig: str = "", kid: str = ""
+        key: str,
+        request: Request,
+        guard: Annotated[LinkGuard, Depends(link_guard)],
+        exp: str = "",
+        sig: str = "",
+        kid: str = "",
     ) -> StreamingResponse:
         # No length limits on the query parameters: anything that does not verify is a 403, not
         # a 422, and verify() rejects a wrong-length signature before computing any HMAC.
         url_signer: UrlSigner = signer or request.app.state.url_signer
-        result = url_signer.verify(f"{prefix}/{key}", exp, sig, kid or None)
-        if result is VerifyResult.EXPIRED:
-            raise Gone("this link has expired")
-        if result is not VerifyResult.OK:
-            raise Forbidden("invalid link signature")
+        await guard.verify(url_signer, f"{prefix}/{key}", exp, sig, kid or None)
         object_store: ObjectStore = store or request.app.state.object_store
         info, chunks = await object_store.stream(key)  # checks the key: a signed bad key is still 400
         return StreamingResponse(
