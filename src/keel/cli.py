@@ -12,6 +12,7 @@ import uvicorn
 from rich.console import Console
 
 from keel import services
+from keel.core.http_server import server_config
 from keel.core.logging import setup_logging
 from keel.core.service import ServiceSpec
 from keel.core.settings import Settings
@@ -37,17 +38,8 @@ class _GracefulServer(uvicorn.Server):
 
 
 def _serve_http(fastapi_app: object, host: str, port: int, settings: Settings) -> None:
-    config = uvicorn.Config(
-        fastapi_app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_config=None,
-        timeout_graceful_shutdown=10,
-    )
-    _GracefulServer(config).run()
+    # httptools with a deadline on each request head (HTTP_HEADER_TIMEOUT_S): keel.core.http_server.
+    _GracefulServer(server_config(fastapi_app, host, port, settings)).run()
 
 
 def _load(name: str) -> list[ServiceSpec]:
