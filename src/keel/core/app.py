@@ -9,9 +9,9 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
-from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from keel import __version__
+from keel.core.body_limit import EnvelopedBodyLimitMiddleware
 from keel.core.envelope import install_error_handlers
 from keel.core.health import ReadinessCheck, health_router
 from keel.core.middleware import EdgeMiddleware
@@ -56,7 +56,7 @@ def create_app(
     )
     install_error_handlers(app)
     # Inside the edge: counts streamed bodies; a route's own `max_body_size` overrides it (uploads).
-    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    app.add_middleware(EnvelopedBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     app.add_middleware(
         EdgeMiddleware,
         timeout_s=settings.request_timeout_s,

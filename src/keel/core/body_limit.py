@@ -1,0 +1,50 @@
+"""Starlette's request-body limit, its 413 answered in Keel's error envelope.
+
+Starlette counts streamed (chunked) bodies and honours per-route limits (uploads), but when a request
+declares a Content-Length over the limit it replaces whatever the app answered with a plain-text
+"Content Too Large". That happens on services whose uploads raise the edge's limit (tickets): their
+JSON routes still stop at MAX_BODY_BYTES, and the answer must be the envelope like every other error.
+"""
+
+from __future__ import annotations
+
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.types import Message, Receive, Scope, Send
+
+from keel.core.envelope import error_body
+
+
+class EnvelopedBodyLimitMiddleware(RequestBodyLimitMiddleware):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body: bytes | None = None  # the envelope, once Starlette's plain-text 413 has started
+
+        async def enveloped(message: Message) -> None:
+            nonlocal body
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                content_type = dict(message.get("headers", ())).get(b"content-type", b"")
+                if content_type.startswith(b"text/plain"):
+                    body = error_body(
+                        "payload_too_large",
+                        f"request body is larger than {self.max_body_size} bytes",
+                        request_id=scope.get("state", {}).get("request_id"),
+                    )
+            if body is None:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 413,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+            elif not message.get("more_body", False):
+                await send({"type": "http.response.body", "body": body})
+
+        await super().__call__(scope, receive, enveloped)
