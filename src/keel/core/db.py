@@ -41,6 +41,12 @@ def libpq_dsn(dsn: str) -> str:
     return urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
+def _loopback_without_ssl_setting(url: str) -> bool:
+    parts = urlsplit(url)
+    has_ssl = any(key == "ssl" for key, _ in parse_qsl(parts.query))
+    return not has_ssl and parts.hostname in {"127.0.0.1", "localhost", "::1"}
+
+
 async def _drop_if_dead(conn: AsyncConnection, driver: asyncpg.Connection) -> bool:
     """Invalidate a connection the server closed (restart, failover, killed backend).
 
@@ -59,14 +65,22 @@ class Database:
         self.engine = engine
 
     @classmethod
-    def connect(cls, dsn: str, *, pool_size: int = 10, connect_timeout_s: float = 2.0) -> Database:
+    def connect(cls, dsn: str, *, pool_size: int = 32, connect_timeout_s: float = 2.0) -> Database:
+        url = normalize_dsn(dsn)
+        # Fail fast when PostgreSQL is down or restarting; the pool drops dead connections itself.
+        connect_args: dict[str, Any] = {"timeout": connect_timeout_s, "command_timeout": 30}
+        if _loopback_without_ssl_setting(url):
+            connect_args["ssl"] = False  # asyncpg's default `prefer` tries TLS first on every connect
         engine = create_async_engine(
-            normalize_dsn(dsn),
+            url,
+            # `pool_size` is the cap, opened lazily up to the peak concurrency, and no overflow: an
+            # overflow connection is closed at check-in and reopened by the next burst (a connect, type
+            # introspection and its prepared statements lost each time). Beyond the cap callers wait
+            # up to `pool_timeout` for a connection.
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=0,
             pool_timeout=connect_timeout_s,
-            # Fail fast when PostgreSQL is down or restarting; the pool drops dead connections itself.
-            connect_args={"timeout": connect_timeout_s, "command_timeout": 30},
+            connect_args=connect_args,
             pool_recycle=1800,
         )
         return cls(engine)

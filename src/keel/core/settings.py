@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".keel"), validation_alias="KEEL_DATA_DIR")
     request_timeout_s: float = Field(default=5.0, gt=0, validation_alias="REQUEST_TIMEOUT_S")
     max_body_bytes: int = Field(default=1_000_000, gt=0, validation_alias="MAX_BODY_BYTES")
-    db_pool_size: int = Field(default=10, ge=1, validation_alias="DB_POOL_SIZE")
+    # The most connections a process opens (lazily, kept, no overflow): its expected concurrency.
+    # Mind PostgreSQL's max_connections (100 by default) across processes.
+    db_pool_size: int = Field(default=32, ge=1, validation_alias="DB_POOL_SIZE")
     db_connect_timeout_s: float = Field(default=2.0, gt=0, validation_alias="DB_CONNECT_TIMEOUT_S")
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
 
