@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 from bench import limits, profile
 from bench.report import Row, Sample, median
@@ -104,8 +106,18 @@ async def _wait(predicate: Callable[[], bool], deadline_s: float) -> None:
         await asyncio.sleep(POLL_S)
 
 
-async def relay_once(db: Database, bus: KafkaBus, settings: Settings, events: int) -> tuple[float, float]:
-    """(relay msg/s, raw producer msg/s) for the same `events` rows, on a topic of their own."""
+@dataclass(frozen=True)
+class RelayRun:
+    relay_rate: float
+    raw_rate: float
+    # CPU of this process (user + system) per message: the relay and the raw producer both run here,
+    # and on a shared machine CPU per message moves far less than the rates.
+    relay_cpu_us: float
+    raw_cpu_us: float
+
+
+async def relay_once(db: Database, bus: KafkaBus, settings: Settings, events: int) -> RelayRun:
+    """The relay and the raw producer over the same `events` rows, on a topic of their own."""
     topic = f"bench-relay-{uuid.uuid4().hex[:8]}"
     await bus.ensure_topics([topic])
     async with db.connection() as conn:
@@ -115,19 +127,21 @@ async def relay_once(db: Database, bus: KafkaBus, settings: Settings, events: in
     relay, producer = relay_for(db, bus, settings)
     await producer.start()
     try:
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         task = asyncio.create_task(relay.run())
         await _wait(lambda: relay.published >= events, DRAIN_DEADLINE_S)
         relay_rate = events / (time.perf_counter() - began)
+        relay_cpu = time.process_time() - cpu
         await relay.stop()
         await task
     finally:
         await producer.stop()
     messages = [to_message(r) for r in rows]
-    raw_rate = await limits.raw_produce(
-        ctx_brokers(bus), topic, [(m.key or b"", m.value or b"") for m in messages], bus.linger_ms
-    )
-    return relay_rate, raw_rate
+    values = [(m.key or b"", m.value or b"") for m in messages]
+    cpu = time.process_time()  # includes the producer's start and stop: a few µs per message at most
+    raw_rate = await limits.raw_produce(ctx_brokers(bus), topic, values, bus.linger_ms)
+    raw_cpu = time.process_time() - cpu
+    return RelayRun(relay_rate, raw_rate, relay_cpu / events * 1e6, raw_cpu / events * 1e6)
 
 
 def ctx_brokers(bus: KafkaBus) -> str:
@@ -183,7 +197,7 @@ async def profile_relay(ctx: Context, db: Database, bus: KafkaBus, settings: Set
     relay_task = asyncio.create_task(relay_once(db, bus, settings, events))
     await asyncio.sleep(PROFILE_SETTLE_S)
     shown, error = await profile.run_spy(os.getpid(), out)
-    relay_rate, _ = await relay_task
+    relay_rate = (await relay_task).relay_rate
     if error:
         return error
     context = (
@@ -199,18 +213,19 @@ class RelayWorkload:
         events = ctx.cfg.broker_events
         async with connected(ctx) as (db, bus, settings):
             await relay_once(db, bus, settings, events // 4)  # warm-up: connections, topic metadata
-            figures, raw = [], []
+            figures, raw, cpu = [], [], []
             for _ in range(ctx.cfg.runs):
-                relay_rate, raw_rate = await relay_once(db, bus, settings, events)
+                run = await relay_once(db, bus, settings, events)
+                cpu.append((run.relay_cpu_us, run.raw_cpu_us))
                 figures.append(
                     Sample(
-                        relay_rate,
+                        run.relay_rate,
                         f"OutboxRelay(batch_size={settings.outbox_batch_size}, shards={settings.outbox_shards}) over {events:,} rows",
                     )
                 )
                 raw.append(
                     Sample(
-                        raw_rate,
+                        run.raw_rate,
                         f"AIOKafkaProducer(acks=all, linger_ms={bus.linger_ms}): send all {events:,}, then await acks",
                     )
                 )
@@ -226,6 +241,8 @@ class RelayWorkload:
                 median(raw),
                 "msg/s",
                 RELAY_TARGET_RATIO,
+                note="bench-process CPU per message (median): relay "
+                f"{statistics.median(c[0] for c in cpu):.0f} µs, raw producer {statistics.median(c[1] for c in cpu):.0f} µs",
             ),
             Row(
                 f"outbox relay lag p99 while writing {ctx.cfg.lag_write_rate:,} events/s",

@@ -1,6 +1,7 @@
 """A relay in a process of its own, for tests that kill it: `python -m tests.support.outbox_relay_process
-DSN BROKERS SHARDS BATCH`. With KEEL_CRASH_POINTS=outbox.after_send it dies like `kill -9` right
-after the broker acked its first batch, before that batch is marked published."""
+DSN BROKERS SHARDS BATCH [CONCURRENCY]`. With KEEL_CRASH_POINTS=outbox.after_send it dies like
+`kill -9` right after the broker acked its first batch, before that batch is marked published. With
+CONCURRENCY (default 1) batches in flight, up to that many batches may have reached the broker."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from keel.core.db import Database
 from keel.core.outbox import OutboxRelay
 
 
-async def main(dsn: str, brokers: str, shards: int, batch_size: int) -> None:
+async def main(dsn: str, brokers: str, shards: int, batch_size: int, concurrency: int) -> None:
     db = Database.connect(dsn, pool_size=2)
     bus = KafkaBus(brokers.split(","), idempotence=False)
     producer = bus.producer()
     await producer.start()
-    relay = OutboxRelay(db, producer, shards=shards, batch_size=batch_size, name="relay-subprocess")
+    relay = OutboxRelay(
+        db, producer, shards=shards, batch_size=batch_size, concurrency=concurrency, name="relay-subprocess"
+    )
     try:
         await relay.run()
     finally:
@@ -27,4 +30,5 @@ async def main(dsn: str, brokers: str, shards: int, batch_size: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    concurrency = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), concurrency))

@@ -150,6 +150,8 @@ class Outbox:
 
 def load_headers(raw: str) -> Headers:
     """Read the `headers` column back: an object of name → text, or a list of [name, text] pairs."""
+    if raw == "{}":
+        return ()  # most rows carry no trace context: skip the parse
     data = orjson.loads(raw)
     pairs = data.items() if isinstance(data, dict) else data
     return tuple((str(name), str(value).encode()) for name, value in pairs)
