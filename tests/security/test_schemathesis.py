@@ -120,3 +120,61 @@ def test_no_server_errors_and_every_response_matches_its_schema(
     print(f"\nschemathesis {name}: {cases} cases, {len(failures)} failures (5xx or schema mismatches)")
     assert not failures, "\n".join(failures[:20])
     assert cases > 0
+
+
+def test_tickets_stateful_through_inferred_links_no_server_errors_and_schema_holds(
+    fresh_pg_dsn: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scenarios chained through the links schemathesis infers (create → get / close / attach / list by the
+    created id), one user per scenario so that each chain reaches real tickets, not 404s."""
+    monkeypatch.setenv("TICKETS_RATE_LIMIT", "")
+    values = {"postgres_dsn": fresh_pg_dsn, "redis_url": redis_url, "data_dir": tmp_path / "keel"}
+    schema = schemathesis.openapi.from_path(ROOT / "api" / "openapi" / SERVICES["tickets"])
+    stats = {"scenarios": 0, "calls": 0, "linked": 0, "linked_2xx": 0}
+    failures: list[str] = []
+
+    with served("tickets", {**values, "kafka_idempotence": False}) as base_url:
+
+        class Tickets(schema.as_state_machine()):  # type: ignore[misc]
+            def setup(self) -> None:
+                stats["scenarios"] += 1
+                self.user = {"X-User-Id": f"stateful-{stats['scenarios']}"}
+
+            def step(self, input: Any) -> Any:
+                output = super().step(input)
+                stats["calls"] += 1
+                if input.transition is not None and input.is_applied:
+                    stats["linked"] += 1
+                    stats["linked_2xx"] += 200 <= output.response.status_code < 300
+                return output
+
+            def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+                return {"base_url": base_url, "headers": self.user, "timeout": 10}
+
+            def validate_response(
+                self, response: Any, case: Any, additional_checks: Any = None, **kw: Any
+            ) -> None:
+                try:
+                    case.validate_response(
+                        response, checks=[checks.not_a_server_error, checks.response_schema_conformance]
+                    )
+                except FailureGroup as exc:
+                    failures.append(f"{case.operation.label}: {response.status_code} {str(exc)[:600]}")
+
+        Tickets.run(
+            settings=settings(
+                max_examples=EXAMPLES,
+                stateful_step_count=6,
+                database=None,
+                deadline=None,
+                derandomize=DERANDOMIZE,
+                suppress_health_check=list(HealthCheck),
+            )
+        )
+    print(
+        f"\nschemathesis tickets stateful: {stats['scenarios']} scenarios, {stats['calls']} calls, "
+        f"{stats['linked']} through links ({stats['linked_2xx']} of them 2xx on a created ticket), "
+        f"{len(failures)} failures (5xx or schema mismatches)"
+    )
+    assert not failures, "\n".join(failures[:20])
+    assert stats["linked_2xx"] > 0, "no chain reached a created ticket: the links do not work"
