@@ -107,3 +107,31 @@ def test_complete_requests_are_served_while_many_slowloris_connections_are_cut_o
         f"\nslowloris: {attackers} trickling connections all closed (slowest after {max(closed):.1f}s); "
         f"20/20 normal requests 200 meanwhile; a slow complete head 200"
     )
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length body, leaving the connection open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(v)
+        for k, _, v in (h.partition(b":") for h in head.split(b"\r\n"))
+        if k.lower() == b"content-length"
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def test_the_next_request_on_a_kept_alive_connection_has_its_own_head_deadline(base_url):
+    with connect(base_url) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: keel\r\n\r\n")
+        first = read_response(sock)
+        # Trickling bytes resets uvicorn's keep-alive timer; only the head deadline ends this.
+        closed_s = trickle_until_closed(sock)
+    assert first.startswith(b"HTTP/1.1 200")
+    print(
+        f"\nslowloris on a kept-alive connection: first request 200, trickled second head closed after {closed_s:.1f}s"
+    )
