@@ -9,12 +9,14 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
+from starlette.types import Receive, Scope, Send
 
 from keel import __version__
 from keel.core.body_limit import EnvelopedBodyLimitMiddleware
 from keel.core.envelope import install_error_handlers
+from keel.core.fastpath import FastEdge, FastRoutes
 from keel.core.health import ReadinessCheck, health_router
-from keel.core.middleware import EdgeMiddleware
+from keel.core.middleware import EdgeMiddleware, HttpMetrics
 from keel.core.settings import Settings
 
 
@@ -31,6 +33,18 @@ class ErrorEnvelope(BaseModel):
     error: ErrorBody
 
 
+class KeelApp(FastAPI):
+    """FastAPI whose fast routes (keel.core.fastpath) are answered before its middleware stack."""
+
+    fast_edge: FastEdge | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        edge = self.fast_edge
+        if edge is not None and scope["type"] == "http" and await edge(scope, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the error statuses a route can return (one shared schema)."""
     return {s: {"model": ErrorEnvelope, "description": HTTPStatus(s).phrase} for s in statuses}
@@ -45,9 +59,11 @@ def create_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     description: str = "",
     max_route_body_bytes: int | None = None,
+    fast_routes: FastRoutes | None = None,
 ) -> FastAPI:
-    """`max_route_body_bytes`: the largest body any route accepts (upload routes set their own limit)."""
-    app = FastAPI(
+    """`max_route_body_bytes`: the largest body any route accepts (upload routes set their own limit);
+    `fast_routes`: GET routes answered before the FastAPI stack (filled once the services are wired)."""
+    app = KeelApp(
         title=title,
         version=__version__,
         description=description,
@@ -57,11 +73,15 @@ def create_app(
     install_error_handlers(app)
     # Inside the edge: counts streamed bodies; a route's own `max_body_size` overrides it (uploads).
     app.add_middleware(EnvelopedBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    metrics = HttpMetrics()
     app.add_middleware(
         EdgeMiddleware,
         timeout_s=settings.request_timeout_s,
         max_body_bytes=max(settings.max_body_bytes, max_route_body_bytes or 0),
+        metrics=metrics,
     )
+    if fast_routes is not None:
+        app.fast_edge = FastEdge(fast_routes, timeout_s=settings.request_timeout_s, metrics=metrics)
     app.include_router(health_router(readiness))
     for router in routers:
         app.include_router(router)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from contextvars import ContextVar
 
 _request_id: ContextVar[str | None] = ContextVar("keel_request_id", default=None)
@@ -12,7 +12,8 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex characters, like uuid4().hex at a fraction of its cost per request.
+    return os.urandom(16).hex()
 
 
 def accept_request_id(candidate: str | None) -> str:

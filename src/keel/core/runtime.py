@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from keel.core.app import create_app
 from keel.core.devbus import dev_bus_router
+from keel.core.fastpath import FastRoutes
 from keel.core.infra import Infra, open_infra
 from keel.core.outbox import OutboxRelay, OutboxRetention
 from keel.core.retention import InboxRetention
@@ -39,6 +41,12 @@ async def start_relay(infra: Infra, stack: AsyncExitStack) -> OutboxRelay:
     )
 
 
+def _get_templates(routers: Sequence[APIRouter]) -> set[str]:
+    """The path templates of the routers' GET routes (included in the app without a prefix)."""
+    routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
+    return {r.path for r in routes if "GET" in (r.methods or ())}
+
+
 def build_app(
     specs: Sequence[ServiceSpec],
     settings: Settings,
@@ -59,6 +67,7 @@ def build_app(
     topics = sorted({t for s in specs for t in s.topics})
     needs_db = any(s.uses_database for s in specs)
     state: dict[str, object] = {}
+    fast_routes = FastRoutes()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +87,8 @@ def build_app(
                 for closer in wiring.closers:
                     stack.push_async_callback(closer)
                 workers.extend(wiring.workers)
+                if serve_routes:
+                    fast_routes.add(wiring.fast_routes, served=served)
             if run_workers and needs_db:
                 workers.append(InboxRetention(infra.require_db(), max_age_s=settings.inbox_retention_s))
             app.state.infra = infra
@@ -97,6 +108,7 @@ def build_app(
             try:
                 yield
             finally:
+                fast_routes.clear()  # their use cases close with the lifespan
                 await supervisor.stop()
                 log.info("keel %s stopped", names)
 
@@ -105,7 +117,9 @@ def build_app(
         routers.append(signed_files_router())
     if serve_routes and embedded and topics:
         routers.append(dev_bus_router(topics))
+    served = _get_templates(routers)
     max_route_body = max((s.max_body_bytes or 0 for s in specs), default=0) or None
+    tracing = setup_tracing(f"keel-{names.replace(', ', '-')}", settings.otel_exporter_otlp_endpoint)
     app = create_app(
         title=title or f"Keel {names}",
         description=specs[0].description if len(specs) == 1 else "",
@@ -114,7 +128,9 @@ def build_app(
         readiness=lambda: state["infra"].checks if "infra" in state else [],  # type: ignore[attr-defined]
         lifespan=lifespan,
         max_route_body_bytes=max_route_body,
+        # Spans come from the OpenTelemetry middleware inside the stack: traced, every request takes it.
+        fast_routes=None if tracing else fast_routes,
     )
-    if setup_tracing(f"keel-{names.replace(', ', '-')}", settings.otel_exporter_otlp_endpoint):
+    if tracing:
         instrument_app(app)
     return app

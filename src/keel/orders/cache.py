@@ -36,12 +36,17 @@ class OrderCache:
         return len(self._entries)
 
     def get(self, order_uid: str) -> bytes | None:
-        body = self._entries.get(order_uid)
+        body = self.hit(order_uid)
         if body is None:
             self._misses.inc()
-            return None
-        self._entries.move_to_end(order_uid)
-        self._hits.inc()
+        return body
+
+    def hit(self, order_uid: str) -> bytes | None:
+        """`get` for a caller that falls back to `get` on None: counts hits only."""
+        body = self._entries.get(order_uid)
+        if body is not None:
+            self._entries.move_to_end(order_uid)
+            self._hits.inc()
         return body
 
     def put_many(self, entries: Iterable[tuple[str, bytes]]) -> None:

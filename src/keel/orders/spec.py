@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from keel.core.consumer import ConsumerRunner, RetryPolicy
 from keel.core.infra import Infra
 from keel.core.service import ServiceSpec, Wiring
-from keel.orders.api import order_router, page_router
+from keel.orders.api import order_fast_route, order_router, page_router
 from keel.orders.cache import OrderCache
 from keel.orders.handlers import ingest_handler
 from keel.orders.schemas import ORDER_EVENT
@@ -64,7 +64,7 @@ async def wire(infra: Infra) -> Wiring:
         default_event_type=ORDER_EVENT,
         name="orders-ingest",
     )
-    return Wiring(state={"orders": service}, workers=[runner])
+    return Wiring(state={"orders": service}, workers=[runner], fast_routes=[order_fast_route(service)])
 
 
 _TOPICS = OrderSettings()
