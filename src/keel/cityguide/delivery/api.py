@@ -1,15 +1,18 @@
-"""Delivery prefetch routes: the next audio of a route as signed links, and the CDN-side verifier."""
+"""Delivery prefetch routes: the next audio of a route as signed links (also answered at the edge for
+a plain query, keel.core.fastpath), and the CDN-side verifier."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Scope
 
 from keel.cityguide.delivery.schemas import Prefetch
 from keel.cityguide.delivery.service import DeliveryService
 from keel.core.app import error_responses
+from keel.core.fastpath import FastResponse, FastRoute, simple_query
 from keel.core.link_guard import LinkGuard, link_guard
 
 
@@ -20,24 +23,56 @@ async def _service(request: Request) -> DeliveryService:
 
 Service = Annotated[DeliveryService, Depends(_service)]
 
+PREFETCH_PATH = "/delivery/prefetch"
+# The query's bounds, declared once for the FastAPI route and the fast route.
+ROUTE_ID_MAX, AFTER_MAX, NEXT_MAX, NEXT_DEFAULT = 200, 128, 50, 3
+_PREFETCH_QUERY = frozenset({"route_id", "next", "after"})
+
+
+def prefetch_fast_route(service: DeliveryService) -> FastRoute:
+    """The prefetch page at the edge when the query is plain and within bounds; anything else goes to
+    the FastAPI route, which validates it (422) exactly as documented."""
+
+    async def prefetch(scope: Scope, params: dict[str, str]) -> FastResponse | None:
+        query = simple_query(scope["query_string"], _PREFETCH_QUERY)
+        if query is None:
+            return None
+        route_id, after = query.get("route_id", ""), query.get("after")
+        count = query.get("next", str(NEXT_DEFAULT))
+        if not (
+            0 < len(route_id) <= ROUTE_ID_MAX
+            and (after is None or len(after) <= AFTER_MAX)
+            and count.isascii()
+            and count.isdigit()
+            and 1 <= int(count) <= NEXT_MAX
+        ):
+            return None
+        return FastResponse(await service.prefetch(route_id, int(count), after))
+
+    return FastRoute(PREFETCH_PATH, prefetch)
+
 
 def build_router() -> APIRouter:
     router = APIRouter(tags=["delivery-prefetch"])
 
     @router.get(
-        "/delivery/prefetch",
+        PREFETCH_PATH,
+        response_model=Prefetch,
         summary="Up to `next` ready audio files of a route, in story order, as signed CDN links",
         responses=error_responses(404, 422),
     )
     async def prefetch(
         service: Service,
-        route_id: Annotated[str, Query(min_length=1, max_length=200)],
-        count: Annotated[int, Query(alias="next", ge=1, le=50, description="how many (1..50)")] = 3,
+        route_id: Annotated[str, Query(min_length=1, max_length=ROUTE_ID_MAX)],
+        count: Annotated[
+            int, Query(alias="next", ge=1, le=NEXT_MAX, description="how many (1..50)")
+        ] = NEXT_DEFAULT,
         after: Annotated[
-            str | None, Query(min_length=1, max_length=128, description="the last audio id the client has")
+            str | None,
+            Query(min_length=1, max_length=AFTER_MAX, description="the last audio id the client has"),
         ] = None,
-    ) -> Prefetch:
-        return await service.prefetch(route_id, count, after)
+    ) -> Response:
+        return Response(await service.prefetch(route_id, count, after), media_type="application/json")
 
     @router.get(
         "/cdn/audio/{audio_id}",

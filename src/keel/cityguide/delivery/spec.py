@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter
 
 from keel.cityguide import topics
-from keel.cityguide.delivery.api import build_router
+from keel.cityguide.delivery.api import build_router, prefetch_fast_route
 from keel.cityguide.delivery.service import DeliveryService
 from keel.cityguide.delivery.settings import DeliverySettings
 from keel.cityguide.delivery.store import MemoryReadyAudioStore, ReadyAudioStore, RedisReadyAudioStore
@@ -51,7 +51,7 @@ async def wire(infra: Infra) -> Wiring:
         link_ttl_s=s.link_ttl_sec,
         base_url=s.public_base_url,
     )
-    wiring = Wiring(state={"delivery": service})
+    wiring = Wiring(state={"delivery": service}, fast_routes=[prefetch_fast_route(service)])
     if not s.uses_kafka and not infra.embedded:
         log.warning("KAFKA_BROKERS is not set: delivery-prefetch runs without a tts.completed consumer")
         return wiring

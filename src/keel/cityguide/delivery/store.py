@@ -65,11 +65,28 @@ class MemoryReadyAudioStore:
         return entry
 
 
+# One round trip for a page: the rank of `after` (when given), the ids after it and their details.
+# nil (None) when `after` is not listed, so "unknown" and "nothing ready yet" stay apart.
+_NEXT_PAGE = """
+local start = 0
+if #ARGV > 1 then
+  local rank = redis.call('ZRANK', KEYS[1], ARGV[2])
+  if not rank then return false end
+  start = rank + 1
+end
+local ids = redis.call('ZRANGE', KEYS[1], start, start + tonumber(ARGV[1]) - 1)
+if #ids == 0 then return {} end
+return redis.call('HMGET', KEYS[2], unpack(ids))
+"""
+
+
 class RedisReadyAudioStore:
     def __init__(self, redis: aioredis.Redis, ttl_s: int, *, prefix: str = "keel:") -> None:
         self._redis = redis
         self._ttl_s = ttl_s
         self._prefix = f"{prefix}cityguide:ready:"
+        # EVALSHA, loading the script again after a Redis restart forgot it.
+        self._next_page = redis.register_script(_NEXT_PAGE)
 
     def _keys(self, route_id: str) -> tuple[str, str]:
         base = f"{self._prefix}{route_id}"
@@ -85,15 +102,8 @@ class RedisReadyAudioStore:
             await pipe.execute()
 
     async def next(self, route_id: str, count: int, after: str | None = None) -> list[ReadyAudio]:
-        order, details = self._keys(route_id)
-        start = 0
-        if after is not None:
-            rank: int | None = await self._redis.zrank(order, after)  # type: ignore[assignment]
-            if rank is None:
-                raise UnknownAudio(after)
-            start = rank + 1
-        ids: list[bytes] = await self._redis.zrange(order, start, start + count - 1)  # type: ignore[assignment]
-        if not ids:
-            return []
-        raw: list[bytes | str | None] = await self._redis.hmget(details, ids)
+        args: list[str | int] = [count] if after is None else [count, after]
+        raw: list[bytes | None] | None = await self._next_page(keys=self._keys(route_id), args=args)
+        if raw is None:
+            raise UnknownAudio(after)
         return [ReadyAudio(**orjson.loads(r)) for r in raw if r is not None]
