@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 LINT_PATHS := src tests $(wildcard bench)
 
-.PHONY: run test lint fmt bench chaos demo migrate lock clean
+.PHONY: run test lint fmt bench soak chaos demo migrate lock clean
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --locked --python $(PYTHON)
@@ -36,6 +36,10 @@ fmt: $(VENV)/.synced
 # Every hot path beside its limit, measured in one run (~6 min on 2 cores); table in bench/results/latest.md.
 bench: $(VENV)/.synced
 	$(BIN)/python -m bench.run
+
+# `keel up` under create load for 10 minutes: RSS growth from the post-warm-up level (≤ 10 %); bench/results/soak.md.
+soak: $(VENV)/.synced
+	$(BIN)/python -m bench.soak
 
 # Against a running platform (`make run` in another terminal); DEMO_ARGS="--brokers host:9092" etc.
 demo: $(VENV)/.synced

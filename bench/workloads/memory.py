@@ -65,6 +65,6 @@ class MemoryWorkload:
                 None,
                 text=text,
                 note=f"POSTGRES_DSN=<scratch-db> REDIS_URL=<private> TICKETS_RATE_LIMIT='' keel up; psutil every {SAMPLE_S}s; "
-                "10-minute soak: not run yet",
+                "10-minute soak: `make soak` → bench/results/soak.md",
             )
         ]
