@@ -91,8 +91,10 @@ class Consumer:
         return self.log.read_text(errors="replace")[-3000:]
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(scope="session")
 async def zygote() -> AsyncIterator[Zygote]:
+    """Session-scoped and first among the test's fixtures: its imports overlap with the broker's
+    and the template database's start."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -202,11 +204,11 @@ async def kill_once_some_are_stored(
 
 
 async def test_consumer_killed_mid_batch_and_after_commit_loses_nothing_and_duplicates_nothing(
+    zygote: Zygote,
     fresh_pg_dsn: str,
     kafka_brokers: list[str],
     producer: Producer,
     store: Store,
-    zygote: Zygote,
     tmp_path: Path,
 ) -> None:
     rng = random.Random(uuid.uuid4().int)
