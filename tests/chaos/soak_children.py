@@ -56,10 +56,13 @@ class WorkerChild:
         if self._warm is None:
             self._warm = await self._spawn(not armed)
 
-    async def crash(self, nudge: Callable[[], Awaitable[None]], deadline_s: float = 120.0) -> None:
+    async def crash(self, nudge: Callable[[], Awaitable[None]], deadline_s: float = 120.0) -> str:
         """Stop the running life cleanly, run one armed with the crash point, see it die there, and
-        restart unarmed. `nudge` is called each second it runs alive (to give it work to act on)."""
+        restart unarmed. `nudge` is called each second it runs alive (to give it work to act on).
+        Returns where the time went."""
+        began = time.monotonic()
         assert await self.stop() == 0, self.log_tail()
+        stopped = time.monotonic()
         await self.start(armed=True)
         await self.ready()
         started = time.monotonic()
@@ -68,7 +71,12 @@ class WorkerChild:
             await nudge()
         assert code == CRASH_EXIT, f"{self.kind} exited {code}, not at {self.crash_point}:\n{self.log_tail()}"
         self.kills += 1
+        died = time.monotonic()
         await self.start()
+        return (
+            f"stop {stopped - began:.1f} s, armed life ready {started - stopped:.1f} s, "
+            f"at {self.crash_point} {died - started:.1f} s later"
+        )
 
     async def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM (a clean stop) once it is ready; SIGKILL if it has not exited after `timeout_s`."""

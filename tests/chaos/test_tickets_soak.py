@@ -126,18 +126,18 @@ class Faults:
         self.blackholes = 0
         self.resets = 0
 
-    async def run(self, step: str, load: Load) -> None:
+    async def run(self, step: str, load: Load) -> str:
+        """Inflict `step`; returns what it took."""
         if step == "relay kill":
-            await self.relay.crash(load.nudge)
-        elif step == "consumer kill":
-            await self.consumer.crash(load.nudge)
-        elif step == "blackhole":
+            return await self.relay.crash(load.nudge)
+        if step == "consumer kill":
+            return await self.consumer.crash(load.nudge)
+        if step == "blackhole":
             self.proxy.set_mode("blackhole")
             await asyncio.sleep(self.outage_s)  # the outage itself, not a wait for a result
             self.blackholes += 1
-            self._reset()
-        else:
-            self._reset()
+        self._reset()
+        return "then reset" if step == "blackhole" else "all connections"
 
     def _reset(self) -> None:
         self.proxy.set_mode("reset")
@@ -157,9 +157,12 @@ async def _drive(faults: Faults, load: Load) -> None:
         upto = SCHEDULE[i + 1][0] if i + 1 < len(SCHEDULE) else 1.0
         load.allow(int(upto * load.total))
         began = time.monotonic()
-        await faults.run(step, load)
-        # Progress on stdout: when a run fails or hangs, this says how far it got.
-        print(f"soak: {step} at {len(load.ids)} creates took {time.monotonic() - began:.1f} s", flush=True)
+        detail = await faults.run(step, load)
+        # Progress on stdout: when a run fails or hangs, this says how far it got and where time went.
+        print(
+            f"soak: {step} at {len(load.ids)} creates took {time.monotonic() - began:.1f} s ({detail})",
+            flush=True,
+        )
     load.allow(load.total)
 
 
