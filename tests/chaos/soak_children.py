@@ -56,7 +56,7 @@ class WorkerChild:
         if self._warm is None:
             self._warm = await self._spawn(not armed)
 
-    async def crash(self, nudge: Callable[[], Awaitable[None]], deadline_s: float = 120.0) -> str:
+    async def crash(self, nudge: Callable[[], Awaitable[None]], deadline_s: float = 180.0) -> str:
         """Stop the running life cleanly, run one armed with the crash point, see it die there, and
         restart unarmed. `nudge` is called each second it runs alive (to give it work to act on).
         Returns where the time went."""
