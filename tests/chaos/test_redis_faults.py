@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 
 from keel.tickets.spec import SPEC
 from tests.chaos.conftest import chaos_scale
@@ -135,7 +136,8 @@ async def test_tickets_keep_their_promises_while_redis_is_cut_and_recover_after(
     before = await _create(client, traffic, user, "before", -1)
     assert await _list(client, traffic, user) == {before}  # now cached in Redis
 
-    redis_proxy.set_mode("reset")  # the pooled connections die first, as in a restart
+    # The pooled connections stay as the fault finds them: drop-response delivers what is sent on
+    # them (a reply lost, not a request), refuse and reset tear them down themselves.
     redis_proxy.set_mode(fault, latency_s=LATENCY_S, jitter_s=JITTER_S)
     keys = [f"k{n}" for n in range(CREATES * chaos_scale())]
     during = await _keyed_creates(client, traffic, user, keys)
@@ -168,3 +170,27 @@ async def test_tickets_keep_their_promises_while_redis_is_cut_and_recover_after(
     assert traffic.server_errors == 0
     assert duplicates == 0 and by_key == {**during, "before": before, "after": after}
     assert max(traffic.seconds + probes.seconds) < BOUND_S
+
+
+async def test_a_keyed_create_whose_redis_replies_were_lost_is_replayed_not_409_after(
+    client: httpx.AsyncClient, redis_proxy: TcpProxy, private_redis: servers.ChildServer
+) -> None:
+    """The reservation reached Redis, its reply and the completion did not: the key stays "pending"
+    there for its hour. A retry must still answer the ticket PostgreSQL committed (it was 409)."""
+    traffic, user = Traffic(), f"redis-{uuid.uuid4().hex[:8]}"
+    await _create(client, traffic, user, "warm-up", 0)  # a pooled connection for the reservation
+    redis_proxy.set_mode("drop-response")
+    first = await _create(client, traffic, user, "lost", 1)
+    redis_proxy.set_mode("pass")
+    direct = aioredis.from_url(f"redis://127.0.0.1:{private_redis.port}/0")
+    try:
+        stuck = await direct.get(f"idem:{user}:lost")
+    finally:
+        await direct.aclose()
+    assert stuck is not None and b'"pending"' in stuck, stuck
+
+    response = await traffic.timed(
+        client.post("/v1/tickets", json=_body(1), headers={"X-User-Id": user, "Idempotency-Key": "lost"})
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["id"] == first and response.headers["Idempotent-Replayed"] == "true"

@@ -116,6 +116,12 @@ class TicketService:
             if reservation.state is State.IN_FLIGHT:
                 if reservation.request_hash != request_hash:
                     raise Unprocessable("Idempotency-Key was already used with a different request body")
+                # A reservation whose completion never reached Redis (its reply or the write lost,
+                # a crash after the commit) would answer 409 for its whole TTL: ask PostgreSQL.
+                async with self.db.connection() as conn:
+                    record = await conn.fetchrow(repository.IDEMPOTENCY_RECORD, user, key)
+                if record is not None:
+                    return await self._replay_durable(user, key, request_hash, record)
                 raise Conflict("a request with this Idempotency-Key is still in progress")
             reserved = reservation.state is State.NEW
         try:
@@ -164,18 +170,20 @@ class TicketService:
         if not created:
             # Only a keyed create can find its key taken.
             assert record is not None and key is not None
-            replay = self._replay(
-                request_hash, record["request_hash"], record["status_code"], record["response"].encode()
-            )
-            await self.idempotency.complete(
-                user, key, record["request_hash"], replay.status_code, replay.body
-            )
-            return replay
+            return await self._replay_durable(user, key, request_hash, record)
         self.on_event_written()
         await self.cache.delete_prefix(_user_prefix(user))
         if key is not None:
             await self.idempotency.complete(user, key, request_hash, 201, body)
         return Created(201, body, replayed=False)
+
+    async def _replay_durable(self, user: str, key: str, request_hash: str, record: Any) -> Created:
+        """Answer a key from its durable record, and put the record back on the fast path."""
+        replay = self._replay(
+            request_hash, record["request_hash"], record["status_code"], record["response"].encode()
+        )
+        await self.idempotency.complete(user, key, record["request_hash"], replay.status_code, replay.body)
+        return replay
 
     @staticmethod
     def _replay(
