@@ -8,9 +8,12 @@ import asyncio
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from bench import profile
+from bench.loadgen import cpu_seconds
 from bench.procs import free_port, keel_bin, service
 from bench.report import Row
 from bench.workloads import Context
@@ -71,6 +74,14 @@ async def wait_until(
         await asyncio.sleep(POLL_S)
 
 
+async def profiled(spy: asyncio.Task[tuple[str, str | None]], out: Path, routes: int) -> str:
+    shown, error = await spy
+    if error:
+        return error
+    context = f"`{shown}` on `keel up` from the moment the {routes:,} route.confirmed were sent."
+    return profile.write("profile-cityguide", "cityguide burst (keel up)", context, out)
+
+
 class CityguideBurst:
     name = "cityguide"
 
@@ -85,12 +96,18 @@ class CityguideBurst:
         argv = [keel_bin(), "up", "--port", str(port)]
         prefix = f"bench-{ctx.run_id}-"
         routes = ctx.cfg.cityguide_routes
-        async with service(argv, env, ctx.logdir, "keel-up-cityguide", port):
+        async with service(argv, env, ctx.logdir, "keel-up-cityguide", port) as child:
             await confirm(ctx.brokers, [f"{prefix}warm"])
             await wait_until(ctx.dsn, f"{prefix}warm", 1, WARM_DEADLINE_S)
             burst = f"{prefix}r-"
+            out = ctx.logdir / "profile-cityguide.txt"
+            spy = asyncio.create_task(profile.run_spy(child.pid, out)) if ctx.cfg.profile else None
+            cpu = cpu_seconds(child.pid)
             await confirm(ctx.brokers, [f"{burst}{uuid.uuid4().hex[:8]}" for _ in range(routes)])
             completed, first_audio, p99, elapsed = await wait_until(ctx.dsn, burst, routes, DEADLINE_S)
+            cpu_ms = (cpu_seconds(child.pid) - cpu) / routes * 1000
+            if spy is not None:
+                ctx.notes.append(await profiled(spy, out, routes))
         p99_text = f"{p99:.2f} s" if p99 is not None else "—"
         return [
             Row(
@@ -100,7 +117,7 @@ class CityguideBurst:
                 "",
                 None,
                 text=f"{completed:,}/{routes:,} completed in {elapsed:.0f} s; {first_audio:,} with audio; "
-                f"route → first audio p99 {p99_text}",
+                f"route → first audio p99 {p99_text}; keel up CPU {cpu_ms:.1f} ms per route",
                 note=f"KAFKA_BROKERS=<private> TTS_MODE=instant "
                 f"keel up; {routes} route.confirmed sent at once by aiokafka; deadline {DEADLINE_S:g} s",
                 met_override=completed == routes and p99 is not None and p99 < TARGET_P99_S,

@@ -16,18 +16,20 @@ STEPS = ("story_generate", "tts_batch", "delivery")
 # several partitions at once), including handlers that only park an event for a route not known yet.
 LOCK_ROUTE = "SELECT pg_advisory_xact_lock(hashtextextended('cityguide:' || $1, 0))"
 
+# The workflow and its steps in one round trip; no steps when the workflow existed already.
 INSERT_WORKFLOW = """
-INSERT INTO cityguide_workflows (route_id, mode, lang, status, route, confirmed_at)
-VALUES ($1, $2, $3, 'running', $4::text::jsonb, $5)
-ON CONFLICT (route_id) DO NOTHING
-RETURNING route_id
-"""
-
-INSERT_STEPS = """
-INSERT INTO cityguide_workflow_steps (route_id, step, position, status, attempts, started_at)
-SELECT $1, s.step, s.n, CASE WHEN s.n = 1 THEN 'running' ELSE 'pending' END,
-       CASE WHEN s.n = 1 THEN 1 ELSE 0 END, CASE WHEN s.n = 1 THEN now() END
-FROM unnest($2::text[]) WITH ORDINALITY AS s(step, n)
+WITH w AS (
+    INSERT INTO cityguide_workflows (route_id, mode, lang, status, route, confirmed_at)
+    VALUES ($1, $2, $3, 'running', $4::text::jsonb, $5)
+    ON CONFLICT (route_id) DO NOTHING
+    RETURNING route_id
+), steps AS (
+    INSERT INTO cityguide_workflow_steps (route_id, step, position, status, attempts, started_at)
+    SELECT w.route_id, s.step, s.n, CASE WHEN s.n = 1 THEN 'running' ELSE 'pending' END,
+           CASE WHEN s.n = 1 THEN 1 ELSE 0 END, CASE WHEN s.n = 1 THEN now() END
+    FROM w CROSS JOIN unnest($6::text[]) WITH ORDINALITY AS s(step, n)
+)
+SELECT route_id FROM w
 """
 
 SELECT_WORKFLOW = "SELECT * FROM cityguide_workflows WHERE route_id = $1"
@@ -42,6 +44,7 @@ INSERT_JOBS = """
 INSERT INTO cityguide_tts_jobs (route_id, story_id, position, title, text, status, attempt)
 SELECT $1, j.story_id, j.position, j.title, j.text, 'pending', 1
 FROM unnest($2::text[], $3::int[], $4::text[], $5::text[]) AS j(story_id, position, title, text)
+RETURNING *
 """
 
 UPDATE_STEP = """
@@ -58,10 +61,29 @@ SET status = $2, updated_at = now(), completed_at = CASE WHEN $2 = 'completed' T
 WHERE route_id = $1
 """
 
-SET_FIRST_AUDIO = """
-UPDATE cityguide_workflows SET first_audio_at = $2, updated_at = now()
-WHERE route_id = $1 AND first_audio_at IS NULL
-RETURNING confirmed_at
+# A completed job in one round trip: the job, the route's first audio (when it is the first), the batch
+# step back to running when a restart left it pending, and how many other jobs are not completed yet.
+# Data-modifying CTEs all run, whether or not the outer query reads them; the count reads the
+# statement's snapshot, which is why it leaves this job out rather than relying on its update.
+COMPLETE_JOB = """
+WITH done AS (
+    UPDATE cityguide_tts_jobs
+    SET status = 'completed', audio_id = $3, duration_s = $4, error = NULL, updated_at = now()
+    WHERE route_id = $1 AND story_id = $2
+    RETURNING story_id
+), first AS (
+    UPDATE cityguide_workflows SET first_audio_at = $5, updated_at = now()
+    WHERE route_id = $1 AND first_audio_at IS NULL
+    RETURNING confirmed_at
+), resumed AS (
+    UPDATE cityguide_workflow_steps
+    SET status = 'running', error = NULL, finished_at = NULL
+    WHERE route_id = $1 AND step = 'tts_batch' AND status = 'pending'
+    RETURNING step
+)
+SELECT (SELECT confirmed_at FROM first) AS confirmed_at,
+       (SELECT count(*) FROM cityguide_tts_jobs
+        WHERE route_id = $1 AND story_id <> $2 AND status <> 'completed') AS unfinished
 """
 
 FINISH_JOB = """
@@ -101,11 +123,10 @@ async def insert_workflow(
     route: dict[str, Any],
     confirmed_at: datetime,
 ) -> bool:
-    created = await conn.fetchval(INSERT_WORKFLOW, route_id, mode, lang, dumps(route).decode(), confirmed_at)
-    if created is None:
-        return False
-    await conn.execute(INSERT_STEPS, route_id, list(STEPS))
-    return True
+    created = await conn.fetchval(
+        INSERT_WORKFLOW, route_id, mode, lang, dumps(route).decode(), confirmed_at, list(STEPS)
+    )
+    return created is not None
 
 
 async def workflow(conn: asyncpg.Connection, route_id: str) -> asyncpg.Record | None:
@@ -139,8 +160,11 @@ async def has_jobs(conn: asyncpg.Connection, route_id: str) -> bool:
     return bool(await conn.fetchval(COUNT_JOBS, route_id))
 
 
-async def insert_jobs(conn: asyncpg.Connection, route_id: str, stories: Sequence[dict[str, Any]]) -> None:
-    await conn.execute(
+async def insert_jobs(
+    conn: asyncpg.Connection, route_id: str, stories: Sequence[dict[str, Any]]
+) -> list[asyncpg.Record]:
+    """The new jobs, in story order."""
+    rows = await conn.fetch(
         INSERT_JOBS,
         route_id,
         [s["story_id"] for s in stories],
@@ -148,6 +172,7 @@ async def insert_jobs(conn: asyncpg.Connection, route_id: str, stories: Sequence
         [s["title"] for s in stories],
         [s["text"] for s in stories],
     )
+    return sorted(rows, key=lambda r: r["position"])
 
 
 async def set_step(
@@ -167,12 +192,6 @@ async def set_workflow_status(conn: asyncpg.Connection, route_id: str, status: s
     await conn.execute(UPDATE_WORKFLOW, route_id, status)
 
 
-async def mark_first_audio(conn: asyncpg.Connection, route_id: str, at: datetime) -> datetime | None:
-    """The route's confirmation time when this is its first ready audio; None when it is not."""
-    confirmed: datetime | None = await conn.fetchval(SET_FIRST_AUDIO, route_id, at)
-    return confirmed
-
-
 async def finish_job(
     conn: asyncpg.Connection,
     route_id: str,
@@ -184,6 +203,20 @@ async def finish_job(
     error: str | None,
 ) -> None:
     await conn.execute(FINISH_JOB, route_id, story_id, status, audio_id, duration_s, error)
+
+
+async def complete_job(
+    conn: asyncpg.Connection,
+    route_id: str,
+    story_id: str,
+    audio_id: str | None,
+    duration_s: float | None,
+    at: datetime,
+) -> tuple[datetime | None, int]:
+    """(the route's confirmation time when this is its first audio, else None; jobs still unfinished)."""
+    row = await conn.fetchrow(COMPLETE_JOB, route_id, story_id, audio_id, duration_s, at)
+    assert row is not None
+    return row["confirmed_at"], int(row["unfinished"])
 
 
 async def requeue_jobs(conn: asyncpg.Connection, route_id: str, attempt: int) -> list[asyncpg.Record]:

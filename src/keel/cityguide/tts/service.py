@@ -51,12 +51,15 @@ class TtsWorker:
         *,
         voice: str = "ru",
         failures: FailureInjection | None = None,
+        inline: bool = False,
     ) -> None:
         self._publisher = publisher
         self._objects = objects
         self._synthesize = synthesize
         self._voice = voice
         self._failures = failures or FailureInjection()
+        # An engine that does not block (instant silence) runs on the loop: no thread hand-off per request.
+        self._inline = inline
 
     async def on_requested(self, event: Event) -> None:
         payload = event.payload
@@ -86,7 +89,10 @@ class TtsWorker:
         if self._failures.fails(story_id, attempt):
             return {"status": "failed", "error": f"injected failure (TTS_FAIL_STORIES, attempt {attempt})"}
         try:
-            pcm, rate = await asyncio.to_thread(self._synthesize, text, self._voice)
+            if self._inline:
+                pcm, rate = self._synthesize(text, self._voice)
+            else:
+                pcm, rate = await asyncio.to_thread(self._synthesize, text, self._voice)
         except EspeakError as exc:
             return {"status": "failed", "error": str(exc)}
         await self._objects.put(audio_key(audio_id), to_wav(pcm, rate), content_type=AUDIO_CONTENT_TYPE)

@@ -33,6 +33,7 @@ async def wire(infra: Infra) -> Wiring:
         _engine(settings),
         voice=settings.tts_voice,
         failures=FailureInjection(settings.tts_fail_stories, settings.tts_fail_attempts),
+        inline=settings.tts_mode == "instant",
     )
     return command_worker(
         infra, producer, group=GROUP, topic=topics.TTS_REQUESTED, handle=worker.on_requested
