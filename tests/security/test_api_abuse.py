@@ -25,6 +25,9 @@ from keel.core.runtime import build_app
 from keel.core.settings import Settings
 from tests.security.served import served
 
+# Five services start in the first test's fixture: room for a loaded machine.
+pytestmark = pytest.mark.timeout(600)
+
 HTTP_SERVICES = ("tickets", "orders", "videos", "orchestrator", "delivery-prefetch")
 TICKETS_LIMIT = (
     20  # per user per minute while this module runs: low enough to reach, high enough for the rest
