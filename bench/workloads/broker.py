@@ -22,7 +22,7 @@ from bench.workloads import Context
 
 from keel.core.bus.kafka import KafkaBus
 from keel.core.bus.port import Producer
-from keel.core.consumer import ConsumerRunner, Transactional
+from keel.core.consumer import ConsumerRunner
 from keel.core.consumer.handlers import _CLAIM as INBOX_CLAIM  # the runner's own statement, for pgbench
 from keel.core.db import Database
 from keel.core.events import Event, encode
@@ -31,7 +31,7 @@ from keel.core.outbox.relay import to_message
 from keel.core.schema import upgrade
 from keel.core.settings import Settings
 from keel.tickets import repository
-from keel.tickets.handlers import notify
+from keel.tickets.handlers import NOTIFICATIONS
 
 RELAY_TARGET_RATIO, LAG_TARGET_P99_S = 0.5, 1.0
 # The issue sets no consumer target of its own; its ingest target (60 % of pgbench running the same
@@ -286,7 +286,7 @@ async def consume_once(db: Database, bus: KafkaBus, settings: Settings, events: 
         group_id=f"bench-notify-{uuid.uuid4().hex[:8]}",
         topics=[topic],
         wire="envelope",
-        handler=Transactional(notify),
+        handler=NOTIFICATIONS,
         db=db,
         dlq_topic=f"{topic}.dlq",
     )
@@ -317,13 +317,13 @@ def consumer_transaction_for_pgbench() -> str:
     setup = "\\set n random(1, 4611686018427387903)"
     claim = limits.bind(INBOX_CLAIM, {1: "'pgbench'", 2: "ARRAY['e' || :n]"})
     insert = limits.bind(
-        repository.INSERT_NOTIFICATION,
+        repository.INSERT_NOTIFICATIONS,
         {
-            1: "md5('e' || :n)::uuid",
-            2: "md5('t' || :n)::uuid",
-            3: "'bench'",
-            4: "'ticket.created'",
-            5: "'Ticket ''Printer on fire'' was created'",
+            1: "ARRAY[md5('e' || :n)::uuid]",
+            2: "ARRAY[md5('t' || :n)::uuid]",
+            3: "ARRAY['bench']",
+            4: "ARRAY['ticket.created']",
+            5: "ARRAY['Ticket ''Printer on fire'' was created']",
         },
     )
     return "\n".join([setup, "BEGIN;", claim, insert, "COMMIT;"]) + "\n"
@@ -342,7 +342,7 @@ class ConsumerWorkload:
                 figures.append(
                     Sample(
                         rate,
-                        f"ConsumerRunner(Transactional(tickets.handlers.notify)) over {events:,} ticket.created",
+                        f"ConsumerRunner(Batch(tickets.handlers.notify)) over {events:,} ticket.created",
                     )
                 )
                 raw.append(

@@ -85,9 +85,11 @@ SELECT id::text, ticket_id::text, filename, content_type, size_bytes, sha256, st
 FROM attachments WHERE ticket_id = $1::uuid ORDER BY created_at, id
 """
 
-INSERT_NOTIFICATION = """
+# One array per column, rows zipped by position: any number of notifications in one statement.
+INSERT_NOTIFICATIONS = """
 INSERT INTO notifications (event_id, ticket_id, user_id, kind, message)
-VALUES ($1::uuid, $2::uuid, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[])
+ON CONFLICT (event_id) DO NOTHING
 """
 
 

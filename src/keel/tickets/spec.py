@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter
 
-from keel.core.consumer import ConsumerRunner, RetryPolicy, Transactional
+from keel.core.consumer import ConsumerRunner, RetryPolicy
 from keel.core.infra import Infra
 from keel.core.ratelimit import RateLimiter, memory_storage, redis_storage
 from keel.core.service import ServiceSpec, Wiring
 from keel.tickets.api import build_router
-from keel.tickets.handlers import notify
+from keel.tickets.handlers import NOTIFICATIONS
 from keel.tickets.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from keel.tickets.schemas import TicketEvents
 from keel.tickets.service import TicketService
@@ -72,7 +72,7 @@ async def wire(infra: Infra) -> Wiring:
             group_id=NOTIFICATIONS_GROUP,
             topics=[TicketEvents.TOPIC],
             wire="envelope",
-            handler=Transactional(notify),
+            handler=NOTIFICATIONS,
             db=db,
             dlq_topic=TicketEvents.DLQ,
             retry=RetryPolicy.from_settings(infra.settings),
