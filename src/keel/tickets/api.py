@@ -7,13 +7,14 @@ Access rule: a ticket is visible only to the user who created it. Another user's
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from starlette.responses import Response
 
 from keel.core.app import error_responses
-from keel.core.auth import CurrentUser
+from keel.core.auth import CurrentUser, _user_header, current_user
 from keel.core.events import dumps
 from keel.tickets.schemas import Attachment, Ticket, TicketCreate, TicketStatus
 from keel.tickets.service import TicketService
@@ -22,11 +23,17 @@ UPLOAD_CHUNK = 256 * 1024
 JSON = "application/json"
 
 
-# `async def`: a plain `def` dependency costs a thread-pool hop per request (~20 % of the create
-# path's CPU in bench/results/profile-tickets-create.md).
-async def _service(request: Request) -> TicketService:
-    service: TicketService = request.app.state.tickets
-    return service
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user: str
+    service: TicketService
+
+
+# One `async def` dependency for the caller and the service: every dependency costs a
+# `solve_dependencies` pass per request, and a plain `def` one a thread-pool hop on top
+# (bench/results/profile-tickets-create.md).
+async def _caller(request: Request, user_id: Annotated[str | None, Depends(_user_header)]) -> Caller:
+    return Caller(await current_user(user_id), request.app.state.tickets)
 
 
 async def _rate_limit(request: Request, user: CurrentUser) -> None:
@@ -35,8 +42,7 @@ async def _rate_limit(request: Request, user: CurrentUser) -> None:
         await limiter.check(user)
 
 
-Service = Annotated[TicketService, Depends(_service)]
-RATE_LIMITED = [Depends(_rate_limit)]
+CallerDep = Annotated[Caller, Depends(_caller)]
 
 
 def _request_id(request: Request) -> str | None:
@@ -49,9 +55,16 @@ async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def build_router(prefix: str, *, max_upload_bytes: int, include_in_schema: bool = True) -> APIRouter:
+def build_router(
+    prefix: str, *, max_upload_bytes: int, rate_limited: bool = True, include_in_schema: bool = True
+) -> APIRouter:
+    # Without a limit configured the limiter's dependency chain is not mounted at all (it would cost
+    # every request a dependency pass for nothing).
     router = APIRouter(
-        prefix=prefix, tags=["tickets"], dependencies=RATE_LIMITED, include_in_schema=include_in_schema
+        prefix=prefix,
+        tags=["tickets"],
+        dependencies=[Depends(_rate_limit)] if rate_limited else [],
+        include_in_schema=include_in_schema,
     )
     common = error_responses(401, 422, 429)
     owned = error_responses(401, 403, 404, 422, 429)
@@ -68,28 +81,28 @@ def build_router(prefix: str, *, max_upload_bytes: int, include_in_schema: bool 
     )
     async def create(
         body: TicketCreate,
-        user: CurrentUser,
-        service: Service,
+        caller: CallerDep,
         request: Request,
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
     ) -> Response:
-        created = await service.create(user, body, idempotency_key, _request_id(request))
+        created = await caller.service.create(caller.user, body, idempotency_key, _request_id(request))
         headers = {"Idempotent-Replayed": "true"} if created.replayed else None
         return Response(created.body, status_code=created.status_code, media_type=JSON, headers=headers)
 
     @router.get("", response_model=list[Ticket], summary="List my tickets, newest first", responses=common)
     async def list_tickets(
-        user: CurrentUser,
-        service: Service,
+        caller: CallerDep,
         status: TicketStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> Response:
-        return Response(await service.list_tickets(user, status, limit, offset), media_type=JSON)
+        return Response(
+            await caller.service.list_tickets(caller.user, status, limit, offset), media_type=JSON
+        )
 
     @router.get("/{ticket_id}", response_model=Ticket, summary="Get one of my tickets", responses=owned)
-    async def get_ticket(ticket_id: str, user: CurrentUser, service: Service) -> Response:
-        return Response(dumps(await service.get(user, ticket_id)), media_type=JSON)
+    async def get_ticket(ticket_id: str, caller: CallerDep) -> Response:
+        return Response(dumps(await caller.service.get(caller.user, ticket_id)), media_type=JSON)
 
     @router.post(
         "/{ticket_id}/close",
@@ -97,8 +110,10 @@ def build_router(prefix: str, *, max_upload_bytes: int, include_in_schema: bool 
         summary="Close a ticket (closing a closed ticket is 200 again and emits no event)",
         responses=owned,
     )
-    async def close(ticket_id: str, user: CurrentUser, service: Service, request: Request) -> Response:
-        return Response(dumps(await service.close(user, ticket_id, _request_id(request))), media_type=JSON)
+    async def close(ticket_id: str, caller: CallerDep, request: Request) -> Response:
+        return Response(
+            dumps(await caller.service.close(caller.user, ticket_id, _request_id(request))), media_type=JSON
+        )
 
     @router.post(
         "/{ticket_id}/attachments",
@@ -110,10 +125,10 @@ def build_router(prefix: str, *, max_upload_bytes: int, include_in_schema: bool 
         max_body_size=max_upload_bytes + 64 * 1024,
     )
     async def add_attachment(
-        ticket_id: str, user: CurrentUser, service: Service, file: Annotated[UploadFile, File()]
+        ticket_id: str, caller: CallerDep, file: Annotated[UploadFile, File()]
     ) -> Response:
-        attachment = await service.add_attachment(
-            user,
+        attachment = await caller.service.add_attachment(
+            caller.user,
             ticket_id,
             (file.filename or "upload")[:255],
             file.content_type or "application/octet-stream",
@@ -127,7 +142,7 @@ def build_router(prefix: str, *, max_upload_bytes: int, include_in_schema: bool 
         summary="List a ticket's attachments with expiring download links",
         responses=owned,
     )
-    async def list_attachments(ticket_id: str, user: CurrentUser, service: Service) -> Response:
-        return Response(dumps(await service.list_attachments(user, ticket_id)), media_type=JSON)
+    async def list_attachments(ticket_id: str, caller: CallerDep) -> Response:
+        return Response(dumps(await caller.service.list_attachments(caller.user, ticket_id)), media_type=JSON)
 
     return router

@@ -37,10 +37,11 @@ DESCRIPTION = """Tickets (seed 002), served under `/v1/tickets` and, as the seed
 
 
 def routers() -> Sequence[APIRouter]:
-    limit = TicketSettings().max_attachment_bytes
+    settings = TicketSettings()
+    limit, rate_limited = settings.max_attachment_bytes, bool(settings.tickets_rate_limit)
     return [
-        build_router("/v1/tickets", max_upload_bytes=limit),
-        build_router("/tickets", max_upload_bytes=limit),
+        build_router("/v1/tickets", max_upload_bytes=limit, rate_limited=rate_limited),
+        build_router("/tickets", max_upload_bytes=limit, rate_limited=rate_limited),
     ]
 
 
