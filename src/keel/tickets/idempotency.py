@@ -19,6 +19,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from keel.core.cache.redis import RedisCommand
+
 log = logging.getLogger("keel.tickets.idempotency")
 
 TTL_S = 3600
@@ -57,6 +59,12 @@ def _pending(request_hash: str) -> bytes:
     return orjson.dumps({"state": "pending", "hash": request_hash})
 
 
+def _done(request_hash: str, status_code: int, response: bytes) -> bytes:
+    return orjson.dumps(
+        {"state": "done", "hash": request_hash, "status": status_code, "response": response.decode()}
+    )
+
+
 def _parse(raw: bytes) -> Reservation:
     data = orjson.loads(raw)
     if data.get("state") == "done":
@@ -83,12 +91,20 @@ class RedisIdempotencyStore:
             return Reservation(State.UNKNOWN)
         return _parse(raw if isinstance(raw, bytes) else raw.encode())
 
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._redis
+
+    def complete_command(
+        self, user: str, key: str, request_hash: str, status_code: int, response: bytes
+    ) -> RedisCommand:
+        """`complete` as a raw command, for a caller that sends it along with other commands."""
+        return ("SET", redis_key(user, key), _done(request_hash, status_code, response), "EX", self._ttl_s)
+
     async def complete(
         self, user: str, key: str, request_hash: str, status_code: int, response: bytes
     ) -> None:
-        value = orjson.dumps(
-            {"state": "done", "hash": request_hash, "status": status_code, "response": response.decode()}
-        )
+        value = _done(request_hash, status_code, response)
         try:
             await self._redis.set(redis_key(user, key), value, ex=self._ttl_s)
         except (RedisError, OSError) as exc:
@@ -133,10 +149,7 @@ class MemoryIdempotencyStore:
     async def complete(
         self, user: str, key: str, request_hash: str, status_code: int, response: bytes
     ) -> None:
-        value = orjson.dumps(
-            {"state": "done", "hash": request_hash, "status": status_code, "response": response.decode()}
-        )
-        self._put(redis_key(user, key), value)
+        self._put(redis_key(user, key), _done(request_hash, status_code, response))
 
     async def release(self, user: str, key: str) -> None:
         self._entries.pop(redis_key(user, key), None)

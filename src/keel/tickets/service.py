@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from keel.core.cache import Cache
+from keel.core.cache import Cache, RedisCache
 from keel.core.db import Database
 from keel.core.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from keel.core.events import dumps
@@ -17,7 +17,8 @@ from keel.core.outbox import shard_for
 from keel.core.storage import ObjectStore
 from keel.core.telemetry import inject_headers
 from keel.tickets import repository
-from keel.tickets.idempotency import IdempotencyStore, State
+from keel.tickets.idempotency import IdempotencyStore, RedisIdempotencyStore, State
+from keel.tickets.pages import RecentPages
 from keel.tickets.schemas import TicketCreate, TicketEvents, TicketStatus
 
 LIST_TTL_S = 60
@@ -54,8 +55,14 @@ def ticket_json(row: Any) -> dict[str, Any]:
     }
 
 
-def list_key(user: str, status: TicketStatus | None, limit: int, offset: int) -> str:
-    return f"tickets:list:{user}:{status.value if status else 'all'}:{limit}:{offset}"
+def list_page(status: TicketStatus | None, limit: int, offset: int) -> str:
+    return f"{status.value if status else 'all'}-{limit}-{offset}"
+
+
+def list_key(user: str, page: str) -> str:
+    # The page is one segment: every separator adds a generation the cache reads on each hit, and
+    # only the user's prefix is ever invalidated.
+    return f"tickets:list:{user}:{page}"
 
 
 def _user_prefix(user: str) -> str:
@@ -75,6 +82,7 @@ class TicketService:
         max_attachment_bytes: int = 10 * 1024 * 1024,
         clock: Callable[[], datetime] = _now,
         on_event_written: Callable[[], None] = lambda: None,
+        recent_pages: RecentPages | None = None,
     ) -> None:
         self.db = db
         self.cache = cache
@@ -86,6 +94,7 @@ class TicketService:
         self.clock = clock
         # Wakes an in-process outbox relay so the event goes out now rather than at its next poll.
         self.on_event_written = on_event_written
+        self.recent_pages = recent_pages or RecentPages()
 
     def _event(self, ticket_id: str, event_type: str, payload: dict[str, Any]) -> repository.OutboxFields:
         return repository.OutboxFields(
@@ -172,9 +181,7 @@ class TicketService:
             assert record is not None and key is not None
             return await self._replay_durable(user, key, request_hash, record)
         self.on_event_written()
-        await self.cache.delete_prefix(_user_prefix(user))
-        if key is not None:
-            await self.idempotency.complete(user, key, request_hash, 201, body)
+        await self._created(user, key, request_hash, body)
         return Created(201, body, replayed=False)
 
     async def _replay_durable(self, user: str, key: str, request_hash: str, record: Any) -> Created:
@@ -219,7 +226,38 @@ class TicketService:
                     rows = await conn.fetch(repository.LIST_BY_STATUS, user, limit, offset, status.value)
             return dumps([ticket_json(r) for r in rows])
 
-        return await self.cache.get_or_load(list_key(user, status, limit, offset), load, LIST_TTL_S)
+        page = list_page(status, limit, offset)
+        recent = self.recent_pages.get(user, page)
+        if recent is not None:
+            return recent
+        version = self.recent_pages.version(user)
+        body = await self.cache.get_or_load(list_key(user, page), load, LIST_TTL_S)
+        self.recent_pages.put(user, page, body, version)
+        return body
+
+    async def _invalidate_lists(self, user: str) -> None:
+        await self.cache.delete_prefix(_user_prefix(user))
+        # After the shared cache: a page loaded from it before its invalidation is refused here, one
+        # loaded after is fresh.
+        self.recent_pages.forget(user)
+
+    async def _created(self, user: str, key: str | None, request_hash: str, body: bytes) -> None:
+        """The user's lists invalidated, then the key recorded as done: one Redis round trip when
+        the cache and the idempotency store share a client."""
+        cache, store = self.cache, self.idempotency
+        if (
+            key is not None
+            and isinstance(cache, RedisCache)
+            and isinstance(store, RedisIdempotencyStore)
+            and cache.client is store.client
+        ):
+            done = store.complete_command(user, key, request_hash, 201, body)
+            await cache.delete_prefix(_user_prefix(user), also=[done])
+            self.recent_pages.forget(user)
+            return
+        await self._invalidate_lists(user)
+        if key is not None:
+            await store.complete(user, key, request_hash, 201, body)
 
     # -- close --------------------------------------------------------------------------------
 
@@ -239,7 +277,7 @@ class TicketService:
             # Unknown, someone else's, or already closed (closing twice is 200 and emits nothing).
             return await self.get(user, parsed)
         self.on_event_written()
-        await self.cache.delete_prefix(_user_prefix(user))
+        await self._invalidate_lists(user)
         return ticket_json(row)
 
     # -- attachments --------------------------------------------------------------------------

@@ -102,3 +102,20 @@ async def test_keys_are_per_user(client, as_user, user):
     )
     assert a.status_code == b.status_code == 201
     assert a.json()["id"] != b.json()["id"]
+
+
+async def test_a_keyed_create_leaves_its_finished_record_in_redis_and_the_list_invalidated(
+    client, as_user, user, redis_client
+):
+    await client.post("/v1/tickets", json=ticket_body(title="first"), headers=as_user())
+    assert len((await client.get("/v1/tickets", headers=as_user())).json()) == 1  # cached
+    headers = as_user(**{"Idempotency-Key": "k-done"})
+    created = await client.post("/v1/tickets", json=ticket_body(title="second"), headers=headers)
+
+    # Sent with the list invalidation in one pipeline: both must have landed.
+    record = orjson.loads(await redis_client.get(redis_key(user, "k-done")))
+    assert record["state"] == "done" and record["status"] == 201
+    assert orjson.loads(record["response"]) == created.json()
+    assert 0 < await redis_client.ttl(redis_key(user, "k-done")) <= 3600
+    listed = (await client.get("/v1/tickets", headers=as_user())).json()
+    assert [t["title"] for t in listed] == ["second", "first"]

@@ -1,13 +1,17 @@
-"""List cache: served from Redis within its TTL, invalidated for the user on every create and close."""
+"""List cache: served from Redis within its TTL (and from this process's recent pages for half a
+second), invalidated for the user on every create and close."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import asyncpg
 
+from keel.tickets.pages import DEFAULT_TTL_S, RecentPages
 from tests.integration.tickets.conftest import serving, ticket_body
 from tests.support import servers
+from tests.support.eventually import eventually
 
 
 async def test_second_list_is_served_from_the_cache(client, as_user, user, fresh_pg_dsn):
@@ -109,3 +113,45 @@ async def test_over_the_rate_limit_is_429_with_retry_after(
     assert limited.json()["error"]["code"] == "rate_limited"
     assert int(limited.headers["retry-after"]) >= 1
     assert other.status_code == 200
+
+
+async def test_a_write_through_another_replica_is_listed_within_the_recent_pages_ttl(
+    fresh_pg_dsn, redis_url, make_settings
+):
+    settings = make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url)
+    headers = {"X-User-Id": f"replicas-{uuid.uuid4().hex[:8]}"}
+    async with serving(settings) as (_, reader), serving(settings) as (_, writer):
+        await writer.post("/v1/tickets", json=ticket_body(title="first"), headers=headers)
+        assert len((await reader.get("/v1/tickets", headers=headers)).json()) == 1  # now cached in both tiers
+        await writer.post("/v1/tickets", json=ticket_body(title="second"), headers=headers)
+        began = time.monotonic()
+        listed = await eventually(
+            lambda: reader.get("/v1/tickets", headers=headers),
+            until=lambda r: len(r.json()) == 2,
+            timeout_s=10,
+            what="the other replica's ticket in the list",
+        )
+        waited = time.monotonic() - began
+        metrics = (await reader.get("/metrics")).text
+    assert [t["title"] for t in listed.json()] == ["second", "first"]
+    assert 'cache_requests_total{cache="tickets-pages",result="hit"}' in metrics
+    print(
+        f"another replica's write listed after {waited * 1000:.0f} ms (recent pages live {DEFAULT_TTL_S} s)"
+    )
+
+
+def test_a_page_loaded_while_its_user_wrote_is_not_kept():
+    now = [0.0]
+    pages = RecentPages(ttl_s=0.5, clock=lambda: now[0])
+    before_write = pages.version("u")
+    pages.forget("u")  # the user's write lands while the page was being loaded
+    pages.put("u", "all-50-0", b"old", before_write)
+    assert pages.get("u", "all-50-0") is None
+
+    pages.put("u", "all-50-0", b"new", pages.version("u"))
+    pages.put("v", "all-50-0", b"other", pages.version("v"))
+    assert pages.get("u", "all-50-0") == b"new"
+    pages.forget("u")
+    assert pages.get("u", "all-50-0") is None and pages.get("v", "all-50-0") == b"other"
+    now[0] = 0.6
+    assert pages.get("v", "all-50-0") is None  # expired

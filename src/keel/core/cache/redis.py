@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import redis.asyncio as aioredis
@@ -24,6 +24,8 @@ log = logging.getLogger("keel.cache")
 UNAVAILABLE = (RedisError, OSError)
 MAX_PENDING_INVALIDATIONS = 10_000
 T = TypeVar("T")
+# A raw command on the caller's own keys, e.g. ("SET", key, value, "EX", 3600).
+RedisCommand = tuple[str | bytes | int, ...]
 
 # KEYS: the value, its lock, its generation keys. Returns the raw value ('' when absent), the current
 # stamp and, when ARGV[1] holds a token, whether this call took the lock. One script rather than a
@@ -176,20 +178,40 @@ class RedisCache(SingleFlightCache[bytes]):
         if keys:
             await self._invalidate_points(list(keys), keys)
 
-    async def delete_prefix(self, prefix: str) -> None:
+    async def delete_prefix(self, prefix: str, *, also: Sequence[RedisCommand] = ()) -> None:
+        """`also`: commands on the caller's own keys of this client, sent after the invalidation in
+        the same round trip (skipped with it when Redis is unavailable)."""
         check_prefix(prefix)
         self._detach_flights(prefix=prefix)
-        await self._invalidate_points([prefix], ())
+        await self._invalidate_points([prefix], (), also)
 
-    async def _invalidate_points(self, points: list[str], keys: tuple[str, ...]) -> None:
-        ok, _ = await self._guarded("invalidate", lambda: self._run_invalidate(points, keys))
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
+
+    async def _invalidate_points(
+        self, points: list[str], keys: tuple[str, ...], also: Sequence[RedisCommand] = ()
+    ) -> None:
+        ok, _ = await self._guarded("invalidate", lambda: self._run_invalidate(points, keys, also))
         if not ok:
             self._remember(points)
 
-    async def _run_invalidate(self, points: list[str], keys: tuple[str, ...]) -> None:
+    async def _run_invalidate(
+        self, points: list[str], keys: tuple[str, ...], also: Sequence[RedisCommand] = ()
+    ) -> None:
         gen_keys = [self._gen_key(p) for p in points]
         all_keys = [self._ns + "seq", *gen_keys, *(self._value_key(k) for k in keys)]
-        await self._invalidate(keys=all_keys, args=[int(self.max_ttl_s * 1000), len(gen_keys)])
+        args = [int(self.max_ttl_s * 1000), len(gen_keys)]
+        if not also:
+            await self._invalidate(keys=all_keys, args=args)
+            return
+        # EVAL, not the registered script: a pipeline sends SCRIPT EXISTS first for those, a round
+        # trip of its own.
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.eval(_INVALIDATE, len(all_keys), *all_keys, *args)
+            for command in also:
+                pipe.execute_command(*command)
+            await pipe.execute()
 
     # -- cross-process stampede lock --------------------------------------------------------------
 
