@@ -166,8 +166,8 @@ def test_tickets_stateful_through_inferred_links_no_server_errors_and_schema_hol
 
         Tickets.run(
             settings=settings(
-                max_examples=EXAMPLES,
-                stateful_step_count=6,
+                max_examples=2 * EXAMPLES,  # links are drawn among many rules: enough runs to use them
+                stateful_step_count=10,
                 database=None,
                 deadline=None,
                 derandomize=DERANDOMIZE,
