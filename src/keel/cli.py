@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -38,6 +39,11 @@ class _GracefulServer(uvicorn.Server):
 
 
 def _serve_http(fastapi_app: object, host: str, port: int, settings: Settings) -> None:
+    # Modules, the app and its routes live as long as the process: frozen, they are left out of the
+    # collector's full passes, which otherwise scan them all (pauses of 100-300 ms under the ticket
+    # create load, its p99: issue 7).
+    gc.collect()
+    gc.freeze()
     # httptools with a deadline on each request head (HTTP_HEADER_TIMEOUT_S): keel.core.http_server.
     _GracefulServer(server_config(fastapi_app, host, port, settings)).run()
 
