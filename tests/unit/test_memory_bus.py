@@ -199,3 +199,41 @@ async def test_closed_bus_refuses_sends_and_pings(bus: MemoryBus, producer: Prod
         await producer.send(OutgoingMessage("t", b"v"))
     with pytest.raises(ConsumerStopped):
         await consumer.getmany(timeout_s=0, max_records=1)
+
+
+async def test_a_partition_forgets_what_every_reading_group_has_committed(bus, producer):
+    tp = TopicPartition("t", 0)
+    fast = bus.consumer(["t"], "fast")
+    slow = bus.consumer(["t"], "slow")
+    await fast.start()
+    await slow.start()
+    await producer.send_many([OutgoingMessage("t", b"%d" % i, partition_key(0)) for i in range(3000)])
+    await fast.commit({tp: 3000})
+    assert bus.log(tp).base == 0, "the slow group has committed nothing: every record is kept"
+    await slow.commit({tp: 2500})
+    assert bus.log(tp).base == 2500
+    await slow.stop()
+    # A group that left still pins its records; a member rejoining reads from its commit.
+    again = bus.consumer(["t"], "slow")
+    await again.start()
+    batch = await again.getmany(timeout_s=1, max_records=600)
+    assert [m.offset for m in batch if m.tp == tp] == list(range(2500, 3000))
+    await again.stop()
+    await fast.stop()
+
+
+async def test_a_topic_no_group_reads_keeps_its_last_records_only():
+    bus = MemoryBus(partitions=1, retain_unread=2000)
+    started_producer = bus.producer()
+    await started_producer.start()
+    await started_producer.send_many([OutgoingMessage("audit", b"x") for _ in range(10_000)])
+    log_ = bus.log(TopicPartition("audit", 0))
+    assert log_.end == 10_000
+    assert 2000 <= len(log_.records) < 2000 + 1024
+    # A reader arriving later starts at the oldest record kept (auto.offset.reset=earliest).
+    late = bus.consumer(["audit"], "late")
+    await late.start()
+    first = await late.getmany(timeout_s=1, max_records=1)
+    assert first[0].offset == log_.base
+    await late.stop()
+    await bus.close()

@@ -4,6 +4,11 @@ Same contract as the Kafka adapter (proven by tests/contract/test_bus_contract.p
 murmur2(key) % N like Kafka's default partitioner, a consumer group shares partitions among its live
 members with eager rebalances (every member gives up all partitions, then gets its new share), and a
 member reads from the group's committed offset, so anything not committed is delivered again.
+
+Retention: `keel up` runs for days on this bus, so a partition forgets what every group reading its
+topic has committed past (nothing a group still needs is dropped), and a topic no group reads keeps
+its last `retain_unread` records per partition, like a broker's size-based retention. A position below
+the first record kept reads from there, like Kafka's `auto.offset.reset=earliest`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from keel.core.bus.port import RebalanceListener
 
 log = logging.getLogger(__name__)
 
+TRIM_CHUNK = 1024
+
 
 def partition_for(key: bytes | None, partitions: int, counter: itertools.count[int]) -> int:
     """Kafka's default partitioner: murmur2 of the key for keyed records, spread otherwise."""
@@ -31,12 +38,37 @@ def partition_for(key: bytes | None, partitions: int, counter: itertools.count[i
     return (hashed & 0x7FFFFFFF) % partitions
 
 
+class _Log:
+    """One partition: the records kept, and the offset of the first of them."""
+
+    __slots__ = ("base", "records")
+
+    def __init__(self) -> None:
+        self.base = 0
+        self.records: list[Message] = []
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.records)
+
+    def read(self, position: int, limit: int) -> list[Message]:
+        start = max(position, self.base) - self.base
+        return self.records[start : start + limit]
+
+    def trim(self, below: int) -> None:
+        """Forget the records before offset `below`, in chunks: deleting a list's head is O(n)."""
+        drop = min(below, self.end) - self.base
+        if drop >= TRIM_CHUNK or (drop > 0 and drop == len(self.records)):
+            del self.records[:drop]
+            self.base += drop
+
+
 class _Topic:
     __slots__ = ("_keyless", "logs", "name")
 
     def __init__(self, name: str, partitions: int) -> None:
         self.name = name
-        self.logs: list[list[Message]] = [[] for _ in range(partitions)]
+        self.logs: list[_Log] = [_Log() for _ in range(partitions)]
         self._keyless = itertools.count()
 
     def append(self, record: OutgoingMessage) -> Message:
@@ -46,22 +78,23 @@ class _Topic:
         message = Message(
             topic=record.topic,
             partition=partition,
-            offset=len(log_),
+            offset=log_.end,
             key=record.key,
             value=record.value,
             headers=record.headers,
             timestamp_ms=time.time_ns() // 1_000_000,
         )
-        log_.append(message)
+        log_.records.append(message)
         return message
 
 
 class _Group:
-    __slots__ = ("committed", "lock", "members")
+    __slots__ = ("committed", "lock", "members", "topics")
 
     def __init__(self) -> None:
         self.members: list[MemoryConsumer] = []
         self.committed: dict[TopicPartition, int] = {}
+        self.topics: set[str] = set()  # every topic a member ever read: the group pins their records
         # Joins and leaves are serialised: a rebalance awaits listeners and must not interleave.
         self.lock = asyncio.Lock()
 
@@ -71,10 +104,13 @@ class MemoryBus:
 
     name = "memory"
 
-    def __init__(self, partitions: int = 6) -> None:
+    def __init__(self, partitions: int = 6, *, retain_unread: int = 10_000) -> None:
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
+        if retain_unread < 0:
+            raise ValueError("retain_unread must be >= 0")
         self._partitions = partitions
+        self._retain_unread = retain_unread
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
         self._readers: dict[str, set[MemoryConsumer]] = {}
@@ -120,23 +156,37 @@ class MemoryBus:
             found = self._topics[name] = _Topic(name, partitions or self._partitions)
         return found
 
-    def log(self, tp: TopicPartition) -> list[Message]:
+    def log(self, tp: TopicPartition) -> _Log:
         return self._topics[tp.topic].logs[tp.partition]
 
     def append(self, record: OutgoingMessage) -> None:
         self.check_open()
         message = self.topic(record.topic).append(record)
         tp = message.tp
-        for reader in self._readers.get(record.topic, ()):
-            reader.notify(tp)
+        readers = self._readers.get(record.topic)
+        if readers:
+            for reader in readers:
+                reader.notify(tp)
+        elif not any(record.topic in g.topics for g in self._groups.values()):
+            self.log(tp).trim(message.offset + 1 - self._retain_unread)
 
     def commit(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
         self._groups[group_id].committed.update(offsets)
+        for tp in offsets:
+            self.log(tp).trim(self._floor(tp))
+
+    def _floor(self, tp: TopicPartition) -> int:
+        """The lowest offset some group reading this topic has not committed past."""
+        return min(
+            (g.committed.get(tp, 0) for g in self._groups.values() if tp.topic in g.topics),
+            default=0,
+        )
 
     async def join(self, member: MemoryConsumer) -> None:
         group = self._groups.setdefault(member.group_id, _Group())
         async with group.lock:
             group.members.append(member)
+            group.topics.update(member.topics)
             for name in member.topics:
                 self._readers.setdefault(name, set()).add(member)
             await self._rebalance(group)
@@ -261,11 +311,10 @@ class MemoryConsumer:
         self._rotation = (self._rotation + 1) % len(readable)
         batch: list[Message] = []
         for tp in readable[self._rotation :] + readable[: self._rotation]:
-            position = self._positions[tp]
-            chunk = self._bus.log(tp)[position : position + max_records - len(batch)]
+            chunk = self._bus.log(tp).read(self._positions[tp], max_records - len(batch))
             if chunk:
                 batch.extend(chunk)
-                self._positions[tp] = position + len(chunk)
+                self._positions[tp] = chunk[-1].offset + 1
                 if len(batch) >= max_records:
                     break
         return batch
@@ -298,7 +347,7 @@ class MemoryConsumer:
         self._wakeup.set()
 
     async def lag(self) -> dict[TopicPartition, int]:
-        return {tp: max(0, len(self._bus.log(tp)) - self._positions[tp]) for tp in self._assigned}
+        return {tp: max(0, self._bus.log(tp).end - self._positions[tp]) for tp in self._assigned}
 
     # --- called by the bus ---
 
