@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import tempfile
 import uuid
@@ -34,7 +35,8 @@ class WrkResult:
 
 def script(name: str) -> Path:
     """The workload's Lua with the shared report hook appended (wrk takes one script file)."""
-    path = Path(tempfile.gettempdir()) / f"keel-bench-{name}.lua"
+    # Per process: two bench runs at once must not rewrite each other's script mid-run.
+    path = Path(tempfile.gettempdir()) / f"keel-bench-{os.getpid()}-{name}.lua"
     path.write_text((LUA / f"{name}.lua").read_text() + "\n" + (LUA / "report.lua").read_text())
     return path
 
@@ -77,7 +79,7 @@ async def wrk(cfg: BenchConfig, url: str, lua: str, args: Sequence[str], seconds
 
 def shown(argv: Sequence[str]) -> str:
     """The wrk command as printed in the table: the temp script shown by its source name."""
-    return shlex.join(argv).replace(tempfile.gettempdir() + "/keel-bench-", "bench/lua/")
+    return shlex.join(argv).replace(f"{tempfile.gettempdir()}/keel-bench-{os.getpid()}-", "bench/lua/")
 
 
 def cpu_seconds(pid: int | None) -> float:
