@@ -253,3 +253,13 @@ def test_changing_any_one_character_of_a_valid_link_is_refused(field, position, 
     assume(text[index] != replacement)
     parts[field] = text[:index] + replacement + text[index + 1 :]
     assert signer().verify(parts["path"], parts["exp"], parts["sig"], VALID.kid) is not VerifyResult.OK
+
+
+@pytest.mark.parametrize("sig_len", [8, 43])
+def test_signing_a_page_of_urls_gives_what_signing_each_gives(sig_len):
+    s = signer(sig_len=sig_len, key_id="k 2")
+    paths = ["/cdn/audio/a1.mp3", "/cdn/audio/ünï cödé.mp3", "/x?y#z"]
+    urls = s.sign_urls(paths, 60, "https://cdn.example/")
+    assert urls == [s.sign(p, 60).url("https://cdn.example/") for p in paths]
+    with pytest.raises(ValueError):
+        s.sign_urls(paths, 0)

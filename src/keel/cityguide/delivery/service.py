@@ -65,16 +65,17 @@ class DeliveryService:
             ready = await self._store.next(route_id, count, after)
         except UnknownAudio:
             raise NotFound(f"audio {after!r} is not in the ready list of route {route_id!r}") from None
-        sign, ttl, base = self._signer.sign, self._link_ttl_s, self._base_url
+        ttl = self._link_ttl_s
+        urls = self._signer.sign_urls([cdn_path(a.audio_id) for a in ready], ttl, self._base_url)
         items = [
             {
                 "audio_id": a.audio_id,
                 "story_id": a.story_id,
-                "url": sign(cdn_path(a.audio_id), ttl).url(base),
+                "url": url,
                 "ttl": ttl,
                 "duration_s": a.duration_s,
             }
-            for a in ready
+            for a, url in zip(ready, urls, strict=True)
         ]
         return orjson.dumps({"route_id": route_id, "items": items})
 
