@@ -24,6 +24,11 @@ from keel.core.cache.redis import RedisCommand
 log = logging.getLogger("keel.tickets.idempotency")
 
 TTL_S = 3600
+# A reservation outlives any request (REQUEST_TIMEOUT_S, 5 s by default) but not by much: a create
+# that died in flight (process killed before its commit) frees its key for the client's retry within
+# this, instead of answering 409 for the key's hour. Two creates that overlap past it still make one
+# ticket: PostgreSQL's idempotency row decides.
+PENDING_TTL_S = 30
 
 
 class State(Enum):
@@ -73,15 +78,18 @@ def _parse(raw: bytes) -> Reservation:
 
 
 class RedisIdempotencyStore:
-    def __init__(self, client: aioredis.Redis, ttl_s: int = TTL_S) -> None:
+    def __init__(
+        self, client: aioredis.Redis, ttl_s: int = TTL_S, pending_ttl_s: int = PENDING_TTL_S
+    ) -> None:
         self._redis = client
         self._ttl_s = ttl_s
+        self._pending_ttl_s = pending_ttl_s
 
     async def reserve(self, user: str, key: str, request_hash: str) -> Reservation:
         name = redis_key(user, key)
         try:
             # SET NX then GET on a miss: one round trip in the common (new key) case.
-            if await self._redis.set(name, _pending(request_hash), nx=True, ex=self._ttl_s):
+            if await self._redis.set(name, _pending(request_hash), nx=True, ex=self._pending_ttl_s):
                 return Reservation(State.NEW, request_hash)
             raw = await self._redis.get(name)
         except (RedisError, OSError) as exc:
@@ -120,8 +128,11 @@ class RedisIdempotencyStore:
 class MemoryIdempotencyStore:
     """The same semantics in process (`keel up` without Redis), bounded and expiring."""
 
-    def __init__(self, ttl_s: int = TTL_S, max_entries: int = 100_000) -> None:
+    def __init__(
+        self, ttl_s: int = TTL_S, max_entries: int = 100_000, pending_ttl_s: int = PENDING_TTL_S
+    ) -> None:
         self._ttl_s = ttl_s
+        self._pending_ttl_s = pending_ttl_s
         self._max = max_entries
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
@@ -132,8 +143,8 @@ class MemoryIdempotencyStore:
             return None
         return entry[1]
 
-    def _put(self, name: str, value: bytes) -> None:
-        self._entries[name] = (time.monotonic() + self._ttl_s, value)
+    def _put(self, name: str, value: bytes, ttl_s: float | None = None) -> None:
+        self._entries[name] = (time.monotonic() + (ttl_s or self._ttl_s), value)
         self._entries.move_to_end(name)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
@@ -142,7 +153,7 @@ class MemoryIdempotencyStore:
         name = redis_key(user, key)
         raw = self._get(name)
         if raw is None:
-            self._put(name, _pending(request_hash))
+            self._put(name, _pending(request_hash), self._pending_ttl_s)
             return Reservation(State.NEW, request_hash)
         return _parse(raw)
 

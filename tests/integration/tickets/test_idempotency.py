@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import orjson
 
-from keel.tickets.idempotency import redis_key
+from keel.tickets.idempotency import PENDING_TTL_S, RedisIdempotencyStore, State, redis_key
 from tests.integration.tickets.conftest import ticket_body
 
 
@@ -53,6 +53,28 @@ async def test_same_key_while_the_first_is_in_flight_is_409(client, as_user, use
     response = await client.post("/v1/tickets", json=body, headers=as_user(**{"Idempotency-Key": "k-3"}))
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conflict"
+
+
+async def test_a_create_that_died_before_its_commit_frees_its_key_within_the_pending_ttl(
+    client, as_user, user, redis_client, fresh_pg_dsn
+):
+    from hashlib import sha256
+
+    from keel.core.events import dumps
+
+    body = ticket_body()
+    request_hash = sha256(dumps({"title": body["title"], "description": body["description"]})).hexdigest()
+    # What a process reserves before its insert; this one is killed before it commits.
+    reserved = await RedisIdempotencyStore(redis_client).reserve(user, "k-died", request_hash)
+    assert reserved.state is State.NEW
+    ttl = await redis_client.ttl(redis_key(user, "k-died"))
+    assert 0 < ttl <= PENDING_TTL_S
+    headers = as_user(**{"Idempotency-Key": "k-died"})
+    assert (await client.post("/v1/tickets", json=body, headers=headers)).status_code == 409
+    await redis_client.delete(redis_key(user, "k-died"))  # the pending TTL has run out
+    retried = await client.post("/v1/tickets", json=body, headers=headers)
+    assert retried.status_code == 201
+    assert await _count_tickets(fresh_pg_dsn, user) == 1
 
 
 async def test_fifty_concurrent_creates_with_one_key_make_exactly_one_ticket(
