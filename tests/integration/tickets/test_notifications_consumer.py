@@ -117,7 +117,10 @@ async def test_an_event_delivered_twice_in_one_fetch_and_again_later_is_one_noti
         await producer.send_many(records(topic, [twice, created(user, 1), twice]))
         async with running(runner(memory_bus, db, topic, group)):
             await eventually(
-                lambda: notifications(db, user), until=lambda n: len(n) >= 2, what="2 notifications"
+                lambda: notifications(db, user),
+                until=lambda n: len(n) >= 2,
+                what="2 notifications",
+                timeout_s=30,
             )
             await producer.send_many(records(topic, [twice]))
             # Each partition's duplicates: the one in the first fetch, then the late one.
@@ -125,6 +128,7 @@ async def test_an_event_delivered_twice_in_one_fetch_and_again_later_is_one_noti
                 lambda: consumed_now(group, topic, "duplicate"),
                 until=lambda n: n >= 2,
                 what="duplicates seen",
+                timeout_s=30,
             )
 
     stored = await notifications(db, user)
@@ -136,11 +140,19 @@ async def test_redelivery_after_the_effect_committed_but_not_the_offset_is_a_noo
 ) -> None:
     topic, group, user = unique("notify-lost-commit"), unique("notify-group"), unique("user")
     events = [created(user, n) for n in range(50)]
+    # A group that reads the topic and never commits: the memory bus keeps what some group still needs,
+    # so the records are there to be delivered again.
+    keeper = memory_bus.consumer([topic], unique("keeper"))
+    await keeper.start()
+    await keeper.stop()
     async with started_producer(memory_bus) as producer:
         await producer.send_many(records(topic, events))
     async with running(runner(memory_bus, db, topic, group)):
         await eventually(
-            lambda: notifications(db, user), until=lambda n: len(n) >= 50, what="50 notifications"
+            lambda: notifications(db, user),
+            until=lambda n: len(n) >= 50,
+            what="50 notifications",
+            timeout_s=30,
         )
 
     # The crash window, replayed: every effect is committed, the offset commits never happened.
@@ -151,7 +163,10 @@ async def test_redelivery_after_the_effect_committed_but_not_the_offset_is_a_noo
 
     async with running(runner(memory_bus, db, topic, group)):
         await eventually(
-            lambda: consumed_now(group, topic, "duplicate"), until=lambda n: n >= 50, what="50 redeliveries"
+            lambda: consumed_now(group, topic, "duplicate"),
+            until=lambda n: n >= 50,
+            what="50 redeliveries",
+            timeout_s=30,
         )
     assert sorted(await notifications(db, user)) == sorted(e.event_id for e in events)
 
@@ -170,7 +185,10 @@ async def test_a_malformed_event_in_a_batch_is_dead_lettered_alone(
         running(runner(memory_bus, db, topic, unique("notify-group"))),
     ):
         await eventually(
-            lambda: notifications(db, user), until=lambda n: len(n) >= 19, what="19 notifications"
+            lambda: notifications(db, user),
+            until=lambda n: len(n) >= 19,
+            what="19 notifications",
+            timeout_s=30,
         )
         letter = await letters.wait_for(events[7].key.encode())  # type: ignore[union-attr]
 
