@@ -235,6 +235,10 @@ class TicketService:
         self.recent_pages.put(user, page, body, version)
         return body
 
+    def recent_page(self, user: str, status: TicketStatus | None, limit: int, offset: int) -> bytes | None:
+        """The page if this process served it a moment ago (see `RecentPages`), without any I/O."""
+        return self.recent_pages.get(user, list_page(status, limit, offset))
+
     async def _invalidate_lists(self, user: str) -> None:
         await self.cache.delete_prefix(_user_prefix(user))
         # After the shared cache: a page loaded from it before its invalidation is refused here, one

@@ -10,7 +10,7 @@ from keel.core.consumer import ConsumerRunner, RetryPolicy
 from keel.core.infra import Infra
 from keel.core.ratelimit import RateLimiter, memory_storage, redis_storage
 from keel.core.service import ServiceSpec, Wiring
-from keel.tickets.api import build_router
+from keel.tickets.api import PREFIXES, build_router, list_fast_routes
 from keel.tickets.handlers import NOTIFICATIONS
 from keel.tickets.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from keel.tickets.schemas import TicketEvents
@@ -39,10 +39,7 @@ DESCRIPTION = """Tickets (seed 002), served under `/v1/tickets` and, as the seed
 def routers() -> Sequence[APIRouter]:
     settings = TicketSettings()
     limit, rate_limited = settings.max_attachment_bytes, bool(settings.tickets_rate_limit)
-    return [
-        build_router("/v1/tickets", max_upload_bytes=limit, rate_limited=rate_limited),
-        build_router("/tickets", max_upload_bytes=limit, rate_limited=rate_limited),
-    ]
+    return [build_router(p, max_upload_bytes=limit, rate_limited=rate_limited) for p in PREFIXES]
 
 
 async def wire(infra: Infra) -> Wiring:
@@ -62,7 +59,9 @@ async def wire(infra: Infra) -> Wiring:
         on_event_written=infra.wake_relay,
     )
     wiring = Wiring(state={"tickets": service})
-    if settings.tickets_rate_limit:
+    if not settings.tickets_rate_limit:
+        wiring.fast_routes = list_fast_routes(service)
+    else:
         storage = redis_storage(infra.settings.redis_url) if infra.settings.redis_url else memory_storage()
         wiring.state["tickets_rate_limiter"] = RateLimiter(
             settings.tickets_rate_limit, storage, name="tickets"
