@@ -12,7 +12,7 @@ import pytest_asyncio
 
 from keel.core.bus import Message, OutgoingMessage, Producer, RebalanceListener, TopicPartition
 from keel.core.bus.errors import BrokerUnavailable, CommitFailed, ConsumerStopped, NotAssigned
-from keel.core.bus.memory import MemoryBus, MemoryConsumer
+from keel.core.bus.memory import TRIM_CHUNK, MemoryBus, MemoryConsumer
 from tests.support.bus import kafka_partition, keys_on_distinct_partitions, read
 
 
@@ -201,35 +201,43 @@ async def test_closed_bus_refuses_sends_and_pings(bus: MemoryBus, producer: Prod
         await consumer.getmany(timeout_s=0, max_records=1)
 
 
-async def test_a_partition_forgets_what_every_reading_group_has_committed(bus, producer):
+async def test_a_partition_keeps_its_last_records_and_what_some_group_has_not_committed():
+    bus = MemoryBus(partitions=1, retain=1000)
+    producer = bus.producer()
+    await producer.start()
     tp = TopicPartition("t", 0)
     fast = bus.consumer(["t"], "fast")
     slow = bus.consumer(["t"], "slow")
     await fast.start()
     await slow.start()
-    await producer.send_many([OutgoingMessage("t", b"%d" % i, partition_key(0)) for i in range(3000)])
-    await fast.commit({tp: 3000})
+    await producer.send_many([OutgoingMessage("t", b"%d" % i) for i in range(5000)])
+    await fast.commit({tp: 5000})
     assert bus.log(tp).base == 0, "the slow group has committed nothing: every record is kept"
     await slow.commit({tp: 2500})
     assert bus.log(tp).base == 2500
+    await slow.commit({tp: 5000})
+    assert bus.log(tp).base == 4000, "the last 1,000 stay for a rewind"
     await slow.stop()
-    # A group that left still pins its records; a member rejoining reads from its commit.
+    # A group that left still pins what it has not committed; a member rejoining reads from there.
+    await producer.send_many([OutgoingMessage("t", b"%d" % i) for i in range(5000, 7100)])
+    assert bus.log(tp).base == 5000
     again = bus.consumer(["t"], "slow")
     await again.start()
-    batch = await again.getmany(timeout_s=1, max_records=600)
-    assert [m.offset for m in batch if m.tp == tp] == list(range(2500, 3000))
+    batch = await again.getmany(timeout_s=1, max_records=10)
+    assert [m.offset for m in batch] == list(range(5000, 5010))
     await again.stop()
     await fast.stop()
+    await bus.close()
 
 
 async def test_a_topic_no_group_reads_keeps_its_last_records_only():
-    bus = MemoryBus(partitions=1, retain_unread=2000)
-    started_producer = bus.producer()
-    await started_producer.start()
-    await started_producer.send_many([OutgoingMessage("audit", b"x") for _ in range(10_000)])
+    bus = MemoryBus(partitions=1, retain=2000)
+    producer = bus.producer()
+    await producer.start()
+    await producer.send_many([OutgoingMessage("audit", b"x") for _ in range(10_000)])
     log_ = bus.log(TopicPartition("audit", 0))
     assert log_.end == 10_000
-    assert 2000 <= len(log_.records) < 2000 + 1024
+    assert 2000 <= len(log_.records) < 2000 + TRIM_CHUNK
     # A reader arriving later starts at the oldest record kept (auto.offset.reset=earliest).
     late = bus.consumer(["audit"], "late")
     await late.start()

@@ -5,10 +5,10 @@ murmur2(key) % N like Kafka's default partitioner, a consumer group shares parti
 members with eager rebalances (every member gives up all partitions, then gets its new share), and a
 member reads from the group's committed offset, so anything not committed is delivered again.
 
-Retention: `keel up` runs for days on this bus, so a partition forgets what every group reading its
-topic has committed past (nothing a group still needs is dropped), and a topic no group reads keeps
-its last `retain_unread` records per partition, like a broker's size-based retention. A position below
-the first record kept reads from there, like Kafka's `auto.offset.reset=earliest`.
+Retention: `keel up` runs for days on this bus, so each partition keeps its last `retain` records
+(a broker's size-based retention) and, beyond them, only what some group reading its topic has not
+committed yet: nothing a group still needs is dropped. A position below the first record kept reads
+from there, like Kafka's `auto.offset.reset=earliest`.
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ class _Log:
         return self.records[start : start + limit]
 
     def trim(self, below: int) -> None:
-        """Forget the records before offset `below`, in chunks: deleting a list's head is O(n)."""
+        """Forget the records before offset `below`."""
         drop = min(below, self.end) - self.base
-        if drop >= TRIM_CHUNK or (drop > 0 and drop == len(self.records)):
+        if drop > 0:
             del self.records[:drop]
             self.base += drop
 
@@ -104,13 +104,13 @@ class MemoryBus:
 
     name = "memory"
 
-    def __init__(self, partitions: int = 6, *, retain_unread: int = 10_000) -> None:
+    def __init__(self, partitions: int = 6, *, retain: int = 1000) -> None:
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
-        if retain_unread < 0:
-            raise ValueError("retain_unread must be >= 0")
+        if retain < 0:
+            raise ValueError("retain must be >= 0")
         self._partitions = partitions
-        self._retain_unread = retain_unread
+        self._retain = retain
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
         self._readers: dict[str, set[MemoryConsumer]] = {}
@@ -163,24 +163,26 @@ class MemoryBus:
         self.check_open()
         message = self.topic(record.topic).append(record)
         tp = message.tp
-        readers = self._readers.get(record.topic)
-        if readers:
-            for reader in readers:
-                reader.notify(tp)
-        elif not any(record.topic in g.topics for g in self._groups.values()):
-            self.log(tp).trim(message.offset + 1 - self._retain_unread)
+        for reader in self._readers.get(record.topic, ()):
+            reader.notify(tp)
+        self._retire(tp)
 
     def commit(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
         self._groups[group_id].committed.update(offsets)
         for tp in offsets:
-            self.log(tp).trim(self._floor(tp))
+            self._retire(tp)
 
-    def _floor(self, tp: TopicPartition) -> int:
-        """The lowest offset some group reading this topic has not committed past."""
-        return min(
+    def _retire(self, tp: TopicPartition) -> None:
+        """Drop what is beyond the last `retain` records and committed by every group reading the
+        topic; checked once the log holds a chunk more than `retain` (deleting a list's head is O(n))."""
+        log_ = self.log(tp)
+        if len(log_.records) < self._retain + TRIM_CHUNK:
+            return
+        needed = min(
             (g.committed.get(tp, 0) for g in self._groups.values() if tp.topic in g.topics),
-            default=0,
+            default=log_.end,
         )
+        log_.trim(min(needed, log_.end - self._retain))
 
     async def join(self, member: MemoryConsumer) -> None:
         group = self._groups.setdefault(member.group_id, _Group())
