@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 
 from keel.core import embedded_pg
+from keel.core.bus.errors import BrokerUnavailable
 from keel.core.bus.factory import build_bus
 from keel.core.bus.port import Bus
 from keel.core.cache import Cache, MemoryCache, RedisCache, redis_client
@@ -88,6 +89,16 @@ async def resolve_dsn(settings: Settings) -> str:
     return embedded_pg.socket_dsn(server, embedded_pg.DATABASE)
 
 
+async def ensure_topics(bus: Bus, topics: Sequence[str]) -> None:
+    """Create the topics with our partition count now if the broker answers. If it does not, start
+    anyway: the API serves, the outbox fills, and producers and consumers create the topics on first
+    use once the broker is back."""
+    try:
+        await bus.ensure_topics(list(topics))
+    except BrokerUnavailable as exc:
+        log.warning("broker unreachable at start; %s created on first use (%s)", ", ".join(topics), exc)
+
+
 @asynccontextmanager
 async def open_infra(
     settings: Settings,
@@ -101,7 +112,7 @@ async def open_infra(
         bus = build_bus(settings)
         stack.push_async_callback(bus.close)
         if topics:
-            await bus.ensure_topics(list(topics))
+            await ensure_topics(bus, topics)
         infra = Infra(settings=settings, bus=bus)
         if database:
             dsn = dsn or await resolve_dsn(settings)

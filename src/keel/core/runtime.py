@@ -27,8 +27,9 @@ log = logging.getLogger("keel.runtime")
 
 
 async def start_relay(infra: Infra, stack: AsyncExitStack) -> OutboxRelay:
+    # Not started here: the relay starts its producer itself and retries while the broker is away,
+    # so a process started during a broker outage serves, and its outbox drains once the broker is back.
     producer = infra.bus.producer()
-    await producer.start()
     stack.push_async_callback(producer.stop)
     s = infra.settings
     return OutboxRelay(

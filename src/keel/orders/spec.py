@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter
 
 from keel.core.consumer import ConsumerRunner, RetryPolicy
-from keel.core.infra import Infra
+from keel.core.infra import Infra, ensure_topics
 from keel.core.service import ServiceSpec, Wiring
 from keel.orders.api import order_fast_route, order_router, page_router
 from keel.orders.cache import OrderCache
@@ -50,7 +50,7 @@ async def wire(infra: Infra) -> Wiring:
         "order cache %s; %d orders loaded", "on" if cache is not None else "off (CACHE_ENABLED=0)", warmed
     )
     # The topics follow settings (KAFKA_TOPIC), so they are created here rather than listed in the spec.
-    await infra.bus.ensure_topics([settings.kafka_topic, settings.dlq_topic])
+    await ensure_topics(infra.bus, [settings.kafka_topic, settings.dlq_topic])
     runner = ConsumerRunner(
         infra.bus,
         group_id=settings.kafka_group_id,
