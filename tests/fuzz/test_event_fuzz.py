@@ -72,7 +72,7 @@ class Platform:
     templates: dict[str, dict[str, Any]]
 
     def log(self, topic: str) -> list[Message]:
-        return [m for part in self.app.state.infra.bus.topic(topic).logs for m in part]
+        return [m for part in self.app.state.infra.bus.topic(topic).logs for m in part.records]
 
     async def send(self, messages: list[OutgoingMessage]) -> None:
         producer = self.app.state.infra.bus.producer()
