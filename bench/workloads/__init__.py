@@ -73,6 +73,6 @@ PLANNED: list[Row] = [
     planned(
         "`keel up` RSS over a 10-minute soak",
         "growth ≤ 10 %",
-        "too long for make bench: needs its own target",
+        "measured apart: `make soak` (11 min) → bench/results/soak.md",
     ),
 ]

@@ -41,8 +41,10 @@ CONSUMER_TARGET_RATIO = 0.6
 WRITE_PERIOD_S = 0.02
 # How long to wait for the relay to drain after the writer stops before calling the run failed.
 DRAIN_DEADLINE_S = 60.0
-# The notifications consumer commits one transaction per event: fewer events keep a run to seconds.
+# A quarter of the relay's events keeps a consumer run to seconds.
 CONSUMER_EVENTS_SHARE = 4
+# Events per transaction in the consumer's pgbench limit: about what one partition's fetch holds here.
+PGBENCH_BATCH = 100
 POLL_S = 0.01
 # The relay profile needs a backlog that outlasts py-spy's window: this many times a measured run.
 PROFILE_BACKLOG_RUNS = 2
@@ -312,18 +314,24 @@ async def consume_once(db: Database, bus: KafkaBus, settings: Settings, events: 
     return rate, raw
 
 
-def consumer_transaction_for_pgbench() -> str:
-    """One event's transaction as the runner commits it: BEGIN, inbox claim, notification, COMMIT."""
+def consumer_transaction_for_pgbench(batch: int) -> str:
+    """One fetch's transaction as the Batch handler commits it: BEGIN, the inbox claim of `batch`
+    event ids, one multi-row insert of their notifications, COMMIT."""
     setup = "\\set n random(1, 4611686018427387903)"
-    claim = limits.bind(INBOX_CLAIM, {1: "'pgbench'", 2: "ARRAY['e' || :n]"})
+
+    def column(expression: str, cast: str = "") -> str:
+        return f"ARRAY(SELECT {expression}{cast} FROM generate_series(1, {batch}) AS g)"
+
+    event = "'e' || :n || '-' || g"
+    claim = limits.bind(INBOX_CLAIM, {1: "'pgbench'", 2: column(event)})
     insert = limits.bind(
         repository.INSERT_NOTIFICATIONS,
         {
-            1: "ARRAY[md5('e' || :n)::uuid]",
-            2: "ARRAY[md5('t' || :n)::uuid]",
-            3: "ARRAY['bench']",
-            4: "ARRAY['ticket.created']",
-            5: "ARRAY['Ticket ''Printer on fire'' was created']",
+            1: column(f"md5({event})", "::uuid"),
+            2: column(f"md5('t' || {event})", "::uuid"),
+            3: column("'bench'"),
+            4: column("'ticket.created'"),
+            5: column("'Ticket ''Printer on fire'' was created'"),
         },
     )
     return "\n".join([setup, "BEGIN;", claim, insert, "COMMIT;"]) + "\n"
@@ -351,14 +359,20 @@ class ConsumerWorkload:
                         f"AIOKafkaConsumer, partitions assigned, getmany(max_records=500) + commit per fetch over {events:,}",
                     )
                 )
-        # One worker per partition handles events one transaction each: pgbench gets as many clients.
-        sql_limit = await limits.pgbench(
-            ctx.cfg, ctx.dsn, consumer_transaction_for_pgbench(), "consumer-notify", clients=partitions
+        # One worker per partition commits one transaction per fetch: pgbench gets as many clients,
+        # each transaction handling PGBENCH_BATCH events (its TPS times that is the limit in msg/s).
+        per_txn = await limits.pgbench(
+            ctx.cfg,
+            ctx.dsn,
+            consumer_transaction_for_pgbench(PGBENCH_BATCH),
+            "consumer-notify",
+            clients=partitions,
         )
+        sql_limit = [Sample(s.rate * PGBENCH_BATCH, s.command) for s in per_txn]
         figure = median(figures)
         return [
             Row(
-                f"tickets notifications consumer vs pgbench of its transaction ({partitions} clients = partitions)",
+                f"tickets notifications consumer vs pgbench of its batch transaction ({PGBENCH_BATCH} events; {partitions} clients = partitions)",
                 figure,
                 median(sql_limit),
                 "msg/s",
