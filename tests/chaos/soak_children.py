@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.eventually import eventually
 from tests.support.tickets_worker_process import GO, READY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,12 +129,13 @@ class WorkerChild:
     async def ready(self, timeout_s: float = 120.0) -> None:
         """Wait until the running life handles SIGTERM (or has exited)."""
         life = self._running()
-        deadline = time.monotonic() + timeout_s
-        while life.proc.returncode is None and READY.encode() not in life.log.read_bytes():
-            assert time.monotonic() < deadline, (
-                f"{self.kind} not ready after {timeout_s}s:\n{self.log_tail()}"
-            )
-            await asyncio.sleep(0.1)
+        await eventually(
+            lambda: life.proc.returncode is not None or READY.encode() in life.log.read_bytes(),
+            until=bool,
+            timeout_s=timeout_s,
+            what=f"{self.kind} ready",
+            interval_s=0.1,
+        )
 
     async def _wait(self, timeout_s: float) -> int | None:
         """The running life's exit code, or None while it still runs after `timeout_s`."""

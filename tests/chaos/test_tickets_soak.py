@@ -182,11 +182,6 @@ async def _state(dsn: str) -> dict[str, Any]:
     }
 
 
-async def _settled(dsn: str) -> dict[str, Any]:
-    await asyncio.sleep(1.0)  # poll once a second: this reads every row
-    return await _state(dsn)
-
-
 async def _topic(brokers: list[str], topic: str) -> list[bytes]:
     log = await KafkaTopicLog(brokers, topic).open()
     try:
@@ -229,10 +224,11 @@ async def test_tickets_soak_no_loss_no_double_notification_under_broker_and_work
         loaded_at = time.monotonic()
         created = len(load.ids)
         await eventually(
-            lambda: _settled(fresh_pg_dsn),
+            lambda: _state(fresh_pg_dsn),
             until=lambda s: s["pending"] == 0 and len(s["notified"]) >= created,
             timeout_s=180,
             what="the outbox published and a notification per ticket",
+            interval_s=1.0,  # each probe reads every row
         )
         drained_s = time.monotonic() - loaded_at
         # Both stop cleanly; counting after they stopped also catches a late second notification.

@@ -15,8 +15,10 @@ async def eventually(
     until: Callable[[Any], bool],
     timeout_s: float = 5.0,
     what: str = "",
+    interval_s: float = 0.005,
 ) -> Any:
-    """Call `probe` (sync or async) until `until(result)` holds; fail with the last result after `timeout_s`."""
+    """Call `probe` (sync or async) every `interval_s` until `until(result)` holds; fail with the
+    last result after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = probe()
@@ -26,4 +28,4 @@ async def eventually(
             return result
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what or 'condition'} not reached within {timeout_s}s; last: {result!r}")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(interval_s)
