@@ -167,3 +167,30 @@ def test_only_string_parameters_are_taken():
 )
 def test_simple_query_takes_plain_queries_only(query, expected):
     assert simple_query(query, frozenset({"route_id", "next"})) == expected
+
+
+async def test_a_memory_hit_answers_before_the_awaiting_handler_and_a_miss_reaches_it() -> None:
+    remembered = {"a": b'{"name":"a","from":"memory"}'}
+    awaited: list[str] = []
+
+    def from_memory(scope: Scope, params: dict[str, str]) -> FastResponse | None:
+        body = remembered.get(params["name"])
+        return None if body is None else FastResponse(body, headers=raw_headers({"X-Source": "memory"}))
+
+    async def load(scope: Scope, params: dict[str, str]) -> FastResponse | None:
+        awaited.append(params["name"])
+        body, headers = _thing(params["name"])
+        return FastResponse(body, headers=raw_headers(headers))
+
+    routes = FastRoutes()
+    routes.add([FastRoute(TEMPLATE, load, from_memory=from_memory)], served=[TEMPLATE])
+    app = create_app(title="fast", settings=Settings(_env_file=None), routers=[_router()], fast_routes=routes)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        hits_before = _count("200")
+        hit = await client.get("/fast-things/a")
+        missing = await client.get("/fast-things/zz", headers={"X-Request-Id": "mem-miss"})
+
+    assert hit.content == remembered["a"] and hit.headers["x-source"] == "memory"
+    assert awaited == ["zz"]  # the hit never reached the loader
+    assert missing.status_code == 404 and missing.json()["error"]["request_id"] == "mem-miss"
+    assert _count("200") == hits_before + 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import re
 from contextvars import ContextVar
 
@@ -12,8 +12,9 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def new_request_id() -> str:
-    # 128 random bits as 32 hex characters, like uuid4().hex at a fraction of its cost per request.
-    return os.urandom(16).hex()
+    # 128 random bits as 32 hex characters. An id correlates logs, it guards nothing: the module's
+    # generator (reseeded in a forked child) costs a tenth of an os.urandom system call per request.
+    return f"{random.getrandbits(128):032x}"
 
 
 def accept_request_id(candidate: str | None) -> str:

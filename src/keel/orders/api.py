@@ -14,7 +14,7 @@ from starlette.types import Scope
 
 from keel.core.app import error_responses
 from keel.core.errors import NotFound
-from keel.core.fastpath import FastResponse, FastRoute, raw_headers
+from keel.core.fastpath import FastResponse, FastRoute
 from keel.orders.schemas import Order
 from keel.orders.service import OrderService
 
@@ -44,7 +44,8 @@ def order_fast_route(service: OrderService) -> FastRoute:
         body = None if scope["query_string"] else service.cached(params["order_uid"])
         if body is None:
             return None
-        return FastResponse(body, headers=raw_headers(_timing("cache", started)))
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return FastResponse(body, headers=[(b"x-source", b"cache"), (b"x-duration-ms", b"%.3f" % elapsed_ms)])
 
     return FastRoute(ORDER_PATH, cached_order, awaits_io=False)
 

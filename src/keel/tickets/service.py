@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from keel.core.cache import Cache, RedisCache
+from keel.core.cache.recent import RecentPages
 from keel.core.db import Database
 from keel.core.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from keel.core.events import dumps
@@ -18,7 +19,6 @@ from keel.core.storage import ObjectStore
 from keel.core.telemetry import inject_headers
 from keel.tickets import repository
 from keel.tickets.idempotency import IdempotencyStore, RedisIdempotencyStore, State
-from keel.tickets.pages import RecentPages
 from keel.tickets.schemas import TicketCreate, TicketEvents, TicketStatus
 
 LIST_TTL_S = 60
@@ -94,7 +94,7 @@ class TicketService:
         self.clock = clock
         # Wakes an in-process outbox relay so the event goes out now rather than at its next poll.
         self.on_event_written = on_event_written
-        self.recent_pages = recent_pages or RecentPages()
+        self.recent_pages = recent_pages or RecentPages("tickets-pages")
 
     def _event(self, ticket_id: str, event_type: str, payload: dict[str, Any]) -> repository.OutboxFields:
         return repository.OutboxFields(

@@ -8,7 +8,7 @@ import uuid
 
 import asyncpg
 
-from keel.tickets.pages import DEFAULT_TTL_S, RecentPages
+from keel.core.cache.recent import DEFAULT_TTL_S, RecentPages
 from tests.integration.tickets.conftest import serving, ticket_body
 from tests.support import servers
 from tests.support.eventually import eventually
@@ -142,7 +142,7 @@ async def test_a_write_through_another_replica_is_listed_within_the_recent_pages
 
 def test_a_page_loaded_while_its_user_wrote_is_not_kept():
     now = [0.0]
-    pages = RecentPages(ttl_s=0.5, clock=lambda: now[0])
+    pages = RecentPages("test-pages", ttl_s=0.5, clock=lambda: now[0])
     before_write = pages.version("u")
     pages.forget("u")  # the user's write lands while the page was being loaded
     pages.put("u", "all-50-0", b"old", before_write)

@@ -29,27 +29,39 @@ ROUTE_ID_MAX, AFTER_MAX, NEXT_MAX, NEXT_DEFAULT = 200, 128, 50, 3
 _PREFETCH_QUERY = frozenset({"route_id", "next", "after"})
 
 
+def _plain_query(scope: Scope) -> tuple[str, int, str | None] | None:
+    """(route_id, next, after) of a plain query within bounds; None for anything the FastAPI route
+    must validate (422) exactly as documented."""
+    query = simple_query(scope["query_string"], _PREFETCH_QUERY)
+    if query is None:
+        return None
+    route_id, after = query.get("route_id", ""), query.get("after")
+    count = query.get("next", str(NEXT_DEFAULT))
+    if not (
+        0 < len(route_id) <= ROUTE_ID_MAX
+        and (after is None or len(after) <= AFTER_MAX)
+        and count.isascii()
+        and count.isdigit()
+        and 1 <= int(count) <= NEXT_MAX
+    ):
+        return None
+    return route_id, int(count), after
+
+
 def prefetch_fast_route(service: DeliveryService) -> FastRoute:
-    """The prefetch page at the edge when the query is plain and within bounds; anything else goes to
-    the FastAPI route, which validates it (422) exactly as documented."""
+    """The prefetch page at the edge when the query is plain: from this process's recent pages without
+    awaiting anything, else from the store."""
+
+    def recent(scope: Scope, params: dict[str, str]) -> FastResponse | None:
+        query = _plain_query(scope)
+        body = None if query is None else service.recent_page(*query)
+        return None if body is None else FastResponse(body)
 
     async def prefetch(scope: Scope, params: dict[str, str]) -> FastResponse | None:
-        query = simple_query(scope["query_string"], _PREFETCH_QUERY)
-        if query is None:
-            return None
-        route_id, after = query.get("route_id", ""), query.get("after")
-        count = query.get("next", str(NEXT_DEFAULT))
-        if not (
-            0 < len(route_id) <= ROUTE_ID_MAX
-            and (after is None or len(after) <= AFTER_MAX)
-            and count.isascii()
-            and count.isdigit()
-            and 1 <= int(count) <= NEXT_MAX
-        ):
-            return None
-        return FastResponse(await service.prefetch(route_id, int(count), after))
+        query = _plain_query(scope)
+        return None if query is None else FastResponse(await service.prefetch(*query))
 
-    return FastRoute(PREFETCH_PATH, prefetch)
+    return FastRoute(PREFETCH_PATH, prefetch, from_memory=recent)
 
 
 def build_router() -> APIRouter:

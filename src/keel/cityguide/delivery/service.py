@@ -4,6 +4,7 @@ CDN-side check of those links before the bytes are served."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 
 import orjson
@@ -11,6 +12,7 @@ import orjson
 from keel.cityguide.audio import audio_key, cdn_path, is_audio_id
 from keel.cityguide.delivery.store import ReadyAudio, ReadyAudioStore, UnknownAudio
 from keel.cityguide.events import optional_float, optional_int, text_field
+from keel.core.cache.recent import RecentPages
 from keel.core.errors import NotFound
 from keel.core.events import Event, PoisonMessage
 from keel.core.link_guard import LinkGuard
@@ -32,12 +34,19 @@ class DeliveryService:
         *,
         link_ttl_s: int,
         base_url: str = "",
+        recent_pages: RecentPages | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
         self._objects = objects
         self._link_ttl_s = link_ttl_s
         self._base_url = base_url
+        # Pages served a moment ago (PREFETCH_PAGE_CACHE_SEC; None: every page from the store). A page
+        # handed out up to that long after it was signed still promises `ttl` seconds: links are
+        # signed for the difference more.
+        self._recent = recent_pages
+        hold_s = recent_pages.ttl_s if recent_pages is not None else 0.0
+        self._sign_ttl_s = link_ttl_s + math.ceil(hold_s)
 
     async def on_tts_completed(self, event: Event) -> None:
         """A ready audio joins its route's list; a repeat overwrites it (the key is the audio id)."""
@@ -54,19 +63,38 @@ class DeliveryService:
             position=float(position) if position is not None else UNPOSITIONED,
             duration_s=optional_float(payload, "duration_s"),
         )
-        await self._store.put(text_field(payload, "route_id"), audio)
+        route_id = text_field(payload, "route_id")
+        await self._store.put(route_id, audio)
+        if self._recent is not None:
+            self._recent.forget(route_id)  # after the write: a page loaded meanwhile is not kept
+
+    def recent_page(self, route_id: str, count: int, after: str | None) -> bytes | None:
+        """The page if this process served it a moment ago, without any I/O."""
+        return None if self._recent is None else self._recent.get(route_id, _page(count, after))
 
     async def prefetch(self, route_id: str, count: int, after: str | None) -> bytes:
         """Up to `count` ready audio after `after`, each with a signed link: a `Prefetch` as JSON.
 
         Dumped straight from dicts with orjson: building and dumping the pydantic models cost ~8x
         more on a ten-link page; the models stay the documented shape (tests check the bytes)."""
+        recent = self._recent
+        if recent is None:
+            return await self._load(route_id, count, after)
+        page = _page(count, after)
+        body = recent.get(route_id, page)
+        if body is None:
+            version = recent.version(route_id)
+            body = await self._load(route_id, count, after)
+            recent.put(route_id, page, body, version)
+        return body
+
+    async def _load(self, route_id: str, count: int, after: str | None) -> bytes:
         try:
             ready = await self._store.next(route_id, count, after)
         except UnknownAudio:
             raise NotFound(f"audio {after!r} is not in the ready list of route {route_id!r}") from None
         ttl = self._link_ttl_s
-        urls = self._signer.sign_urls([cdn_path(a.audio_id) for a in ready], ttl, self._base_url)
+        urls = self._signer.sign_urls([cdn_path(a.audio_id) for a in ready], self._sign_ttl_s, self._base_url)
         items = [
             {
                 "audio_id": a.audio_id,
@@ -88,3 +116,7 @@ class DeliveryService:
         if not is_audio_id(audio_id):
             raise NotFound("no such audio")
         return await self._objects.stream(audio_key(audio_id))
+
+
+def _page(count: int, after: str | None) -> str:
+    return f"{count}" if after is None else f"{count}:{after}"

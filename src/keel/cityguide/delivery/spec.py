@@ -12,6 +12,7 @@ from keel.cityguide.delivery.api import build_router, prefetch_fast_route
 from keel.cityguide.delivery.service import DeliveryService
 from keel.cityguide.delivery.settings import DeliverySettings
 from keel.cityguide.delivery.store import MemoryReadyAudioStore, ReadyAudioStore, RedisReadyAudioStore
+from keel.core.cache.recent import RecentPages
 from keel.core.consumer import ConsumerRunner, Idempotent, RetryPolicy
 from keel.core.infra import Infra
 from keel.core.service import ServiceSpec, Wiring
@@ -50,6 +51,7 @@ async def wire(infra: Infra) -> Wiring:
         infra.storage,
         link_ttl_s=s.link_ttl_sec,
         base_url=s.public_base_url,
+        recent_pages=RecentPages("delivery-pages", settings.page_cache_s) if settings.page_cache_s else None,
     )
     wiring = Wiring(state={"delivery": service}, fast_routes=[prefetch_fast_route(service)])
     if not s.uses_kafka and not infra.embedded:
