@@ -25,7 +25,8 @@ DESCRIPTION = """Cityguide delivery prefetch (seed 000): ready audio per route, 
 * Consumes `tts.completed` (key = audio id; a repeat overwrites, never duplicates) into a short-lived
   list per route in story order: Redis when `REDIS_URL` is set, in-process otherwise (`PREFETCH_TTL_SEC`).
 * `GET /delivery/prefetch?route_id=&next=&after=`: up to `next` (1..50, default 3) audio after `after`,
-  each with a link signed for `LINK_TTL_SEC` with `SECRET` (8 base64url characters = 48 bits).
+  each with a link signed for `LINK_TTL_SEC` with `SECRET` (8 base64url characters = 48 bits). A page
+  polled again within `PREFETCH_PAGE_CACHE_SEC` (1 s) is answered from memory.
 * `GET /cdn/audio/{audio_id}?exp=&sig=&kid=`: the CDN-side check — 403 bad signature, 410 expired.
 * Without `KAFKA_BROKERS` a lone `keel serve delivery-prefetch` runs no consumer (and says so);
   under `keel up` the in-process bus feeds it.
