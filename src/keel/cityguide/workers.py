@@ -1,5 +1,6 @@
 """Wiring shared by the cityguide workers (story, tts): no routes, one producer, one consumer of a
-bare-wire command topic whose handler is idempotent by itself (it overwrites by key)."""
+bare-wire command topic whose handler is idempotent by itself (it overwrites by key) and takes a
+fetched run of records at a time (results published together, acks awaited once)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter
 
 from keel.cityguide import topics
 from keel.core.bus.port import Producer
-from keel.core.consumer import ConsumerRunner, Idempotent, RetryPolicy
+from keel.core.consumer import ConsumerRunner, IdempotentBatch, RetryPolicy
 from keel.core.events import Event
 from keel.core.infra import Infra
 from keel.core.service import Wiring
@@ -26,14 +27,21 @@ async def started_producer(infra: Infra) -> Producer:
 
 
 def command_worker(
-    infra: Infra, producer: Producer, *, group: str, topic: str, handle: Callable[[Event], Awaitable[None]]
+    infra: Infra,
+    producer: Producer,
+    *,
+    group: str,
+    topic: str,
+    handle: Callable[[Sequence[Event]], Awaitable[None]],
+    batch_size: int,
 ) -> Wiring:
     runner = ConsumerRunner(
         infra.bus,
         group_id=group,
         topics=[topic],
         wire="bare",
-        handler=Idempotent(handle),
+        handler=IdempotentBatch(handle),
+        batch_size=batch_size,
         dlq_topic=topics.DLQ,
         default_event_type=topic,
         retry=RetryPolicy.from_settings(infra.settings),

@@ -102,3 +102,34 @@ async def test_a_tts_request_without_text_goes_to_the_dead_letter_topic(make_set
         await _send(app, topics.TTS_REQUESTED, route_id, {"route_id": route_id, "story_id": "s1"})
         [dead] = await dlq.read(1, within_s=10)
     assert orjson.loads(dead.value) == {"route_id": route_id, "story_id": "s1"}
+
+
+async def test_a_run_of_requests_is_answered_once_each_and_a_bad_one_among_them_goes_to_the_dlq_alone(
+    make_settings, route_id, monkeypatch
+):
+    monkeypatch.setenv("TTS_MODE", "instant")
+    requests = [
+        _request(f"{route_id}-{r}", story=f"s{n}", text=f"История {r}.{n}.") | {"position": n}
+        for r in range(10)
+        for n in range(3)
+    ]
+    async with serving([TTS], make_settings(consumer_max_attempts=1), embedded=True) as (app, _):
+        out = await open_topic_log(app.state.infra.bus, topics.TTS_COMPLETED)
+        dlq = await open_topic_log(app.state.infra.bus, topics.DLQ)
+        producer = app.state.infra.bus.producer()
+        await producer.start()
+        bad = {"route_id": route_id, "story_id": "no-text"}
+        await producer.send_many(
+            [
+                encode(Event(topics.TTS_REQUESTED, r, key=r["story_id"]), topics.TTS_REQUESTED, "bare")
+                for r in requests
+            ]
+            + [encode(Event(topics.TTS_REQUESTED, bad, key="no-text"), topics.TTS_REQUESTED, "bare")]
+        )
+        await producer.stop()
+        results = await out.read(len(requests), within_s=20)
+        [dead] = await dlq.read(1, within_s=10)
+    bodies = [orjson.loads(m.value) for m in results]
+    assert sorted(b["story_id"] for b in bodies) == sorted(r["story_id"] for r in requests)
+    assert all(b["status"] == "completed" for b in bodies)
+    assert orjson.loads(dead.value) == bad

@@ -3,12 +3,15 @@ alone while the rest are applied; an event repeated within one batch is applied 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import text
 
 from keel.core.bus import Bus, OutgoingMessage
 from keel.core.bus.memory import MemoryBus
-from keel.core.consumer import Batch, ConsumerRunner, RetryPolicy
+from keel.core.consumer import Batch, ConsumerRunner, IdempotentBatch, RetryPolicy
 from keel.core.db import Database
+from keel.core.events import Event, PoisonMessage
 from tests.integration.consumer.conftest import dead_letters, event_record, running, started_producer, unique
 from tests.integration.consumer.script import Effects, Script
 from tests.support.eventually import eventually
@@ -88,3 +91,47 @@ async def test_event_repeated_within_one_batch_is_applied_once(
     async with db.unit_of_work() as uow:
         inbox = (await uow.execute(text("SELECT count(*) FROM processed_events"))).scalar_one()
     assert inbox == 2
+
+
+async def test_an_idempotent_batch_handler_takes_a_backlog_in_few_calls_without_a_database_and_a_bad_record_alone(
+    memory_bus: MemoryBus,
+) -> None:
+    """Stateless workers (story, tts) publish a fetched run at once: no inbox, no transaction; a bad
+    record fails its batch, which is redone one record at a time so only that one is dead-lettered."""
+    topic, dlq = unique("stateless"), unique("stateless.dlq")
+    seen: list[str] = []
+    calls: list[int] = []
+
+    async def handle_batch(events: Sequence[Event]) -> None:
+        if any(e.payload.get("invalid") for e in events):
+            raise PoisonMessage("schema: a record in the batch is invalid")
+        calls.append(len(events))
+        seen.extend(e.payload["id"] for e in events)
+
+    records = [event_record(topic, f"s{n}", key=f"k{n % 5}") for n in range(200)]
+    records[77] = event_record(topic, "s77", key="bad", invalid=True)
+    async with started_producer(memory_bus) as producer:
+        await producer.send_many(records)
+
+    runner = ConsumerRunner(
+        memory_bus,
+        group_id=unique("stateless-group"),
+        topics=[topic],
+        wire="envelope",
+        handler=IdempotentBatch(handle_batch),
+        dlq_topic=dlq,
+        retry=RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05),
+        batch_size=100,
+    )
+    async with dead_letters(memory_bus, dlq) as letters, running(runner):
+        await eventually(lambda: _len(seen), until=lambda n: n >= 199, timeout_s=20, what="199 records")
+        dead = await letters.wait_for(b"bad")
+
+    assert set(seen) == {f"s{n}" for n in range(200)} - {"s77"}
+    assert dict(dead.headers)["dlq-error-type"] == b"PoisonMessage"
+    # Batches of one only where the bad record's batch was redone; the rest came many at a time.
+    assert len(calls) < 100, calls
+
+
+async def _len(items: list[str]) -> int:
+    return len(items)

@@ -10,13 +10,19 @@ from keel.core.infra import Infra
 from keel.core.service import ServiceSpec, Wiring
 
 GROUP = "story"
+BATCH_SIZE = 200  # routes per batch: their stories are published together
 
 
 async def wire(infra: Infra) -> Wiring:
     producer = await started_producer(infra)
     worker = StoryWorker(Publisher(producer))
     return command_worker(
-        infra, producer, group=GROUP, topic=topics.STORY_GENERATE, handle=worker.on_generate
+        infra,
+        producer,
+        group=GROUP,
+        topic=topics.STORY_GENERATE,
+        handle=worker.on_generate,
+        batch_size=BATCH_SIZE,
     )
 
 

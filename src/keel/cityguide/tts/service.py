@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +19,9 @@ from keel.core.events import Event, PoisonMessage
 from keel.core.metrics import JOB_DURATION
 from keel.core.storage import ObjectStore
 
-# (text, voice) → (16-bit mono PCM, sample rate); blocking, run in a thread.
-Synthesize = Callable[[str, str], tuple[bytes, int]]
+Speech = tuple[bytes, int]  # 16-bit mono PCM, sample rate
+# (text, voice) → speech; blocking, run in a thread.
+Synthesize = Callable[[str, str], Speech]
 
 _AUDIO_NS = uuid.UUID("6f1d3c1e-7a51-4a57-9d0e-2b8c8a3f4e11")
 MAX_TEXT = 20_000
@@ -35,6 +36,19 @@ class FailureInjection:
 
     def fails(self, story_id: str, attempt: int) -> bool:
         return story_id in self.stories and attempt <= self.attempts
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One checked tts.requested."""
+
+    route_id: str
+    story_id: str
+    text: str
+    attempt: int
+    position: int | None
+    lang: Any
+    audio_id: str
 
 
 def audio_id_for(route_id: str, story_id: str, voice: str, text: str) -> str:
@@ -61,39 +75,69 @@ class TtsWorker:
         # An engine that does not block (instant silence) runs on the loop: no thread hand-off per request.
         self._inline = inline
 
-    async def on_requested(self, event: Event) -> None:
-        payload = event.payload
+    async def on_requested(self, events: Sequence[Event]) -> None:
+        """A fetched run of requests: each route's first story first (what its listener waits for),
+        speech made one request at a time, each result stored and published as soon as it is made;
+        returns once every result is acknowledged."""
+        # Every request is checked before any effect: a bad one fails the batch before it starts.
+        jobs = sorted((self._job(event.payload) for event in events), key=lambda j: j.position or 0)
+        pending: list[asyncio.Task[None]] = []
+        try:
+            for job in jobs:
+                pending.append(asyncio.create_task(self._finish(job, await self._speak(job))))
+        finally:
+            outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def _job(self, payload: dict[str, Any]) -> Job:
         route_id, story_id = text_field(payload, "route_id"), text_field(payload, "story_id")
         text = payload.get("text")
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
             raise PoisonMessage(f"tts.requested text must be 1..{MAX_TEXT} characters")
-        attempt = optional_int(payload, "attempt") or 1
-        audio_id = audio_id_for(route_id, story_id, self._voice, text)
-        result: dict[str, Any] = {
-            "route_id": route_id,
-            "story_id": story_id,
-            "audio_id": audio_id,
-            "position": optional_int(payload, "position"),
-            "attempt": attempt,
-            "lang": payload.get("lang", "ru"),
-        }
-        started = time.perf_counter()
-        try:
-            result |= await self._speak(audio_id, story_id, text, attempt)
-        finally:
-            outcome = "ok" if result.get("status") == "completed" else "failed"
-            JOB_DURATION.labels(job="tts.synthesize", outcome=outcome).observe(time.perf_counter() - started)
-        await self._publisher.publish(topics.TTS_COMPLETED, audio_id, result)
+        return Job(
+            route_id=route_id,
+            story_id=story_id,
+            text=text,
+            attempt=optional_int(payload, "attempt") or 1,
+            position=optional_int(payload, "position"),
+            lang=payload.get("lang", "ru"),
+            audio_id=audio_id_for(route_id, story_id, self._voice, text),
+        )
 
-    async def _speak(self, audio_id: str, story_id: str, text: str, attempt: int) -> dict[str, Any]:
-        if self._failures.fails(story_id, attempt):
-            return {"status": "failed", "error": f"injected failure (TTS_FAIL_STORIES, attempt {attempt})"}
+    async def _speak(self, job: Job) -> Speech | str:
+        """The speech, or why there is none (a failed synthesis is a result, not an error)."""
+        started = time.perf_counter()
+        speech = await self._synthesized(job)
+        outcome = "failed" if isinstance(speech, str) else "ok"
+        JOB_DURATION.labels(job="tts.synthesize", outcome=outcome).observe(time.perf_counter() - started)
+        return speech
+
+    async def _synthesized(self, job: Job) -> Speech | str:
+        if self._failures.fails(job.story_id, job.attempt):
+            return f"injected failure (TTS_FAIL_STORIES, attempt {job.attempt})"
         try:
             if self._inline:
-                pcm, rate = self._synthesize(text, self._voice)
-            else:
-                pcm, rate = await asyncio.to_thread(self._synthesize, text, self._voice)
+                return self._synthesize(job.text, self._voice)
+            return await asyncio.to_thread(self._synthesize, job.text, self._voice)
         except EspeakError as exc:
-            return {"status": "failed", "error": str(exc)}
-        await self._objects.put(audio_key(audio_id), to_wav(pcm, rate), content_type=AUDIO_CONTENT_TYPE)
-        return {"status": "completed", "duration_s": round(duration_s(pcm, rate), 3)}
+            return str(exc)
+
+    async def _finish(self, job: Job, speech: Speech | str) -> None:
+        result: dict[str, Any] = {
+            "route_id": job.route_id,
+            "story_id": job.story_id,
+            "audio_id": job.audio_id,
+            "position": job.position,
+            "attempt": job.attempt,
+            "lang": job.lang,
+        }
+        if isinstance(speech, str):
+            result |= {"status": "failed", "error": speech}
+        else:
+            pcm, rate = speech
+            audio = to_wav(pcm, rate)
+            await self._objects.put(audio_key(job.audio_id), audio, content_type=AUDIO_CONTENT_TYPE)
+            result |= {"status": "completed", "duration_s": round(duration_s(pcm, rate), 3)}
+        await self._publisher.publish(topics.TTS_COMPLETED, [(job.audio_id, result)])

@@ -13,6 +13,9 @@ from keel.core.infra import Infra
 from keel.core.service import ServiceSpec, Wiring
 
 GROUP = "tts"
+# Requests per batch: a redelivered batch redoes at most this many, and the audio of a batch is held in
+# memory until its results are acknowledged.
+BATCH_SIZE = 100
 SILENCE_RATE = 22_050
 
 
@@ -36,7 +39,12 @@ async def wire(infra: Infra) -> Wiring:
         inline=settings.tts_mode == "instant",
     )
     return command_worker(
-        infra, producer, group=GROUP, topic=topics.TTS_REQUESTED, handle=worker.on_requested
+        infra,
+        producer,
+        group=GROUP,
+        topic=topics.TTS_REQUESTED,
+        handle=worker.on_requested,
+        batch_size=BATCH_SIZE,
     )
 
 

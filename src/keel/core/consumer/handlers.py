@@ -6,6 +6,9 @@
   (overwriting a key in Redis).
 - `Batch`: `handle_batch(events, uow)`; many messages, one transaction, one inbox statement — for
   ingest-heavy consumers. A failing batch is redone one message at a time so a bad one stands alone.
+- `IdempotentBatch`: `handle_batch(events)`; no database, effects idempotent by themselves, a fetched
+  run of records at a time (a worker that publishes every result and awaits the acks once). A failing
+  batch is redone one message at a time, like `Batch`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,12 @@ class Batch:
     natural_key: NaturalKey | None = None
 
 
-Handler = Transactional | Idempotent | Batch
+@dataclass(frozen=True, slots=True)
+class IdempotentBatch:
+    handle_batch: Callable[[Sequence[Event]], Awaitable[None]]
+
+
+Handler = Transactional | Idempotent | Batch | IdempotentBatch
 
 
 def inbox_id(event: Event, natural_key: NaturalKey | None) -> str:
@@ -77,6 +85,9 @@ async def apply_one(handler: Handler, db: Database | None, inbox: str, event: Ev
     """Run the handler for one event: effect and inbox row commit together, or neither does."""
     if isinstance(handler, Idempotent):
         await handler.handle(event)
+        return "ok"
+    if isinstance(handler, IdempotentBatch):
+        await handler.handle_batch((event,))
         return "ok"
     if db is None:  # the runner refuses this at construction; kept for the type checker
         raise RuntimeError("a transactional handler needs a database")

@@ -18,10 +18,17 @@ from typing import Literal, TypeVar
 from keel.core.bus.message import Message, TopicPartition
 from keel.core.bus.port import Consumer
 from keel.core.consumer.dlq import DeadLetters, error_text
-from keel.core.consumer.handlers import Batch, Handler, apply_batch, apply_one
+from keel.core.consumer.handlers import (
+    Applied,
+    Batch,
+    Handler,
+    IdempotentBatch,
+    apply_batch,
+    apply_one,
+)
 from keel.core.consumer.retry import RetryPolicy, is_transient
 from keel.core.db import Database
-from keel.core.events import PoisonMessage, WireFormat, decode
+from keel.core.events import Event, PoisonMessage, WireFormat, decode
 from keel.core.metrics import EVENTS_CONSUMED, JOB_DURATION
 from keel.core.telemetry import consume_span
 
@@ -129,7 +136,7 @@ class PartitionWorker:
     async def _step(self) -> None:
         handler = self._p.handler
         if (
-            isinstance(handler, Batch)
+            isinstance(handler, Batch | IdempotentBatch)
             and self._failure is None
             and not self._singles
             and len(self._queue) > 1
@@ -233,15 +240,14 @@ class PartitionWorker:
         p.count(message.topic, "dlq")
         return True
 
-    async def _try_batch(self, handler: Batch, chunk: list[Message]) -> bool:
-        """The chunk in one transaction; False (nothing applied) when any record needs care alone."""
+    async def _try_batch(self, handler: Batch | IdempotentBatch, chunk: list[Message]) -> bool:
+        """The chunk in one go (one transaction for `Batch`); False when any record needs care alone
+        (nothing applied for `Batch`; for `IdempotentBatch` whatever was applied is applied again)."""
         p = self._p
-        if p.db is None:  # the runner refuses this at construction; kept for the type checker
-            raise RuntimeError("a batch handler needs a database")
         try:
             with consume_span(f"{self.tp.topic} process batch", (), size=len(chunk)):
                 events = [decode(m, p.wire, default_type=p.default_type) for m in chunk]
-                outcomes = await p.timed(apply_batch(handler, p.db, p.inbox, events))
+                outcomes = await p.timed(self._apply_batch(handler, events))
         except Exception as exc:
             log.info(
                 "%s: batch of %d on %s failed (%r); redoing it one record at a time",
@@ -254,3 +260,12 @@ class PartitionWorker:
         for outcome, n in Counter(outcomes).items():
             p.count(self.tp.topic, outcome, n)
         return True
+
+    async def _apply_batch(self, handler: Batch | IdempotentBatch, events: list[Event]) -> list[Applied]:
+        p = self._p
+        if isinstance(handler, IdempotentBatch):
+            await handler.handle_batch(events)
+            return ["ok"] * len(events)
+        if p.db is None:  # the runner refuses this at construction; kept for the type checker
+            raise RuntimeError("a batch handler needs a database")
+        return await apply_batch(handler, p.db, p.inbox, events)

@@ -15,7 +15,7 @@ from keel.core.bus.errors import BusError, CommitFailed, ConsumerStopped
 from keel.core.bus.message import Message, TopicPartition
 from keel.core.bus.port import Bus, Consumer
 from keel.core.consumer.dlq import DeadLetters
-from keel.core.consumer.handlers import Handler, Idempotent
+from keel.core.consumer.handlers import Handler, Idempotent, IdempotentBatch
 from keel.core.consumer.partition import PartitionWorker, Pipeline
 from keel.core.consumer.retry import RetryPolicy
 from keel.core.db import Database
@@ -56,7 +56,7 @@ class ConsumerRunner:
         lag_interval_s: float = 5.0,
         rng: random.Random | None = None,
     ) -> None:
-        if not isinstance(handler, Idempotent) and db is None:
+        if not isinstance(handler, Idempotent | IdempotentBatch) and db is None:
             raise ValueError("a transactional or batch handler needs a database for its inbox")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
