@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
+
+from tests.support import servers
+from tests.support.tcp_proxy import TcpProxy
 
 
 def chaos_scale() -> int:
@@ -15,3 +20,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/chaos/" in str(item.fspath):
             item.add_marker(pytest.mark.chaos)
+
+
+@pytest_asyncio.fixture
+async def broker_proxy() -> AsyncIterator[TcpProxy]:
+    """A private broker reachable only through a fault proxy (it advertises the proxy's port)."""
+    port = servers.free_port()
+    proxy = await TcpProxy(port).start()
+    with servers.running(servers.kafka_broker(port=port, advertised_port=proxy.port)):
+        yield proxy
+        await proxy.close()

@@ -12,32 +12,20 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-import pytest_asyncio
 
 from keel.core.runtime import build_app
 from keel.tickets.spec import SPEC
 from tests.chaos.conftest import chaos_scale
-from tests.support import servers
 from tests.support.eventually import eventually
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.topic_log import KafkaTopicLog
 
 LAG = re.compile(rb"^outbox_lag_seconds (\S+)$", re.MULTILINE)
-
-
-@pytest_asyncio.fixture
-async def broker_proxy() -> AsyncIterator[TcpProxy]:
-    port = servers.free_port()
-    proxy = await TcpProxy(port).start()
-    with servers.running(servers.kafka_broker(port=port, advertised_port=proxy.port)):
-        yield proxy
-        await proxy.close()
 
 
 async def _lag(client: httpx.AsyncClient) -> float:

@@ -26,12 +26,12 @@ import orjson
 import pytest_asyncio
 
 from keel.core.bus import OutgoingMessage, Producer
-from keel.core.bus.kafka import KafkaBus
 from keel.orders import repository
 from keel.orders.fake import fake_order
 from keel.orders.schemas import order_json
 from keel.orders.settings import OrderSettings
 from tests.chaos.conftest import chaos_scale
+from tests.support.bus import kafka_producer
 from tests.support.eventually import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,12 +162,8 @@ async def store(fresh_pg_dsn: str) -> AsyncIterator[Store]:
 
 @pytest_asyncio.fixture
 async def producer(kafka_brokers: list[str]) -> AsyncIterator[Producer]:
-    bus = KafkaBus(kafka_brokers, idempotence=False)
-    started = bus.producer()
-    await started.start()
-    yield started
-    await started.stop()
-    await bus.close()
+    async with kafka_producer(kafka_brokers) as started:
+        yield started
 
 
 def wave(rng: random.Random, size: int) -> list[dict[str, Any]]:

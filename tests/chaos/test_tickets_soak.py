@@ -22,7 +22,6 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,11 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-import pytest_asyncio
 
 from keel.core.runtime import build_app
 from keel.tickets.spec import SPEC
 from tests.chaos.conftest import chaos_scale
 from tests.chaos.soak_children import WorkerChild, child_env
-from tests.support import servers
 from tests.support.eventually import eventually
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.topic_log import KafkaTopicLog
@@ -56,15 +53,6 @@ SCHEDULE = (
     (0.85, "reset"),
 )
 RETRYABLE = {409, 429, 503, 504}
-
-
-@pytest_asyncio.fixture
-async def broker_proxy() -> AsyncIterator[TcpProxy]:
-    port = servers.free_port()
-    proxy = await TcpProxy(port).start()
-    with servers.running(servers.kafka_broker(port=port, advertised_port=proxy.port)):
-        yield proxy
-        await proxy.close()
 
 
 class Load:

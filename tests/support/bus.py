@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from keel.core.bus import Consumer, Message
+from keel.core.bus import Consumer, Message, Producer
+from keel.core.bus.kafka import KafkaBus
 
 
 def kafka_partition(key: bytes, partitions: int) -> int:
@@ -35,3 +38,16 @@ async def read(consumer: Consumer, count: int, *, within_s: float = 15.0) -> lis
         assert left > 0, f"read {len(got)} of {count} records within {within_s}s"
         got += await consumer.getmany(timeout_s=min(left, 0.5), max_records=count - len(got))
     return got
+
+
+@contextlib.asynccontextmanager
+async def kafka_producer(brokers: list[str]) -> AsyncIterator[Producer]:
+    """A started producer on its own KafkaBus (no idempotence: tests produce as an outside client)."""
+    bus = KafkaBus(brokers, idempotence=False)
+    producer = bus.producer()
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+        await bus.close()

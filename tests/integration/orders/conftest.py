@@ -25,6 +25,7 @@ from keel.core.bus.kafka import KafkaBus
 from keel.core.settings import Settings
 from keel.orders.settings import OrderSettings
 from keel.orders.spec import SPEC
+from tests.support.bus import kafka_producer
 from tests.support.eventually import eventually
 from tests.support.serving import serving_app
 
@@ -81,12 +82,8 @@ def serving(settings: OrderSettings) -> AbstractAsyncContextManager[tuple[FastAP
 
 @pytest_asyncio.fixture
 async def producer(kafka_brokers: list[str]) -> AsyncIterator[Producer]:
-    bus = KafkaBus(kafka_brokers, idempotence=False)
-    started = bus.producer()
-    await started.start()
-    yield started
-    await started.stop()
-    await bus.close()
+    async with kafka_producer(kafka_brokers) as started:
+        yield started
 
 
 def raw(order: dict[str, Any]) -> bytes:
