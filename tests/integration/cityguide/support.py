@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -10,13 +10,18 @@ import orjson
 from keel.core.db import Database, UnitOfWork
 from keel.core.events import Event
 
-Handle = Callable[[Event, UnitOfWork], Awaitable[None]]
+Handle = Callable[[Sequence[Event], UnitOfWork], Awaitable[None]]
 
 
 async def deliver(db: Database, handle: Handle, topic: str, payload: dict[str, Any], **event: Any) -> None:
     """Hand one event to a handler the way the consumer runner does: one unit of work, committed."""
+    await deliver_batch(db, handle, [Event(topic, payload, **event)])
+
+
+async def deliver_batch(db: Database, handle: Handle, events: Sequence[Event]) -> None:
+    """Hand a fetched batch to a handler: one unit of work for all of it, committed."""
     async with db.unit_of_work() as uow:
-        await handle(Event(topic, payload, **event), uow)
+        await handle(events, uow)
         await uow.commit()
 
 

@@ -12,8 +12,16 @@ from keel.cityguide import topics
 from keel.cityguide.orchestrator.schemas import RestartableStep
 from keel.cityguide.orchestrator.service import OrchestratorService
 from keel.core.errors import Conflict, NotFound
+from keel.core.events import Event
 from keel.core.outbox import Outbox
-from tests.integration.cityguide.support import deliver, emitted, stories, tts_failed, tts_ok
+from tests.integration.cityguide.support import (
+    deliver,
+    deliver_batch,
+    emitted,
+    stories,
+    tts_failed,
+    tts_ok,
+)
 
 
 @pytest.fixture
@@ -193,3 +201,46 @@ async def test_a_story_list_without_stories_fails_story_generation(db, service, 
     )
     view = await service.get(route_id)
     assert view.status == "failed" and _step(view, "story_generate").status == "failed"
+
+
+async def test_a_batch_of_many_routes_with_repeats_and_a_failure_ends_as_one_event_at_a_time_would(
+    db, service, route_id
+):
+    """The consumers hand over fetched batches: set-based statements for the whole batch must give each
+    route what its events one by one give (a repeat is a no-op, a failure fails only its route)."""
+    routes = [f"{route_id}-{n}" for n in range(4)]
+    confirmed = [Event(topics.ROUTE_CONFIRMED, {"route_id": r, "mode": "walk"}) for r in routes]
+    await deliver_batch(db, service.on_route_confirmed, [*confirmed, confirmed[1]])
+    generated = [
+        Event(topics.STORY_GENERATED, {"route_id": r, "lang": "ru", "stories": stories(r, 2 + n)})
+        for n, r in enumerate(routes)
+    ]
+    await deliver_batch(db, service.on_stories_generated, [generated[2], *generated, generated[0]])
+
+    # Every route's first story is requested before any route's second.
+    requested = [p for _, p in await emitted(db, topics.TTS_REQUESTED)]
+    assert len(requested) == 2 + 3 + 4 + 5
+    assert [p["position"] for p in requested] == sorted(p["position"] for p in requested)
+    assert [p["story_id"] for p in requested[:4]] == [f"{r}-0" for r in routes]
+
+    # The last route's second story fails; everything else completes, its first result twice.
+    results = [
+        Event(
+            topics.TTS_COMPLETED,
+            tts_failed(r, f"{r}-{s}") if (r, s) == (routes[3], 1) else tts_ok(r, f"{r}-{s}"),
+        )
+        for n, r in enumerate(routes)
+        for s in range(2 + n)
+    ]
+    await deliver_batch(db, service.on_tts_completed, [results[0], *results])
+
+    views = [await service.get(r) for r in routes]
+    assert [v.status for v in views] == ["completed", "completed", "completed", "failed"]
+    assert all(v.first_audio_at is not None for v in views)
+    assert [j.status for j in views[3].jobs] == ["completed", "failed", "completed", "completed", "completed"]
+    assert _step(views[3], "tts_batch").error == f"story {routes[3]}-1: synth broke"
+    assert [(s.status, s.attempts) for s in views[0].steps] == [("completed", 1)] * 3
+    prefetch = await emitted(db, topics.DELIVERY_PREFETCH)
+    assert [k for k, _ in prefetch] == routes[:3]
+    assert prefetch[2][1]["next_audio"] == [f"a-{routes[2]}-{s}-1" for s in range(4)]
+    assert len(await emitted(db, topics.STORY_GENERATE)) == 4

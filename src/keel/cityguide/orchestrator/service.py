@@ -1,7 +1,8 @@
 """The orchestrator's use cases: the workflow of a route from confirmation to delivery, and restarts.
 
-Every handler locks its route (advisory lock) and writes the state change and the events it causes in
-one unit of work, through the outbox. Duplicates are no-ops by state (on top of the runner's inbox);
+Every handler takes a fetched batch, locks its routes (advisory locks) and writes the state changes
+and the events they cause in one unit of work, through the outbox, with a few set-based statements for
+the whole batch (not a few per event). Duplicates are no-ops by state (on top of the runner's inbox);
 an event that arrives before what it refers to is parked and applied when that appears."""
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from keel.cityguide import topics
 from keel.cityguide.orchestrator import messages, repository
-from keel.cityguide.orchestrator.messages import StoriesGenerated, TtsCompleted
+from keel.cityguide.orchestrator.messages import RouteConfirmed, StoriesGenerated, TtsCompleted
 from keel.cityguide.orchestrator.metrics import ROUTE_TO_FIRST_AUDIO
 from keel.cityguide.orchestrator.schemas import Restart, RestartableStep, Step, TtsJob, Workflow
 from keel.core.db import Database, UnitOfWork
@@ -24,6 +24,7 @@ from keel.core.events import Event
 from keel.core.outbox import Outbox
 
 Clock = Callable[[], datetime]
+Payload = dict[str, Any]  # an event's payload as it came, kept when the event is parked
 
 
 def utcnow() -> datetime:
@@ -37,40 +38,41 @@ class OrchestratorService:
         self._lang = lang
         self._clock = clock
 
-    # --- event handlers (run by the consumer runner inside its unit of work) ---
+    # --- event handlers (run by the consumer runner on a fetched batch, inside its unit of work) ---
 
-    async def on_route_confirmed(self, event: Event, uow: UnitOfWork) -> None:
-        msg = messages.route_confirmed(event.payload)
+    async def on_route_confirmed(self, events: Sequence[Event], uow: UnitOfWork) -> None:
+        confirmed = [(messages.route_confirmed(e.payload), self._confirmed_at(e)) for e in events]
         conn = await uow.raw()
-        await repository.lock_route(conn, msg.route_id)
-        confirmed_at = event.created_at if event.has_event_id else self._clock()
-        if not await repository.insert_workflow(
-            conn, msg.route_id, msg.mode, self._lang, msg.route, confirmed_at
-        ):
-            return  # a duplicate route.confirmed: the workflow exists already
-        command = {"route_id": msg.route_id, "lang": self._lang, "mode": msg.mode, "route": msg.route}
-        await self._emit(uow, topics.STORY_GENERATE, [(msg.route_id, command)])
-        for raw in await repository.unpark(conn, msg.route_id, topics.STORY_GENERATED):
-            await self._apply_stories(uow, conn, messages.stories_generated(orjson.loads(raw)))
+        await repository.lock_routes(conn, (msg.route_id for msg, _ in confirmed))
+        first: dict[str, tuple[RouteConfirmed, datetime]] = {}
+        for msg, at in confirmed:
+            first.setdefault(msg.route_id, (msg, at))  # a repeat in the batch is a duplicate
+        created = await repository.insert_workflows(
+            conn, self._lang, [(r, msg.mode, msg.route, at) for r, (msg, at) in first.items()]
+        )
+        if not created:
+            return  # duplicates: the workflows exist already
+        commands = [
+            (r, {"route_id": r, "lang": self._lang, "mode": msg.mode, "route": msg.route})
+            for r, (msg, _) in first.items()
+            if r in created
+        ]
+        await self._emit(uow, topics.STORY_GENERATE, commands)
+        parked = await repository.unpark(conn, created, topics.STORY_GENERATED)
+        if parked:
+            await self._apply_stories(uow, conn, [(messages.stories_generated(p), p) for p in parked])
 
-    async def on_stories_generated(self, event: Event, uow: UnitOfWork) -> None:
-        msg = messages.stories_generated(event.payload)
+    async def on_stories_generated(self, events: Sequence[Event], uow: UnitOfWork) -> None:
+        generated = [(messages.stories_generated(e.payload), e.payload) for e in events]
         conn = await uow.raw()
-        await repository.lock_route(conn, msg.route_id)
-        if await repository.workflow(conn, msg.route_id) is None:
-            await repository.park(conn, msg.route_id, topics.STORY_GENERATED, event.payload)
-            return
-        await self._apply_stories(uow, conn, msg)
+        await repository.lock_routes(conn, (msg.route_id for msg, _ in generated))
+        await self._apply_stories(uow, conn, generated)
 
-    async def on_tts_completed(self, event: Event, uow: UnitOfWork) -> None:
-        msg = messages.tts_completed(event.payload)
+    async def on_tts_completed(self, events: Sequence[Event], uow: UnitOfWork) -> None:
+        results = [(messages.tts_completed(e.payload), e.payload) for e in events]
         conn = await uow.raw()
-        await repository.lock_route(conn, msg.route_id)
-        job = await repository.job(conn, msg.route_id, msg.story_id)
-        if job is None:
-            await repository.park(conn, msg.route_id, topics.TTS_COMPLETED, event.payload)
-            return
-        await self._apply_tts(uow, conn, msg, job)
+        await repository.lock_routes(conn, (msg.route_id for msg, _ in results))
+        await self._apply_tts(uow, conn, results)
 
     # --- operator use cases ---
 
@@ -83,7 +85,7 @@ class OrchestratorService:
         completed. Results of the earlier attempt that arrive later are ignored as stale."""
         async with self._db.unit_of_work() as uow:
             conn = await uow.raw()
-            await repository.lock_route(conn, route_id)
+            await repository.lock_routes(conn, [route_id])
             if await repository.workflow(conn, route_id) is None:
                 raise NotFound(f"no workflow for route {route_id!r}")
             current = await repository.step(conn, route_id, step.value)
@@ -96,76 +98,116 @@ class OrchestratorService:
             await repository.set_workflow_status(conn, route_id, "running")
             await repository.add_restart(conn, route_id, step.value, attempt, who, reason)
             jobs = await repository.requeue_jobs(conn, route_id, attempt)
-            await self._request_tts(uow, route_id, jobs, attempt)
+            await self._request_tts(uow, jobs, attempt)
             await uow.commit()
         return await self.get(route_id)
 
-    # --- the workflow rules ---
+    # --- the workflow rules, each over many routes at once (the routes are locked) ---
 
-    async def _apply_stories(self, uow: UnitOfWork, conn: asyncpg.Connection, msg: StoriesGenerated) -> None:
-        if await repository.has_jobs(conn, msg.route_id):
-            return  # a duplicate story.generate.completed: the jobs were made from the first one
-        route_id = msg.route_id
-        if not msg.stories:
-            await repository.set_step(
-                conn, route_id, "story_generate", "failed", error="no stories for the route"
-            )
-            await repository.set_workflow_status(conn, route_id, "failed")
+    def _confirmed_at(self, event: Event) -> datetime:
+        return event.created_at if event.has_event_id else self._clock()
+
+    async def _apply_stories(
+        self, uow: UnitOfWork, conn: asyncpg.Connection, generated: Sequence[tuple[StoriesGenerated, Payload]]
+    ) -> None:
+        """Jobs from the first stories of each route (later ones are duplicates); stories for a route
+        not confirmed yet are parked."""
+        has_jobs = await repository.known_routes(conn, (msg.route_id for msg, _ in generated))
+        parked: list[tuple[str, Payload]] = []
+        applied: dict[str, StoriesGenerated] = {}
+        for msg, payload in generated:
+            route_id = msg.route_id
+            if route_id not in has_jobs:
+                parked.append((route_id, payload))
+            elif has_jobs[route_id]:
+                continue  # a duplicate story.generate.completed: the jobs were made from the first one
+            elif not msg.stories:
+                await repository.set_step(
+                    conn, route_id, "story_generate", "failed", error="no stories for the route"
+                )
+                await repository.set_workflow_status(conn, route_id, "failed")
+            else:
+                applied[route_id] = msg
+                has_jobs[route_id] = True
+        await repository.park(conn, topics.STORY_GENERATED, parked)
+        if not applied:
             return
-        stories = [
-            {"story_id": s.story_id, "position": s.position, "title": s.title, "text": s.text}
-            for s in msg.stories
-        ]
-        jobs = await repository.insert_jobs(conn, route_id, stories)
-        await repository.set_step(conn, route_id, "story_generate", "completed")
-        await repository.set_step(conn, route_id, "tts_batch", "running", add_attempt=True, started=True)
-        await self._request_tts(uow, route_id, jobs, 1)
-        for raw in await repository.unpark(conn, route_id, topics.TTS_COMPLETED):
-            await self._apply_tts(uow, conn, messages.tts_completed(orjson.loads(raw)))
+        jobs = await repository.insert_jobs(
+            conn, [(route_id, story) for route_id, msg in applied.items() for story in msg.stories]
+        )
+        await self._request_tts(uow, jobs, 1)
+        unparked = await repository.unpark(conn, applied, topics.TTS_COMPLETED)
+        if unparked:
+            await self._apply_tts(uow, conn, [(messages.tts_completed(p), p) for p in unparked])
 
     async def _apply_tts(
-        self, uow: UnitOfWork, conn: asyncpg.Connection, msg: TtsCompleted, job: asyncpg.Record | None = None
+        self, uow: UnitOfWork, conn: asyncpg.Connection, results: Sequence[tuple[TtsCompleted, Payload]]
     ) -> None:
-        route_id = msg.route_id
-        if job is None:
-            job = await repository.job(conn, route_id, msg.story_id)
-        if job is None:
-            await repository.park(conn, route_id, topics.TTS_COMPLETED, _tts_payload(msg))
+        """Completed results of many routes at once; a route with a failed result in the batch has its
+        results applied one by one, in order (failures are rare and each changes the route's state)."""
+        failing = {msg.route_id for msg, _ in results if msg.status == "failed"}
+        await self._complete([r for r in results if r[0].route_id not in failing], uow, conn)
+        for result in (r for r in results if r[0].route_id in failing):
+            if result[0].status == "failed":
+                await self._fail(conn, *result)
+            else:
+                await self._complete([result], uow, conn)
+
+    async def _complete(
+        self, results: Sequence[tuple[TtsCompleted, Payload]], uow: UnitOfWork, conn: asyncpg.Connection
+    ) -> None:
+        if not results:
             return
-        if job["status"] == "completed" or (job["status"] == "failed" and msg.status == "failed"):
-            return  # a duplicate, or a result for a job that has one already
+        jobs = {
+            key: (job["status"], job["attempt"])
+            for key, job in (
+                await repository.jobs_by_key(conn, ((m.route_id, m.story_id) for m, _ in results))
+            ).items()
+        }
+        parked: list[tuple[str, Payload]] = []
+        done: dict[tuple[str, str], tuple[str | None, float | None]] = {}
+        for msg, payload in results:
+            key = (msg.route_id, msg.story_id)
+            if key not in jobs:
+                parked.append((msg.route_id, payload))  # before its stories: applied when they come
+                continue
+            status, attempt = jobs[key]
+            if status == "completed" or (msg.attempt is not None and msg.attempt < attempt):
+                continue  # a duplicate, or a late result of an attempt that was restarted since
+            done[key] = (msg.audio_id, msg.duration_s)
+            jobs[key] = ("completed", attempt)
+        await repository.park(conn, topics.TTS_COMPLETED, parked)
+        if not done:
+            return
+        now = self._clock()
+        routes = await repository.complete_jobs(conn, [(*key, *value) for key, value in done.items()], now)
+        for route in routes:
+            if route["confirmed_at"] is not None:
+                self._first_audio(uow, max((now - route["confirmed_at"]).total_seconds(), 0.0))
+        finished = sorted(route["route_id"] for route in routes if route["unfinished"] == 0)
+        if finished:
+            delivered = await repository.deliver(conn, finished)
+            prefetch = [(r, {"route_id": r, "next_audio": audio}) for r, audio in delivered]
+            await self._emit(uow, topics.DELIVERY_PREFETCH, prefetch)
+
+    async def _fail(self, conn: asyncpg.Connection, msg: TtsCompleted, payload: Payload) -> None:
+        route_id = msg.route_id
+        job = await repository.job(conn, route_id, msg.story_id)
+        if job is None:
+            await repository.park(conn, topics.TTS_COMPLETED, [(route_id, payload)])
+            return
+        if job["status"] in ("completed", "failed"):
+            return  # a failure for a job that has a result already
         if msg.attempt is not None and msg.attempt < job["attempt"]:
             return  # a late result of an attempt that was restarted since
-        if msg.status == "failed":
-            reason = msg.error or "tts failed"
-            await repository.finish_job(
-                conn, route_id, msg.story_id, "failed", audio_id=None, duration_s=None, error=reason
-            )
-            await repository.set_step(
-                conn, route_id, "tts_batch", "failed", error=f"story {msg.story_id}: {reason}"
-            )
-            await repository.set_workflow_status(conn, route_id, "failed")
-            return
-        # The most frequent event of a route: one statement (job, first audio, a pending batch back to
-        # running, what is left) instead of five round trips.
-        now = self._clock()
-        confirmed, unfinished = await repository.complete_job(
-            conn, route_id, msg.story_id, msg.audio_id, msg.duration_s, now
+        reason = msg.error or "tts failed"
+        await repository.finish_job(
+            conn, route_id, msg.story_id, "failed", audio_id=None, duration_s=None, error=reason
         )
-        if confirmed is not None:
-            self._first_audio(uow, max((now - confirmed).total_seconds(), 0.0))
-        if unfinished == 0:
-            await self._deliver(uow, conn, route_id, await repository.jobs(conn, route_id))
-
-    async def _deliver(
-        self, uow: UnitOfWork, conn: asyncpg.Connection, route_id: str, jobs: Sequence[asyncpg.Record]
-    ) -> None:
-        await repository.set_step(conn, route_id, "tts_batch", "completed")
-        await repository.set_step(conn, route_id, "delivery", "running", add_attempt=True, started=True)
-        payload = {"route_id": route_id, "next_audio": [j["audio_id"] for j in jobs]}
-        await self._emit(uow, topics.DELIVERY_PREFETCH, [(route_id, payload)])
-        await repository.set_step(conn, route_id, "delivery", "completed")
-        await repository.set_workflow_status(conn, route_id, "completed")
+        await repository.set_step(
+            conn, route_id, "tts_batch", "failed", error=f"story {msg.story_id}: {reason}"
+        )
+        await repository.set_workflow_status(conn, route_id, "failed")
 
     def _first_audio(self, uow: UnitOfWork, elapsed: float) -> None:
         async def observe() -> None:
@@ -173,14 +215,14 @@ class OrchestratorService:
 
         uow.after_commit(observe)
 
-    async def _request_tts(
-        self, uow: UnitOfWork, route_id: str, jobs: Sequence[asyncpg.Record], attempt: int
-    ) -> None:
+    async def _request_tts(self, uow: UnitOfWork, jobs: Sequence[asyncpg.Record], attempt: int) -> None:
+        # Every route's first story before any route's second: the TTS workers take requests in this
+        # order, and a route's first audio is what its listener waits for.
         requests = [
             (
                 job["story_id"],
                 {
-                    "route_id": route_id,
+                    "route_id": job["route_id"],
                     "story_id": job["story_id"],
                     "position": job["position"],
                     "title": job["title"],
@@ -189,7 +231,7 @@ class OrchestratorService:
                     "attempt": attempt,
                 },
             )
-            for job in jobs
+            for job in sorted(jobs, key=lambda j: (j["position"], j["route_id"]))
         ]
         await self._emit(uow, topics.TTS_REQUESTED, requests)
 
@@ -231,15 +273,3 @@ class OrchestratorService:
                 for r in await repository.restarts(conn, route_id)
             ],
         )
-
-
-def _tts_payload(msg: TtsCompleted) -> dict[str, Any]:
-    return {
-        "route_id": msg.route_id,
-        "story_id": msg.story_id,
-        "status": msg.status,
-        "audio_id": msg.audio_id,
-        "duration_s": msg.duration_s,
-        "error": msg.error,
-        "attempt": msg.attempt,
-    }

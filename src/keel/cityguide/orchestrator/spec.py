@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from fastapi import APIRouter
 
@@ -18,8 +17,8 @@ from keel.core.infra import Infra
 from keel.core.service import ServiceSpec, Wiring
 
 GROUP = "orchestrator"
-# Events handled in one transaction (one inbox claim, one commit). Small enough that the route locks
-# a batch holds do not keep another partition's batch waiting long.
+# Events handled in one transaction (one inbox claim, a few set-based statements, one commit). Small
+# enough that the route locks a batch holds do not keep another partition's batch waiting long.
 BATCH_SIZE = 50
 
 DESCRIPTION = """Cityguide orchestrator (seed 001): a workflow per route in PostgreSQL.
@@ -35,7 +34,6 @@ transaction of the state change. Duplicates are no-ops; events that arrive early
   Unknown step 422, unknown route 404, a step that has not started or is already completed 409.
 """
 
-Handle = Callable[[Event, UnitOfWork], Awaitable[None]]
 HandleBatch = Callable[[Sequence[Event], UnitOfWork], Awaitable[None]]
 
 
@@ -43,31 +41,14 @@ def routers() -> Sequence[APIRouter]:
     return [build_router()]
 
 
-def _route_of(event: Event) -> str:
-    payload: dict[str, Any] = event.payload
-    return str(payload.get("route_id", ""))
-
-
-def in_route_order(handle: Handle) -> HandleBatch:
-    """The handler over a batch, in one transaction. Every handler takes its route's lock, held to the
-    commit: each batch takes them in route order, so two batches never wait on each other in a cycle
-    (a stable sort: one route's events keep their order)."""
-
-    async def handle_batch(events: Sequence[Event], uow: UnitOfWork) -> None:
-        for event in sorted(events, key=_route_of):
-            await handle(event, uow)
-
-    return handle_batch
-
-
-def _consumer(infra: Infra, topic: str, handle: Handle) -> ConsumerRunner:
+def _consumer(infra: Infra, topic: str, handle: HandleBatch) -> ConsumerRunner:
     # A batch that fails is redone one event at a time by the runner, so one bad event stands alone.
     return ConsumerRunner(
         infra.bus,
         group_id=f"{GROUP}.{topic}",
         topics=[topic],
         wire="bare",
-        handler=Batch(in_route_order(handle), natural_key=lambda e: inbox_key(topic, e.payload)),
+        handler=Batch(handle, natural_key=lambda e: inbox_key(topic, e.payload)),
         batch_size=BATCH_SIZE,
         db=infra.require_db(),
         dlq_topic=topics.DLQ,
