@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import socket
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -38,14 +39,17 @@ class _GracefulServer(uvicorn.Server):
             self._captured_signals.clear()
 
 
-def _serve_http(fastapi_app: object, host: str, port: int, settings: Settings) -> None:
+def _serve_http(
+    fastapi_app: object, host: str, port: int, settings: Settings, sock: socket.socket | None = None
+) -> None:
     # Modules, the app and its routes live as long as the process: frozen, they are left out of the
     # collector's full passes, which otherwise scan them all (pauses of 100-300 ms under the ticket
     # create load, its p99: issue 7).
     gc.collect()
     gc.freeze()
     # httptools with a deadline on each request head (HTTP_HEADER_TIMEOUT_S): keel.core.http_server.
-    _GracefulServer(server_config(fastapi_app, host, port, settings)).run()
+    # `sock`: the listening socket a `--workers` parent bound and handed down (keel.core.processes).
+    _GracefulServer(server_config(fastapi_app, host, port, settings)).run(sockets=[sock] if sock else None)
 
 
 def _load(name: str) -> list[ServiceSpec]:
@@ -106,15 +110,47 @@ def serve(
     service: ServiceArg,
     port: Annotated[int | None, typer.Option("--port", "-p", help="HTTP port [default: 8000]")] = None,
     host: Annotated[str | None, typer.Option("--host", help="interface to bind [default: 127.0.0.1]")] = None,
+    api_only: Annotated[
+        bool,
+        typer.Option(
+            "--api-only",
+            help="HTTP only, no outbox relay or consumers: run `keel worker SERVICE` beside it (production)",
+        ),
+    ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="HTTP processes sharing the port; /metrics of any of them sums them all",
+        ),
+    ] = 1,
+    fd: Annotated[int | None, typer.Option("--fd", hidden=True, help="listening socket (--workers)")] = None,
 ) -> None:
     """One service's API with its own relay and consumers, against the configured infrastructure
-    (orders: HTTP_ADDR, default `:8081`, unless --host/--port are given)."""
+    (orders: HTTP_ADDR, default `:8081`, unless --host/--port are given). With `--api-only` the relay
+    and consumers are left to `keel worker SERVICE`; `--workers N` runs N processes of the API (each
+    with its own relay and consumers unless `--api-only`)."""
     from keel.core.runtime import build_app
 
     settings = Settings()
     setup_logging(settings.log_level)
     bind_host, bind_port = _serve_address(service, host, port)
-    _serve_http(build_app(_load(service), settings), bind_host, bind_port, settings)
+    if workers > 1 and fd is None:
+        from keel.core.processes import self_command, serve_workers
+
+        specs = _load(service)  # an unknown service fails here, not N times in the workers
+        argv = [*self_command(), "serve", specs[0].name, "--host", bind_host, "--port", str(bind_port)]
+        console.print(
+            f"[bold]keel serve {service}[/bold]: {workers} HTTP processes on {bind_host}:{bind_port}"
+        )
+        raise typer.Exit(
+            serve_workers([*argv, *(["--api-only"] if api_only else [])], workers, bind_host, bind_port)
+        )
+    sock = socket.socket(fileno=fd) if fd is not None else None
+    app = build_app(_load(service), settings, run_workers=not api_only)
+    _serve_http(app, bind_host, bind_port, settings, sock)
 
 
 @app.command()

@@ -1,0 +1,146 @@
+"""The ticket API as deployed for load: `keel serve tickets --api-only --workers 2` (two HTTP processes
+on one port, no relay or consumer) beside `keel worker tickets`. Creates land on both processes, every
+`/metrics` scrape (whichever process answers) counts all of them, and the events stay in the outbox
+until the worker process relays them and its consumer writes the notifications."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.eventually import eventually
+from tests.support.servers import free_port
+
+CREATES = 40
+START_TIMEOUT_S = 60
+
+
+def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "keel.cli", *argv], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+@pytest.fixture
+def env(fresh_pg_dsn: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "PROMETHEUS_"))}
+    (tmp_path / "metrics").mkdir()  # prometheus-client's contract: the directory exists
+    (tmp_path / "metrics" / "counter_1.db").write_bytes(b"")  # left by an earlier run: wiped at start
+    return {
+        **clean,
+        "POSTGRES_DSN": fresh_pg_dsn,
+        "REDIS_URL": redis_url,
+        "TICKETS_RATE_LIMIT": "",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+
+
+@pytest.fixture
+def api(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    proc = _start(
+        ["serve", "tickets", "--api-only", "--workers", "2", "--port", str(port)], env, tmp_path / "api.log"
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        assert _stop(proc) == 0, (tmp_path / "api.log").read_text()[-3000:]
+
+
+def _posts_201(text: str) -> float:
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "http_requests_total"
+        and s.labels == {"method": "POST", "route": "/v1/tickets", "status": "201"}
+    )
+
+
+def _creates_per_process(directory: Path, tmp_path: Path) -> dict[int, float]:
+    """Each worker's own count, read from its files alone (prometheus-client's reader, one pid at a time)."""
+    counts: dict[int, float] = {}
+    for path in directory.glob("counter_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        alone = tmp_path / f"pid-{pid}"
+        alone.mkdir(exist_ok=True)
+        shutil.copy(path, alone / path.name)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(alone))
+        counts[pid] = _posts_201(generate_latest(registry).decode())
+    return counts
+
+
+async def test_two_api_processes_share_the_port_and_their_metrics_and_the_worker_relays_their_events(
+    api: tuple[str, subprocess.Popen[bytes]], env: dict[str, str], fresh_pg_dsn: str, tmp_path: Path
+):
+    base, parent = api
+    user = f"user-{uuid.uuid4().hex[:8]}"
+
+    async def ready() -> int:
+        assert parent.poll() is None, (tmp_path / "api.log").read_text()[-3000:]
+        try:
+            async with httpx.AsyncClient() as probe:
+                return (await probe.get(f"{base}/readyz")).status_code
+        except httpx.TransportError:
+            return 0
+
+    await eventually(ready, until=lambda s: s == 200, timeout_s=START_TIMEOUT_S, what="API ready")
+    for i in range(CREATES):
+        # A connection per request, so the kernel hands each to whichever process accepts first.
+        async with httpx.AsyncClient(base_url=base) as client:
+            response = await client.post(
+                "/v1/tickets",
+                json={"title": f"Printer on fire {i}", "description": "Third floor."},
+                headers={"X-User-Id": user, "Idempotency-Key": f"k-{i}"},
+            )
+            assert response.status_code == 201, response.text
+
+    per_process = _creates_per_process(Path(env["PROMETHEUS_MULTIPROC_DIR"]), tmp_path)
+    assert sum(per_process.values()) == CREATES
+    assert len([n for n in per_process.values() if n]) == 2, per_process  # both processes served
+    for _ in range(6):  # whichever process answers the scrape reports the sum
+        async with httpx.AsyncClient(base_url=base) as scraper:
+            assert _posts_201((await scraper.get("/metrics")).text) == CREATES
+
+    conn = await asyncpg.connect(fresh_pg_dsn)
+    try:
+        # --api-only: no relay in the API processes, the events wait in the outbox.
+        assert await conn.fetchval("SELECT count(*) FROM outbox_events WHERE published_at IS NULL") == CREATES
+        worker = _start(["worker", "tickets", "--port", str(free_port())], env, tmp_path / "worker.log")
+        try:
+            await eventually(
+                lambda: conn.fetchval("SELECT count(*) FROM notifications"),
+                until=lambda n: n == CREATES,
+                timeout_s=START_TIMEOUT_S,
+                what="notifications written by the worker process",
+            )
+            assert await conn.fetchval("SELECT count(*) FROM outbox_events WHERE published_at IS NULL") == 0
+        finally:
+            assert _stop(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    finally:
+        await conn.close()
