@@ -29,7 +29,7 @@ from keel.core.errors import AppError
 from keel.core.middleware import Header, HttpMetrics, request_headers, send_failure, send_response
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs ~0.5 µs more, a tenth of the edge's own cost
 class FastResponse:
     body: bytes
     status: int = 200
