@@ -34,13 +34,15 @@ def command_worker(
     topic: str,
     handle: Callable[[Sequence[Event]], Awaitable[None]],
     batch_size: int,
+    priority: Callable[[Event], float] | None = None,
+    lookahead: int = 0,
 ) -> Wiring:
     runner = ConsumerRunner(
         infra.bus,
         group_id=group,
         topics=[topic],
         wire="bare",
-        handler=IdempotentBatch(handle),
+        handler=IdempotentBatch(handle, priority=priority, lookahead=lookahead),
         batch_size=batch_size,
         dlq_topic=topics.DLQ,
         default_event_type=topic,

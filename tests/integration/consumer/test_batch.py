@@ -3,6 +3,7 @@ alone while the rest are applied; an event repeated within one batch is applied 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from sqlalchemy import text
@@ -135,3 +136,54 @@ async def test_an_idempotent_batch_handler_takes_a_backlog_in_few_calls_without_
 
 async def _len(items: list[str]) -> int:
     return len(items)
+
+
+async def test_with_a_priority_the_most_urgent_fetched_records_go_first_and_every_offset_is_committed(
+    memory_bus: MemoryBus,
+) -> None:
+    """A backlog where every tenth record is urgent: after the first batch the urgent ones come before
+    the rest; each record is handled once, and a member that takes over afterwards gets only what came
+    later (offsets were committed past records handled out of order)."""
+    topic, group = unique("urgent"), unique("urgent-group")
+    handled: list[str] = []
+
+    async def handle_batch(events: Sequence[Event]) -> None:
+        if not handled:
+            await asyncio.sleep(0.2)  # a slow first batch: the rest of the backlog is fetched meanwhile
+        handled.extend(e.payload["id"] for e in events)
+
+    def runner() -> ConsumerRunner:
+        return ConsumerRunner(
+            memory_bus,
+            group_id=group,
+            topics=[topic],
+            wire="envelope",
+            handler=IdempotentBatch(handle_batch, priority=lambda e: e.payload["rank"], lookahead=300),
+            dlq_topic=unique("urgent.dlq"),
+            retry=RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05),
+            batch_size=10,
+        )
+
+    urgent = {f"u{n}" for n in range(0, 300, 10)}
+    records = [
+        event_record(
+            topic, f"u{n}" if f"u{n}" in urgent else f"r{n}", key="one", rank=0 if f"u{n}" in urgent else 1
+        )
+        for n in range(300)
+    ]
+    async with started_producer(memory_bus) as producer:
+        await producer.send_many(records)
+        async with running(runner()):
+            await eventually(
+                lambda: _len(handled), until=lambda n: n >= 300, timeout_s=20, what="300 records"
+            )
+        assert len(handled) == len(set(handled)) == 300
+        # The first batch is the head of the backlog; the 29 urgent ones left fill the next three.
+        assert urgent <= set(handled[:40]), handled[:40]
+
+        await producer.send_many([event_record(topic, "later", key="one", rank=1)])
+        async with running(runner()):
+            await eventually(
+                lambda: _len(handled), until=lambda n: n >= 301, timeout_s=20, what="the later one"
+            )
+    assert handled[300:] == ["later"]

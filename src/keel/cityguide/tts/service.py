@@ -25,6 +25,8 @@ Synthesize = Callable[[str, str], Speech]
 
 _AUDIO_NS = uuid.UUID("6f1d3c1e-7a51-4a57-9d0e-2b8c8a3f4e11")
 MAX_TEXT = 20_000
+# Audio made and not stored yet, at most (~0.5 MB each): bounds a batch's memory, not its throughput.
+STORES_IN_FLIGHT = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,12 @@ class Job:
     position: int | None
     lang: Any
     audio_id: str
+
+
+def urgency(event: Event) -> float:
+    """A request's story position: every route's first story is spoken before any route's second."""
+    position = event.payload.get("position")
+    return float(position) if isinstance(position, int) and not isinstance(position, bool) else 0.0
 
 
 def audio_id_for(route_id: str, story_id: str, voice: str, text: str) -> str:
@@ -81,10 +89,17 @@ class TtsWorker:
         returns once every result is acknowledged."""
         # Every request is checked before any effect: a bad one fails the batch before it starts.
         jobs = sorted((self._job(event.payload) for event in events), key=lambda j: j.position or 0)
+        storing = asyncio.Semaphore(STORES_IN_FLIGHT)
         pending: list[asyncio.Task[None]] = []
         try:
             for job in jobs:
-                pending.append(asyncio.create_task(self._finish(job, await self._speak(job))))
+                await storing.acquire()
+                try:
+                    speech = await self._speak(job)
+                except BaseException:
+                    storing.release()
+                    raise
+                pending.append(asyncio.create_task(self._finish(job, speech, storing)))
         finally:
             outcomes = await asyncio.gather(*pending, return_exceptions=True)
         for outcome in outcomes:
@@ -124,7 +139,7 @@ class TtsWorker:
         except EspeakError as exc:
             return str(exc)
 
-    async def _finish(self, job: Job, speech: Speech | str) -> None:
+    async def _finish(self, job: Job, speech: Speech | str, storing: asyncio.Semaphore) -> None:
         result: dict[str, Any] = {
             "route_id": job.route_id,
             "story_id": job.story_id,
@@ -133,11 +148,14 @@ class TtsWorker:
             "attempt": job.attempt,
             "lang": job.lang,
         }
-        if isinstance(speech, str):
-            result |= {"status": "failed", "error": speech}
-        else:
-            pcm, rate = speech
-            audio = to_wav(pcm, rate)
-            await self._objects.put(audio_key(job.audio_id), audio, content_type=AUDIO_CONTENT_TYPE)
-            result |= {"status": "completed", "duration_s": round(duration_s(pcm, rate), 3)}
+        try:
+            if isinstance(speech, str):
+                result |= {"status": "failed", "error": speech}
+            else:
+                pcm, rate = speech
+                audio = to_wav(pcm, rate)
+                await self._objects.put(audio_key(job.audio_id), audio, content_type=AUDIO_CONTENT_TYPE)
+                result |= {"status": "completed", "duration_s": round(duration_s(pcm, rate), 3)}
+        finally:
+            storing.release()  # the audio is stored (or not): the next one may be made
         await self._publisher.publish(topics.TTS_COMPLETED, [(job.audio_id, result)])

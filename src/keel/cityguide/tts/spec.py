@@ -5,7 +5,7 @@ from __future__ import annotations
 from keel.cityguide import topics
 from keel.cityguide.publisher import Publisher
 from keel.cityguide.tts.espeak import Espeak
-from keel.cityguide.tts.service import FailureInjection, Synthesize, TtsWorker
+from keel.cityguide.tts.service import FailureInjection, Synthesize, TtsWorker, urgency
 from keel.cityguide.tts.settings import TtsSettings
 from keel.cityguide.tts.wav import silence_for
 from keel.cityguide.workers import command_worker, no_routes, started_producer
@@ -13,9 +13,13 @@ from keel.core.infra import Infra
 from keel.core.service import ServiceSpec, Wiring
 
 GROUP = "tts"
-# Requests per batch: a redelivered batch redoes at most this many, and the audio of a batch is held in
-# memory until its results are acknowledged.
+# Requests per batch (per partition): the most urgent (lowest story position) among the next LOOKAHEAD
+# fetched, so under a backlog every route's first story is spoken before the routes' later ones (in
+# offset order, a burst of routes had each first audio wait behind the earlier routes' whole lists).
+# A small batch lets first stories that arrive meanwhile in soon; a redelivered batch redoes at most
+# this many.
 BATCH_SIZE = 100
+LOOKAHEAD = 1_000
 SILENCE_RATE = 22_050
 
 
@@ -45,6 +49,8 @@ async def wire(infra: Infra) -> Wiring:
         topic=topics.TTS_REQUESTED,
         handle=worker.on_requested,
         batch_size=BATCH_SIZE,
+        priority=urgency,
+        lookahead=LOOKAHEAD,
     )
 
 

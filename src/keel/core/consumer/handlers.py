@@ -46,6 +46,11 @@ class Batch:
 @dataclass(frozen=True, slots=True)
 class IdempotentBatch:
     handle_batch: Callable[[Sequence[Event]], Awaitable[None]]
+    # Urgency of a record (lower first). With it, a partition's batch is the most urgent records among
+    # the next `lookahead` fetched, not the next ones in offset order; offsets are still committed only
+    # past records that are all handled. A record whose urgency cannot be read counts as least urgent.
+    priority: Callable[[Event], float] | None = None
+    lookahead: int = 0
 
 
 Handler = Transactional | Idempotent | Batch | IdempotentBatch

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import random
 import time
 from collections import Counter, deque
@@ -93,8 +94,15 @@ class PartitionWorker:
         self._consumer = consumer
         self._report = report
         self._queue: deque[Message] = deque()
+        handler = pipeline.handler
+        # The urgency of queued records, when the handler takes the most urgent first; offsets handled
+        # ahead of the queue's head (they are dropped, and committed, once the head reaches them).
+        self._priority = handler.priority if isinstance(handler, IdempotentBatch) else None
+        self._urgency: dict[int, float] = {}
+        self._handled: set[int] = set()
         # Above this many queued records the partition is paused, so a slow handler bounds memory.
-        self._cap = 2 * pipeline.batch_size
+        lookahead = handler.lookahead if isinstance(handler, IdempotentBatch) and handler.priority else 0
+        self._cap = max(2 * pipeline.batch_size, lookahead)
         self._paused = False
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -141,21 +149,53 @@ class PartitionWorker:
             and not self._singles
             and len(self._queue) > 1
         ):
-            chunk = list(itertools.islice(self._queue, self._p.batch_size))
+            chunk = self._next_chunk()
             if await self._try_batch(handler, chunk):
-                for _ in chunk:
-                    self._queue.popleft()
-                self._report(self.tp, chunk[-1].offset + 1)
+                self._handled.update(m.offset for m in chunk)
+                self._drop_handled()
                 return
             self._singles = len(chunk)
         message = self._queue[0]
         if await self._handle(message):
-            self._queue.popleft()
+            self._handled.add(message.offset)
             self._failure = None
             self._singles = max(0, self._singles - 1)
-            self._report(self.tp, message.offset + 1)
+            self._drop_handled()
         else:
             await self._backoff()
+
+    def _next_chunk(self) -> list[Message]:
+        """The next batch: the queue's first records, or with a priority the most urgent ones among
+        the next `lookahead` (in offset order)."""
+        size, priority = self._p.batch_size, self._priority
+        if priority is None:
+            return list(itertools.islice(self._queue, size))
+        window = [m for m in itertools.islice(self._queue, self._cap) if m.offset not in self._handled]
+        if len(window) > size:
+            window = sorted(window, key=lambda m: (self._urgency_of(m, priority), m.offset))[:size]
+            window.sort(key=lambda m: m.offset)
+        return window
+
+    def _urgency_of(self, message: Message, priority: Callable[[Event], float]) -> float:
+        urgency = self._urgency.get(message.offset)
+        if urgency is None:
+            p = self._p
+            try:
+                urgency = float(priority(decode(message, p.wire, default_type=p.default_type)))
+            except Exception:
+                urgency = math.inf  # undecodable or odd: handled (or dead-lettered) in its turn
+            self._urgency[message.offset] = urgency
+        return urgency
+
+    def _drop_handled(self) -> None:
+        """Drop the handled records at the head of the queue and report how far that got."""
+        last: Message | None = None
+        while self._queue and self._queue[0].offset in self._handled:
+            last = self._queue.popleft()
+            self._handled.discard(last.offset)
+            self._urgency.pop(last.offset, None)
+        if last is not None:
+            self._report(self.tp, last.offset + 1)
 
     def _resume_if_drained(self) -> None:
         # A stopping worker no longer owns its partition; pausing or resuming it is not its call.
