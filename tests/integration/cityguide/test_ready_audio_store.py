@@ -68,3 +68,12 @@ async def test_the_memory_store_expires_by_its_clock():
     assert len(await store.next("r1", 1)) == 1
     now[0] += 2
     assert await store.next("r1", 1) == []
+
+
+async def test_many_audio_of_several_routes_in_one_write_land_in_each_routes_list_in_story_order(make_store):
+    store = make_store()
+    await store.put_many(
+        [("r1", audio(2)), ("r2", audio(0, "b0")), ("r1", audio(0)), ("r1", audio(2)), ("r1", audio(1))]
+    )
+    assert [a.audio_id for a in await store.next("r1", 10)] == ["a0", "a1", "a2"]
+    assert [a.audio_id for a in await store.next("r2", 10)] == ["b0"]

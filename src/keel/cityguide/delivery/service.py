@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import orjson
 
@@ -48,25 +48,14 @@ class DeliveryService:
         hold_s = recent_pages.ttl_s if recent_pages is not None else 0.0
         self._sign_ttl_s = link_ttl_s + math.ceil(hold_s)
 
-    async def on_tts_completed(self, event: Event) -> None:
-        """A ready audio joins its route's list; a repeat overwrites it (the key is the audio id)."""
-        payload = event.payload
-        if payload.get("status", "completed") != "completed":
-            return
-        audio_id = str(payload.get("audio_id") or event.key or "")
-        if not is_audio_id(audio_id):
-            raise PoisonMessage(f"tts.completed has no usable audio id: {audio_id[:40]!r}")
-        position = optional_int(payload, "position")
-        audio = ReadyAudio(
-            audio_id=audio_id,
-            story_id=text_field(payload, "story_id"),
-            position=float(position) if position is not None else UNPOSITIONED,
-            duration_s=optional_float(payload, "duration_s"),
-        )
-        route_id = text_field(payload, "route_id")
-        await self._store.put(route_id, audio)
+    async def on_tts_completed(self, events: Sequence[Event]) -> None:
+        """Ready audio joins its route's list, a fetched batch in one store round trip; a repeat
+        overwrites (the key is the audio id)."""
+        ready = [item for item in map(_ready, events) if item is not None]
+        await self._store.put_many(ready)
         if self._recent is not None:
-            self._recent.forget(route_id)  # after the write: a page loaded meanwhile is not kept
+            for route_id in {route_id for route_id, _ in ready}:
+                self._recent.forget(route_id)  # after the write: a page loaded meanwhile is not kept
 
     def recent_page(self, route_id: str, count: int, after: str | None) -> bytes | None:
         """The page if this process served it a moment ago, without any I/O."""
@@ -116,6 +105,24 @@ class DeliveryService:
         if not is_audio_id(audio_id):
             raise NotFound("no such audio")
         return await self._objects.stream(audio_key(audio_id))
+
+
+def _ready(event: Event) -> tuple[str, ReadyAudio] | None:
+    """(route_id, audio) of a completed result; None for a failed one (nothing to deliver)."""
+    payload = event.payload
+    if payload.get("status", "completed") != "completed":
+        return None
+    audio_id = str(payload.get("audio_id") or event.key or "")
+    if not is_audio_id(audio_id):
+        raise PoisonMessage(f"tts.completed has no usable audio id: {audio_id[:40]!r}")
+    position = optional_int(payload, "position")
+    audio = ReadyAudio(
+        audio_id=audio_id,
+        story_id=text_field(payload, "story_id"),
+        position=float(position) if position is not None else UNPOSITIONED,
+        duration_s=optional_float(payload, "duration_s"),
+    )
+    return text_field(payload, "route_id"), audio
 
 
 def _page(count: int, after: str | None) -> str:

@@ -13,7 +13,7 @@ from keel.cityguide.delivery.service import DeliveryService
 from keel.cityguide.delivery.settings import DeliverySettings
 from keel.cityguide.delivery.store import MemoryReadyAudioStore, ReadyAudioStore, RedisReadyAudioStore
 from keel.core.cache.recent import RecentPages
-from keel.core.consumer import ConsumerRunner, Idempotent, RetryPolicy
+from keel.core.consumer import ConsumerRunner, IdempotentBatch, RetryPolicy
 from keel.core.infra import Infra
 from keel.core.service import ServiceSpec, Wiring
 
@@ -64,7 +64,7 @@ async def wire(infra: Infra) -> Wiring:
             group_id=GROUP,
             topics=[topics.TTS_COMPLETED],
             wire="bare",
-            handler=Idempotent(service.on_tts_completed),
+            handler=IdempotentBatch(service.on_tts_completed),
             dlq_topic=topics.DLQ,
             default_event_type=topics.TTS_COMPLETED,
             retry=RetryPolicy.from_settings(s),

@@ -7,7 +7,7 @@ Writing the same audio id again overwrites it (never a second entry); the list o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -30,6 +30,10 @@ class UnknownAudio(LookupError):
 class ReadyAudioStore(Protocol):
     async def put(self, route_id: str, audio: ReadyAudio) -> None: ...
 
+    async def put_many(self, ready: Sequence[tuple[str, ReadyAudio]]) -> None:
+        """`put` for each (route_id, audio), in one round trip where the store has round trips."""
+        ...
+
     async def next(self, route_id: str, count: int, after: str | None = None) -> list[ReadyAudio]:
         """Up to `count` audio in story order, after `after` when given (UnknownAudio if it is not listed)."""
         ...
@@ -45,6 +49,10 @@ class MemoryReadyAudioStore:
         _, items = self._live(route_id) or (0.0, {})
         items[audio.audio_id] = audio
         self._routes[route_id] = (self._clock() + self._ttl_s, items)
+
+    async def put_many(self, ready: Sequence[tuple[str, ReadyAudio]]) -> None:
+        for route_id, audio in ready:
+            await self.put(route_id, audio)
 
     async def next(self, route_id: str, count: int, after: str | None = None) -> list[ReadyAudio]:
         _, items = self._live(route_id) or (0.0, {})
@@ -93,12 +101,18 @@ class RedisReadyAudioStore:
         return f"{base}:order", f"{base}:audio"
 
     async def put(self, route_id: str, audio: ReadyAudio) -> None:
-        order, details = self._keys(route_id)
+        await self.put_many([(route_id, audio)])
+
+    async def put_many(self, ready: Sequence[tuple[str, ReadyAudio]]) -> None:
+        if not ready:
+            return
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(order, {audio.audio_id: audio.position})
-            pipe.hset(details, audio.audio_id, orjson.dumps(asdict(audio)))
-            pipe.expire(order, self._ttl_s)
-            pipe.expire(details, self._ttl_s)
+            for route_id, audio in ready:
+                order, details = self._keys(route_id)
+                pipe.zadd(order, {audio.audio_id: audio.position})
+                pipe.hset(details, audio.audio_id, orjson.dumps(asdict(audio)))
+                pipe.expire(order, self._ttl_s)
+                pipe.expire(details, self._ttl_s)
             await pipe.execute()
 
     async def next(self, route_id: str, count: int, after: str | None = None) -> list[ReadyAudio]:
