@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -22,6 +23,7 @@ from bench.workloads import Context
 
 from keel.cityguide import topics
 from keel.core.events import Event, encode
+from keel.core.storage.port import RESERVED_PREFIX
 
 TARGET_P99_S = 5.0  # the issue's target
 # A route that has not completed by then counts as not completed; keeps `make bench` bounded.
@@ -136,8 +138,12 @@ async def profiled(spy: asyncio.Task[tuple[str, str | None]], out: Path, routes:
 
 @contextlib.asynccontextmanager
 async def deployed(env: Mapping[str, str], logdir: Path) -> AsyncIterator[list[Child]]:
-    """The cityguide services, one process each, started in order; all stopped on exit."""
+    """The cityguide services, one process each, started in order; all stopped on exit, and the audio
+    they stored (~1.5 GB of WAV for the burst, under the run's directory) removed."""
     async with contextlib.AsyncExitStack() as stack:
+        objects = logdir / ".keel" / "objects"
+        for stored in (objects / "cityguide", objects / RESERVED_PREFIX / "cityguide"):
+            stack.callback(shutil.rmtree, stored, ignore_errors=True)
         children = []
         for command, name in SERVICES:
             port = free_port()
