@@ -120,7 +120,7 @@ class TicketCreate:
             )
             if ctx.cfg.profile:
                 args = [uuid.uuid4().hex[:12], user]
-                title = "POST /v1/tickets with Idempotency-Key (keel serve tickets)"
+                title = "POST /v1/tickets with Idempotency-Key (keel serve tickets --api-only, keel worker tickets beside it)"
                 ctx.notes.append(
                     await profile.record(ctx, child, base, "create_ticket", args, title, PROFILE_CREATE)
                 )

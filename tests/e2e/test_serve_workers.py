@@ -16,6 +16,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
@@ -144,3 +145,38 @@ async def test_two_api_processes_share_the_port_and_their_metrics_and_the_worker
             assert _stop(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
     finally:
         await conn.close()
+
+
+async def test_a_worker_process_that_dies_is_replaced_and_the_port_keeps_answering(
+    api: tuple[str, subprocess.Popen[bytes]], tmp_path: Path
+):
+    base, parent = api
+
+    async def workers() -> list[psutil.Process]:
+        assert parent.poll() is None, (tmp_path / "api.log").read_text()[-3000:]
+        return psutil.Process(parent.pid).children()
+
+    async def healthy_workers() -> set[int]:
+        try:
+            async with httpx.AsyncClient(base_url=base) as probe:
+                if (await probe.get("/healthz")).status_code != 200:
+                    return set()
+        except httpx.TransportError:
+            return set()
+        return {p.pid for p in await workers()}
+
+    first = await eventually(
+        healthy_workers, until=lambda pids: len(pids) == 2, timeout_s=START_TIMEOUT_S, what="two workers"
+    )
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+    replaced = await eventually(
+        healthy_workers,
+        until=lambda pids: len(pids) == 2 and victim not in pids,
+        timeout_s=START_TIMEOUT_S,
+        what="the killed worker replaced",
+    )
+    assert len(replaced & first) == 1  # the other worker served on throughout
+    for _ in range(10):  # a connection per request: whichever worker accepts it answers
+        async with httpx.AsyncClient(base_url=base) as client:
+            assert (await client.get("/healthz")).status_code == 200
