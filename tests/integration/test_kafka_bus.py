@@ -118,3 +118,28 @@ async def test_ping_recovers_when_the_broker_comes_back(private_broker: servers.
 
     await eventually(answers, until=bool, timeout_s=15, what="ping answering after the broker's return")
     await bus.close()
+
+
+async def test_a_record_sent_to_an_idle_consumer_arrives_within_a_fifth_of_a_second(
+    kafka_brokers: list[str],
+) -> None:
+    """Each hop of a flow (route.confirmed → … → tts.completed) starts at an idle consumer: a record
+    sent while its fetch is held by the broker must not wait out a long fetch wait."""
+    bus = KafkaBus(kafka_brokers, idempotence=False, partitions=6)
+    topic = f"idle-hop-{uuid.uuid4().hex[:8]}"
+    consumer = bus.consumer([topic], f"idle-hop-{uuid.uuid4().hex[:8]}")
+    producer = bus.producer()
+    await consumer.start()
+    await producer.start()
+    try:
+        delays = []
+        for _ in range(6):
+            assert await consumer.getmany(0.3, 10) == []  # idle: the next fetch is held by the broker
+            sent = time.monotonic()
+            await producer.send(OutgoingMessage(topic, b"x", key=b"k"))
+            await eventually(lambda: consumer.getmany(1.0, 10), until=bool, timeout_s=5, what="the record")
+            delays.append(time.monotonic() - sent)
+    finally:
+        await producer.stop()
+        await bus.close()
+    assert sorted(delays)[len(delays) // 2] < 0.2, delays

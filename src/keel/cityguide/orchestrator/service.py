@@ -146,16 +146,17 @@ class OrchestratorService:
         """Completed results of many routes at once; a route with a failed result in the batch has its
         results applied one by one, in order (failures are rare and each changes the route's state)."""
         failing = {msg.route_id for msg, _ in results if msg.status == "failed"}
-        await self._complete([r for r in results if r[0].route_id not in failing], uow, conn)
+        await self._complete(uow, conn, [r for r in results if r[0].route_id not in failing])
         for result in (r for r in results if r[0].route_id in failing):
             if result[0].status == "failed":
                 await self._fail(conn, *result)
             else:
-                await self._complete([result], uow, conn)
+                await self._complete(uow, conn, [result])
 
     async def _complete(
-        self, results: Sequence[tuple[TtsCompleted, Payload]], uow: UnitOfWork, conn: asyncpg.Connection
+        self, uow: UnitOfWork, conn: asyncpg.Connection, results: Sequence[tuple[TtsCompleted, Payload]]
     ) -> None:
+        """Completed jobs, first audio, and delivery for the routes whose jobs are now all completed."""
         if not results:
             return
         jobs = {
@@ -169,7 +170,7 @@ class OrchestratorService:
         for msg, payload in results:
             key = (msg.route_id, msg.story_id)
             if key not in jobs:
-                parked.append((msg.route_id, payload))  # before its stories: applied when they come
+                parked.append((msg.route_id, payload))  # before its story: applied when it comes
                 continue
             status, attempt = jobs[key]
             if status == "completed" or (msg.attempt is not None and msg.attempt < attempt):

@@ -51,6 +51,7 @@ class KafkaBus:
         partitions: int = 6,
         client_id: str = "keel",
         linger_ms: int = 5,
+        fetch_max_wait_ms: int = 100,
         replication_factor: int = 1,
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 1_000,
@@ -64,6 +65,10 @@ class KafkaBus:
         self.partitions = partitions
         self.client_id = client_id
         self.linger_ms = linger_ms
+        # How long the broker may hold a fetch that found nothing, should it not answer as soon as a
+        # record comes. Measured on the cityguide flow (5 hops) against the test broker: one route on an
+        # idle platform took 0.45-0.50 s to its first audio with aiokafka's 500 ms, 0.12-0.17 s with 100.
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.replication_factor = replication_factor
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -284,6 +289,7 @@ class KafkaConsumer:
             session_timeout_ms=bus.session_timeout_ms,
             heartbeat_interval_ms=bus.heartbeat_interval_ms,
             request_timeout_ms=int(bus.timeout_s * 1000),
+            fetch_max_wait_ms=bus.fetch_max_wait_ms,
         )
         consumer.subscribe(self.topics, listener=self._listener)
         # start() returns once the group has given this member its first assignment.
