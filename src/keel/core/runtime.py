@@ -38,6 +38,7 @@ async def start_relay(infra: Infra, stack: AsyncExitStack) -> OutboxRelay:
         shards=s.outbox_shards,
         batch_size=s.outbox_batch_size,
         poll_interval_s=s.outbox_poll_interval_s,
+        linger_s=s.outbox_linger_s,
         name="outbox-relay",
     )
 

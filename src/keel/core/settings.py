@@ -63,6 +63,9 @@ class Settings(BaseSettings):
 
     outbox_batch_size: int = Field(default=500, ge=1, validation_alias="OUTBOX_BATCH_SIZE")
     outbox_poll_interval_s: float = Field(default=0.05, gt=0, validation_alias="OUTBOX_POLL_INTERVAL_S")
+    # A relay that has drained the backlog waits this long before its next claim, so rows gather into
+    # batches (latency for fewer transactions per event, like a producer's linger); 0 chases each commit.
+    outbox_linger_s: float = Field(default=0.0, ge=0, validation_alias="OUTBOX_LINGER_S")
     outbox_shards: int = Field(default=16, ge=1, validation_alias="OUTBOX_SHARDS")
     # Published outbox rows older than this are deleted by the retention job (default 7 days).
     outbox_retention_s: float = Field(default=7 * 24 * 3600, gt=0, validation_alias="OUTBOX_RETENTION_S")

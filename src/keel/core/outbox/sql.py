@@ -32,7 +32,7 @@ WITH locked AS MATERIALIZED (
     LIMIT $3
 )
 SELECT o.id, o.event_id::text AS event_id, o.topic, o.key, o.event_type, o.wire,
-       o.payload::text AS payload, o.headers::text AS headers, o.created_at
+       o.payload::text AS payload, o.headers::text AS headers, o.created_at, o.shard
 FROM locked l
 CROSS JOIN LATERAL (
     SELECT e.*
