@@ -28,7 +28,7 @@ async def _kill_pooled_connection(db: Database, pg_server_dsn: str) -> None:
 
 
 async def _kill_autocommit_connection(db: Database, pg_server_dsn: str) -> None:
-    """`connection()` draws from asyncpg's pool, apart from the engine's."""
+    """The connection `connection()` hands out (checked out of the pool apart from a unit of work)."""
     async with db.connection() as conn:
         pid = await conn.fetchval("SELECT pg_backend_pid()")
     await _terminate(pid, pg_server_dsn)
@@ -82,8 +82,8 @@ async def test_autocommit_connection_that_was_killed_fails_at_most_once_then_get
 ):
     await _kill_autocommit_connection(one_connection, pg_server_dsn)
 
-    # asyncpg's pool drops a connection whose close it has already seen at the next acquire; one it
-    # has not seen yet fails its statement (whichever error the driver raises first) and is dropped.
+    # The statement on the killed connection fails (whichever error the driver raises first); the dead
+    # connection is dropped at check-in and the next use gets a live one.
     with contextlib.suppress(Exception):
         async with one_connection.connection() as conn:
             await conn.fetchval("SELECT 1")

@@ -1,13 +1,12 @@
 """PostgreSQL access: the async engine, the unit of work, and DSN normalisation.
 
-SQLAlchemy Core on asyncpg for units of work; hot paths may take the raw asyncpg connection from a
+SQLAlchemy Core on asyncpg everywhere; hot paths may take the raw asyncpg connection from a
 unit of work (`uow.raw()`), still inside the same transaction, and one-statement paths take a
-connection from asyncpg's own pool (`Database.connection()`).
+pooled driver connection in autocommit (`Database.connection()`).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -16,6 +15,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 AfterCommit = Callable[[], Awaitable[None]]
 
@@ -59,33 +60,11 @@ async def _drop_if_dead(conn: AsyncConnection, driver: asyncpg.Connection) -> bo
     return True
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """The pool's reset at release, in place of asyncpg's default RESET ALL, UNLISTEN * and so on: a
-    round trip per statement on the hot paths, for session state they never set. asyncpg still rolls
-    back a transaction left open and drops listeners before calling this."""
-
-
 class Database:
-    """Owns the engine (a connection pool) and, for one-statement hot paths, an asyncpg pool beside
-    it; built at start-up and handed to whoever needs it. Each opens its connections on first use, so
-    a process that only ever uses one of them (an API, a worker) holds connections in that one only."""
+    """Owns the engine (a connection pool); built at start-up and handed to whoever needs it."""
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        *,
-        raw_dsn: str | None = None,
-        raw_connect_args: dict[str, Any] | None = None,
-        pool_size: int = 32,
-        acquire_timeout_s: float = 2.0,
-    ) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._raw_dsn = raw_dsn or libpq_dsn(engine.url.render_as_string(hide_password=False))
-        self._raw_connect_args = raw_connect_args or {}
-        self._pool_size = pool_size
-        self._acquire_timeout_s = acquire_timeout_s
-        self._pool: asyncpg.Pool | None = None
-        self._pool_lock = asyncio.Lock()
 
     @classmethod
     def connect(cls, dsn: str, *, pool_size: int = 32, connect_timeout_s: float = 2.0) -> Database:
@@ -106,56 +85,46 @@ class Database:
             connect_args=connect_args,
             pool_recycle=1800,
         )
-        return cls(
-            engine,
-            raw_dsn=libpq_dsn(dsn),
-            raw_connect_args=connect_args,
-            pool_size=pool_size,
-            acquire_timeout_s=connect_timeout_s,
-        )
+        return cls(engine)
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.engine)
-
-    async def _raw_pool(self) -> asyncpg.Pool:
-        async with self._pool_lock:
-            if self._pool is None:
-                # Opened lazily up to `pool_size` and kept (as the engine's pool): a reconnect costs
-                # a connect, type introspection and the connection's prepared statements.
-                self._pool = await asyncpg.create_pool(
-                    self._raw_dsn,
-                    min_size=0,
-                    max_size=self._pool_size,
-                    max_inactive_connection_lifetime=1800,
-                    reset=_keep_session,
-                    **self._raw_connect_args,
-                )
-            return self._pool
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled driver connection in autocommit, for hot paths that are one statement (one
         statement is one transaction): one round trip instead of BEGIN, statement, COMMIT.
 
-        From asyncpg's pool rather than the engine's: checking a connection out of SQLAlchemy's pool
-        (a greenlet hop, its pool bookkeeping) cost ~30 µs of CPU more per use, a tenth of a ticket
-        create. A connection the server closed is dropped at release and replaced on the next use."""
-        pool = self._pool or await self._raw_pool()
-        async with pool.acquire(timeout=self._acquire_timeout_s) as conn:
-            yield conn
+        Checked out of the engine's pool itself, not through an `AsyncConnection` (its begin/close
+        events and bookkeeping cost ~20 µs of CPU per use, a twentieth of a ticket create): the same
+        connections and the same DB_POOL_SIZE budget as the units of work."""
+        pool = self.engine.sync_engine.pool
+        fairy = await greenlet_spawn(pool.connect)
+        driver: asyncpg.Connection = fairy.driver_connection
+        try:
+            yield driver
+        finally:
+            await _check_in(fairy, driver)
 
     async def ping(self) -> None:
         async with self.connection() as conn:
             await conn.fetchval("SELECT 1")
 
     async def dispose(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                await asyncio.wait_for(pool.close(), 10)
-            except TimeoutError:
-                pool.terminate()
         await self.engine.dispose()
+
+
+async def _check_in(fairy: PoolProxiedConnection, driver: asyncpg.Connection) -> None:
+    """Back to the pool with no transaction left open; a connection the server closed (restart,
+    failover, killed backend) is dropped, not handed out again."""
+    if not driver.is_closed() and driver.is_in_transaction():
+        try:
+            await driver.execute("ROLLBACK")
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            driver.terminate()  # unusable: dropped below
+    if driver.is_closed():
+        await greenlet_spawn(fairy.invalidate)
+    await greenlet_spawn(fairy.close)
 
 
 class UnitOfWork:
