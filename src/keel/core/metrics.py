@@ -27,7 +27,8 @@ HTTP_LATENCY = Histogram(
 JOB_DURATION = Histogram(
     "job_duration_seconds",
     "Duration of one unit of background work",
-    ["job", "outcome"],
+    # Not `job`: Prometheus sets that label on every scraped series (the target) and would rename ours.
+    ["task", "outcome"],
     buckets=LATENCY_BUCKETS,
 )
 # Gauges name how several worker processes (keel.core.processes) combine; ignored in one process.

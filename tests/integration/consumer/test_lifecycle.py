@@ -84,7 +84,7 @@ async def test_lag_gauge_shows_messages_waiting_behind_a_busy_handler(
         await eventually(lambda: _lag(labels), until=lambda lag: lag == 0, what="lag drained")
         await effects.wait_for("queued-8")
         handled = REGISTRY.get_sample_value(
-            "job_duration_seconds_count", {"job": runner.group_id, "outcome": "ok"}
+            "job_duration_seconds_count", {"task": runner.group_id, "outcome": "ok"}
         )
         assert handled == 10
 

@@ -30,5 +30,5 @@ class StoryWorker:
         lang = text_field({"lang": payload.get("lang", "ru")}, "lang", max_len=10)
         route = payload.get("route")
         stories = compose(route_id, route if isinstance(route, dict) else payload)
-        JOB_DURATION.labels(job="story.compose", outcome="ok").observe(time.perf_counter() - started)
+        JOB_DURATION.labels(task="story.compose", outcome="ok").observe(time.perf_counter() - started)
         return route_id, {"route_id": route_id, "lang": lang, "stories": stories}

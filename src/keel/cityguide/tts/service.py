@@ -126,7 +126,7 @@ class TtsWorker:
         started = time.perf_counter()
         speech = await self._synthesized(job)
         outcome = "failed" if isinstance(speech, str) else "ok"
-        JOB_DURATION.labels(job="tts.synthesize", outcome=outcome).observe(time.perf_counter() - started)
+        JOB_DURATION.labels(task="tts.synthesize", outcome=outcome).observe(time.perf_counter() - started)
         return speech
 
     async def _synthesized(self, job: Job) -> Speech | str:
