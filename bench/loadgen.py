@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -83,10 +84,16 @@ def shown(argv: Sequence[str]) -> str:
 
 
 def cpu_seconds(pid: int | None) -> float:
+    """CPU of the server process and its live children (`keel serve --workers N` serves from children)."""
     if pid is None:
         return 0.0
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+    parent = psutil.Process(pid)
+    total = 0.0
+    for process in (parent, *parent.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 async def measure(
