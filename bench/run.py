@@ -20,7 +20,7 @@ import asyncpg
 from bench.config import RESULTS, ROOT, BenchConfig
 from bench.procs import private_broker, private_redis, scratch_database
 from bench.report import Row, markdown
-from bench.workloads import PLANNED, Context, all_workloads
+from bench.workloads import PLANNED, Context, all_workloads, last_soak
 
 
 def git_sha() -> str:
@@ -92,7 +92,7 @@ def main() -> None:
     logdir = Path(tempfile.mkdtemp(prefix="keel-bench-"))
     rows, notes = asyncio.run(run_all(cfg, logdir))
     if not cfg.only:
-        rows.extend(PLANNED)
+        rows.extend([*PLANNED, last_soak(RESULTS / "soak.md")])
     text = markdown(rows, header(cfg, started, time.monotonic() - began))
     if notes:
         text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
