@@ -71,7 +71,9 @@ class Pipeline:
                 outcome = "ok"
                 return result
             finally:
-                JOB_DURATION.labels(task=self.group_id, outcome=outcome).observe(time.perf_counter() - started)
+                JOB_DURATION.labels(task=self.group_id, outcome=outcome).observe(
+                    time.perf_counter() - started
+                )
 
 
 @dataclass(slots=True)
