@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from keel.core.bus import Consumer, Message, Producer
+from keel.core.bus import Bus, Consumer, Message, Producer
 from keel.core.bus.kafka import KafkaBus
 
 
@@ -41,13 +41,21 @@ async def read(consumer: Consumer, count: int, *, within_s: float = 15.0) -> lis
 
 
 @contextlib.asynccontextmanager
-async def kafka_producer(brokers: list[str]) -> AsyncIterator[Producer]:
-    """A started producer on its own KafkaBus (no idempotence: tests produce as an outside client)."""
-    bus = KafkaBus(brokers, idempotence=False)
+async def started_producer(bus: Bus) -> AsyncIterator[Producer]:
     producer = bus.producer()
     await producer.start()
     try:
         yield producer
     finally:
         await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def kafka_producer(brokers: list[str]) -> AsyncIterator[Producer]:
+    """A started producer on its own KafkaBus (no idempotence: tests produce as an outside client)."""
+    bus = KafkaBus(brokers, idempotence=False)
+    try:
+        async with started_producer(bus) as producer:
+            yield producer
+    finally:
         await bus.close()

@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from keel.cityguide import topics
+from keel.core.bus import OutgoingMessage
 from keel.core.db import Database, UnitOfWork
 from keel.core.events import Event
 
@@ -60,3 +62,24 @@ def tts_failed(route_id: str, story_id: str, attempt: int = 1) -> dict[str, Any]
         "error": "synth broke",
         "attempt": attempt,
     }
+
+
+async def publish_ready(app: Any, route_id: str, positions: Sequence[int], *, copies: int = 1) -> None:
+    """tts.completed for audio `<route_id>-a<n>` at each position, `copies` times each, onto the app's bus."""
+    producer = app.state.infra.bus.producer()
+    await producer.start()
+    for n in positions:
+        audio_id = f"{route_id}-a{n}"
+        body = {
+            "route_id": route_id,
+            "story_id": f"s{n}",
+            "audio_id": audio_id,
+            "status": "completed",
+            "duration_s": 2.0,
+            "position": n,
+        }
+        for _ in range(copies):
+            await producer.send(
+                OutgoingMessage(topics.TTS_COMPLETED, orjson.dumps(body), key=audio_id.encode())
+            )
+    await producer.stop()

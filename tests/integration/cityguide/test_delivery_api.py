@@ -8,17 +8,16 @@ import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
-import orjson
 import pytest
 
 from keel.cityguide import topics
 from keel.cityguide.audio import audio_key, cdn_path
 from keel.cityguide.delivery.spec import SPEC
-from keel.core.bus import OutgoingMessage
 from keel.core.consumer import ConsumerRunner
 from keel.core.settings import DEFAULT_SECRET
 from keel.core.signing import UrlSigner
 from tests.integration.cityguide.conftest import serving
+from tests.integration.cityguide.support import publish_ready
 from tests.support.eventually import eventually
 
 WAV = b"RIFF" + b"\0" * 4 + b"WAVEfmt " + b"\x01" * 200
@@ -27,26 +26,6 @@ WAV = b"RIFF" + b"\0" * 4 + b"WAVEfmt " + b"\x01" * 200
 @pytest.fixture
 def route_id() -> str:
     return f"r-{uuid.uuid4().hex[:8]}"
-
-
-async def _publish_ready(app, route_id: str, positions, *, copies: int = 1) -> None:
-    producer = app.state.infra.bus.producer()
-    await producer.start()
-    for n in positions:
-        audio_id = f"{route_id}-a{n}"
-        body = {
-            "route_id": route_id,
-            "story_id": f"s{n}",
-            "audio_id": audio_id,
-            "status": "completed",
-            "duration_s": 2.0,
-            "position": n,
-        }
-        for _ in range(copies):
-            await producer.send(
-                OutgoingMessage(topics.TTS_COMPLETED, orjson.dumps(body), key=audio_id.encode())
-            )
-    await producer.stop()
 
 
 async def _ready(client, route_id, count):
@@ -61,7 +40,7 @@ async def test_prefetch_returns_the_next_n_signed_links_in_story_order_without_d
     make_settings, redis_url, route_id
 ):
     async with serving([SPEC], make_settings(redis_url=redis_url), embedded=True) as (app, client):
-        await _publish_ready(app, route_id, [2, 0, 3, 1], copies=2)
+        await publish_ready(app, route_id, [2, 0, 3, 1], copies=2)
         every = await _ready(client, route_id, 4)
         first = await client.get("/delivery/prefetch", params={"route_id": route_id})
         page = await client.get(
@@ -107,7 +86,7 @@ async def test_the_cdn_verifier_serves_a_valid_link_and_refuses_tampered_expired
     audio_id = f"{route_id}-a0"
     async with serving([SPEC], make_settings(), embedded=True) as (app, client):
         await app.state.infra.storage.put(audio_key(audio_id), WAV, content_type="audio/wav")
-        await _publish_ready(app, route_id, [0])
+        await publish_ready(app, route_id, [0])
         [item] = (await _ready(client, route_id, 1)).json()["items"]
         ok = await client.get(item["url"])
         sig = parse_qs(urlsplit(item["url"]).query)["sig"][0]

@@ -13,16 +13,15 @@ import pytest
 from obstore.store import MemoryStore
 from prometheus_client import REGISTRY
 
-from keel.cityguide import topics
 from keel.cityguide.delivery.service import DeliveryService
 from keel.cityguide.delivery.settings import DeliverySettings
 from keel.cityguide.delivery.spec import SPEC
 from keel.cityguide.delivery.store import MemoryReadyAudioStore, ReadyAudio, RedisReadyAudioStore
-from keel.core.bus import OutgoingMessage
 from keel.core.cache.recent import RecentPages
 from keel.core.signing import UrlSigner, VerifyResult
 from keel.core.storage import ObstoreObjectStore
 from tests.integration.cityguide.conftest import serving
+from tests.integration.cityguide.support import publish_ready
 from tests.support.eventually import eventually
 
 ROUTE = "/delivery/prefetch"
@@ -50,22 +49,6 @@ async def _written_elsewhere(app, route_id: str, n: int) -> None:
     await store.put(route_id, ReadyAudio(f"{route_id}-a{n}", f"s{n}", float(n), 1.0))
 
 
-async def _consumed_here(app, route_id: str, n: int) -> None:
-    """A tts.completed this process's own consumer handles."""
-    audio_id = f"{route_id}-a{n}"
-    body = {
-        "route_id": route_id,
-        "story_id": f"s{n}",
-        "audio_id": audio_id,
-        "status": "completed",
-        "position": n,
-    }
-    producer = app.state.infra.bus.producer()
-    await producer.start()
-    await producer.send(OutgoingMessage(topics.TTS_COMPLETED, orjson.dumps(body), key=audio_id.encode()))
-    await producer.stop()
-
-
 async def test_a_polled_page_comes_from_memory_and_own_audio_drops_it_at_once(
     make_settings, redis_url, route_id, monkeypatch
 ):
@@ -81,7 +64,7 @@ async def test_a_polled_page_comes_from_memory_and_own_audio_drops_it_at_once(
         await _written_elsewhere(app, route_id, 1)
         stale = await client.get(ROUTE, params={"route_id": route_id, "next": 10})
 
-        await _consumed_here(app, route_id, 2)
+        await publish_ready(app, route_id, [2])  # consumed by this process's own consumer
         fresh = await eventually(
             lambda: client.get(ROUTE, params={"route_id": route_id, "next": 10}),
             until=lambda r: len(_ids(r)) == 3,

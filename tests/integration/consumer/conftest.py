@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
 
-from keel.core.bus import Bus, Message, OutgoingMessage, Producer
+from keel.core.bus import Bus, Message, OutgoingMessage
 from keel.core.bus.kafka import KafkaBus
 from keel.core.bus.memory import MemoryBus
 from keel.core.consumer import ConsumerRunner
@@ -52,16 +52,6 @@ async def memory_bus() -> AsyncIterator[MemoryBus]:
 @pytest_asyncio.fixture
 async def effects(db: Database) -> Effects:
     return await Effects(db).create()
-
-
-@contextlib.asynccontextmanager
-async def started_producer(bus: Bus) -> AsyncIterator[Producer]:
-    producer = bus.producer()
-    await producer.start()
-    try:
-        yield producer
-    finally:
-        await producer.stop()
 
 
 @contextlib.asynccontextmanager

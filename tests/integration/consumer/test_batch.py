@@ -13,8 +13,9 @@ from keel.core.bus.memory import MemoryBus
 from keel.core.consumer import Batch, ConsumerRunner, IdempotentBatch, RetryPolicy
 from keel.core.db import Database
 from keel.core.events import Event, PoisonMessage
-from tests.integration.consumer.conftest import dead_letters, event_record, running, started_producer, unique
+from tests.integration.consumer.conftest import dead_letters, event_record, running, unique
 from tests.integration.consumer.script import Effects, Script
+from tests.support.bus import started_producer
 from tests.support.eventually import eventually
 
 

@@ -20,11 +20,11 @@ from tests.integration.consumer.conftest import (
     consumed_now,
     event_record,
     running,
-    started_producer,
     unique,
 )
 from tests.integration.consumer.crash_child import SESSION_TIMEOUT_MS, build_runner
 from tests.integration.consumer.script import Effects, insert_effect
+from tests.support.bus import started_producer
 from tests.support.eventually import eventually
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -17,11 +17,10 @@ from tests.integration.consumer.conftest import (
     dead_letters,
     event_record,
     running,
-    started_producer,
     unique,
 )
 from tests.integration.consumer.script import Effects, Script
-from tests.support.bus import kafka_partition, keys_on_distinct_partitions, read
+from tests.support.bus import kafka_partition, keys_on_distinct_partitions, read, started_producer
 from tests.support.eventually import eventually
 from tests.support.tcp_proxy import TcpProxy
 

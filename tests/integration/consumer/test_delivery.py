@@ -24,10 +24,10 @@ from tests.integration.consumer.conftest import (
     dead_letters,
     event_record,
     running,
-    started_producer,
     unique,
 )
 from tests.integration.consumer.script import Effects, Script
+from tests.support.bus import started_producer
 
 MAX_ATTEMPTS = 3
 

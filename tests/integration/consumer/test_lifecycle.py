@@ -17,11 +17,10 @@ from tests.integration.consumer.conftest import (
     consumed,
     event_record,
     running,
-    started_producer,
     unique,
 )
 from tests.integration.consumer.script import Effects, Script
-from tests.support.bus import kafka_partition
+from tests.support.bus import kafka_partition, started_producer
 from tests.support.eventually import eventually
 
 

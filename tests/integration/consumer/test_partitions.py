@@ -8,9 +8,9 @@ import random
 from keel.core.bus import Bus
 from keel.core.consumer import ConsumerRunner, RetryPolicy, Transactional
 from keel.core.db import Database
-from tests.integration.consumer.conftest import PARTITIONS, event_record, running, started_producer, unique
+from tests.integration.consumer.conftest import PARTITIONS, event_record, running, unique
 from tests.integration.consumer.script import Effects, Script
-from tests.support.bus import keys_on_distinct_partitions
+from tests.support.bus import keys_on_distinct_partitions, started_producer
 from tests.support.eventually import eventually
 
 # Seeded so the first backoff draw is 0.956 of the cap: full jitter may pick any wait in [0, cap],

@@ -18,11 +18,10 @@ from tests.integration.consumer.conftest import (
     consumed_now,
     event_record,
     running,
-    started_producer,
     unique,
 )
 from tests.integration.consumer.script import Effects, Script
-from tests.support.bus import keys_on_distinct_partitions
+from tests.support.bus import keys_on_distinct_partitions, started_producer
 from tests.support.eventually import eventually
 
 

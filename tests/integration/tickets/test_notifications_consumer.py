@@ -28,10 +28,10 @@ from tests.integration.consumer.conftest import (
     consumed_now,
     dead_letters,
     running,
-    started_producer,
     unique,
 )
 from tests.integration.tickets.notify_child import build_bus, build_runner
+from tests.support.bus import started_producer
 from tests.support.eventually import eventually
 
 ROOT = Path(__file__).resolve().parents[3]
