@@ -3,9 +3,9 @@ alone while the rest are applied; an event repeated within one batch is applied 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from keel.core.bus import Bus, OutgoingMessage
@@ -139,6 +139,18 @@ async def _len(items: list[str]) -> int:
     return len(items)
 
 
+async def _lag(group: str) -> float | None:
+    """The group's fetch lag over its partitions (kafka_consumer_lag), None before it is reported."""
+    lags = [
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "kafka_consumer_lag"
+        for sample in metric.samples
+        if sample.labels.get("group") == group
+    ]
+    return sum(lags) if lags else None
+
+
 async def test_with_a_priority_the_most_urgent_fetched_records_go_first_and_every_offset_is_committed(
     memory_bus: MemoryBus,
 ) -> None:
@@ -149,8 +161,10 @@ async def test_with_a_priority_the_most_urgent_fetched_records_go_first_and_ever
     handled: list[str] = []
 
     async def handle_batch(events: Sequence[Event]) -> None:
-        if not handled:
-            await asyncio.sleep(0.2)  # a slow first batch: the rest of the backlog is fetched meanwhile
+        if not handled:  # a slow first batch: it ends once the runner has fetched the rest of the backlog
+            await eventually(
+                lambda: _lag(group), until=lambda lag: lag == 0, timeout_s=10, what="backlog fetched"
+            )
         handled.extend(e.payload["id"] for e in events)
 
     def runner() -> ConsumerRunner:
@@ -163,6 +177,7 @@ async def test_with_a_priority_the_most_urgent_fetched_records_go_first_and_ever
             dlq_topic=unique("urgent.dlq"),
             retry=RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05),
             batch_size=10,
+            lag_interval_s=0.02,
         )
 
     urgent = {f"u{n}" for n in range(0, 300, 10)}
