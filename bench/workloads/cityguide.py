@@ -88,24 +88,25 @@ async def confirm(brokers: str, route_ids: Sequence[str]) -> None:
         await producer.stop()
 
 
-async def progress(dsn: str, prefix: str) -> tuple[int, int, float | None]:
+async def _routes_row(dsn: str, query: str, prefix: str) -> asyncpg.Record:
+    """One row of an aggregate over the run's routes (ids starting with `prefix`)."""
     conn = await asyncpg.connect(dsn)
     try:
-        row = await conn.fetchrow(PROGRESS, f"{prefix}%")
+        row = await conn.fetchrow(query, f"{prefix}%")
     finally:
         await conn.close()
     assert row is not None
+    return row
+
+
+async def progress(dsn: str, prefix: str) -> tuple[int, int, float | None]:
+    row = await _routes_row(dsn, PROGRESS, prefix)
     return int(row[0]), int(row[1]), row[2]
 
 
 async def stages(dsn: str, prefix: str) -> str:
     """p50 / p99 seconds from confirmation to each stage, e.g. `workflow 0.4/1.2 s`."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        row = await conn.fetchrow(STAGES, f"{prefix}%")
-    finally:
-        await conn.close()
-    assert row is not None
+    row = await _routes_row(dsn, STAGES, prefix)
     parts = []
     for name in ("workflow", "stories", "first_audio", "completed"):
         value = row[name]
