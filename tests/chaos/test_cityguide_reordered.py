@@ -31,6 +31,7 @@ from keel.core.events import Event, encode
 from keel.core.settings import Settings
 from tests.chaos.conftest import chaos_scale
 from tests.support.eventually import eventually
+from tests.support.servers import idempotent_producers
 from tests.support.serving import serving_app
 
 ROUTES = 10  # per run, times the scale
@@ -189,20 +190,23 @@ async def orchestrator(
             "data_dir": tmp_path_factory.mktemp("cityguide-chaos") / "keel",
             "postgres_dsn": pg_dsn,
             "kafka_brokers": kafka_brokers,
-            "kafka_idempotence": False,
+            "kafka_idempotence": idempotent_producers(),
         }
     )
 
     def quick_join_bus(s: Settings) -> Bus:
         # The test broker rebalances in a fraction of the production session timeout.
         return KafkaBus(
-            s.kafka_brokers, idempotence=False, session_timeout_ms=3000, heartbeat_interval_ms=300
+            s.kafka_brokers,
+            idempotence=idempotent_producers(),
+            session_timeout_ms=3000,
+            heartbeat_interval_ms=300,
         )
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(infra_module, "build_bus", quick_join_bus)
         async with serving_app([ORCHESTRATOR], settings):
-            bus = KafkaBus(kafka_brokers, idempotence=False)
+            bus = KafkaBus(kafka_brokers, idempotence=idempotent_producers())
             try:
                 yield Orchestrator(bus, pg_dsn)
             finally:

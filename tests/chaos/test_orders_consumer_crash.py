@@ -33,6 +33,7 @@ from keel.orders.settings import OrderSettings
 from tests.chaos.conftest import chaos_scale
 from tests.support.bus import kafka_producer
 from tests.support.eventually import eventually
+from tests.support.servers import idempotent_producers
 
 ROOT = Path(__file__).resolve().parents[2]
 WAVE = 1_500  # orders per round; updates of some of them come on top
@@ -213,7 +214,7 @@ async def test_consumer_killed_mid_batch_and_after_commit_loses_nothing_and_dupl
         {
             "postgres_dsn": fresh_pg_dsn,
             "kafka_brokers": kafka_brokers,
-            "kafka_idempotence": False,
+            "kafka_idempotence": idempotent_producers(),
             "kafka_topic": f"orders-crash-{suffix}",
             "kafka_group_id": f"orders-crash-{suffix}",
             "data_dir": tmp_path / "keel",

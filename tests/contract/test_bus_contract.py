@@ -22,6 +22,7 @@ from keel.core.bus.kafka import KafkaBus
 from keel.core.bus.memory import MemoryBus
 from tests.support.bus import kafka_partition, keys_on_distinct_partitions, read
 from tests.support.eventually import eventually
+from tests.support.servers import idempotent_producers
 
 PARTITIONS = 6
 # Reading tests and the topic each reads; two groups share the fan-out topic.
@@ -45,7 +46,9 @@ def unique(base: str) -> str:
 def kafka_bus(brokers: list[str]) -> KafkaBus:
     # The test broker's group join takes about half the session timeout and a rejoin after a member
     # left about a session timeout more: 3 s keeps them near 2 s and 7 s (10 s: 5 s and 16 s).
-    return KafkaBus(brokers, idempotence=False, session_timeout_ms=3_000, heartbeat_interval_ms=300)
+    return KafkaBus(
+        brokers, idempotence=idempotent_producers(), session_timeout_ms=3_000, heartbeat_interval_ms=300
+    )
 
 
 @pytest_asyncio.fixture(scope="module", params=["memory", "kafka"])

@@ -32,6 +32,7 @@ from keel.core.settings import Settings
 from keel.orders.fake import fake_order
 from tests.chaos.conftest import chaos_scale
 from tests.support.eventually import eventually
+from tests.support.servers import idempotent_producers
 
 SCALE = chaos_scale()
 INT64 = st.integers(-(2**63), 2**63 - 1)  # orjson writes no wider integer; wider ones are hand-made
@@ -164,7 +165,7 @@ async def platform(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Asy
         values = {
             "postgres_dsn": pg_dsn,
             "data_dir": tmp_path_factory.mktemp("fuzz") / "keel",
-            "kafka_idempotence": False,
+            "kafka_idempotence": idempotent_producers(),
             "kafka_partitions": 1,
         }
         app = build_app(services.load_all(), Settings.model_validate(values), embedded=True)

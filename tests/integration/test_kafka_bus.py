@@ -44,7 +44,7 @@ def private_broker() -> Iterator[servers.ChildServer]:
 
 
 def bus_on(address: str, *, timeout_s: float = 30.0) -> KafkaBus:
-    return KafkaBus([address], idempotence=False, timeout_s=timeout_s)
+    return KafkaBus([address], idempotence=servers.idempotent_producers(), timeout_s=timeout_s)
 
 
 async def test_ping_fails_within_two_seconds_when_nothing_listens() -> None:
@@ -125,7 +125,7 @@ async def test_a_record_sent_to_an_idle_consumer_arrives_within_a_fifth_of_a_sec
 ) -> None:
     """Each hop of a flow (route.confirmed → … → tts.completed) starts at an idle consumer: a record
     sent while its fetch is held by the broker must not wait out a long fetch wait."""
-    bus = KafkaBus(kafka_brokers, idempotence=False, partitions=6)
+    bus = KafkaBus(kafka_brokers, idempotence=servers.idempotent_producers(), partitions=6)
     topic = f"idle-hop-{uuid.uuid4().hex[:8]}"
     consumer = bus.consumer([topic], f"idle-hop-{uuid.uuid4().hex[:8]}")
     producer = bus.producer()

@@ -24,6 +24,7 @@ from keel import services
 from keel.core.runtime import build_app
 from keel.core.settings import Settings
 from tests.security.served import served
+from tests.support.servers import idempotent_producers
 
 # Five services start in the first test's fixture: room for a loaded machine.
 pytestmark = pytest.mark.timeout(600)
@@ -104,7 +105,7 @@ def bases(pg_dsn: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory)
         "postgres_dsn": pg_dsn,
         "redis_url": redis_url,
         "data_dir": tmp_path_factory.mktemp("abuse") / "keel",
-        "kafka_idempotence": False,
+        "kafka_idempotence": idempotent_producers(),
     }
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TICKETS_RATE_LIMIT", f"{TICKETS_LIMIT}/minute")

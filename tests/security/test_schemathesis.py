@@ -22,7 +22,7 @@ from schemathesis.core.failures import FailureGroup
 from keel import services
 from keel.core.runtime import build_app
 from keel.core.settings import Settings
-from tests.support.servers import free_port, wait_for_port
+from tests.support.servers import free_port, idempotent_producers, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("KEEL_SCHEMATHESIS_EXAMPLES", "0") or 0) or 15 * max(
@@ -113,7 +113,7 @@ def test_no_server_errors_and_every_response_matches_its_schema(
         "postgres_dsn": fresh_pg_dsn,
         "redis_url": redis_url,
         "data_dir": tmp_path / "keel",
-        "kafka_idempotence": False,
+        "kafka_idempotence": idempotent_producers(),
     }
     with served(name, values) as base_url:
         cases, failures = fuzz(ROOT / "api" / "openapi" / SERVICES[name], base_url)
@@ -136,7 +136,7 @@ def test_tickets_stateful_through_inferred_links_no_server_errors_and_schema_hol
     stats = {"scenarios": 0, "calls": 0, "linked": 0, "linked_2xx": 0}
     failures: list[str] = []
 
-    with served("tickets", {**values, "kafka_idempotence": False}) as base_url:
+    with served("tickets", {**values, "kafka_idempotence": idempotent_producers()}) as base_url:
 
         class Tickets(schema.as_state_machine()):  # type: ignore[misc]
             def setup(self) -> None:

@@ -10,6 +10,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from keel.core.bus import Bus, Consumer, Message, Producer
 from keel.core.bus.kafka import KafkaBus
+from tests.support.servers import idempotent_producers
 
 
 def kafka_partition(key: bytes, partitions: int) -> int:
@@ -53,7 +54,7 @@ async def started_producer(bus: Bus) -> AsyncIterator[Producer]:
 @contextlib.asynccontextmanager
 async def kafka_producer(brokers: list[str]) -> AsyncIterator[Producer]:
     """A started producer on its own KafkaBus (no idempotence: tests produce as an outside client)."""
-    bus = KafkaBus(brokers, idempotence=False)
+    bus = KafkaBus(brokers, idempotence=idempotent_producers())
     try:
         async with started_producer(bus) as producer:
             yield producer

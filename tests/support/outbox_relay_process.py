@@ -11,11 +11,12 @@ import sys
 from keel.core.bus.kafka import KafkaBus
 from keel.core.db import Database
 from keel.core.outbox import OutboxRelay
+from tests.support.servers import idempotent_producers
 
 
 async def main(dsn: str, brokers: str, shards: int, batch_size: int, concurrency: int) -> None:
     db = Database.connect(dsn, pool_size=2)
-    bus = KafkaBus(brokers.split(","), idempotence=False)
+    bus = KafkaBus(brokers.split(","), idempotence=idempotent_producers())
     producer = bus.producer()
     await producer.start()
     relay = OutboxRelay(

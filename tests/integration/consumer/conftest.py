@@ -20,6 +20,7 @@ from keel.core.consumer import ConsumerRunner
 from keel.core.db import Database
 from keel.core.events import Event, WireFormat, encode
 from tests.integration.consumer.script import Effects
+from tests.support.servers import idempotent_producers
 from tests.support.topic_log import TopicLog, open_topic_log
 
 PARTITIONS = 6
@@ -28,7 +29,9 @@ PARTITIONS = 6
 def build_bus(kind: str, request: pytest.FixtureRequest) -> Bus:
     if kind == "memory":
         return MemoryBus(PARTITIONS)
-    return KafkaBus(request.getfixturevalue("kafka_brokers"), idempotence=False, partitions=PARTITIONS)
+    return KafkaBus(
+        request.getfixturevalue("kafka_brokers"), idempotence=idempotent_producers(), partitions=PARTITIONS
+    )
 
 
 def unique(base: str) -> str:

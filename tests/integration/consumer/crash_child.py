@@ -11,6 +11,7 @@ from keel.core.bus.kafka import KafkaBus
 from keel.core.consumer import ConsumerRunner, Transactional
 from keel.core.db import Database
 from tests.integration.consumer.script import insert_effect
+from tests.support.servers import idempotent_producers
 
 # Short, so the group does not wait long for this member after it is killed without leaving.
 SESSION_TIMEOUT_MS = 2000
@@ -30,7 +31,10 @@ def build_runner(bus: KafkaBus, db: Database, topic: str, group: str, dlq_topic:
 
 async def main(broker: str, dsn: str, topic: str, group: str, dlq_topic: str) -> None:
     bus = KafkaBus(
-        [broker], idempotence=False, session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=300
+        [broker],
+        idempotence=idempotent_producers(),
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=300,
     )
     db = Database.connect(dsn, pool_size=2)
     try:

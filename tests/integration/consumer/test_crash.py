@@ -26,6 +26,7 @@ from tests.integration.consumer.crash_child import SESSION_TIMEOUT_MS, build_run
 from tests.integration.consumer.script import Effects, insert_effect
 from tests.support.bus import started_producer
 from tests.support.eventually import eventually
+from tests.support.servers import idempotent_producers
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -69,7 +70,10 @@ async def test_consumer_killed_between_effect_and_offset_commit_redelivers_as_a_
 ) -> None:
     topic, group, dlq_topic = unique("crash"), unique("crash-group"), unique("crash.dlq")
     bus = KafkaBus(
-        kafka_brokers, idempotence=False, session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=300
+        kafka_brokers,
+        idempotence=idempotent_producers(),
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=300,
     )
     try:
         await bus.ensure_topics([topic, dlq_topic])

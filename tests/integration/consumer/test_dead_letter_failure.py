@@ -22,6 +22,7 @@ from tests.integration.consumer.conftest import (
 from tests.integration.consumer.script import Effects, Script
 from tests.support.bus import kafka_partition, keys_on_distinct_partitions, read, started_producer
 from tests.support.eventually import eventually
+from tests.support.servers import idempotent_producers
 from tests.support.tcp_proxy import TcpProxy
 
 RETRY = RetryPolicy(max_attempts=2, base_s=0.05, max_s=0.2)
@@ -95,9 +96,11 @@ async def test_dead_letter_broker_coming_back_gets_the_dead_letter_and_only_then
     topic, group, dlq = unique("dlq-proxy"), unique("dlq-proxy-group"), unique("dlq-proxy.dlq")
     proxy = await TcpProxy(int(kafka_brokers[0].rsplit(":", 1)[1])).start()
     proxy.set_mode("refuse")
-    bus = KafkaBus(kafka_brokers, idempotence=False, partitions=PARTITIONS)
+    bus = KafkaBus(kafka_brokers, idempotence=idempotent_producers(), partitions=PARTITIONS)
     # Only the first contact goes through the proxy; the broker then advertises its own address.
-    dlq_bus = KafkaBus([f"127.0.0.1:{proxy.port}"], idempotence=False, partitions=PARTITIONS, timeout_s=1.0)
+    dlq_bus = KafkaBus(
+        [f"127.0.0.1:{proxy.port}"], idempotence=idempotent_producers(), partitions=PARTITIONS, timeout_s=1.0
+    )
     try:
         await bus.ensure_topics([dlq])
         key_a, partition_a = await _publish_poison_then_good(bus, topic)

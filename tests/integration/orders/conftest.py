@@ -27,6 +27,7 @@ from keel.orders.settings import OrderSettings
 from keel.orders.spec import SPEC
 from tests.support.bus import kafka_producer
 from tests.support.eventually import eventually
+from tests.support.servers import idempotent_producers
 from tests.support.serving import serving_app
 
 MakeSettings = Callable[..., OrderSettings]
@@ -43,7 +44,7 @@ def quick_group_joins(monkeypatch: pytest.MonkeyPatch) -> None:
             return real_build_bus(settings)
         return KafkaBus(
             settings.kafka_brokers,
-            idempotence=False,
+            idempotence=idempotent_producers(),
             partitions=settings.kafka_partitions,
             session_timeout_ms=3000,
             heartbeat_interval_ms=300,
@@ -61,7 +62,7 @@ def order_settings(fresh_pg_dsn: str, kafka_brokers: list[str], topic, tmp_path:
         values: dict[str, Any] = {
             "postgres_dsn": fresh_pg_dsn,
             "kafka_brokers": kafka_brokers,
-            "kafka_idempotence": False,
+            "kafka_idempotence": idempotent_producers(),
             "kafka_topic": topic("orders"),
             "kafka_group_id": group,
             "data_dir": tmp_path / "keel",

@@ -20,6 +20,7 @@ from keel.core.db import Database
 from keel.core.events import Event, WireFormat
 from keel.core.outbox import Outbox, OutboxRelay
 from keel.core.settings import Settings
+from tests.support.servers import idempotent_producers
 from tests.support.topic_log import TopicLog, open_topic_log
 
 PARTITIONS = 6
@@ -27,7 +28,7 @@ PARTITIONS = 6
 
 def kafka_bus(brokers: list[str], **options: Any) -> KafkaBus:
     # The test broker's memory store refuses the idempotent producer (DESIGN.md, Contracts/Tests).
-    return KafkaBus(brokers, idempotence=False, partitions=PARTITIONS, **options)
+    return KafkaBus(brokers, idempotence=idempotent_producers(), partitions=PARTITIONS, **options)
 
 
 @dataclass

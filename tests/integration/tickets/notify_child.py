@@ -11,6 +11,7 @@ from keel.core.bus.kafka import KafkaBus
 from keel.core.consumer import ConsumerRunner
 from keel.core.db import Database
 from keel.tickets.handlers import NOTIFICATIONS
+from tests.support.servers import idempotent_producers
 
 # Short, so the group does not wait long for this member after it is killed without leaving.
 SESSION_TIMEOUT_MS = 2000
@@ -18,7 +19,10 @@ SESSION_TIMEOUT_MS = 2000
 
 def build_bus(broker: str) -> KafkaBus:
     return KafkaBus(
-        [broker], idempotence=False, session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=300
+        [broker],
+        idempotence=idempotent_producers(),
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=300,
     )
 
 

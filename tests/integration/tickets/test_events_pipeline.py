@@ -22,6 +22,7 @@ from keel.core.runtime import build_app
 from keel.tickets.spec import SPEC
 from tests.integration.tickets.conftest import ticket_body
 from tests.support.eventually import eventually
+from tests.support.servers import idempotent_producers
 from tests.support.topic_log import KafkaTopicLog
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -142,7 +143,7 @@ async def test_relay_killed_after_the_ack_republishes_and_the_inbox_keeps_one_no
 
 async def test_a_poison_event_on_tickets_events_lands_in_the_dlq(fresh_pg_dsn, kafka_brokers, make_settings):
     settings = make_settings(postgres_dsn=fresh_pg_dsn, kafka_brokers=kafka_brokers)
-    bus = KafkaBus(kafka_brokers, idempotence=False)
+    bus = KafkaBus(kafka_brokers, idempotence=idempotent_producers())
     producer = bus.producer()
     app = build_app([SPEC], settings)
     async with app.router.lifespan_context(app):

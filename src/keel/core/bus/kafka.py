@@ -34,6 +34,9 @@ from keel.core.bus.errors import (
 from keel.core.bus.message import Message, OutgoingMessage, TopicPartition
 from keel.core.bus.port import RebalanceListener
 
+# How long a stopping producer waits for acks of what it holds before it drops them.
+STOP_FLUSH_S = 5.0
+
 # What a dead or silent broker surfaces as, depending on where the wait ends.
 _UNREACHABLE = (TimeoutError, KafkaError, OSError)
 
@@ -165,6 +168,7 @@ class KafkaProducer:
     def __init__(self, bus: KafkaBus) -> None:
         self._bus = bus
         self._producer: AIOKafkaProducer | None = None
+        self._restart = False  # set when a send abandoned the producer: the next send starts another
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -179,19 +183,29 @@ class KafkaProducer:
             request_timeout_ms=int(bus.timeout_s * 1000),
         )
         await bus.start_client(producer, "producer")
-        self._producer = producer
+        self._producer, self._restart = producer, False
         bus.track(self, live=True)
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
+        self._restart = False
         self._bus.track(self, live=False)
-        if producer is not None:
-            await producer.stop()
+        if producer is None:
+            return
+        try:
+            async with asyncio.timeout(STOP_FLUSH_S):
+                await producer.flush()
+        except TimeoutError:
+            # The broker is away: what was not acknowledged is still the caller's (an outbox row).
+            await _drop_unacknowledged(producer, "producer stopped")
+        await producer.stop()
 
     async def send(self, message: OutgoingMessage) -> None:
         await self.send_many((message,))
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        if self._producer is None and self._restart:
+            await self.start()
         producer = self._producer
         if producer is None:
             raise BusError("producer is not started")
@@ -209,10 +223,39 @@ class KafkaProducer:
                 raise PublishFailed(f"could not enqueue a record: {exc!r}") from exc
             raise
         # All records are in flight before the first ack is awaited: batching, not one round trip each.
-        results = await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            async with asyncio.timeout(self._bus.timeout_s):
+                results = await asyncio.gather(*pending, return_exceptions=True)
+        except TimeoutError:
+            await self._abandon(producer)
+            raise PublishFailed(
+                f"{len(messages)} records not acknowledged within {self._bus.timeout_s}s"
+            ) from None
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise PublishFailed(f"{len(failures)} of {len(messages)} records failed") from failures[0]
+
+    async def _abandon(self, producer: AIOKafkaProducer) -> None:
+        """Drop a producer whose records went unacknowledged, and every record it still holds.
+
+        An idempotent aiokafka producer never expires a batch (the Java client's delivery.timeout.ms
+        has no counterpart): it retries until the broker answers, and its stop() waits for that too.
+        The caller still holds what it sent (the outbox row stays unpublished) and sends it again
+        through a new producer, started on the next send: a new producer id, so nothing of the old
+        session's sequence numbers is carried over, and consumers' inboxes absorb a record the broker
+        had in fact written."""
+        if self._producer is producer:
+            self._producer = None
+            self._restart = True
+        await _drop_unacknowledged(producer, "producer abandoned")
+
+
+async def _drop_unacknowledged(producer: AIOKafkaProducer, reason: str) -> None:
+    """Stop aiokafka's sender (its in-flight requests end within the request timeout), fail every
+    batch it still holds, and close the producer: aiokafka's own stop() would wait for the acks."""
+    await producer._sender.close()
+    producer._message_accumulator.fail_all(PublishFailed(reason))
+    await producer.stop()
 
 
 def _discard_result(future: asyncio.Future[Any]) -> None:
