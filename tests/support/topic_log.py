@@ -65,8 +65,9 @@ class KafkaTopicLog(TopicLog):
 
     async def open(self) -> KafkaTopicLog:
         await self._consumer.start()
-        await self._consumer.topics()  # loads the metadata that partitions_for_topic reads
-        partitions = self._consumer.partitions_for_topic(self.topic)
+        # The consumer's own metadata holds only subscribed topics: ask the cluster for every topic.
+        cluster = await self._consumer._client.fetch_all_metadata()
+        partitions = cluster.partitions_for_topic(self.topic)
         assert partitions, f"topic {self.topic} does not exist"
         self._partitions = [KafkaTopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(self._partitions)

@@ -52,8 +52,10 @@ async def send_via_platform(
 
 async def send(brokers: list[str], messages: list[OutgoingMessage]) -> None:
     from keel.core.bus.kafka import KafkaBus
+    from keel.core.settings import Settings
 
-    bus = KafkaBus(brokers, idempotence=False)
+    # The platform's own KAFKA_SECURITY_* settings reach a secured cluster from the demo too.
+    bus = KafkaBus(brokers, idempotence=False, security=Settings().kafka_security())
     try:
         await bus.ensure_topics(sorted({m.topic for m in messages}))
         producer = bus.producer()

@@ -53,7 +53,7 @@ async def publish(
 
     settings = OrderSettings()
     rng = random.Random(seed)  # test data, not security
-    bus = KafkaBus(brokers, idempotence=settings.kafka_idempotence)
+    bus = KafkaBus(brokers, idempotence=settings.kafka_idempotence, security=settings.kafka_security())
     good = bad = 0
     try:
         await bus.ensure_topics([topic])

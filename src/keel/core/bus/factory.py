@@ -15,5 +15,6 @@ def build_bus(settings: Settings) -> Bus:
             idempotence=settings.kafka_idempotence,
             partitions=settings.kafka_partitions,
             replication_factor=settings.kafka_replication_factor,
+            security=settings.kafka_security(),
         )
     return MemoryBus(settings.kafka_partitions)

@@ -33,6 +33,7 @@ from keel.core.bus.errors import (
 )
 from keel.core.bus.message import Message, OutgoingMessage, TopicPartition
 from keel.core.bus.port import RebalanceListener
+from keel.core.bus.security import PLAINTEXT, KafkaSecurity
 
 # How long a stopping producer waits for acks of what it holds before it drops them.
 STOP_FLUSH_S = 5.0
@@ -60,6 +61,7 @@ class KafkaBus:
         heartbeat_interval_ms: int = 1_000,
         timeout_s: float = 30.0,
         ping_timeout_s: float = 2.0,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         if not brokers:
             raise ValueError("KafkaBus needs at least one broker address")
@@ -77,6 +79,9 @@ class KafkaBus:
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.timeout_s = timeout_s
         self.ping_timeout_s = ping_timeout_s
+        self.security = security
+        # One TLS context for every client of this bus (building one reads the CA file).
+        self.client_options = security.client_options()
         self._known_topics: set[str] = set()
         self._admin: AIOKafkaAdminClient | None = None
         self._admin_lock = asyncio.Lock()
@@ -112,7 +117,24 @@ class KafkaBus:
             topic, code = result[0], result[1]
             if code not in (0, TopicAlreadyExistsError.errno):
                 raise BusError(f"cannot create topic {topic!r}: error {code} {result[2:]}")
-            self._known_topics.add(topic)
+        # CreateTopics returns once the controller has the topics; a broker serves them a moment
+        # later. A consumer that subscribed before its broker knew a topic would wait for its next
+        # metadata refresh (minutes): wait here until every partition has a leader.
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while not await self._have_leaders(missing):
+                    await asyncio.sleep(0.05)
+        except _UNREACHABLE as exc:
+            raise BrokerUnavailable(f"topics {missing} created but not served: {exc!r}") from exc
+        self._known_topics.update(missing)
+
+    async def _have_leaders(self, topics: list[str]) -> bool:
+        admin = await self._admin_client()
+        described = await admin.describe_topics(topics)
+        return len(described) == len(topics) and all(
+            t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in described
+        )
 
     async def ping(self) -> None:
         try:
@@ -137,6 +159,7 @@ class KafkaBus:
                     bootstrap_servers=self.brokers,
                     client_id=f"{self.client_id}-admin",
                     request_timeout_ms=int(self.timeout_s * 1000),
+                    **self.client_options,
                 )
                 try:
                     await admin.start()
@@ -181,6 +204,7 @@ class KafkaProducer:
             enable_idempotence=bus.idempotence,
             linger_ms=bus.linger_ms,
             request_timeout_ms=int(bus.timeout_s * 1000),
+            **bus.client_options,
         )
         await bus.start_client(producer, "producer")
         self._producer, self._restart = producer, False
@@ -333,6 +357,7 @@ class KafkaConsumer:
             heartbeat_interval_ms=bus.heartbeat_interval_ms,
             request_timeout_ms=int(bus.timeout_s * 1000),
             fetch_max_wait_ms=bus.fetch_max_wait_ms,
+            **bus.client_options,
         )
         consumer.subscribe(self.topics, listener=self._listener)
         # start() returns once the group has given this member its first assignment.

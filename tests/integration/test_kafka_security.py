@@ -1,0 +1,131 @@
+"""Hosted-Kafka security against Apache Kafka's own SASL_SSL listener: SCRAM-SHA-512 users, a
+certificate from a CA the test makes. Right credentials connect; a wrong password or a plaintext
+client on the TLS port fails within seconds with one line, and no secret reaches a log line."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
+
+from keel.core.bus import OutgoingMessage
+from keel.core.bus.errors import BrokerUnavailable
+from keel.core.bus.kafka import KafkaBus
+from keel.core.bus.security import KafkaSecurity
+from keel.core.settings import Settings
+from tests.support import servers
+from tests.support.bus import read
+
+PASSWORD = "s3cr3t-" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[trustme.CA, Path]]:
+    ca = trustme.CA()
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    yield ca, path
+
+
+@pytest.fixture(scope="module")
+def sasl_port(ca: tuple[trustme.CA, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    if servers.broker_kind() != "kafka":
+        pytest.skip("SASL_SSL needs Apache Kafka (KEEL_TEST_BROKER=kafka); Tansu has no TLS listener")
+    from tests.support import apache_kafka
+
+    folder = tmp_path_factory.mktemp("broker-tls")
+    cert = ca[0].issue_cert("127.0.0.1", "localhost")
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
+    # Kafka's PEM key store reads PKCS#8 keys only.
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    keyfile, certfile = folder / "broker.key", folder / "broker.pem"
+    keyfile.write_bytes(pkcs8)
+    certfile.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    scram = apache_kafka.Scram(servers.free_port(), {"keel": PASSWORD}, certfile, keyfile)
+    with servers.running(apache_kafka.node(scram=scram)):
+        yield scram.port
+
+
+def secured(port: int, cafile: Path, password: str = PASSWORD, **overrides: object) -> KafkaBus:
+    security = KafkaSecurity(
+        protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        username="keel",
+        password=password,
+        cafile=str(cafile),
+    )
+    return KafkaBus([f"127.0.0.1:{port}"], timeout_s=10.0, security=security, **overrides)  # type: ignore[arg-type]
+
+
+async def test_right_credentials_produce_and_consume_over_sasl_ssl(
+    sasl_port: int, ca: tuple[trustme.CA, Path]
+) -> None:
+    bus = secured(sasl_port, ca[1])
+    topic = f"secure-{uuid.uuid4().hex[:8]}"
+    producer = bus.producer()
+    await producer.start()
+    await producer.send_many([OutgoingMessage(topic, f"r{i}".encode(), key=b"k") for i in range(5)])
+    consumer = bus.consumer([topic], f"g-{uuid.uuid4().hex[:6]}")
+    await consumer.start()
+    got = await read(consumer, 5)
+    assert [m.value for m in got] == [f"r{i}".encode() for i in range(5)]
+    await bus.close()
+
+
+async def test_a_wrong_password_fails_start_within_seconds_without_printing_it(
+    sasl_port: int, ca: tuple[trustme.CA, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-" + uuid.uuid4().hex[:8]
+    bus = secured(sasl_port, ca[1], password=wrong)
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as failure:
+        await bus.producer().start()
+    assert time.monotonic() - started < 10
+    assert "\n" not in str(failure.value)
+    logged = "\n".join(r.getMessage() for r in caplog.records) + str(failure.value)
+    assert wrong not in logged and PASSWORD not in logged
+    await bus.close()
+
+
+async def test_a_plaintext_client_on_the_tls_port_fails_within_seconds(sasl_port: int) -> None:
+    bus = KafkaBus([f"127.0.0.1:{sasl_port}"], timeout_s=10.0)
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable):
+        await bus.producer().start()
+    assert time.monotonic() - started < 10
+    await bus.close()
+
+
+async def test_a_broker_certificate_from_another_ca_is_refused(sasl_port: int, tmp_path: Path) -> None:
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    bus = secured(sasl_port, other)
+    with pytest.raises(BrokerUnavailable):
+        await bus.producer().start()
+    await bus.close()
+
+
+def test_settings_name_what_a_half_set_security_configuration_lacks() -> None:
+    with pytest.raises(ValueError, match="KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"):
+        Settings.model_validate({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "keel"})
+    with pytest.raises(ValueError, match="go together"):
+        Settings.model_validate({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERTFILE": "/c.pem"})
+    settings = Settings.model_validate(
+        {
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_USERNAME": "keel",
+            "KAFKA_SASL_PASSWORD": PASSWORD,
+        }
+    )
+    assert PASSWORD not in repr(settings) and PASSWORD not in repr(settings.kafka_security())
+    assert settings.kafka_security().client_options()["sasl_plain_password"] == PASSWORD
