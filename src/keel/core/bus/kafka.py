@@ -122,7 +122,7 @@ class KafkaBus:
         # metadata refresh (minutes): wait here until every partition has a leader.
         try:
             async with asyncio.timeout(self.timeout_s):
-                while not await self._have_leaders(missing):
+                while not await self._have_leaders(missing):  # noqa: ASYNC110 - polling the broker
                     await asyncio.sleep(0.05)
         except _UNREACHABLE as exc:
             raise BrokerUnavailable(f"topics {missing} created but not served: {exc!r}") from exc
