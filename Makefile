@@ -47,7 +47,7 @@ demo: $(VENV)/.synced
 
 # The fault, fuzz and abuse suites at full size (CI runs them small inside `make test`).
 chaos: $(VENV)/.synced
-	KEEL_CHAOS_SCALE=10 $(BIN)/pytest -m chaos tests/chaos tests/fuzz tests/security -s
+	KEEL_CHAOS_SCALE=10 $(BIN)/pytest -m "chaos or cluster" tests/chaos tests/cluster tests/fuzz tests/security -s
 
 migrate: $(VENV)/.synced
 	$(BIN)/keel migrate

@@ -18,10 +18,14 @@ CHECK_TIMEOUT_S = 2.0
 
 @dataclass(frozen=True)
 class ReadinessCheck:
-    """A named probe of one dependency; it raises (or times out) when the dependency is down."""
+    """A named probe of one dependency; it raises (or times out) when the dependency is down.
+
+    A dependency that is not `required` leaves the process ready but `degraded`: an API process keeps
+    taking requests while the broker is away, since its outbox holds their events until it is back."""
 
     name: str
     probe: Callable[[], Awaitable[object]]
+    required: bool = True
 
 
 async def _run(check: ReadinessCheck) -> tuple[str, str | None]:
@@ -45,20 +49,32 @@ def health_router(checks: Callable[[], Sequence[ReadinessCheck]]) -> APIRouter:
 
     @router.get(
         "/readyz",
-        summary="Readiness: every configured dependency answers",
-        responses={503: {"description": "A dependency is down; the message names it"}},
+        summary="Readiness: every dependency this process needs answers",
+        responses={
+            200: {
+                "description": "ready, or degraded: an optional dependency (the broker of an API process) is down"
+            },
+            503: {"description": "A required dependency is down; the message names it"},
+        },
     )
     async def readyz() -> Response:
-        results = await asyncio.gather(*(_run(c) for c in checks()))
+        current = list(checks())
+        results = await asyncio.gather(*(_run(c) for c in current))
         status = {name: ("ok" if err is None else err) for name, err in results}
         for name, err in results:
             DEPENDENCY_UP.labels(name).set(1 if err is None else 0)
-        down = [name for name, err in results if err is not None]
+        down = [
+            c.name for c, (_, err) in zip(current, results, strict=True) if err is not None and c.required
+        ]
         if down:
             return error_response(
                 503, "not_ready", f"dependency down: {', '.join(down)}", details={"checks": status}
             )
-        return Response(orjson.dumps({"status": "ready", "checks": status}), media_type="application/json")
+        degraded = [name for name, err in results if err is not None]
+        body: dict[str, object] = {"status": "degraded" if degraded else "ready", "checks": status}
+        if degraded:
+            body["degraded"] = degraded
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:

@@ -107,7 +107,10 @@ async def open_infra(
     migrate: bool = True,
     topics: Sequence[str] = (),
     dsn: str | None = None,
+    broker_required: bool = False,
 ) -> AsyncIterator[Infra]:
+    """`broker_required`: a process whose only work needs the broker (`keel worker`) is not ready
+    without it; one that serves HTTP is ready but degraded (its outbox holds the events)."""
     async with AsyncExitStack() as stack:
         bus = build_bus(settings)
         stack.push_async_callback(bus.close)
@@ -128,5 +131,5 @@ async def open_infra(
             stack.push_async_callback(infra.redis.aclose)
             infra.checks.append(ReadinessCheck("redis", infra.redis.ping))
         if settings.uses_kafka:
-            infra.checks.append(ReadinessCheck("kafka", bus.ping))
+            infra.checks.append(ReadinessCheck("kafka", bus.ping, required=broker_required))
         yield infra

@@ -74,7 +74,9 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            infra = await stack.enter_async_context(open_infra(settings, database=needs_db, topics=topics))
+            infra = await stack.enter_async_context(
+                open_infra(settings, database=needs_db, topics=topics, broker_required=not serve_routes)
+            )
             state["infra"] = infra
             infra.embedded = embedded
             workers: list[Worker] = []

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=6, ge=1, validation_alias="KAFKA_PARTITIONS")
     # For topics the bus creates; a production cluster of three brokers wants 3.
     kafka_replication_factor: int = Field(default=1, ge=1, validation_alias="KAFKA_REPLICATION_FACTOR")
+    # The longest any broker call may wait (start, acks of a send, commit, topic creation): past it
+    # the call fails and the caller retries (an outbox row stays unpublished until acknowledged).
+    kafka_timeout_s: float = Field(default=30.0, gt=0, validation_alias="KAFKA_TIMEOUT_S")
     # Hosted Kafka (MSK, Confluent Cloud, Aiven, ...): TLS and SASL for every client (docs/kafka.md).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"

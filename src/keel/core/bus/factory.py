@@ -15,6 +15,7 @@ def build_bus(settings: Settings) -> Bus:
             idempotence=settings.kafka_idempotence,
             partitions=settings.kafka_partitions,
             replication_factor=settings.kafka_replication_factor,
+            timeout_s=settings.kafka_timeout_s,
             security=settings.kafka_security(),
         )
     return MemoryBus(settings.kafka_partitions)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from aiokafka.errors import (
     CommitFailedError,
     ConsumerStoppedError,
     IllegalStateError,
+    KafkaConnectionError,
     KafkaError,
     TopicAlreadyExistsError,
 )
@@ -34,6 +36,13 @@ from keel.core.bus.errors import (
 from keel.core.bus.message import Message, OutgoingMessage, TopicPartition
 from keel.core.bus.port import RebalanceListener
 from keel.core.bus.security import PLAINTEXT, KafkaSecurity
+
+log = logging.getLogger("keel.bus")
+
+NO_PRODUCER_ID = (
+    "the broker refused the idempotent producer a producer id (InitProducerId): for a broker without "
+    "idempotent producers set KAFKA_IDEMPOTENCE=false"
+)
 
 # How long a stopping producer waits for acks of what it holds before it drops them.
 STOP_FLUSH_S = 5.0
@@ -86,6 +95,10 @@ class KafkaBus:
         self._admin: AIOKafkaAdminClient | None = None
         self._admin_lock = asyncio.Lock()
         self._live: set[KafkaProducer | KafkaConsumer] = set()
+        # What this process's clients cannot do now, by client (`producer`, `consumer <group>`): the
+        # broker may answer a ping and still refuse them (no producer id, a group it will not serve).
+        self._failing: dict[str, str] = {}
+        self._told: set[str] = set()
 
     def producer(self) -> KafkaProducer:
         return KafkaProducer(self)
@@ -143,6 +156,19 @@ class KafkaBus:
                 await admin.describe_cluster()
         except _UNREACHABLE as exc:
             raise BrokerUnavailable(f"kafka {self.brokers} did not answer: {exc!r}") from exc
+        if self._failing:
+            raise BrokerUnavailable("; ".join(f"{client}: {why}" for client, why in self._failing.items()))
+
+    def report(self, client: str, failure: str | None) -> None:
+        """Record what `client` cannot do (None: it works again). A diagnosis with a fix is logged
+        once per process, in one line, rather than at every retry."""
+        if failure is None:
+            self._failing.pop(client, None)
+            return
+        self._failing[client] = failure
+        if failure == NO_PRODUCER_ID and failure not in self._told:
+            self._told.add(failure)
+            log.error("kafka %s: %s", self.brokers, failure)
 
     async def close(self) -> None:
         for client in list(self._live):
@@ -206,8 +232,16 @@ class KafkaProducer:
             request_timeout_ms=int(bus.timeout_s * 1000),
             **bus.client_options,
         )
-        await bus.start_client(producer, "producer")
+        try:
+            await bus.start_client(producer, "producer")
+        except BrokerUnavailable as exc:
+            refused = _refused_producer_id(producer, exc.__cause__)
+            bus.report("producer", NO_PRODUCER_ID if refused else str(exc))
+            if refused:
+                raise BrokerUnavailable(NO_PRODUCER_ID) from exc
+            raise
         self._producer, self._restart = producer, False
+        bus.report("producer", None)
         bus.track(self, live=True)
 
     async def stop(self) -> None:
@@ -252,12 +286,15 @@ class KafkaProducer:
                 results = await asyncio.gather(*pending, return_exceptions=True)
         except TimeoutError:
             await self._abandon(producer)
-            raise PublishFailed(
-                f"{len(messages)} records not acknowledged within {self._bus.timeout_s}s"
-            ) from None
+            reason = f"{len(messages)} records not acknowledged within {self._bus.timeout_s}s"
+            self._bus.report("producer", reason)
+            raise PublishFailed(reason) from None
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            raise PublishFailed(f"{len(failures)} of {len(messages)} records failed") from failures[0]
+            reason = f"{len(failures)} of {len(messages)} records failed: {failures[0]!r}"
+            self._bus.report("producer", reason)
+            raise PublishFailed(reason) from failures[0]
+        self._bus.report("producer", None)
 
     async def _abandon(self, producer: AIOKafkaProducer) -> None:
         """Drop a producer whose records went unacknowledged, and every record it still holds.
@@ -272,6 +309,21 @@ class KafkaProducer:
             self._producer = None
             self._restart = True
         await _drop_unacknowledged(producer, "producer abandoned")
+
+
+def _refused_producer_id(producer: AIOKafkaProducer, cause: BaseException | None) -> bool:
+    """The producer reached the cluster (it has its brokers' metadata), holds no producer id, and
+    the broker's answer to InitProducerId was an error no retry mends (Tansu: UnknownError). A
+    retriable one (a coordinator still loading) ends in a timeout instead and is not diagnosed so."""
+    manager = producer._txn_manager
+    return (
+        manager is not None
+        and not manager.has_pid()
+        and bool(producer.client.cluster.brokers())
+        and isinstance(cause, KafkaError)
+        and not isinstance(cause, KafkaConnectionError)
+        and not cause.retriable
+    )
 
 
 async def _drop_unacknowledged(producer: AIOKafkaProducer, reason: str) -> None:
@@ -361,7 +413,13 @@ class KafkaConsumer:
         )
         consumer.subscribe(self.topics, listener=self._listener)
         # start() returns once the group has given this member its first assignment.
-        await bus.start_client(consumer, f"consumer of group {self.group_id!r}")
+        client = f"consumer of group {self.group_id!r}"
+        try:
+            await bus.start_client(consumer, client)
+        except BrokerUnavailable as exc:
+            bus.report(client, str(exc))
+            raise
+        bus.report(client, None)
         self._consumer = consumer
         bus.track(self, live=True)
 
