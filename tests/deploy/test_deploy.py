@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 JOBS = {"migrate", "topics", "buckets"}  # one-shot containers: others wait for them to exit 0
-INFRA = {"postgres", "redpanda", "redis", "minio", "prometheus", "grafana"}
+INFRA = {"postgres", "kafka", "redis", "minio", "prometheus", "grafana"}
 
 
 def _compose() -> dict[str, Any]:
@@ -96,7 +96,7 @@ def test_database_users_wait_for_the_migration_and_every_keel_container_for_the_
     for name, svc in _keel_containers().items():
         service = _argv(svc)[1]
         depends = svc["depends_on"]
-        assert "topics" in depends and "redpanda" in depends, name
+        assert "topics" in depends and "kafka" in depends, name
         if service in db_users:
             assert {"migrate", "postgres"} <= set(depends), name
         if services.load(service).uses_storage or service in {"videos", "tts", "delivery-prefetch"}:
@@ -111,7 +111,7 @@ def test_keel_containers_point_at_the_compose_infrastructure() -> None:
         env = svc["environment"]
         assert env["POSTGRES_DSN"].startswith("postgresql://") and "@postgres:5432/" in env["POSTGRES_DSN"]
         assert env["REDIS_URL"] == "redis://redis:6379/0", name
-        assert env["KAFKA_BROKERS"] == "redpanda:9092", name
+        assert env["KAFKA_BROKERS"] == "kafka:9092", name
         assert env["S3_ENDPOINT_URL"] == "http://minio:9000", name
         assert env["S3_BUCKET"] == "keel", name
         # The signing key comes from the operator's environment; no default is baked in.

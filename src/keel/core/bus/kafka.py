@@ -285,6 +285,8 @@ class KafkaProducer:
             async with asyncio.timeout(self._bus.timeout_s):
                 results = await asyncio.gather(*pending, return_exceptions=True)
         except TimeoutError:
+            for future in pending:
+                future.add_done_callback(_discard_result)
             await self._abandon(producer)
             reason = f"{len(messages)} records not acknowledged within {self._bus.timeout_s}s"
             self._bus.report("producer", reason)
