@@ -24,6 +24,8 @@ from keel.core.faults import crash_point
 from keel.core.metrics import KAFKA_CONSUMER_LAG
 
 log = logging.getLogger("keel.core.consumer")
+# After a failed lag read, the next try comes this soon rather than a whole interval later.
+LAG_RETRY_S = 0.5
 
 
 class ConsumerRunner:
@@ -325,7 +327,11 @@ class ConsumerRunner:
             try:
                 lags = await consumer.lag()
             except BusError as exc:
+                # Often a partition whose leader is moving (or a topic just created): ask again soon
+                # rather than leave the gauge missing or stale for a whole interval.
                 log.debug("%s: lag unavailable: %r", self.name, exc)
+                await asyncio.sleep(min(LAG_RETRY_S, self._lag_interval_s))
+                continue
             else:
                 for tp, lag in lags.items():
                     KAFKA_CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(lag)
