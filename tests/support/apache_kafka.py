@@ -8,6 +8,7 @@ JVM with a bounded heap, on free loopback ports, with its log under a temporary 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import os
@@ -236,10 +237,12 @@ def _broker_argv(workdir: Path) -> list[str]:
 
 
 def _cluster_id() -> str:
-    # A KRaft cluster id is 16 random bytes, base64url without padding (what `random-uuid` prints).
-    import base64
-
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """16 random bytes, base64url without padding, as `random-uuid` prints them; like Kafka's own,
+    never starting with '-' (the storage tool would read it as an option)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @dataclass

@@ -23,12 +23,15 @@ class OrderCache:
     read began (`stamp()`): the row read may be older than what the consumer put meanwhile, and a
     stale order written over a fresh one would be served until the order's next update."""
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, *, live: bool = True) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
         self.max_entries = max_entries
         self._entries: OrderedDict[str, bytes] = OrderedDict()
         self._puts = 0
+        # False while this process may miss another replica's updates (its invalidation feed is
+        # down): nothing is served or filled from memory then, every read goes to the database.
+        self.live = live
         self._hits = CACHE_REQUESTS.labels(CACHE_NAME, "hit")
         self._misses = CACHE_REQUESTS.labels(CACHE_NAME, "miss")
 
@@ -43,7 +46,7 @@ class OrderCache:
 
     def hit(self, order_uid: str) -> bytes | None:
         """`get` for a caller that falls back to `get` on None: counts hits only."""
-        body = self._entries.get(order_uid)
+        body = self._entries.get(order_uid) if self.live else None
         if body is not None:
             self._entries.move_to_end(order_uid)
             self._hits.inc()
@@ -58,8 +61,20 @@ class OrderCache:
     def stamp(self) -> int:
         return self._puts
 
+    def forget_many(self, order_uids: Iterable[str]) -> None:
+        """Drop orders another replica changed; a read-through begun before this fills nothing."""
+        for order_uid in order_uids:
+            self._entries.pop(order_uid, None)
+        self._puts += 1
+        ORDER_CACHE_ENTRIES.set(len(self._entries))
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._puts += 1
+        ORDER_CACHE_ENTRIES.set(0)
+
     def fill(self, order_uid: str, body: bytes, stamp: int) -> bool:
-        if stamp != self._puts:
+        if stamp != self._puts or not self.live:
             return False
         self._store(order_uid, body)
         ORDER_CACHE_ENTRIES.set(len(self._entries))

@@ -10,7 +10,7 @@ from typing import Literal
 
 from keel.core.db import Database, UnitOfWork
 from keel.core.errors import NotFound
-from keel.orders import repository
+from keel.orders import invalidation, repository
 from keel.orders.cache import OrderCache
 from keel.orders.schemas import Order, order_json
 
@@ -34,15 +34,21 @@ def latest_per_order(orders: Sequence[Order]) -> list[Order]:
 
 
 class OrderService:
-    def __init__(self, db: Database, cache: OrderCache | None) -> None:
+    def __init__(self, db: Database, cache: OrderCache | None, *, sender: str = "") -> None:
         self.db = db
         # None when CACHE_ENABLED is off: every read goes to the database.
         self.cache = cache
+        # Who this process is in the orders-changed notifications (keel.orders.invalidation).
+        self.sender = sender
 
     async def save(self, orders: Sequence[Order], uow: UnitOfWork) -> None:
-        """Upsert the orders in `uow`'s transaction; the cache learns them only once it committed."""
+        """Upsert the orders in `uow`'s transaction; the cache learns them only once it committed,
+        and so do the other replicas' caches (a notification sent with the commit)."""
         latest = latest_per_order(orders)
-        await repository.upsert_orders(await uow.raw(), latest)
+        conn = await uow.raw()
+        await repository.upsert_orders(conn, latest)
+        for payload in invalidation.payloads(self.sender, [order.order_uid for order in latest]):
+            await conn.execute(invalidation.NOTIFY, invalidation.CHANNEL, payload)
         cache = self.cache
         if cache is not None:
             bodies = [(order.order_uid, order_json(order)) for order in latest]
@@ -78,10 +84,14 @@ class OrderService:
 
     async def warm(self, limit: int) -> int:
         """Load the `limit` most recently written orders into the cache (one query); returns how many."""
-        if self.cache is None or limit <= 0:
+        cache = self.cache
+        if cache is None or limit <= 0:
             return 0
+        stamp = cache.stamp()
         async with self.db.connection() as conn:
-            recent = await repository.fetch_recent(conn, min(limit, self.cache.max_entries))
+            recent = await repository.fetch_recent(conn, min(limit, cache.max_entries))
+        if cache.stamp() != stamp:
+            return 0  # an order changed while this read: what it read may be older (start cold)
         # Oldest first, so the newest end up the most recently used.
-        self.cache.put_many((o["order_uid"], order_json(o)) for o in reversed(recent))
+        cache.put_many((o["order_uid"], order_json(o)) for o in reversed(recent))
         return len(recent)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import secrets
 from collections.abc import Sequence
 
 from fastapi import APIRouter
 
 from keel.core.consumer import ConsumerRunner, RetryPolicy
 from keel.core.infra import Infra, ensure_topics
-from keel.core.service import ServiceSpec, Wiring
+from keel.core.service import ServiceSpec, Wiring, Worker
 from keel.orders.api import order_fast_route, order_router, page_router
 from keel.orders.cache import OrderCache
 from keel.orders.handlers import ingest_handler
+from keel.orders.invalidation import CacheInvalidation
 from keel.orders.schemas import ORDER_EVENT
 from keel.orders.service import OrderService
 from keel.orders.settings import OrderSettings
@@ -44,11 +47,18 @@ async def wire(infra: Infra) -> Wiring:
     settings = order_settings(infra)
     db = infra.require_db()
     cache = OrderCache(settings.order_cache_size) if settings.cache_enabled else None
-    service = OrderService(db, cache)
-    warmed = await service.warm(settings.order_cache_warm)
-    log.info(
-        "order cache %s; %d orders loaded", "on" if cache is not None else "off (CACHE_ENABLED=0)", warmed
-    )
+    sender = secrets.token_hex(8)
+    service = OrderService(db, cache, sender=sender)
+    workers: list[Worker] = []
+    if cache is None:
+        log.info("order cache off (CACHE_ENABLED=0)")
+    else:
+        # Other replicas' writes evict this one's cached orders; the cache is warmed, and serves,
+        # once that feed is listening (keel.orders.invalidation).
+        warm = functools.partial(service.warm, settings.order_cache_warm)
+        fresh = CacheInvalidation(db, cache, sender=sender, warm=warm)
+        await fresh.open()
+        workers.append(fresh)
     # The topics follow settings (KAFKA_TOPIC), so they are created here rather than listed in the spec.
     await ensure_topics(infra.bus, [settings.kafka_topic, settings.dlq_topic])
     runner = ConsumerRunner(
@@ -64,7 +74,9 @@ async def wire(infra: Infra) -> Wiring:
         default_event_type=ORDER_EVENT,
         name="orders-ingest",
     )
-    return Wiring(state={"orders": service}, workers=[runner], fast_routes=[order_fast_route(service)])
+    return Wiring(
+        state={"orders": service}, workers=[*workers, runner], fast_routes=[order_fast_route(service)]
+    )
 
 
 _TOPICS = OrderSettings()

@@ -1,0 +1,134 @@
+"""Keeps every replica's order cache fresh: the replica whose consumer wrote an order tells the others.
+
+Replicas share one consumer group, so only the owner of an order's partition ingests it and updates
+its cache; the others would serve their old copy for as long as it stayed cached. The ingest
+transaction therefore also sends `NOTIFY keel_orders_changed` with the orders it wrote. PostgreSQL
+delivers a notification only when its transaction commits, and to every listening connection, so a
+replica evicts an order exactly when the new version is readable: a read right after the eviction
+gets the new row, and a read begun before it cannot put the old one back (`OrderCache.forget_many`).
+
+A replica that is not listening (starting, or its connection to PostgreSQL lost) could miss
+notifications: its cache stays off (`OrderCache.live`) until it listens again, and it starts over
+from an empty cache then. The LISTEN connection goes to PostgreSQL itself, as the outbox relay's does:
+a pooler in transaction mode does not carry notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
+
+import asyncpg
+
+from keel.core.db import Database, libpq_dsn
+from keel.orders.cache import OrderCache
+
+log = logging.getLogger("keel.orders")
+
+CHANNEL = "keel_orders_changed"
+# PostgreSQL refuses payloads of 8,000 bytes or more: order ids are sent in chunks below that.
+PAYLOAD_LIMIT = 7_000
+NOTIFY = "SELECT pg_notify($1, $2)"
+
+
+def payloads(sender: str, order_uids: Sequence[str]) -> Iterator[str]:
+    """`sender|uid,uid,...` chunks, each under PAYLOAD_LIMIT bytes."""
+    chunk: list[str] = []
+    size = len(sender) + 1
+    for uid in order_uids:
+        if chunk and size + len(uid) + 1 > PAYLOAD_LIMIT:
+            yield f"{sender}|{','.join(chunk)}"
+            chunk, size = [], len(sender) + 1
+        chunk.append(uid)
+        size += len(uid) + 1
+    if chunk:
+        yield f"{sender}|{','.join(chunk)}"
+
+
+class CacheInvalidation:
+    """The worker that listens for other replicas' writes and evicts them from this one's cache."""
+
+    name = "orders-cache-invalidation"
+
+    def __init__(
+        self,
+        db: Database,
+        cache: OrderCache,
+        *,
+        sender: str,
+        warm: Callable[[], Awaitable[int]] | None = None,
+        retry_s: float = 1.0,
+    ) -> None:
+        self._dsn = libpq_dsn(db.engine.url.render_as_string(hide_password=False))
+        self._cache = cache
+        self._warm = warm
+        self._retry_s = retry_s
+        # This process's own notifications are skipped: its cache already holds what it wrote.
+        self.sender = sender
+        self._stop = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+        cache.live = False
+
+    async def open(self) -> None:
+        """Listen, then warm the cache and turn it on: called at start, so a process serves from a
+        warm cache from its first request. A failure leaves the cache off until `run()` listens."""
+        try:
+            self._conn = await self._listen()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("order cache off until it listens for other replicas' writes (%r)", exc)
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn = self._conn or await self._listen()
+                self._conn = None
+                try:
+                    while not (self._stop.is_set() or conn.is_closed()):
+                        await self._wait(0.5)
+                finally:
+                    self._cache.live = False
+                    if not conn.is_closed():
+                        await conn.close(timeout=2)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("order cache off: not listening for other replicas' writes (%r)", exc)
+            self._cache.live = False
+            await self._wait(self._retry_s)
+
+    async def _listen(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(self._dsn, timeout=5)
+        try:
+            await conn.add_listener(CHANNEL, self._notified)
+            # The connection lost, notifications may be missed: the cache goes off at once.
+            conn.add_termination_listener(self._lost)
+            # Whatever changed while nobody listened is unknown: start over, warmed from the database
+            # now that every later change reaches this process.
+            self._cache.clear()
+            if self._warm is not None:
+                log.info("order cache on; %d orders loaded", await self._warm())
+        except BaseException:
+            conn.terminate()
+            raise
+        self._cache.live = True
+        return conn
+
+    def _lost(self, _conn: Any) -> None:
+        self._cache.live = False
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        sender, _, uids = payload.partition("|")
+        if sender != self.sender and uids:
+            self._cache.forget_many(uids.split(","))
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        conn, self._conn = self._conn, None  # opened but never run
+        if conn is not None:
+            conn.terminate()
