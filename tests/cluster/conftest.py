@@ -18,6 +18,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
 
 
+@pytest.fixture(autouse=True)
+def unlimited_creates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests create thousands of tickets as one user: the per-user rate limit would refuse them."""
+    monkeypatch.setenv("TICKETS_RATE_LIMIT", "")
+
+
 @pytest.fixture(scope="module")
 def kafka_cluster() -> Iterator[apache_kafka.KafkaCluster]:
     if servers.broker_kind() != "kafka":

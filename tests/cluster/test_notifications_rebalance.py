@@ -110,10 +110,8 @@ async def test_members_killed_added_scaled_and_restarted_lose_nothing_and_notify
     fresh_pg_dsn: str,
     redis_url: str,
     make_settings: Any,
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("TICKETS_RATE_LIMIT", "")
     total = 1200 * chaos_scale()
     user = f"rebalance-{uuid.uuid4().hex[:8]}"
     env = {

@@ -169,9 +169,7 @@ async def test_leader_kill_loses_nothing_and_notifies_once_in_order(
     fresh_pg_dsn: str,
     redis_url: str,
     make_settings: Any,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("TICKETS_RATE_LIMIT", "")
     count = 1000 * chaos_scale()
     user = f"leader-{uuid.uuid4().hex[:8]}"
     async with tickets_on(kafka_cluster, fresh_pg_dsn, redis_url, make_settings) as client:
@@ -227,9 +225,7 @@ async def test_isr_loss_keeps_the_api_answering_and_drains_after_the_brokers_ret
     fresh_pg_dsn: str,
     redis_url: str,
     make_settings: Any,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("TICKETS_RATE_LIMIT", "")
     count = 300 * chaos_scale()
     user = f"isr-{uuid.uuid4().hex[:8]}"
     async with tickets_on(kafka_cluster, fresh_pg_dsn, redis_url, make_settings) as client:

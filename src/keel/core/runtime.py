@@ -39,6 +39,8 @@ async def start_relay(infra: Infra, stack: AsyncExitStack) -> OutboxRelay:
         batch_size=s.outbox_batch_size,
         poll_interval_s=s.outbox_poll_interval_s,
         linger_s=s.outbox_linger_s,
+        # A send waits KAFKA_TIMEOUT_S for acks, then as long again to drop what it holds.
+        send_timeout_s=2 * s.kafka_timeout_s,
         name="outbox-relay",
     )
 

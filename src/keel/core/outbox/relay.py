@@ -187,14 +187,21 @@ class OutboxRelay:
         while not self._stopped.is_set():
             self._wake.clear()
             began = time.monotonic()
+            # The whole attempt is bounded too, not only the send: an attempt stuck anywhere else (a
+            # claim, a producer start) is cancelled, its transaction rolled back, and retried.
+            attempt = asyncio.timeout(2 * self._send_timeout_s)
             try:
-                if self._failures or not self._started:
-                    async with self._start_lock:
-                        # Idempotent; also recovers a producer whose start failed while the broker was away.
-                        await self._producer.start()
-                    self._started = True
-                count, drained = await self._publish_batch()
+                async with attempt:
+                    if self._failures or not self._started:
+                        async with self._start_lock:
+                            # Idempotent; also recovers a producer whose start failed while the broker was away.
+                            await self._producer.start()
+                        self._started = True
+                    count, drained = await self._publish_batch()
             except Exception as exc:
+                if attempt.expired():
+                    # Where it was stuck is in the traceback: logged in full, it names the call to fix.
+                    log.warning("outbox relay %s: an attempt was cut off", self.name, exc_info=exc)
                 # Broker or database away: the rows stay unpublished; retry with backoff.
                 await self._pause(self._on_failure(exc, began), self._stopped)
                 continue
