@@ -30,7 +30,10 @@ class Supervisor:
         while not self._stopping:
             try:
                 await worker.run()
-                return
+                if self._stopping:
+                    return
+                # A worker runs until stopped: one that returns on its own would stop event flow.
+                raise RuntimeError(f"worker {worker.name} returned without being stopped")
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -262,6 +262,13 @@ class KafkaProducer:
         await self.send_many((message,))
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        if self._producer is not None and _sender_died(self._producer):
+            # aiokafka's sender ends for good on errors no retry mends (OutOfOrderSequenceNumber
+            # after a leader change, ProducerFenced); every later send would fail the same way.
+            log.warning(
+                "kafka producer's sender stopped (%r); starting a new producer", _sender_error(self._producer)
+            )
+            await self._abandon(self._producer)
         if self._producer is None and self._restart:
             await self.start()
         producer = self._producer
@@ -313,6 +320,16 @@ class KafkaProducer:
         await _drop_unacknowledged(producer, "producer abandoned")
 
 
+def _sender_died(producer: AIOKafkaProducer) -> bool:
+    task = producer._sender.sender_task
+    return task is not None and task.done()
+
+
+def _sender_error(producer: AIOKafkaProducer) -> BaseException | None:
+    task = producer._sender.sender_task
+    return None if task is None or task.cancelled() else task.exception()
+
+
 def _refused_producer_id(producer: AIOKafkaProducer, cause: BaseException | None) -> bool:
     """The producer reached the cluster (it has its brokers' metadata), holds no producer id, and
     the broker's answer to InitProducerId was an error no retry mends (Tansu: UnknownError). A
@@ -331,7 +348,14 @@ def _refused_producer_id(producer: AIOKafkaProducer, cause: BaseException | None
 async def _drop_unacknowledged(producer: AIOKafkaProducer, reason: str) -> None:
     """Stop aiokafka's sender (its in-flight requests end within the request timeout), fail every
     batch it still holds, and close the producer: aiokafka's own stop() would wait for the acks."""
-    await producer._sender.close()
+    try:
+        await producer._sender.close()
+    except asyncio.CancelledError:
+        # Awaiting a sender task that ended cancelled raises here too: only a cancellation of this
+        # task may go on (one that escaped used to end the outbox relay's loops without a word).
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
     producer._message_accumulator.fail_all(PublishFailed(reason))
     await producer.stop()
 
