@@ -23,7 +23,7 @@ class OrderCache:
     read began (`stamp()`): the row read may be older than what the consumer put meanwhile, and a
     stale order written over a fresh one would be served until the order's next update."""
 
-    def __init__(self, max_entries: int, *, live: bool = True) -> None:
+    def __init__(self, max_entries: int) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
         self.max_entries = max_entries
@@ -31,7 +31,7 @@ class OrderCache:
         self._puts = 0
         # False while this process may miss another replica's updates (its invalidation feed is
         # down): nothing is served or filled from memory then, every read goes to the database.
-        self.live = live
+        self.live = True
         self._hits = CACHE_REQUESTS.labels(CACHE_NAME, "hit")
         self._misses = CACHE_REQUESTS.labels(CACHE_NAME, "miss")
 

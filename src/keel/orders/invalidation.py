@@ -31,7 +31,8 @@ log = logging.getLogger("keel.orders")
 CHANNEL = "keel_orders_changed"
 # PostgreSQL refuses payloads of 8,000 bytes or more: order ids are sent in chunks below that.
 PAYLOAD_LIMIT = 7_000
-NOTIFY = "SELECT pg_notify($1, $2)"
+# Every chunk in one statement: one round trip per ingest batch, however many chunks.
+NOTIFY = "SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) AS p"
 
 
 def payloads(sender: str, order_uids: Sequence[str]) -> Iterator[str]:
@@ -69,6 +70,7 @@ class CacheInvalidation:
         # This process's own notifications are skipped: its cache already holds what it wrote.
         self.sender = sender
         self._stop = asyncio.Event()
+        self._changed = asyncio.Event()  # set by stop() and when the LISTEN connection is lost
         self._conn: asyncpg.Connection | None = None
         cache.live = False
 
@@ -84,16 +86,13 @@ class CacheInvalidation:
         while not self._stop.is_set():
             try:
                 conn = self._conn or await self._listen()
-                self._conn = None
-                try:
-                    while not (self._stop.is_set() or conn.is_closed()):
-                        await self._wait(0.5)
-                finally:
-                    self._cache.live = False
-                    if not conn.is_closed():
-                        await conn.close(timeout=2)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("order cache off: not listening for other replicas' writes (%r)", exc)
+            else:
+                self._conn = None
+                await self._changed.wait()  # stop() or the connection lost (`_lost`)
+                if not conn.is_closed():
+                    conn.terminate()
             self._cache.live = False
             await self._wait(self._retry_s)
 
@@ -102,6 +101,8 @@ class CacheInvalidation:
         try:
             await conn.add_listener(CHANNEL, self._notified)
             # The connection lost, notifications may be missed: the cache goes off at once.
+            if not self._stop.is_set():
+                self._changed.clear()
             conn.add_termination_listener(self._lost)
             # Whatever changed while nobody listened is unknown: start over, warmed from the database
             # now that every later change reaches this process.
@@ -116,6 +117,7 @@ class CacheInvalidation:
 
     def _lost(self, _conn: Any) -> None:
         self._cache.live = False
+        self._changed.set()
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         sender, _, uids = payload.partition("|")
@@ -129,6 +131,7 @@ class CacheInvalidation:
 
     async def stop(self) -> None:
         self._stop.set()
+        self._changed.set()
         conn, self._conn = self._conn, None  # opened but never run
         if conn is not None:
             conn.terminate()

@@ -47,8 +47,8 @@ class OrderService:
         latest = latest_per_order(orders)
         conn = await uow.raw()
         await repository.upsert_orders(conn, latest)
-        for payload in invalidation.payloads(self.sender, [order.order_uid for order in latest]):
-            await conn.execute(invalidation.NOTIFY, invalidation.CHANNEL, payload)
+        chunks = list(invalidation.payloads(self.sender, [order.order_uid for order in latest]))
+        await conn.execute(invalidation.NOTIFY, invalidation.CHANNEL, chunks)
         cache = self.cache
         if cache is not None:
             bodies = [(order.order_uid, order_json(order)) for order in latest]

@@ -5,12 +5,12 @@ its notification feed serves from the database until it listens again."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from typing import Any
 
 import asyncpg
+import httpx
 import orjson
 
 from keel.orders.fake import fake_order
@@ -79,23 +79,21 @@ async def test_a_replica_that_lost_its_notification_feed_reads_the_database_unti
                 "WHERE query LIKE 'LISTEN%' AND datname = current_database()"
             )
             assert cut == 1
-            sources = []
-            for _ in range(20):
+
+            async def answer() -> httpx.Response:
                 response = await client.get(f"/order/{order['order_uid']}")
-                assert orjson.loads(response.content) == order
-                sources.append(response.headers["X-Source"])
-                if sources[-1] == "db":
-                    break
-                await asyncio.sleep(0.01)
-            assert sources[-1] == "db"
+                assert orjson.loads(response.content) == order  # never a wrong order, whatever the source
+                return response
 
+            def source(r: httpx.Response) -> str:
+                return r.headers["X-Source"]
+
+            await eventually(
+                answer, until=lambda r: source(r) == "db", timeout_s=1, what="reads from the database"
+            )
             # Listening again (the worker reconnects within a second), it serves from memory again.
-            async def source() -> str:
-                return (await client.get(f"/order/{order['order_uid']}")).headers["X-Source"]
-
-            deadline = time.monotonic() + 5
-            while await source() != "cache":
-                assert time.monotonic() < deadline, "the order cache never came back on"
-                await asyncio.sleep(0.05)
+            await eventually(
+                answer, until=lambda r: source(r) == "cache", timeout_s=5, what="the cache back on"
+            )
         finally:
             await admin.close()

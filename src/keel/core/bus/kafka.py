@@ -88,7 +88,6 @@ class KafkaBus:
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.timeout_s = timeout_s
         self.ping_timeout_s = ping_timeout_s
-        self.security = security
         # One TLS context for every client of this bus (building one reads the CA file).
         self.client_options = security.client_options()
         self._known_topics: set[str] = set()
@@ -203,8 +202,11 @@ class KafkaBus:
         except BaseException as exc:
             await client.stop()
             if isinstance(exc, _UNREACHABLE):
-                raise BrokerUnavailable(f"{what} could not start against {self.brokers}: {exc!r}") from exc
+                failure = BrokerUnavailable(f"{what} could not start against {self.brokers}: {exc!r}")
+                self.report(what, str(failure))
+                raise failure from exc
             raise
+        self.report(what, None)
 
     def track(self, client: KafkaProducer | KafkaConsumer, live: bool) -> None:
         if live:
@@ -235,13 +237,11 @@ class KafkaProducer:
         try:
             await bus.start_client(producer, "producer")
         except BrokerUnavailable as exc:
-            refused = _refused_producer_id(producer, exc.__cause__)
-            bus.report("producer", NO_PRODUCER_ID if refused else str(exc))
-            if refused:
+            if _refused_producer_id(producer, exc.__cause__):
+                bus.report("producer", NO_PRODUCER_ID)
                 raise BrokerUnavailable(NO_PRODUCER_ID) from exc
             raise
         self._producer, self._restart = producer, False
-        bus.report("producer", None)
         bus.track(self, live=True)
 
     async def stop(self) -> None:
@@ -439,13 +439,7 @@ class KafkaConsumer:
         )
         consumer.subscribe(self.topics, listener=self._listener)
         # start() returns once the group has given this member its first assignment.
-        client = f"consumer of group {self.group_id!r}"
-        try:
-            await bus.start_client(consumer, client)
-        except BrokerUnavailable as exc:
-            bus.report(client, str(exc))
-            raise
-        bus.report(client, None)
+        await bus.start_client(consumer, f"consumer of group {self.group_id!r}")
         self._consumer = consumer
         bus.track(self, live=True)
 
