@@ -111,6 +111,13 @@ async def test_two_api_processes_share_the_port_and_their_metrics_and_the_worker
             return 0
 
     await eventually(ready, until=lambda s: s == 200, timeout_s=START_TIMEOUT_S, what="API ready")
+    # One process answering /readyz says nothing of the other: wait until both have started.
+    await eventually(
+        lambda: (tmp_path / "api.log").read_text().count("keel tickets started"),
+        until=lambda n: n >= 2,
+        timeout_s=START_TIMEOUT_S,
+        what="both API processes started",
+    )
     for i in range(CREATES):
         # A connection per request, so the kernel hands each to whichever process accepts first.
         async with httpx.AsyncClient(base_url=base) as client:

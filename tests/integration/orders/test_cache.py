@@ -114,9 +114,17 @@ async def test_metrics_expose_the_order_cache_hit_ratio_consumption_and_dead_let
             timeout_s=30,
             what="the malformed message dead-lettered",
         )
-        metrics = (await client.get("/metrics")).text
+        group, topic = settings.kafka_group_id, settings.kafka_topic
+        # The lag gauge appears after the consumer's first lag read of the broker.
+        metrics = (
+            await eventually(
+                lambda: client.get("/metrics"),
+                until=lambda r: f'kafka_consumer_lag{{group="{group}"' in r.text,
+                timeout_s=30,
+                what="the consumer lag gauge",
+            )
+        ).text
 
-    group, topic = settings.kafka_group_id, settings.kafka_topic
     assert f'events_consumed_total{{group="{group}",outcome="ok",topic="{topic}"}} 1.0' in metrics
     assert 'cache_requests_total{cache="orders",result="hit"}' in metrics
     assert 'cache_requests_total{cache="orders",result="miss"}' in metrics
