@@ -184,16 +184,23 @@ def openapi(
 @app.command()
 def migrate(revision: Annotated[str, typer.Option(help="target revision")] = "head") -> None:
     """Apply the database migrations (embedded PostgreSQL when POSTGRES_DSN is unset)."""
-    from keel.core.infra import resolve_dsn
+    from keel.core.errors import StartupError
+    from keel.core.infra import reach_postgres, resolve_dsn
     from keel.core.schema import upgrade
 
     settings = Settings()
     setup_logging(settings.log_level)
 
     async def run() -> None:
-        await upgrade(await resolve_dsn(settings), revision)
+        dsn = await resolve_dsn(settings)
+        await reach_postgres(dsn, settings.db_connect_timeout_s)
+        await upgrade(dsn, revision)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except StartupError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
     console.print(f"migrated to {revision}")
 
 

@@ -5,6 +5,9 @@ client on the TLS port fails within seconds with one line, and no secret reaches
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -96,21 +99,71 @@ async def test_a_wrong_password_fails_start_within_seconds_without_printing_it(
     await bus.close()
 
 
-async def test_a_plaintext_client_on_the_tls_port_fails_within_seconds(sasl_port: int) -> None:
+def test_keel_serve_with_a_wrong_password_exits_in_seconds_with_one_line_naming_the_setting(
+    sasl_port: int, ca: tuple[trustme.CA, Path], pg_dsn: str, tmp_path: Path
+) -> None:
+    """The process, not only the client: start-up stops with the broker's refusal in one line (not a
+    traceback), a non-zero exit, and neither password anywhere in the output."""
+    wrong = "wrong-" + uuid.uuid4().hex[:8]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "TEST_", "REDIS_"))}
+    env |= {
+        "POSTGRES_DSN": pg_dsn,
+        "KAFKA_BROKERS": f"127.0.0.1:{sasl_port}",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": "keel",
+        "KAFKA_SASL_PASSWORD": wrong,
+        "KAFKA_SSL_CAFILE": str(ca[1]),
+        "KAFKA_TIMEOUT_S": "5",
+    }
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "serve", "tickets", "--port", str(servers.free_port())],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    took = time.monotonic() - started
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    said = [line for line in output.splitlines() if "refused user 'keel'" in line]
+    assert len(said) == 1 and "KAFKA_SASL_PASSWORD" in said[0], output
+    assert "Traceback" not in output and wrong not in output and PASSWORD not in output
+    print(f"\nwrong password: exit {done.returncode} after {took:.1f} s (imports included): {said[0][:200]}")
+
+
+async def test_a_plaintext_client_on_the_tls_port_fails_within_seconds_and_is_told_to_use_tls(
+    sasl_port: int,
+) -> None:
     bus = KafkaBus([f"127.0.0.1:{sasl_port}"], timeout_s=10.0)
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable):
         await bus.producer().start()
+    reason = await bus.refusal()
     assert time.monotonic() - started < 10
+    assert reason is not None and "is a TLS listener" in reason and "KAFKA_SECURITY_PROTOCOL" in reason
     await bus.close()
 
 
-async def test_a_broker_certificate_from_another_ca_is_refused(sasl_port: int, tmp_path: Path) -> None:
+async def test_a_broker_certificate_from_another_ca_is_refused_naming_the_ca_setting(
+    sasl_port: int, tmp_path: Path
+) -> None:
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))
     bus = secured(sasl_port, other)
     with pytest.raises(BrokerUnavailable):
         await bus.producer().start()
+    reason = await bus.refusal()
+    assert reason is not None and "not trusted" in reason and "KAFKA_SSL_CAFILE" in reason
+    await bus.close()
+
+
+async def test_a_broker_that_is_only_away_is_no_refusal() -> None:
+    """Down is an outage the outbox rides out, not a reason to stop start-up."""
+    bus = KafkaBus([f"127.0.0.1:{servers.free_port()}"], timeout_s=2.0)
+    assert await bus.refusal() is None
     await bus.close()
 
 

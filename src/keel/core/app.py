@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from http import HTTPStatus
@@ -9,11 +10,12 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from keel import __version__
 from keel.core.body_limit import EnvelopedBodyLimitMiddleware
 from keel.core.envelope import install_error_handlers
+from keel.core.errors import StartupError
 from keel.core.fastpath import FastEdge, FastRoutes
 from keel.core.health import ReadinessCheck, health_router
 from keel.core.middleware import EdgeMiddleware, HttpMetrics
@@ -42,7 +44,26 @@ class KeelApp(FastAPI):
         edge = self.fast_edge
         if edge is not None and scope["type"] == "http" and await edge(scope, send):
             return
+        if scope["type"] == "lifespan":
+            send = _startup_failure_in_one_line(send)
         await super().__call__(scope, receive, send)
+
+
+def _startup_failure_in_one_line(send: Send) -> Send:
+    """Starlette reports a failed start-up to the server with the whole traceback, which the server
+    logs. For a StartupError the operator needs its message alone: what is wrong, which setting fixes
+    it. Starlette sends the failure while it handles the exception, so the exception is at hand here."""
+
+    async def send_one_line(message: Message) -> None:
+        if message["type"] == "lifespan.startup.failed":
+            failure = sys.exc_info()[1]
+            while failure is not None and not isinstance(failure, StartupError):
+                failure = failure.__cause__ or failure.__context__
+            if failure is not None:
+                message = {**message, "message": str(failure)}
+        await send(message)
+
+    return send_one_line
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
+class StartupError(Exception):
+    """A setting or dependency that makes start-up impossible. Its message is the one line the
+    operator reads: what is wrong and how to fix it, no traceback."""
+
+
 class AppError(Exception):
     """An error with a stable machine-readable code and the HTTP status it maps to."""
 

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
+import asyncpg
 import redis.asyncio as aioredis
 
 from keel.core import embedded_pg
@@ -16,7 +18,8 @@ from keel.core.bus.errors import BrokerUnavailable
 from keel.core.bus.factory import build_bus
 from keel.core.bus.port import Bus
 from keel.core.cache import Cache, MemoryCache, RedisCache, redis_client
-from keel.core.db import Database
+from keel.core.db import Database, libpq_dsn
+from keel.core.errors import StartupError
 from keel.core.health import ReadinessCheck
 from keel.core.outbox import Outbox
 from keel.core.schema import upgrade
@@ -89,13 +92,35 @@ async def resolve_dsn(settings: Settings) -> str:
     return embedded_pg.socket_dsn(server, embedded_pg.DATABASE)
 
 
+async def reach_postgres(dsn: str, timeout_s: float) -> None:
+    """Open one connection before anything else does, so a wrong POSTGRES_DSN stops start-up with one
+    line that says what PostgreSQL answered, not with the traceback of the first query."""
+    parts = urlsplit(libpq_dsn(dsn))
+    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+    try:
+        conn = await asyncpg.connect(libpq_dsn(dsn), timeout=timeout_s)
+    except TimeoutError:
+        reason = f"no answer within {timeout_s:g} s"
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    else:
+        await conn.close()
+        return
+    raise StartupError(
+        f"cannot connect to PostgreSQL at {where} as {parts.username!r}: {reason}; check POSTGRES_DSN"
+    )
+
+
 async def ensure_topics(bus: Bus, topics: Sequence[str]) -> None:
-    """Create the topics with our partition count now if the broker answers. If it does not, start
+    """Create the topics with our partition count now if the broker answers. If it is away, start
     anyway: the API serves, the outbox fills, and producers and consumers create the topics on first
-    use once the broker is back."""
+    use once the broker is back. If it refuses this client, stop with the one line that says why."""
     try:
         await bus.ensure_topics(list(topics))
     except BrokerUnavailable as exc:
+        # Away is an outage the outbox rides out; refused (credentials, TLS) is a deployment error.
+        if reason := await bus.refusal():
+            raise StartupError(reason) from None
         log.warning("broker unreachable at start; %s created on first use (%s)", ", ".join(topics), exc)
 
 
@@ -119,6 +144,7 @@ async def open_infra(
         infra = Infra(settings=settings, bus=bus)
         if database:
             dsn = dsn or await resolve_dsn(settings)
+            await reach_postgres(dsn, settings.db_connect_timeout_s)
             if migrate:
                 await upgrade(dsn)
             infra.db = Database.connect(

@@ -35,6 +35,7 @@ from keel.core.bus.errors import (
 )
 from keel.core.bus.message import Message, OutgoingMessage, TopicPartition
 from keel.core.bus.port import RebalanceListener
+from keel.core.bus.refusal import refusal
 from keel.core.bus.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger("keel.bus")
@@ -43,6 +44,9 @@ NO_PRODUCER_ID = (
     "the broker refused the idempotent producer a producer id (InitProducerId): for a broker without "
     "idempotent producers set KAFKA_IDEMPOTENCE=false"
 )
+
+# How long the start-up diagnosis waits for each broker before calling it unreachable.
+REFUSAL_PROBE_S = 5.0
 
 # How long a stopping producer waits for acks of what it holds before it drops them.
 STOP_FLUSH_S = 5.0
@@ -89,6 +93,7 @@ class KafkaBus:
         self.timeout_s = timeout_s
         self.ping_timeout_s = ping_timeout_s
         # One TLS context for every client of this bus (building one reads the CA file).
+        self.security = security
         self.client_options = security.client_options()
         self._known_topics: set[str] = set()
         self._admin: AIOKafkaAdminClient | None = None
@@ -157,6 +162,14 @@ class KafkaBus:
             raise BrokerUnavailable(f"kafka {self.brokers} did not answer: {exc!r}") from exc
         if self._failing:
             raise BrokerUnavailable("; ".join(f"{client}: {why}" for client, why in self._failing.items()))
+
+    async def refusal(self) -> str | None:
+        """Whether a broker refuses this client for a reason no retry fixes (credentials, TLS), in one
+        line naming the setting; None when the brokers accept it or are only unreachable."""
+        for address in self.brokers:
+            if reason := await refusal(address, self.security, min(self.timeout_s, REFUSAL_PROBE_S)):
+                return reason
+        return None
 
     def report(self, client: str, failure: str | None) -> None:
         """Record what `client` cannot do (None: it works again). A diagnosis with a fix is logged

@@ -137,6 +137,9 @@ class MemoryBus:
     async def ping(self) -> None:
         self.check_open()
 
+    async def refusal(self) -> str | None:
+        return None
+
     async def close(self) -> None:
         live = {m for group in self._groups.values() for m in group.members}
         for member in live:

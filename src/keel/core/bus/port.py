@@ -75,6 +75,10 @@ class Bus(Protocol):
     async def ping(self) -> None:
         """Raise when the broker cannot be reached (used by /readyz)."""
 
+    async def refusal(self) -> str | None:
+        """Why the broker refuses this client, when no retry will fix it (credentials, TLS): one line
+        naming the setting. None when it accepts the client or is only unreachable."""
+
     async def close(self) -> None: ...
 
 

@@ -1,0 +1,48 @@
+"""A wrong POSTGRES_DSN stops start-up with one line saying what PostgreSQL answered and which
+setting to fix: no traceback, a non-zero exit, no password printed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from keel.core.errors import StartupError
+from keel.core.infra import reach_postgres
+from tests.support.servers import free_port
+
+
+def elsewhere(dsn: str, *, database: str | None = None, port: int | None = None) -> str:
+    parts = urlsplit(dsn)
+    netloc = f"{parts.username or 'postgres'}:pw-not-shown@{parts.hostname}:{port or parts.port or 5432}"
+    return urlunsplit((parts.scheme, netloc, f"/{database}" if database else parts.path, parts.query, ""))
+
+
+def test_keel_migrate_against_a_missing_database_says_so_in_one_line(pg_dsn: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEST_")}
+    env["POSTGRES_DSN"] = elsewhere(pg_dsn, database="no_such_db")
+    done = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "migrate"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode == 2, output
+    assert len(output.splitlines()) == 1, output
+    assert "no_such_db" in output and "does not exist" in output and "POSTGRES_DSN" in output
+    assert "pw-not-shown" not in output
+
+
+async def test_a_closed_port_is_named_with_the_setting_to_fix(pg_dsn: str) -> None:
+    port = free_port()
+    with pytest.raises(StartupError) as failure:
+        await reach_postgres(elsewhere(pg_dsn, port=port), timeout_s=2.0)
+    assert f"127.0.0.1:{port}" in str(failure.value) and "POSTGRES_DSN" in str(failure.value)
+    assert "pw-not-shown" not in str(failure.value) and "\n" not in str(failure.value)
