@@ -90,7 +90,9 @@ async def main(args: argparse.Namespace) -> None:
                     args.brokers
                     or f"127.0.0.1:{stack.enter_context(servers.running(servers.kafka_broker())).port}"
                 )
-                buses.append(("kafka", KafkaBus(brokers.split(","), idempotence=False)))
+                buses.append(
+                    ("kafka", KafkaBus(brokers.split(","), idempotence=servers.idempotent_producers()))
+                )
             for bus_name, bus in buses:
                 for kind, handler in (("per-message", Transactional(effect)), ("batch", Batch(effects))):
                     count = args.events if kind == "batch" else args.events // 4

@@ -143,11 +143,13 @@ async def bare_asgi(body: bytes, status: int, logdir: Path) -> AsyncIterator[tup
 
 
 async def raw_produce(
-    brokers: str, topic: str, values: Sequence[tuple[bytes, bytes]], linger_ms: int
+    brokers: str, topic: str, values: Sequence[tuple[bytes, bytes]], linger_ms: int, idempotence: bool
 ) -> float:
     """msg/s of a bare aiokafka producer sending every record, then awaiting all acks (the relay's
-    own pattern and settings: acks=all, the same linger)."""
-    producer = AIOKafkaProducer(bootstrap_servers=brokers, acks="all", linger_ms=linger_ms)
+    own pattern and settings: acks=all, the same linger and idempotence)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=brokers, acks="all", linger_ms=linger_ms, enable_idempotence=idempotence
+    )
     await producer.start()
     try:
         await producer.send_and_wait(topic, b"warm", key=b"warm")  # metadata and connection, not timed

@@ -21,6 +21,7 @@ from bench.config import RESULTS, ROOT, BenchConfig
 from bench.procs import private_broker, private_redis, scratch_database
 from bench.report import Row, markdown
 from bench.workloads import PLANNED, Context, all_workloads, last_soak
+from tests.support import servers
 
 
 def git_sha() -> str:
@@ -37,7 +38,9 @@ def header(cfg: BenchConfig, started: datetime, elapsed_s: float) -> str:
         f"Python {platform.python_version()} · {elapsed_s / 60:.1f} min\n\n"
         f"Median of {cfg.runs} runs of {cfg.duration_s:g} s after {cfg.warmup_s:g} s of warm-up; "
         f"{cfg.connections} connections; load generators (wrk, pgbench) pinned to CPU {cfg.loadgen_cpu} "
-        "with taskset, the servers free to use every core. Figures and limits come from this run only."
+        "with taskset, the servers free to use every core. Figures and limits come from this run only. "
+        f"Broker: {servers.broker_kind()} (single node), idempotent producer "
+        f"{'on' if servers.idempotent_producers() else 'off'}."
     )
 
 
@@ -58,7 +61,14 @@ async def run_all(cfg: BenchConfig, logdir: Path) -> tuple[list[Row], list[str]]
     notes: list[str] = []
     async with scratch_database(cfg.admin_dsn) as dsn:
         with private_redis() as redis_url, private_broker() as brokers:
-            ctx = Context(cfg=cfg, dsn=dsn, redis_url=redis_url, brokers=brokers, logdir=logdir)
+            ctx = Context(
+                cfg=cfg,
+                dsn=dsn,
+                redis_url=redis_url,
+                brokers=brokers,
+                logdir=logdir,
+                idempotence=servers.idempotent_producers(),
+            )
             for workload in all_workloads():
                 if cfg.only and workload.name not in cfg.only:
                     continue

@@ -26,6 +26,9 @@ class Context:
     brokers: str
     logdir: Path
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # The production default (idempotent producer, acks=all) wherever the broker grants producer ids:
+    # Apache Kafka does; the Tansu stand-in does not.
+    idempotence: bool = True
     # Pids of the ticket service while it is under load, for the profiler and the memory probe.
     notes: list[str] = field(default_factory=list)
 

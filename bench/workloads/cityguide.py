@@ -186,7 +186,7 @@ class CityguideBurst:
         env = {
             **ctx.service_env(),
             "KAFKA_BROKERS": ctx.brokers,
-            "KAFKA_IDEMPOTENCE": "false",  # the test broker refuses the idempotent producer
+            "KAFKA_IDEMPOTENCE": str(ctx.idempotence).lower(),
             "TTS_MODE": "instant",
         }
         prefix = f"bench-{ctx.run_id}-"

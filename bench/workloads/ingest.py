@@ -98,7 +98,7 @@ class OrderIngest:
         env = {
             **ctx.service_env(),
             "KAFKA_BROKERS": ctx.brokers,
-            "KAFKA_IDEMPOTENCE": "false",  # the test broker refuses the idempotent producer
+            "KAFKA_IDEMPOTENCE": str(ctx.idempotence).lower(),
             "KAFKA_TOPIC": topic,
             "KAFKA_GROUP_ID": f"bench-{ctx.run_id}",
         }
