@@ -191,7 +191,7 @@ def migrate(revision: Annotated[str, typer.Option(help="target revision")] = "he
     setup_logging(settings.log_level)
 
     async def run() -> None:
-        await upgrade(await resolve_dsn(settings), revision)
+        await upgrade(await resolve_dsn(settings), revision, pooler=settings.db_pooler)
 
     asyncio.run(run())
     console.print(f"migrated to {revision}")
