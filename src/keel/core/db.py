@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -19,6 +19,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
 AfterCommit = Callable[[], Awaitable[None]]
+Pooler = Literal["none", "pgbouncer"]
 
 
 def normalize_dsn(dsn: str) -> str:
@@ -43,6 +44,18 @@ def libpq_dsn(dsn: str) -> str:
     return urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
+def pooler_connect_args(pooler: Pooler) -> dict[str, Any]:
+    """asyncpg options for what sits between us and PostgreSQL (DB_POOLER).
+
+    A pooler in transaction mode (PgBouncer before 1.21) hands each transaction whichever server
+    connection is free, so a named prepared statement made in one transaction is missing, or is
+    another client's, in the next: "prepared statement __asyncpg_stmt_N__ does not exist". With its
+    cache off asyncpg uses the unnamed statement and parses it again in the same message as each
+    execution (Parse, Bind, Execute, Sync), which covers SQLAlchemy's `prepare()` calls as well. The
+    cost is one parse per statement on the server."""
+    return {"statement_cache_size": 0} if pooler == "pgbouncer" else {}
+
+
 def _loopback_without_ssl_setting(url: str) -> bool:
     parts = urlsplit(url)
     has_ssl = any(key == "ssl" for key, _ in parse_qsl(parts.query))
@@ -63,14 +76,30 @@ async def _drop_if_dead(conn: AsyncConnection, driver: asyncpg.Connection) -> bo
 class Database:
     """Owns the engine (a connection pool); built at start-up and handed to whoever needs it."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, listen_dsn: str | None = None) -> None:
         self.engine = engine
+        # Where LISTEN connections go (they need a session of their own); None: nowhere, poll instead.
+        self.listen_dsn = listen_dsn
 
     @classmethod
-    def connect(cls, dsn: str, *, pool_size: int = 32, connect_timeout_s: float = 2.0) -> Database:
+    def connect(
+        cls,
+        dsn: str,
+        *,
+        pool_size: int = 32,
+        connect_timeout_s: float = 2.0,
+        pooler: Pooler = "none",
+        listen_dsn: str | None = None,
+    ) -> Database:
+        """`listen_dsn`: a direct DSN for LISTEN; by default `dsn` itself, unless a pooler is in between
+        (a LISTEN sent through a pooler in transaction mode hears nothing)."""
         url = normalize_dsn(dsn)
         # Fail fast when PostgreSQL is down or restarting; the pool drops dead connections itself.
-        connect_args: dict[str, Any] = {"timeout": connect_timeout_s, "command_timeout": 30}
+        connect_args: dict[str, Any] = {
+            "timeout": connect_timeout_s,
+            "command_timeout": 30,
+            **pooler_connect_args(pooler),
+        }
         if _loopback_without_ssl_setting(url):
             connect_args["ssl"] = False  # asyncpg's default `prefer` tries TLS first on every connect
         engine = create_async_engine(
@@ -85,7 +114,9 @@ class Database:
             connect_args=connect_args,
             pool_recycle=1800,
         )
-        return cls(engine)
+        if listen_dsn is None and pooler == "none":
+            listen_dsn = dsn
+        return cls(engine, listen_dsn=libpq_dsn(listen_dsn) if listen_dsn else None)
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.engine)

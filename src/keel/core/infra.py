@@ -146,10 +146,21 @@ async def open_infra(
             dsn = dsn or await resolve_dsn(settings)
             await reach_postgres(dsn, settings.db_connect_timeout_s)
             if migrate:
-                await upgrade(dsn)
+                await upgrade(dsn, pooler=settings.db_pooler)
             infra.db = Database.connect(
-                dsn, pool_size=settings.db_pool_size, connect_timeout_s=settings.db_connect_timeout_s
+                dsn,
+                pool_size=settings.db_pool_size,
+                connect_timeout_s=settings.db_connect_timeout_s,
+                pooler=settings.db_pooler,
+                listen_dsn=settings.postgres_listen_dsn,
             )
+            if infra.db.listen_dsn is None:
+                log.info(
+                    "DB_POOLER=%s and no POSTGRES_LISTEN_DSN: nothing LISTENs; the outbox relay polls "
+                    "every %ss",
+                    settings.db_pooler,
+                    settings.outbox_poll_interval_s,
+                )
             stack.push_async_callback(infra.db.dispose)
             infra.checks.append(ReadinessCheck("postgres", infra.db.ping))
         if settings.redis_url:

@@ -11,7 +11,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from keel.core.db import normalize_dsn
+from keel.core.db import Pooler, normalize_dsn, pooler_connect_args
 from keel.core.tables import metadata
 
 # Each service's tables module registers its tables on the shared MetaData when imported.
@@ -48,9 +48,10 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(config, revision)
 
 
-async def upgrade(dsn: str, revision: str = "head") -> None:
-    """Apply migrations up to `revision`, serialised across processes by an advisory lock."""
-    engine = create_async_engine(normalize_dsn(dsn))
+async def upgrade(dsn: str, revision: str = "head", *, pooler: Pooler = "none") -> None:
+    """Apply migrations up to `revision`, serialised across processes by an advisory lock (a
+    transaction one: it holds behind a pooler in transaction mode too)."""
+    engine = create_async_engine(normalize_dsn(dsn), connect_args=pooler_connect_args(pooler))
     try:
         async with engine.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     # Mind PostgreSQL's max_connections (100 by default) across processes.
     db_pool_size: int = Field(default=32, ge=1, validation_alias="DB_POOL_SIZE")
     db_connect_timeout_s: float = Field(default=2.0, gt=0, validation_alias="DB_CONNECT_TIMEOUT_S")
+    # `pgbouncer`: POSTGRES_DSN goes through a pooler in transaction mode, where each transaction may
+    # run on another server connection: no prepared statement is kept from one to the next, and no
+    # LISTEN goes through it (docs/production.md).
+    db_pooler: Literal["none", "pgbouncer"] = Field(default="none", validation_alias="DB_POOLER")
+    # A direct (unpooled) DSN for the LISTEN connections, which need a session of their own. Unset:
+    # POSTGRES_DSN when DB_POOLER=none; no LISTEN at all behind a pooler (the outbox relay polls and
+    # the order cache stays off).
+    postgres_listen_dsn: str | None = Field(default=None, validation_alias="POSTGRES_LISTEN_DSN", repr=False)
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
 
     secret: str = Field(default=DEFAULT_SECRET, validation_alias="SECRET", repr=False)

@@ -9,8 +9,9 @@ gets the new row, and a read begun before it cannot put the old one back (`Order
 
 A replica that is not listening (starting, or its connection to PostgreSQL lost) could miss
 notifications: its cache stays off (`OrderCache.live`) until it listens again, and it starts over
-from an empty cache then. The LISTEN connection goes to PostgreSQL itself, as the outbox relay's does:
-a pooler in transaction mode does not carry notifications.
+from an empty cache then. The LISTEN connection goes to PostgreSQL itself (`Database.listen_dsn`), as
+the outbox relay's does: a pooler in transaction mode does not carry notifications. Without such a
+DSN there is no cache at all (`keel.orders.spec`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from keel.core.db import Database, libpq_dsn
+from keel.core.db import Database
 from keel.orders.cache import OrderCache
 
 log = logging.getLogger("keel.orders")
@@ -63,7 +64,9 @@ class CacheInvalidation:
         warm: Callable[[], Awaitable[int]] | None = None,
         retry_s: float = 1.0,
     ) -> None:
-        self._dsn = libpq_dsn(db.engine.url.render_as_string(hide_password=False))
+        if db.listen_dsn is None:
+            raise ValueError("no direct DSN to LISTEN on (DB_POOLER is set and POSTGRES_LISTEN_DSN is not)")
+        self._dsn = db.listen_dsn
         self._cache = cache
         self._warm = warm
         self._retry_s = retry_s

@@ -46,12 +46,21 @@ def order_settings(infra: Infra) -> OrderSettings:
 async def wire(infra: Infra) -> Wiring:
     settings = order_settings(infra)
     db = infra.require_db()
-    cache = OrderCache(settings.order_cache_size) if settings.cache_enabled else None
+    # A replica's cache is only as fresh as its LISTEN feed of the others' writes: with no direct DSN
+    # to listen on (behind a pooler), every read goes to PostgreSQL rather than risk a stale order.
+    cached = settings.cache_enabled and db.listen_dsn is not None
+    cache = OrderCache(settings.order_cache_size) if cached else None
     sender = secrets.token_hex(8)
     service = OrderService(db, cache, sender=sender)
     workers: list[Worker] = []
-    if cache is None:
+    if not settings.cache_enabled:
         log.info("order cache off (CACHE_ENABLED=0)")
+    elif cache is None:
+        log.warning(
+            "order cache off: DB_POOLER=%s and no POSTGRES_LISTEN_DSN to hear other replicas' writes on; "
+            "set it to a direct PostgreSQL DSN to turn the cache on",
+            settings.db_pooler,
+        )
     else:
         # Other replicas' writes evict this one's cached orders; the cache is warmed, and serves,
         # once that feed is listening (keel.orders.invalidation).

@@ -104,12 +104,12 @@ class Flow:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def flow(pg_dsn, redis_url, kafka_brokers, tmp_path_factory) -> AsyncIterator[Flow]:
+async def flow(pg_dsn, redis_url, kafka_brokers, tmp_path_factory, app_database) -> AsyncIterator[Flow]:
     failing_route = f"fail-{uuid.uuid4().hex[:8]}"
     settings = Settings.model_validate(
         {
             "data_dir": tmp_path_factory.mktemp("cityguide-e2e"),
-            "postgres_dsn": pg_dsn,
+            **app_database(pg_dsn),
             "redis_url": redis_url,
             "kafka_brokers": kafka_brokers,
             "kafka_idempotence": idempotent_producers(),

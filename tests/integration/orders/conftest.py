@@ -54,13 +54,19 @@ def quick_group_joins(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def order_settings(fresh_pg_dsn: str, kafka_brokers: list[str], topic, tmp_path: Path) -> MakeSettings:
+def order_settings(
+    fresh_pg_dsn: str,
+    kafka_brokers: list[str],
+    topic,
+    tmp_path: Path,
+    app_database: Callable[[str], dict[str, Any]],
+) -> MakeSettings:
     """OrderSettings on this test's database, topic (`orders-<id>`, DLQ `orders-<id>.dlq`) and group."""
     group = f"order-svc-{uuid.uuid4().hex[:8]}"
 
     def build(**overrides: Any) -> OrderSettings:
         values: dict[str, Any] = {
-            "postgres_dsn": fresh_pg_dsn,
+            **app_database(fresh_pg_dsn),
             "kafka_brokers": kafka_brokers,
             "kafka_idempotence": idempotent_producers(),
             "kafka_topic": topic("orders"),

@@ -124,7 +124,8 @@ class OutboxRelay:
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._stats_interval_s = stats_interval_s
-        self._listener = Listener(db, self.notify) if listen else None
+        # Behind a pooler with no direct DSN to listen on, polling alone finds new rows.
+        self._listener = Listener(db, self.notify) if listen and db.listen_dsn else None
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._failures = 0

@@ -1,7 +1,9 @@
 """LISTEN on the outbox channel, so a relay wakes as soon as a notifying writer commits.
 
 A convenience on top of polling, never a requirement: while the connection is down the relay just
-polls, and the connection is re-opened (at most every `retry_s`) when the database is back.
+polls, and the connection is re-opened (at most every `retry_s`) when the database is back. It goes
+to `Database.listen_dsn`: PostgreSQL itself, never a pooler in transaction mode, which would carry
+the LISTEN on some server connection and deliver nothing to us.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from keel.core.db import Database, libpq_dsn
+from keel.core.db import Database
 from keel.core.outbox.writer import OUTBOX_CHANNEL
 
 log = logging.getLogger("keel.outbox")
@@ -28,7 +30,9 @@ class Listener:
         retry_s: float = 5.0,
         connect_timeout_s: float = 2.0,
     ) -> None:
-        self._dsn = libpq_dsn(db.engine.url.render_as_string(hide_password=False))
+        if db.listen_dsn is None:
+            raise ValueError("no direct DSN to LISTEN on (DB_POOLER is set and POSTGRES_LISTEN_DSN is not)")
+        self._dsn = db.listen_dsn
         self._on_notify = on_notify
         self._retry_s = retry_s
         self._connect_timeout_s = connect_timeout_s
