@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from keel.core import embedded_pg
 from keel.core.bus.errors import BrokerUnavailable
@@ -22,6 +21,7 @@ from keel.core.db import Database, libpq_dsn
 from keel.core.errors import StartupError
 from keel.core.health import ReadinessCheck
 from keel.core.outbox import Outbox
+from keel.core.redis_topology import RedisClient
 from keel.core.schema import upgrade
 from keel.core.settings import Settings
 from keel.core.signing import UrlSigner
@@ -37,7 +37,7 @@ class Infra:
     settings: Settings
     bus: Bus
     db: Database | None = None
-    redis: aioredis.Redis | None = None
+    redis: RedisClient | None = None
     checks: list[ReadinessCheck] = field(default_factory=list)
     memory_cache_entries: int = 10_000
     # Set by the runtime when this process runs an outbox relay: writers wake it after a commit.

@@ -6,26 +6,26 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import Request
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisSentinelStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.aio.strategies import RateLimiter as Strategy
 from limits.errors import StorageError
-from redis.exceptions import RedisError
 
 from keel.core.auth import MAX_USER_ID_LENGTH
 from keel.core.breaker import CircuitBreaker, ThrottledErrorLog
 from keel.core.errors import TooManyRequests
 from keel.core.metrics import RATE_LIMIT_DECISIONS
+from keel.core.redis_topology import REDIS_FAILURES, RedisTopology
 
 log = logging.getLogger("keel.ratelimit")
 
 StrategyName = Literal["moving-window", "sliding-window-counter"]
 # What a store that is down raises: wrapped by `limits`, or straight from the client or the socket.
-UNAVAILABLE = (StorageError, RedisError, OSError)
+UNAVAILABLE: tuple[type[BaseException], ...] = (StorageError, *REDIS_FAILURES)
 
 
 def memory_storage() -> Storage:
@@ -39,15 +39,21 @@ def redis_storage(url: str, *, key_prefix: str = "keel:ratelimit", timeout_s: fl
     `implementation="redispy"` selects redis-py's asyncio client (the default would need coredis).
     Short timeouts: the limiter sits on every request and fails open, so a slow Redis must cost little.
     """
-    return RedisStorage(
-        f"async+{url}",
-        implementation="redispy",
-        key_prefix=key_prefix,
-        wrap_exceptions=True,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        health_check_interval=15,
-    )
+    topology = RedisTopology.parse(url)
+    options: dict[str, Any] = {
+        "implementation": "redispy",
+        "key_prefix": key_prefix,
+        "wrap_exceptions": True,
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "health_check_interval": 15,
+    }
+    if topology.kind == "sentinel":
+        # Counters read from a replica lag the primary: a limit must count on the primary only.
+        return RedisSentinelStorage(topology.limits_uri(), use_replicas=False, db=topology.db, **options)
+    if topology.kind == "cluster":
+        return RedisClusterStorage(topology.limits_uri(), **options)
+    return RedisStorage(topology.limits_uri(), **options)
 
 
 def caller_of(request: Request) -> str:

@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keel.core.bus.security import KafkaSecurity
+from keel.core.redis_topology import RedisTopology
 
 DEFAULT_SECRET = "secret"  # noqa: S105 - the seed's documented default; warned about at start
 
@@ -127,6 +128,13 @@ class Settings(BaseSettings):
     def _split_brokers(cls, value: object) -> object:
         if isinstance(value, str):
             return [b.strip() for b in value.split(",") if b.strip()]
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value:
+            RedisTopology.parse(value)  # an unknown scheme or a Sentinel URL without its service fails here
         return value
 
     @model_validator(mode="after")

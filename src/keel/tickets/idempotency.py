@@ -16,10 +16,9 @@ from enum import Enum
 from typing import Protocol
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from keel.core.cache.redis import RedisCommand
+from keel.core.redis_topology import REDIS_FAILURES, RedisClient
 
 log = logging.getLogger("keel.tickets.idempotency")
 
@@ -78,9 +77,7 @@ def _parse(raw: bytes) -> Reservation:
 
 
 class RedisIdempotencyStore:
-    def __init__(
-        self, client: aioredis.Redis, ttl_s: int = TTL_S, pending_ttl_s: int = PENDING_TTL_S
-    ) -> None:
+    def __init__(self, client: RedisClient, ttl_s: int = TTL_S, pending_ttl_s: int = PENDING_TTL_S) -> None:
         self._redis = client
         self._ttl_s = ttl_s
         self._pending_ttl_s = pending_ttl_s
@@ -92,7 +89,7 @@ class RedisIdempotencyStore:
             if await self._redis.set(name, _pending(request_hash), nx=True, ex=self._pending_ttl_s):
                 return Reservation(State.NEW, request_hash)
             raw = await self._redis.get(name)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             log.warning("idempotency fast path unavailable: %s", exc)
             return Reservation(State.UNKNOWN)
         if raw is None:  # expired between the two calls: let PostgreSQL decide
@@ -100,7 +97,7 @@ class RedisIdempotencyStore:
         return _parse(raw if isinstance(raw, bytes) else raw.encode())
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> RedisClient:
         return self._redis
 
     def complete_command(
@@ -115,13 +112,13 @@ class RedisIdempotencyStore:
         value = _done(request_hash, status_code, response)
         try:
             await self._redis.set(redis_key(user, key), value, ex=self._ttl_s)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             log.warning("idempotency record not cached: %s", exc)
 
     async def release(self, user: str, key: str) -> None:
         try:
             await self._redis.delete(redis_key(user, key))
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             log.warning("idempotency reservation not released: %s", exc)
 
 

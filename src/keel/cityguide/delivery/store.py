@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import orjson
-import redis.asyncio as aioredis
+
+from keel.core.redis_topology import RedisClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +87,19 @@ local ids = redis.call('ZRANGE', KEYS[1], start, start + tonumber(ARGV[1]) - 1)
 if #ids == 0 then return {} end
 return redis.call('HMGET', KEYS[2], unpack(ids))
 """
+# One audio onto its route's list and details, atomically (a Redis Cluster runs a MULTI only within a
+# slot, and one put_many spans routes). KEYS: the route's order and details; ARGV: audio id,
+# position, details, TTL.
+_PUT = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+"""
 
 
 class RedisReadyAudioStore:
-    def __init__(self, redis: aioredis.Redis, ttl_s: int, *, prefix: str = "keel:") -> None:
+    def __init__(self, redis: RedisClient, ttl_s: int, *, prefix: str = "keel:") -> None:
         self._redis = redis
         self._ttl_s = ttl_s
         self._prefix = f"{prefix}cityguide:ready:"
@@ -97,7 +107,8 @@ class RedisReadyAudioStore:
         self._next_page = redis.register_script(_NEXT_PAGE)
 
     def _keys(self, route_id: str) -> tuple[str, str]:
-        base = f"{self._prefix}{route_id}"
+        # The route id as the hash tag: both keys in one Cluster slot, for the scripts that use both.
+        base = f"{self._prefix}{{{route_id}}}"
         return f"{base}:order", f"{base}:audio"
 
     async def put(self, route_id: str, audio: ReadyAudio) -> None:
@@ -106,13 +117,12 @@ class RedisReadyAudioStore:
     async def put_many(self, ready: Sequence[tuple[str, ReadyAudio]]) -> None:
         if not ready:
             return
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for route_id, audio in ready:
-                order, details = self._keys(route_id)
-                pipe.zadd(order, {audio.audio_id: audio.position})
-                pipe.hset(details, audio.audio_id, orjson.dumps(asdict(audio)))
-                pipe.expire(order, self._ttl_s)
-                pipe.expire(details, self._ttl_s)
+                details = orjson.dumps(asdict(audio))
+                pipe.eval(
+                    _PUT, 2, *self._keys(route_id), audio.audio_id, audio.position, details, self._ttl_s
+                )
             await pipe.execute()
 
     async def next(self, route_id: str, count: int, after: str | None = None) -> list[ReadyAudio]:

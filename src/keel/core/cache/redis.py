@@ -9,19 +9,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from keel.core.breaker import CircuitBreaker, ThrottledErrorLog
 from keel.core.cache.port import Loader, SingleFlightCache, check_prefix, invalidation_points
+from keel.core.redis_topology import REDIS_FAILURES, RedisClient, RedisTopology, hash_tagged
 
 log = logging.getLogger("keel.cache")
 
-# Socket errors and timeouts surface as RedisError subclasses; OSError covers what slips through.
-UNAVAILABLE = (RedisError, OSError)
+UNAVAILABLE = REDIS_FAILURES
 MAX_PENDING_INVALIDATIONS = 10_000
 T = TypeVar("T")
 # A raw command on the caller's own keys, e.g. ("SET", key, value, "EX", 3600).
@@ -58,8 +56,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 """
 
 
-def redis_client(url: str, *, timeout_s: float = 0.25, max_connections: int = 128) -> aioredis.Redis:
+def redis_client(url: str, *, timeout_s: float = 0.25, max_connections: int = 128) -> RedisClient:
     """A client for a cache or limiter: Redis is an optimisation there, so waiting on it must stay cheap.
+    One server, Sentinels or a Cluster, as the URL says (keel.core.redis_topology).
 
     Short connect/socket timeouts bound what one call can cost; one immediate retry on a connection
     error replaces a pooled connection that died with a Redis restart; no retry on timeouts (that
@@ -69,8 +68,7 @@ def redis_client(url: str, *, timeout_s: float = 0.25, max_connections: int = 12
     16 was tried: under 100 busy callers its waiters starved past any sane wait (redis-py wakes them
     unfairly) and calls failed over to the database. Beyond `max_connections` a call degrades.
     """
-    return aioredis.from_url(
-        url,
+    return RedisTopology.parse(url).client(
         max_connections=max_connections,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
@@ -101,7 +99,7 @@ class RedisCache(SingleFlightCache[bytes]):
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         *,
         name: str,
         namespace: str | None = None,
@@ -112,7 +110,9 @@ class RedisCache(SingleFlightCache[bytes]):
     ) -> None:
         super().__init__(name)
         self._client = client
-        self._ns = namespace if namespace is not None else f"keel:cache:{name}:"
+        # One hash tag for the whole cache: its scripts read and bump keys across prefixes, which a
+        # Redis Cluster allows only within one slot.
+        self._ns = hash_tagged(namespace if namespace is not None else f"keel:cache:{name}:")
         self.max_ttl_s = max_ttl_s
         self._lock_ttl_s = lock_ttl_s
         self._lock_ms = int((lock_ttl_s or 0) * 1000)
@@ -186,7 +186,7 @@ class RedisCache(SingleFlightCache[bytes]):
         await self._invalidate_points([prefix], (), also)
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> RedisClient:
         return self._client
 
     async def _invalidate_points(

@@ -1,0 +1,139 @@
+"""Redis in its production topologies on loopback, from the same redis-server binary as the single
+server: a primary with a replica watched by three Sentinels, and a three-master Cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import redis
+
+from tests.support import servers
+
+SERVICE = "keel-primary"
+SLOTS = 16384
+
+
+@dataclass
+class SentinelGroup:
+    primary: servers.ChildServer
+    replica: servers.ChildServer
+    sentinels: list[servers.ChildServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+
+    def primary_port(self) -> int:
+        """The port the Sentinels name as primary now."""
+        sentinel = redis.Redis(port=self.sentinels[0].port, socket_timeout=2)
+        try:
+            _, port = sentinel.sentinel_get_master_addr_by_name(SERVICE)
+            return int(port)
+        finally:
+            sentinel.close()
+
+    def by_port(self, port: int) -> servers.ChildServer:
+        return next(s for s in (self.primary, self.replica) if s.port == port)
+
+
+def _replica_of(primary: servers.ChildServer) -> servers.ChildServer:
+    replica = servers.redis_server()
+    replica.argv += ["--replicaof", "127.0.0.1", str(primary.port)]
+    return replica
+
+
+def _sentinel(primary_port: int) -> servers.ChildServer:
+    server = servers.redis_server()
+    # A Sentinel rewrites its configuration file as it learns the group: it needs one of its own.
+    config = server.workdir / "sentinel.conf"
+    config.write_text(
+        f"port {server.port}\nbind 127.0.0.1\ndir {server.workdir}\n"
+        f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2\n"
+        # Seconds, not the default 30 s and 3 min: a killed primary is replaced while the test waits.
+        f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+        f"sentinel failover-timeout {SERVICE} 4000\n"
+    )
+    server.argv = [server.argv[0], str(config), "--sentinel"]
+    return server
+
+
+@contextlib.contextmanager
+def sentinel_group() -> Iterator[SentinelGroup]:
+    primary = servers.redis_server()
+    group = SentinelGroup(primary, _replica_of(primary))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(servers.running(primary))
+        stack.enter_context(servers.running(group.replica))
+        _wait_replicating(group.replica.port)
+        for _ in range(3):
+            group.sentinels.append(stack.enter_context(servers.running(_sentinel(primary.port))))
+        _wait_sentinels_agree(group)
+        yield group
+
+
+def _wait_replicating(port: int, within_s: float = 15.0) -> None:
+    client = redis.Redis(port=port, socket_timeout=2)
+    deadline = time.monotonic() + within_s
+    try:
+        while client.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, f"replica on {port} never synced"
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def _wait_sentinels_agree(group: SentinelGroup, within_s: float = 15.0) -> None:
+    """Every Sentinel knows the others and the replica: a failover needs the quorum and a candidate."""
+    deadline = time.monotonic() + within_s
+    for sentinel in group.sentinels:
+        client = redis.Redis(port=sentinel.port, socket_timeout=2)
+        try:
+            while True:
+                master = client.sentinel_master(SERVICE)
+                if int(master["num-other-sentinels"]) == 2 and int(master["num-slaves"]) == 1:
+                    break
+                assert time.monotonic() < deadline, f"sentinel {sentinel.port} sees {master}"
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def redis_cluster(masters: int = 3) -> Iterator[str]:
+    """A Cluster of `masters` nodes sharing the slots evenly; yields its redis+cluster:// URL."""
+    nodes = [servers.redis_server(_cluster_port()) for _ in range(masters)]
+    for node in nodes:
+        node.argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        node.argv += ["--cluster-node-timeout", "2000"]
+    with contextlib.ExitStack() as stack:
+        for node in nodes:
+            stack.enter_context(servers.running(node))
+        clients = [redis.Redis(port=n.port, socket_timeout=2) for n in nodes]
+        stack.callback(lambda: [c.close() for c in clients])
+        share = SLOTS // masters
+        for i, client in enumerate(clients):
+            last = SLOTS - 1 if i == masters - 1 else (i + 1) * share - 1
+            client.execute_command("CLUSTER ADDSLOTSRANGE", i * share, last)
+        for node in nodes[1:]:
+            clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+        deadline = time.monotonic() + 30
+        while not all(_cluster_ok(c, masters) for c in clients):
+            assert time.monotonic() < deadline, "the cluster never reached cluster_state:ok"
+            time.sleep(0.1)
+        yield "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) exists too."""
+    while (port := servers.free_port()) > 65535 - 10000:
+        pass
+    return port
+
+
+def _cluster_ok(client: redis.Redis, masters: int) -> bool:
+    fields = client.execute_command("CLUSTER INFO")  # parsed into a dict by redis-py
+    return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(masters)
