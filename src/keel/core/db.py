@@ -25,23 +25,44 @@ Pooler = Literal["none", "pgbouncer"]
 def normalize_dsn(dsn: str) -> str:
     """Any of `postgres://`, `postgresql://`, `postgresql+asyncpg://` → a SQLAlchemy asyncpg URL.
 
-    `sslmode` (libpq, as in the orders seed's PG_URL) becomes asyncpg's `ssl`."""
+    `sslmode` (libpq, as in the orders seed's PG_URL) becomes asyncpg's `ssl`. Several hosts (libpq's
+    `host1:port1,host2:port2`, with `target_session_attrs=read-write` to find the primary after a
+    failover) become SQLAlchemy's repeated `host=` parameters."""
     parts = urlsplit(dsn)
     if parts.scheme not in {"postgres", "postgresql", "postgresql+asyncpg"}:
         raise ValueError(f"not a PostgreSQL DSN: scheme {parts.scheme!r}")
     query = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         query.append(("ssl", value) if key == "sslmode" else (key, value))
-    return urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), parts.fragment))
+    netloc = parts.netloc
+    credentials, at, hosts = netloc.rpartition("@")
+    if "," in hosts:
+        netloc = credentials + at
+        query = [("host", h) for h in hosts.split(",") if h] + query
+    return urlunsplit(("postgresql+asyncpg", netloc, parts.path, urlencode(query), parts.fragment))
 
 
 def libpq_dsn(dsn: str) -> str:
-    """The same DSN in the plain form asyncpg, psql and pgbench accept."""
+    """The same DSN in the plain form asyncpg, psql and pgbench accept (several hosts in the netloc)."""
     parts = urlsplit(normalize_dsn(dsn))
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    hosts = [v for k, v in pairs if k == "host"]
+    netloc = parts.netloc + ",".join(hosts) if len(hosts) > 1 else parts.netloc
     query = [
-        ("sslmode", v) if k == "ssl" else (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ("sslmode", v) if k == "ssl" else (k, v) for k, v in pairs if not (k == "host" and len(hosts) > 1)
     ]
-    return urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(query), parts.fragment))
+    return urlunsplit(("postgresql", netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def dsn_hosts(dsn: str) -> list[str]:
+    """`host:port` of each server a DSN names, for messages (no credentials)."""
+    hosts = urlsplit(libpq_dsn(dsn)).netloc.rpartition("@")[2]
+    return [_with_port(h) for h in hosts.split(",") if h] or ["localhost:5432"]
+
+
+def _with_port(host: str) -> str:
+    _, colon, port = host.rpartition(":")
+    return host if colon and port.isdigit() else f"{host}:5432"
 
 
 def pooler_connect_args(pooler: Pooler) -> dict[str, Any]:
@@ -57,9 +78,9 @@ def pooler_connect_args(pooler: Pooler) -> dict[str, Any]:
 
 
 def _loopback_without_ssl_setting(url: str) -> bool:
-    parts = urlsplit(url)
-    has_ssl = any(key == "ssl" for key, _ in parse_qsl(parts.query))
-    return not has_ssl and parts.hostname in {"127.0.0.1", "localhost", "::1"}
+    has_ssl = any(key == "ssl" for key, _ in parse_qsl(urlsplit(url).query))
+    hosts = {h.rpartition(":")[0].strip("[]") for h in dsn_hosts(url)}
+    return not has_ssl and hosts <= {"127.0.0.1", "localhost", "::1"}
 
 
 async def _drop_if_dead(conn: AsyncConnection, driver: asyncpg.Connection) -> bool:
@@ -147,7 +168,14 @@ class Database:
 
 async def _check_in(fairy: PoolProxiedConnection, driver: asyncpg.Connection) -> None:
     """Back to the pool with no transaction left open; a connection the server closed (restart,
-    failover, killed backend) is dropped, not handed out again."""
+    failover, killed backend) is dropped, not handed out again.
+
+    So is one whose statement was cancelled mid-flight (a timeout, a caller gone, its server killed):
+    asyncpg sends the server a cancel request in the background, and until that ends every use of the
+    connection fails with "another operation is in progress" (seen as 500s during a primary failover).
+    asyncpg's own pool waits for that cancel; dropping the connection is cheaper than the wait."""
+    if not driver.is_closed() and driver._protocol._is_cancelling():
+        driver.terminate()
     if not driver.is_closed() and driver.is_in_transaction():
         try:
             await driver.execute("ROLLBACK")

@@ -17,7 +17,7 @@ from keel.core.bus.errors import BrokerUnavailable
 from keel.core.bus.factory import build_bus
 from keel.core.bus.port import Bus
 from keel.core.cache import Cache, MemoryCache, RedisCache, redis_client
-from keel.core.db import Database, libpq_dsn
+from keel.core.db import Database, dsn_hosts, libpq_dsn
 from keel.core.errors import StartupError
 from keel.core.health import ReadinessCheck
 from keel.core.outbox import Outbox
@@ -96,7 +96,7 @@ async def reach_postgres(dsn: str, timeout_s: float) -> None:
     """Open one connection before anything else does, so a wrong POSTGRES_DSN stops start-up with one
     line that says what PostgreSQL answered, not with the traceback of the first query."""
     parts = urlsplit(libpq_dsn(dsn))
-    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+    where = f"{','.join(dsn_hosts(dsn))}{parts.path or '/'}"
     try:
         conn = await asyncpg.connect(libpq_dsn(dsn), timeout=timeout_s)
     except TimeoutError:

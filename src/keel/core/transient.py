@@ -44,4 +44,8 @@ def is_transient(exc: BaseException) -> bool:
     # (a bug, not an outage), so only the closed-connection case counts.
     if isinstance(exc, asyncpg.exceptions.InterfaceError) and "connection is closed" in str(exc):
         return True
+    # A connection reused while asyncpg still cancels its last statement (its server died mid-way):
+    # the connection is dropped at check-in, and the request may be tried again.
+    if isinstance(exc, asyncpg.exceptions.InternalClientError) and "another operation" in str(exc):
+        return True
     return sqlstate(exc).startswith(_TRANSIENT_SQLSTATE_PREFIXES)
