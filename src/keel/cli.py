@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from keel import services
 from keel.core.http_server import server_config
@@ -52,6 +53,21 @@ def _serve_http(
     _GracefulServer(server_config(fastapi_app, host, port, settings)).run(sockets=[sock] if sock else None)
 
 
+def _settings_for_serving() -> Settings:
+    """`keel serve`/`keel worker`: the settings, or one line and exit 2 for a setting that must not be
+    served (the default SECRET), before anything starts."""
+    from keel.core.errors import StartupError
+    from keel.core.secret import refuse_default_secret
+
+    settings = Settings()
+    try:
+        refuse_default_secret(settings)
+    except StartupError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
 def _load(name: str) -> list[ServiceSpec]:
     try:
         return [services.load(name)]
@@ -65,9 +81,11 @@ def up(port: PortOpt = 8000, host: HostOpt = "127.0.0.1") -> None:
     """Every service, worker and relay in one process, on embedded defaults (PostgreSQL from a wheel,
     in-memory bus, in-process cache, local storage) unless settings point at real infrastructure."""
     from keel.core.runtime import build_app
+    from keel.core.secret import embedded_settings
 
     settings = Settings()
     setup_logging(settings.log_level)
+    settings = embedded_settings(settings)  # SECRET unset: this data folder's own, generated once
     specs = services.load_all()
     base = f"http://{host}:{port}"
     console.print(f"[bold]keel up[/bold] on {base}: every service in one process")
@@ -134,7 +152,7 @@ def serve(
     with its own relay and consumers unless `--api-only`)."""
     from keel.core.runtime import build_app
 
-    settings = Settings()
+    settings = _settings_for_serving()
     setup_logging(settings.log_level)
     bind_host, bind_port = _serve_address(service, host, port)
     if workers > 1 and fd is None:
@@ -158,7 +176,7 @@ def worker(service: ServiceArg, port: PortOpt = 9100, host: HostOpt = "127.0.0.1
     """A service's relay and consumers without its API (health and metrics stay on `--port`)."""
     from keel.core.runtime import build_app
 
-    settings = Settings()
+    settings = _settings_for_serving()
     setup_logging(settings.log_level)
     _serve_http(build_app(_load(service), settings, serve_routes=False), host, port, settings)
 

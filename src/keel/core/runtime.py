@@ -65,7 +65,9 @@ def build_app(
     (a `keel worker` process); `run_workers=False` serves HTTP only; `status` prints the live line."""
     if settings.secret == DEFAULT_SECRET and not embedded:
         log.warning(
-            "SECRET is the default %r: signed links are forgeable; set SECRET in production", DEFAULT_SECRET
+            "SECRET is the default %r (allowed by KEEL_INSECURE_DEFAULTS): signed links are forgeable; "
+            "set SECRET in production",
+            DEFAULT_SECRET,
         )
     names = ", ".join(s.name for s in specs) or "platform"
     topics = sorted({t for s in specs for t in s.topics})

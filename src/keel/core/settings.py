@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keel.core.bus.security import KafkaSecurity
 
-DEFAULT_SECRET = "secret"  # noqa: S105 - the seed's documented default; warned about at start
+DEFAULT_SECRET = "secret"  # noqa: S105 - the seed's documented default; refused by `keel serve`/`worker`
 
 
 class Settings(BaseSettings):
@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
 
     secret: str = Field(default=DEFAULT_SECRET, validation_alias="SECRET", repr=False)
+    # Lets `keel serve`/`keel worker` start with the default SECRET (an experiment; warned at start).
+    insecure_defaults: bool = Field(default=False, validation_alias="KEEL_INSECURE_DEFAULTS")
     link_ttl_sec: int = Field(default=3600, gt=0, validation_alias="LINK_TTL_SEC")
     # Rotation: new links are signed with SECRET under SECRET_KEY_ID; links signed with an older secret
     # keep verifying while it is listed in PREVIOUS_SECRETS as `kid:secret,kid:secret`.
