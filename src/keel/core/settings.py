@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # A connection whose request head (request line + headers) is not complete within this is closed:
     # uvicorn has no such timeout, and without it a slowloris client holds connections open forever.
     http_header_timeout_s: float = Field(default=10.0, gt=0, validation_alias="HTTP_HEADER_TIMEOUT_S")
+    # The largest request head (request line + headers) read; a longer one gets 431 and the connection
+    # is closed, so a client cannot make the server buffer an endless header line.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, validation_alias="MAX_HEADER_BYTES")
 
     outbox_batch_size: int = Field(default=500, ge=1, validation_alias="OUTBOX_BATCH_SIZE")
     outbox_poll_interval_s: float = Field(default=0.05, gt=0, validation_alias="OUTBOX_POLL_INTERVAL_S")
