@@ -188,6 +188,10 @@ def server_config(app: Any, host: str, port: int, settings: Settings, **override
         # uvicorn would still build each access line's arguments, ~1-2 µs of a cached GET.
         "access_log": False,
         "timeout_graceful_shutdown": 10,
+        # X-Forwarded-For/-Proto only from TRUSTED_PROXIES (uvicorn's default trusts loopback, so any
+        # local client, or a proxy that forwards it verbatim, could pick its address per request).
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": [str(network) for network in settings.trusted_proxies],
         **overrides,
     }
     return uvicorn.Config(app, **options)
