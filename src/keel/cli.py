@@ -80,6 +80,7 @@ def _load(name: str) -> list[ServiceSpec]:
 def up(port: PortOpt = 8000, host: HostOpt = "127.0.0.1") -> None:
     """Every service, worker and relay in one process, on embedded defaults (PostgreSQL from a wheel,
     in-memory bus, in-process cache, local storage) unless settings point at real infrastructure."""
+    from keel.core.devbus import dev_door_opens
     from keel.core.runtime import build_app
     from keel.core.secret import embedded_settings
 
@@ -98,7 +99,10 @@ def up(port: PortOpt = 8000, host: HostOpt = "127.0.0.1") -> None:
     def status(line: str) -> None:
         console.print(f"[dim]{line}[/dim]")
 
-    platform = build_app(specs, settings, embedded=True, title="Keel platform", status=status)
+    door = dev_door_opens(host, settings.dev_door)
+    if not door:
+        console.print(f"  dev bus door {base}/_dev/bus shut: not a loopback bind (KEEL_DEV_DOOR=1 opens it)")
+    platform = build_app(specs, settings, embedded=True, dev_door=door, title="Keel platform", status=status)
     _serve_http(platform, host, port, settings)
 
 

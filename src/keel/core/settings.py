@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
         default_factory=list, validation_alias="TRUSTED_PROXIES"
     )
+    # Opens `keel up`'s dev bus door (POST /_dev/bus/{topic}) although it binds a non-loopback address.
+    dev_door: bool = Field(default=False, validation_alias="KEEL_DEV_DOOR")
 
     outbox_batch_size: int = Field(default=500, ge=1, validation_alias="OUTBOX_BATCH_SIZE")
     outbox_poll_interval_s: float = Field(default=0.05, gt=0, validation_alias="OUTBOX_POLL_INTERVAL_S")
