@@ -35,7 +35,12 @@ class Context:
     def service_env(self) -> dict[str, str]:
         """`keel serve` against the bench's servers: no rate limit (it would cap the load at 100/s per
         user), no broker (memory bus), so the HTTP path is what is measured."""
-        return {"POSTGRES_DSN": self.dsn, "REDIS_URL": self.redis_url, "TICKETS_RATE_LIMIT": ""}
+        return {
+            "POSTGRES_DSN": self.dsn,
+            "REDIS_URL": self.redis_url,
+            "TICKETS_RATE_LIMIT": "",
+            "SECRET": f"bench-{self.run_id}-{uuid.uuid4().hex}",  # `keel serve` refuses the default
+        }
 
 
 class Workload(Protocol):

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from keel import services
 from keel.core.http_server import server_config
@@ -52,6 +53,21 @@ def _serve_http(
     _GracefulServer(server_config(fastapi_app, host, port, settings)).run(sockets=[sock] if sock else None)
 
 
+def _settings_for_serving() -> Settings:
+    """`keel serve`/`keel worker`: the settings, or one line and exit 2 for a setting that must not be
+    served (the default SECRET), before anything starts."""
+    from keel.core.errors import StartupError
+    from keel.core.secret import refuse_default_secret
+
+    settings = Settings()
+    try:
+        refuse_default_secret(settings)
+    except StartupError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
 def _load(name: str) -> list[ServiceSpec]:
     try:
         return [services.load(name)]
@@ -64,10 +80,13 @@ def _load(name: str) -> list[ServiceSpec]:
 def up(port: PortOpt = 8000, host: HostOpt = "127.0.0.1") -> None:
     """Every service, worker and relay in one process, on embedded defaults (PostgreSQL from a wheel,
     in-memory bus, in-process cache, local storage) unless settings point at real infrastructure."""
+    from keel.core.devbus import dev_door_opens
     from keel.core.runtime import build_app
+    from keel.core.secret import embedded_settings
 
     settings = Settings()
     setup_logging(settings.log_level)
+    settings = embedded_settings(settings)  # SECRET unset: this data folder's own, generated once
     specs = services.load_all()
     base = f"http://{host}:{port}"
     console.print(f"[bold]keel up[/bold] on {base}: every service in one process")
@@ -80,7 +99,10 @@ def up(port: PortOpt = 8000, host: HostOpt = "127.0.0.1") -> None:
     def status(line: str) -> None:
         console.print(f"[dim]{line}[/dim]")
 
-    platform = build_app(specs, settings, embedded=True, title="Keel platform", status=status)
+    door = dev_door_opens(host, settings.dev_door)
+    if not door:
+        console.print(f"  dev bus door {base}/_dev/bus shut: not a loopback bind (KEEL_DEV_DOOR=1 opens it)")
+    platform = build_app(specs, settings, embedded=True, dev_door=door, title="Keel platform", status=status)
     _serve_http(platform, host, port, settings)
 
 
@@ -134,7 +156,7 @@ def serve(
     with its own relay and consumers unless `--api-only`)."""
     from keel.core.runtime import build_app
 
-    settings = Settings()
+    settings = _settings_for_serving()
     setup_logging(settings.log_level)
     bind_host, bind_port = _serve_address(service, host, port)
     if workers > 1 and fd is None:
@@ -158,7 +180,7 @@ def worker(service: ServiceArg, port: PortOpt = 9100, host: HostOpt = "127.0.0.1
     """A service's relay and consumers without its API (health and metrics stay on `--port`)."""
     from keel.core.runtime import build_app
 
-    settings = Settings()
+    settings = _settings_for_serving()
     setup_logging(settings.log_level)
     _serve_http(build_app(_load(service), settings, serve_routes=False), host, port, settings)
 

@@ -116,6 +116,8 @@ def test_keel_containers_point_at_the_compose_infrastructure() -> None:
         assert env["S3_BUCKET"] == "keel", name
         # The signing key comes from the operator's environment; no default is baked in.
         assert env["SECRET"].startswith("${SECRET:?"), name
+        # No proxy is trusted unless the operator names one: clients cannot pick their own address.
+        assert env["TRUSTED_PROXIES"] == "${TRUSTED_PROXIES:-}", name
 
 
 def test_topic_job_creates_every_topic_in_the_event_catalogue() -> None:

@@ -56,6 +56,7 @@ def env(fresh_pg_dsn: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
         "POSTGRES_DSN": fresh_pg_dsn,
         "REDIS_URL": redis_url,
         "TICKETS_RATE_LIMIT": "",
+        "SECRET": f"e2e-{uuid.uuid4().hex}",  # `keel serve`/`keel worker` refuse the default
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
 

@@ -115,6 +115,7 @@ def test_keel_serve_with_a_wrong_password_exits_in_seconds_with_one_line_naming_
         "KAFKA_SASL_PASSWORD": wrong,
         "KAFKA_SSL_CAFILE": str(ca[1]),
         "KAFKA_TIMEOUT_S": "5",
+        "SECRET": f"kafka-security-{uuid.uuid4().hex}",  # the default would stop it before the broker
     }
     started = time.monotonic()
     done = subprocess.run(

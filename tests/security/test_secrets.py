@@ -1,12 +1,15 @@
-"""Secrets stay secret: the default SECRET is warned about loudly outside `keel up`, and no secret value
-(SECRET, PREVIOUS_SECRETS, the database password, the S3 secret key) appears in a process's log output —
-start-up, failing requests, shutdown at DEBUG — nor in error responses, settings' repr or validation errors."""
+"""Secrets stay secret: `keel serve`/`keel worker` refuse the default SECRET in one line (started anyway
+only with KEEL_INSECURE_DEFAULTS=1, warned about loudly), `keel up` makes its own per data folder, and no
+secret value (SECRET, PREVIOUS_SECRETS, the database password, the S3 secret key) appears in a process's
+log output — start-up, failing requests, shutdown at DEBUG — nor in error responses, settings' repr or
+validation errors."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -22,6 +25,7 @@ import pytest
 
 from keel import services
 from keel.core.runtime import build_app
+from keel.core.secret import embedded_settings
 from keel.core.settings import DEFAULT_SECRET, Settings
 from keel.core.signing import UrlSigner
 from tests.support.servers import free_port, wait_for_port
@@ -54,7 +58,7 @@ def with_password(dsn: str) -> str:
 def keel_serve(service: str, env: dict[str, str], cwd: Path) -> Iterator[tuple[str, list[str]]]:
     """`keel serve SERVICE` as a child process; yields its base URL and, after exit, its output lines."""
     port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SECRET", "PREVIOUS_SECRETS", "TEST_"))}
+    clean = without_secrets()
     proc = subprocess.Popen(
         [sys.executable, "-m", "keel.cli", "serve", service, "--port", str(port)],
         env={**clean, "PYTHONUNBUFFERED": "1", **env},
@@ -77,17 +81,57 @@ def keel_serve(service: str, env: dict[str, str], cwd: Path) -> Iterator[tuple[s
         output.extend(out.splitlines())
 
 
+def without_secrets() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("SECRET", "PREVIOUS_SECRETS", "TEST_"))}
+
+
 @pytest.mark.timeout(300)
-def test_the_default_secret_is_warned_about_by_name_when_a_service_is_served(tmp_path):
-    with keel_serve("delivery-prefetch", {"LOG_LEVEL": "INFO", "KEEL_DATA_DIR": str(tmp_path)}, tmp_path) as (
-        _,
-        out,
-    ):
+@pytest.mark.parametrize("argv", [["serve", "delivery-prefetch"], ["worker", "tickets"]], ids=" ".join)
+def test_the_default_secret_stops_serve_and_worker_in_one_line_naming_secret(argv, tmp_path):
+    port = str(free_port())
+    done = subprocess.run(
+        [sys.executable, "-m", "keel.cli", *argv, "--port", port],
+        env={**without_secrets(), "KEEL_DATA_DIR": str(tmp_path), "COLUMNS": "300"},
+        cwd=tmp_path,  # away from any .env in the checkout
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = (done.stdout + done.stderr).splitlines()
+    assert done.returncode == 2, lines
+    assert len(lines) == 1, lines
+    [line] = lines
+    assert "SECRET" in line and "export SECRET=" in line and "KEEL_INSECURE_DEFAULTS=1" in line
+    assert "Traceback" not in line
+    print(f"\nkeel {' '.join(argv)} with the default SECRET: exit 2, {line}")
+
+
+@pytest.mark.timeout(300)
+def test_the_default_secret_is_warned_about_by_name_when_insecure_defaults_are_allowed(tmp_path):
+    env = {"LOG_LEVEL": "INFO", "KEEL_DATA_DIR": str(tmp_path), "KEEL_INSECURE_DEFAULTS": "1"}
+    with keel_serve("delivery-prefetch", env, tmp_path) as (_, out):
         pass
     warnings = [line for line in out if "SECRET" in line and "default" in line]
     assert warnings, "\n".join(out[-30:])
     assert any(level in warnings[0].lower() for level in ("warning", "error"))
-    print(f"\ndefault SECRET under `keel serve`: {warnings[0].strip()[:160]}")
+    print(f"\ndefault SECRET under `keel serve` (KEEL_INSECURE_DEFAULTS=1): {warnings[0].strip()[:160]}")
+
+
+def test_keel_up_makes_one_random_secret_per_data_folder_and_keeps_it(tmp_path):
+    first = embedded_settings(Settings(_env_file=None, data_dir=tmp_path / "a"))
+    again = embedded_settings(Settings(_env_file=None, data_dir=tmp_path / "a"))
+    other = embedded_settings(Settings(_env_file=None, data_dir=tmp_path / "b"))
+    assert first.secret == again.secret, "a restart must keep the links it signed valid"
+    assert first.secret != other.secret and DEFAULT_SECRET not in (first.secret, other.secret)
+    assert len(first.secret) >= 40  # 32 random bytes, base64url
+    stored = tmp_path / "a" / "secret"
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert (
+        embedded_settings(Settings(_env_file=None, data_dir=tmp_path / "a", secret="mine")).secret == "mine"
+    )
+    print(
+        f"\nkeel up: SECRET generated once into {stored.name} (mode 0600), reused, distinct per data folder"
+    )
 
 
 def test_no_warning_under_keel_up_or_with_a_real_secret(caplog):

@@ -67,6 +67,10 @@ def forgeries(s: Surface) -> dict[str, tuple[str, int, str]]:
     expired = UrlSigner(SECRET, clock=lambda: time.time() - 7200).sign(s.paths[0], 600)
     wrong = UrlSigner("not-the-secret").sign(s.paths[0], 600)
     flipped = ("B" if good.sig[0] == "A" else "A") + good.sig[1:]
+    # The right secret, a good signature, an expiry no link is ever given: what a leaked secret or a
+    # link from a misconfigured signer would carry (the year 33658 fits the 12-digit field).
+    far = UrlSigner(SECRET, clock=lambda: time.time() + 10 * 365 * 86400).sign(s.paths[0], 600)
+    farthest = UrlSigner(SECRET, clock=lambda: 10**12 - 1000).sign(s.paths[0], 600)
     return {
         "tampered path": (link_url(s.paths[1], **q, sig=good.sig), 403, "bad_signature"),
         "tampered expiry": (
@@ -76,6 +80,8 @@ def forgeries(s: Surface) -> dict[str, tuple[str, int, str]]:
         ),
         "flipped character": (link_url(s.paths[0], **q, sig=flipped), 403, "bad_signature"),
         "expired": (expired.url(), 410, "expired"),
+        "expiry ten years ahead": (far.url(), 403, "expiry_too_far"),
+        "expiry in the year 33658": (farthest.url(), 403, "expiry_too_far"),
         "wrong secret": (wrong.url(), 403, "bad_signature"),
         "truncated": (link_url(s.paths[0], **q, sig=good.sig[:7]), 403, "bad_signature"),
         "empty signature": (link_url(s.paths[0], **q, sig=""), 403, "bad_signature"),

@@ -193,11 +193,13 @@ def test_every_verification_is_counted_by_result():
     s.verify(link.path, link.exp, "é", link.kid)
     s.verify(link.path, "soon", link.sig, link.kid)
     signer(at=NOW + 1000).verify(link.path, link.exp, link.sig, link.kid)
+    signer(at=NOW - 4000).verify(link.path, link.exp, link.sig, link.kid)
     assert {r: _count(r) - before[r] for r in VerifyResult} == {
         VerifyResult.OK: 1,
         VerifyResult.BAD_SIGNATURE: 2,
         VerifyResult.MALFORMED: 1,
         VerifyResult.EXPIRED: 1,
+        VerifyResult.EXPIRY_TOO_FAR: 1,
     }
 
 
@@ -263,3 +265,25 @@ def test_signing_a_page_of_urls_gives_what_signing_each_gives(sig_len):
     assert urls == [s.sign(p, 60).url("https://cdn.example/") for p in paths]
     with pytest.raises(ValueError):
         s.sign_urls(paths, 0)
+
+
+def test_an_expiry_beyond_the_longest_ttl_plus_skew_is_refused_though_the_signature_is_good():
+    issued = signer(at=NOW + 3600 + 30, max_ttl_s=3600).sign(PATH, 3600)  # exp = NOW + 7230
+    edge = signer(at=NOW + 30, max_ttl_s=3600).sign(PATH, 3600)  # exp = NOW + 3630: now + TTL + skew
+    here = signer(max_ttl_s=3600)
+    assert verify(here, edge) is VerifyResult.OK
+    assert verify(here, issued) is VerifyResult.EXPIRY_TOO_FAR
+    one_more = signer(at=NOW + 31, max_ttl_s=3600).sign(PATH, 3600)
+    assert verify(here, one_more) is VerifyResult.EXPIRY_TOO_FAR
+
+
+def test_the_cap_is_the_longest_ttl_allowed_and_signing_past_it_fails_loudly():
+    s = signer(max_ttl_s=600)
+    with pytest.raises(ValueError):
+        s.sign(PATH, 601)
+    with pytest.raises(ValueError):
+        s.sign_urls([PATH], 601)
+    s.allow_ttl(900)
+    s.allow_ttl(300)  # never lowers the cap: another kind of link may still be signed for 900 s
+    link = s.sign(PATH, 900)
+    assert s.max_ttl_s == 900 and verify(s, link) is VerifyResult.OK

@@ -54,7 +54,9 @@ class Infra:
         """The one link signer of this process (SECRET), shared by storage and signed CDN links."""
         if self._signer is None:
             s = self.settings
-            self._signer = UrlSigner(s.secret, key_id=s.secret_key_id, previous=s.previous_secrets)
+            self._signer = UrlSigner(
+                s.secret, key_id=s.secret_key_id, previous=s.previous_secrets, max_ttl_s=s.link_ttl_sec
+            )
         return self._signer
 
     @property

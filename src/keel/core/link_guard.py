@@ -1,7 +1,7 @@
 """Signed links at the HTTP edge: verify, map the result to 403/410, and stop a client that keeps failing.
 
 Every verification is counted by result in `link_verifications_total` (keel.core.signing). Failed ones
-(bad or malformed signature) also count against the client address's budget, `LINK_FAILURE_LIMIT`
+(bad or malformed signature, or an expiry further ahead than any link's TTL) also count against the client address's budget, `LINK_FAILURE_LIMIT`
 (default 30/minute); a client over it gets 429 with Retry-After before anything is verified, so
 guessing a 48-bit signature stays hopeless (docs/cdn-signed-links.md). Expired links do not count:
 they were genuinely issued, and their owner is not guessing.
@@ -42,6 +42,8 @@ class LinkGuard:
             raise Gone("this link has expired")
         if self.failures is not None:
             await self.failures.check(self.client)  # this failure may be the one over the limit: 429
+        if result is VerifyResult.EXPIRY_TOO_FAR:
+            raise Forbidden("link expiry is beyond the longest link lifetime")
         raise Forbidden("invalid link signature")
 
 

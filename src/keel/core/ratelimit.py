@@ -65,8 +65,8 @@ def caller_of(request: Request) -> str:
 
 
 def address_of(request: Request) -> str:
-    """The peer as the ASGI server reports it. Behind a proxy, set `FORWARDED_ALLOW_IPS` to the proxy's
-    addresses (uvicorn reads it) so that it is the client's, rather than trusting `X-Forwarded-For` here.
+    """The client as the ASGI server reports it: the TCP peer, or, when the peer is in TRUSTED_PROXIES,
+    the address its X-Forwarded-For names (keel.core.http_server). Never read X-Forwarded-For here.
 
     X-User-Id is an unauthenticated claim in the seeds: a caller can mint a fresh one per request.
     Where that matters, stack a looser limiter keyed by address in front of the per-user one."""

@@ -58,14 +58,18 @@ def build_app(
     serve_routes: bool = True,
     run_workers: bool = True,
     embedded: bool = False,
+    dev_door: bool = True,
     title: str | None = None,
     status: Printer | None = None,
 ) -> FastAPI:
     """One FastAPI app for the given services. `serve_routes=False` keeps only health and metrics
-    (a `keel worker` process); `run_workers=False` serves HTTP only; `status` prints the live line."""
+    (a `keel worker` process); `run_workers=False` serves HTTP only; `status` prints the live line;
+    `dev_door=False` keeps the embedded platform's dev bus door shut (403: keel.core.devbus)."""
     if settings.secret == DEFAULT_SECRET and not embedded:
         log.warning(
-            "SECRET is the default %r: signed links are forgeable; set SECRET in production", DEFAULT_SECRET
+            "SECRET is the default %r (allowed by KEEL_INSECURE_DEFAULTS): signed links are forgeable; "
+            "set SECRET in production",
+            DEFAULT_SECRET,
         )
     names = ", ".join(s.name for s in specs) or "platform"
     topics = sorted({t for s in specs for t in s.topics})
@@ -122,7 +126,7 @@ def build_app(
     if serve_routes and any(s.uses_storage for s in specs):
         routers.append(signed_files_router())
     if serve_routes and embedded and topics:
-        routers.append(dev_bus_router(topics))
+        routers.append(dev_bus_router(topics, door_open=dev_door))
     served = _get_templates(routers)
     max_route_body = max((s.max_body_bytes or 0 for s in specs), default=0) or None
     tracing = setup_tracing(f"keel-{names.replace(', ', '-')}", settings.otel_exporter_otlp_endpoint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,7 +12,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from keel.core.bus.security import KafkaSecurity
 from keel.core.redis_topology import RedisTopology
 
-DEFAULT_SECRET = "secret"  # noqa: S105 - the seed's documented default; warned about at start
+DEFAULT_SECRET = "secret"  # noqa: S105 - the seed's documented default; refused by `keel serve`/`worker`
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Settings(BaseSettings):
@@ -73,6 +75,8 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
 
     secret: str = Field(default=DEFAULT_SECRET, validation_alias="SECRET", repr=False)
+    # Lets `keel serve`/`keel worker` start with the default SECRET (an experiment; warned at start).
+    insecure_defaults: bool = Field(default=False, validation_alias="KEEL_INSECURE_DEFAULTS")
     link_ttl_sec: int = Field(default=3600, gt=0, validation_alias="LINK_TTL_SEC")
     # Rotation: new links are signed with SECRET under SECRET_KEY_ID; links signed with an older secret
     # keep verifying while it is listed in PREVIOUS_SECRETS as `kid:secret,kid:secret`.
@@ -86,6 +90,17 @@ class Settings(BaseSettings):
     # A connection whose request head (request line + headers) is not complete within this is closed:
     # uvicorn has no such timeout, and without it a slowloris client holds connections open forever.
     http_header_timeout_s: float = Field(default=10.0, gt=0, validation_alias="HTTP_HEADER_TIMEOUT_S")
+    # The largest request head (request line + headers) read; a longer one gets 431 and the connection
+    # is closed, so a client cannot make the server buffer an endless header line.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, validation_alias="MAX_HEADER_BYTES")
+    # Peers (CIDRs, comma-separated) whose X-Forwarded-For / X-Forwarded-Proto are believed: the proxies
+    # in front of Keel. Empty (default): nobody's, the client is the TCP peer. Every per-client limit
+    # keys on the address this yields.
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
+        default_factory=list, validation_alias="TRUSTED_PROXIES"
+    )
+    # Opens `keel up`'s dev bus door (POST /_dev/bus/{topic}) although it binds a non-loopback address.
+    dev_door: bool = Field(default=False, validation_alias="KEEL_DEV_DOOR")
 
     outbox_batch_size: int = Field(default=500, ge=1, validation_alias="OUTBOX_BATCH_SIZE")
     outbox_poll_interval_s: float = Field(default=0.05, gt=0, validation_alias="OUTBOX_POLL_INTERVAL_S")
@@ -121,6 +136,16 @@ class Settings(BaseSettings):
             if any(":" not in p for p in pairs):
                 raise ValueError("PREVIOUS_SECRETS is a comma-separated list of kid:secret")
             return dict(p.split(":", 1) for p in pairs)
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return [ipaddress.ip_network(n.strip(), strict=False) for n in value.split(",") if n.strip()]
+            except ValueError as exc:
+                raise ValueError(f"TRUSTED_PROXIES is a comma-separated list of CIDRs: {exc}") from None
         return value
 
     @field_validator("kafka_brokers", mode="before")

@@ -13,7 +13,9 @@ different strings would verify alike): it encodes ours and compares bytes in con
 non-ASCII or wrong-length signature is BAD_SIGNATURE, never an exception (`hmac.compare_digest`
 raises TypeError on a non-ASCII str). The signature is checked before the expiry, so nobody learns
 anything about a link they could not have been given; the expiry must be canonical decimal so one
-link has one spelling. A small clock skew is allowed. The key id lets old secrets keep verifying
+link has one spelling. A small clock skew is allowed. A link whose expiry lies further ahead than the
+longest TTL this signer signs for (`max_ttl_s`, plus the skew) is refused even when its signature is
+good (EXPIRY_TOO_FAR): no link outlives its TTL, whoever made it. The key id lets old secrets keep verifying
 during a rotation; it is covered by the MAC, so a link cannot be moved to another key.
 """
 
@@ -39,6 +41,7 @@ class VerifyResult(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     EXPIRED = "expired"
     MALFORMED = "malformed"
+    EXPIRY_TOO_FAR = "expiry_too_far"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,10 @@ def _check_key_id(kid: str) -> str:
 
 
 class UrlSigner:
-    """Signs with `secret` under `key_id`; also verifies links signed with the `previous` secrets."""
+    """Signs with `secret` under `key_id`; also verifies links signed with the `previous` secrets.
+
+    `max_ttl_s`: the longest TTL it signs for (the seed's LINK_TTL_SEC default unless raised with
+    `allow_ttl` by whoever signs longer); verification refuses an expiry beyond now + it + skew."""
 
     def __init__(
         self,
@@ -77,6 +83,7 @@ class UrlSigner:
         previous: Mapping[str, str] | None = None,
         sig_len: int = 8,
         skew_s: int = 30,
+        max_ttl_s: int = 3600,
         clock: Callable[[], float] = time.time,
     ) -> None:
         previous = previous or {}
@@ -88,11 +95,24 @@ class UrlSigner:
             raise ValueError("sig_len must be 8..43 base64url characters (48..256 bits)")
         if skew_s < 0:
             raise ValueError("skew_s must be >= 0")
+        if max_ttl_s <= 0:
+            raise ValueError("max_ttl_s must be positive")
         self._keys = {_check_key_id(k): v.encode() for k, v in {key_id: secret, **previous}.items()}
         self.key_id = key_id
         self.sig_len = sig_len
         self.skew_s = skew_s
+        self.max_ttl_s = max_ttl_s
         self._clock = clock
+
+    def allow_ttl(self, ttl_s: int) -> None:
+        """Raise the cap to `ttl_s` (never lowers it): called at wiring by each kind of link signed
+        with this signer, so the cap is the longest TTL the process hands out."""
+        self.max_ttl_s = max(self.max_ttl_s, self._check_ttl(ttl_s))
+
+    def _check_ttl(self, ttl_s: int) -> int:
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        return ttl_s
 
     def _signature(self, key: bytes, kid: str, path: str, exp: int) -> bytes:
         # surrogatepass: a path holding a lone surrogate still has one MAC; verify() must never raise.
@@ -100,9 +120,14 @@ class UrlSigner:
         mac = hmac.new(key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=")[: self.sig_len]
 
+    def _signable_ttl(self, ttl_s: int) -> int:
+        if self._check_ttl(ttl_s) > self.max_ttl_s:
+            # Such a link would be refused on arrival: fail where the mistake is made.
+            raise ValueError(f"ttl_s {ttl_s} is over this signer's max_ttl_s {self.max_ttl_s} (allow_ttl)")
+        return ttl_s
+
     def sign(self, path: str, ttl_s: int) -> SignedLink:
-        if ttl_s <= 0:
-            raise ValueError("ttl_s must be positive")
+        self._signable_ttl(ttl_s)
         exp = int(self._clock()) + ttl_s
         sig = self._signature(self._keys[self.key_id], self.key_id, path, exp)
         return SignedLink(path=path, exp=exp, kid=self.key_id, sig=sig.decode())
@@ -110,8 +135,7 @@ class UrlSigner:
     def sign_urls(self, paths: Sequence[str], ttl_s: int, base: str = "") -> list[str]:
         """`sign(path, ttl_s).url(base)` for each path, with one clock read and one keyed MAC state
         copied per path (no key schedule per link): a prefetch page signs ten at once."""
-        if ttl_s <= 0:
-            raise ValueError("ttl_s must be positive")
+        self._signable_ttl(ttl_s)
         kid = self.key_id
         exp = int(self._clock()) + ttl_s
         keyed = hmac.new(self._keys[kid], digestmod=hashlib.sha256)
@@ -145,6 +169,9 @@ class UrlSigner:
             return VerifyResult.BAD_SIGNATURE
         if not hmac.compare_digest(self._signature(key, kid, path, expires), sig.encode("ascii")):
             return VerifyResult.BAD_SIGNATURE
-        if expires + self.skew_s < self._clock():
+        now = self._clock()
+        if expires + self.skew_s < now:
             return VerifyResult.EXPIRED
+        if expires > now + self.max_ttl_s + self.skew_s:
+            return VerifyResult.EXPIRY_TOO_FAR
         return VerifyResult.OK

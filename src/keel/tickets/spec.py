@@ -45,6 +45,7 @@ def routers() -> Sequence[APIRouter]:
 async def wire(infra: Infra) -> Wiring:
     settings = TicketSettings()
     db = infra.require_db()
+    infra.signer.allow_ttl(settings.attachment_link_ttl_s)  # attachment links (local storage)
     idempotency: IdempotencyStore = (
         RedisIdempotencyStore(infra.redis) if infra.redis is not None else MemoryIdempotencyStore()
     )

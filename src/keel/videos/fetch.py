@@ -6,8 +6,15 @@ classified, and the connection goes to the validated IP itself — the hostname 
 `Host` header and TLS SNI, so a second DNS answer (rebinding) never matters. Redirects are followed
 by hand (at most 5), each target checked again. Size and total time are capped.
 
-A host on the explicit allow-list (VIDEO_FETCH_ALLOW_HOSTS, e.g. `127.0.0.1` in tests) skips the
-address classification, nothing else.
+The same policy judges a URL at registration (`POST /api/videos` answers 422), there without any
+network I/O: `AddressGuard.check` refuses what it can decide from the URL alone — a scheme other than
+http(s), credentials (`user:pass@`), a numeric host that is not public, a name that is never public
+(`localhost` and `*.localhost`, a single label such as `postgres`, `*.local`, `*.internal`,
+`*.home.arpa`) — and leaves names to the worker, which resolves them and checks every answer.
+
+An entry of the explicit allow-list (VIDEO_FETCH_ALLOW_HOSTS, e.g. `127.0.0.1:8080` in tests) skips
+the address classification for that host and port, nothing else. `host:port` admits that port; a bare
+`host` admits only the scheme's default port (80, 443), never "any port of that host".
 
 Why not httpx-secure 2.0 (evaluated from its source): it learns a name's address by opening a TCP
 connection to it and checks the peer afterwards, so internal hosts are reached before the refusal;
@@ -39,6 +46,8 @@ _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
 # Only digits, dots and hex notation: the shapes inet_aton may read as an IPv4 address.
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}\.?$", re.IGNORECASE)
+# Names that never belong to a public host (RFC 6761, RFC 6762, RFC 8375, ICANN's .internal).
+_INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 
 
 class SourceRefused(Exception):
@@ -46,7 +55,12 @@ class SourceRefused(Exception):
 
 
 class FetchFailed(Exception):
-    """The source could not be fetched this time (HTTP error, too large, too slow)."""
+    """The source could not be fetched this time (HTTP error, too large, too slow). The message is for
+    the log; `public` is the `code: message` a caller may see (keel.videos.failures)."""
+
+    def __init__(self, message: str, public: str = "source_unavailable: the source could not be downloaded"):
+        super().__init__(message)
+        self.public = public
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -98,24 +112,77 @@ class Target:
     ip: str
 
 
+def parse_allow_entry(entry: str) -> tuple[str, int | None]:
+    """`host:port`, `[v6]:port`, or a bare `host` / IPv6 literal (port None: the default port only)."""
+    text = entry.strip().lower()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+        if rest and (not rest.startswith(":") or not port_text):
+            raise ValueError(f"bad allow-list entry {entry!r}")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        if not port_text:
+            raise ValueError(f"bad allow-list entry {entry!r}: a port after ':'")
+    else:
+        host, port_text = text, ""  # a name, an IPv4 literal, or a bare IPv6 literal
+    host = host.rstrip(".")
+    if not host or (port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536)):
+        raise ValueError(f"bad allow-list entry {entry!r}: host or host:port")
+    return host, int(port_text) if port_text else None
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+def _never_public_name(host: str) -> bool:
+    return host == "localhost" or "." not in host or host.endswith(_INTERNAL_SUFFIXES)
+
+
 class AddressGuard:
     def __init__(self, allow_hosts: Collection[str] = (), resolver: Resolver = system_resolver) -> None:
-        self.allow_hosts = frozenset(h.lower().strip("[]") for h in allow_hosts)
+        self.allow = frozenset(parse_allow_entry(h) for h in allow_hosts)
         self.resolver = resolver
 
-    async def admit(self, url: httpx.URL) -> Target:
-        """The URL rewritten to a validated IP, or SourceRefused. The only network I/O is DNS."""
+    def _allowed(self, host: str, port: int, scheme: str) -> bool:
+        if (host, port) in self.allow:
+            return True
+        return port == _default_port(scheme) and (host, None) in self.allow
+
+    def check(self, url: httpx.URL) -> IPAddress | None:
+        """What the policy decides from the URL alone, with no network I/O: SourceRefused, or the
+        numeric host's address (already judged), or None for a name the resolver must judge."""
         if url.scheme not in ("http", "https"):
             raise SourceRefused(f"scheme {url.scheme!r} is not allowed")
+        if url.userinfo:
+            raise SourceRefused("credentials in the URL are not accepted")
         host = url.host.lower().rstrip(".")
         if not host:
             raise SourceRefused("URL has no host")
-        port = url.port or (443 if url.scheme == "https" else 80)
-        allowed = host in self.allow_hosts
+        port = url.port or _default_port(url.scheme)
         literal = numeric_host(host)
+        names = {host} if literal is None else {host, str(literal)}
+        if any(self._allowed(name, port, url.scheme) for name in names):
+            return literal
+        if literal is not None:
+            reason = refusal(literal)
+            if reason is not None:
+                raise SourceRefused(f"refused {host!r}: {reason}")
+        elif _never_public_name(host):
+            raise SourceRefused(f"refused {host!r}: not a public host name")
+        return literal
+
+    async def admit(self, url: httpx.URL) -> Target:
+        """The URL rewritten to a validated IP, or SourceRefused. The only network I/O is DNS."""
+        literal = self.check(url)
+        host = url.host.lower().rstrip(".")
+        port = url.port or _default_port(url.scheme)
+        allowed = self._allowed(host, port, url.scheme) or (
+            literal is not None and self._allowed(str(literal), port, url.scheme)
+        )
         if literal is not None:
             addresses: list[IPAddress] = [literal]
-            allowed = allowed or str(literal) in self.allow_hosts
         else:
             try:
                 answers = await self.resolver(host, port)
@@ -157,7 +224,10 @@ class GuardedFetcher:
             async with asyncio.timeout(self.timeout_s):
                 return await self._follow(httpx.URL(url), dest)
         except TimeoutError:
-            raise FetchFailed(f"download took longer than {self.timeout_s:g}s") from None
+            raise FetchFailed(
+                f"download took longer than {self.timeout_s:g}s",
+                f"source_timeout: the download took longer than {self.timeout_s:g}s",
+            ) from None
         except httpx.InvalidURL as exc:
             raise SourceRefused(f"invalid URL: {exc}") from None
         except httpx.HTTPError as exc:
@@ -182,22 +252,26 @@ class GuardedFetcher:
                         url = url.join(response.headers["location"])
                         continue
                     if response.status_code != 200:
-                        raise FetchFailed(f"source answered HTTP {response.status_code}")
+                        status = f"the source answered HTTP {response.status_code}"
+                        raise FetchFailed(status, f"source_http_error: {status}")
                     return await self._save(response, dest)
                 finally:
                     await response.aclose()
-        raise FetchFailed(f"more than {MAX_REDIRECTS} redirects")
+        raise FetchFailed(
+            f"more than {MAX_REDIRECTS} redirects", f"source_redirects: more than {MAX_REDIRECTS} redirects"
+        )
 
     async def _save(self, response: httpx.Response, dest: Path) -> int:
         declared = response.headers.get("content-length")
+        too_large = f"source_too_large: the source is larger than {self.max_bytes} bytes"
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            raise FetchFailed(f"source is {declared} bytes; the limit is {self.max_bytes}")
+            raise FetchFailed(f"source is {declared} bytes; the limit is {self.max_bytes}", too_large)
         size = 0
         with dest.open("wb") as out:
             async for chunk in response.aiter_raw(CHUNK):
                 size += len(chunk)
                 if size > self.max_bytes:
-                    raise FetchFailed(f"source is larger than {self.max_bytes} bytes")
+                    raise FetchFailed(f"source is larger than {self.max_bytes} bytes", too_large)
                 out.write(chunk)
         return size
 

@@ -15,6 +15,12 @@ from keel.core.storage import ObjectStore
 
 log = logging.getLogger("keel.videos.hls")
 
+# ffmpeg reads the downloaded file and writes local files, nothing else: no protocol but `file` (a source
+# that is itself a playlist or a concat list cannot make the worker fetch URLs), and only container
+# demuxers of video files (no hls, concat or image2 demuxer to name other local files).
+PROTOCOLS = "file"
+DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,ogg,asf,wav"
+
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
 SEGMENT_NAME = re.compile(r"^[0-9]{1,6}\.ts$")
@@ -67,6 +73,7 @@ async def segment_with_ffmpeg(
     playlist = out_dir / "index.m3u8"
     args = [
         ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        "-protocol_whitelist", PROTOCOLS, "-format_whitelist", DEMUXERS,
         "-i", str(source),
         # A keyframe every 2 s: segments can only start at one, so the cut follows -hls_time.
         "-c:v", "libx264", "-preset", "veryfast", "-force_key_frames", "expr:gte(t,n_forced*2)",

@@ -24,12 +24,13 @@ from keel.core.events import Event, PoisonMessage
 from keel.core.faults import crash_point
 from keel.core.storage import ObjectStore
 from keel.videos import hls, repository
+from keel.videos.failures import ABANDONED, failure
 from keel.videos.fetch import SourceRefused
 from keel.videos.service import cache_key, now_utc
 
 log = logging.getLogger("keel.videos.processing")
 
-MAX_ERROR_CHARS = 500
+MAX_ERROR_CHARS = 500  # of the reason logged and dead-lettered; the row keeps the public one
 
 
 class Downloader(Protocol):
@@ -84,9 +85,9 @@ class HlsJob:
         if attempt > self.max_attempts:
             # Only starts that never finished get here (each failure that finishes is counted and
             # bounded below): a job that kills its process every time must not loop forever.
-            reason = f"gave up after {attempt - 1} attempts that never finished (worker died each time)"
-            await self._fail(video_id, reason)
-            raise PoisonMessage(f"video {video_id}: {reason}")
+            public = ABANDONED.format(attempts=attempt - 1)
+            await self._fail(video_id, public, public)
+            raise PoisonMessage(f"video {video_id}: {public} (worker died each time)")
         log.info(
             "video %s: HLS job started (attempt %d of %d, mode %s)",
             video_id,
@@ -98,14 +99,14 @@ class HlsJob:
         try:
             await self._generate(video_id, url)
         except SourceRefused as exc:
-            await self._fail(video_id, _reason(exc))
+            await self._fail(video_id, failure(exc), _reason(exc))
             raise PoisonMessage(f"video {video_id}: {_reason(exc)}") from exc
         except Exception as exc:
             reason = _reason(exc)
             if attempt >= self.max_attempts:
-                await self._fail(video_id, reason)
+                await self._fail(video_id, failure(exc), reason)
                 raise PoisonMessage(f"video {video_id} failed after {attempt} attempts: {reason}") from exc
-            await self._record_error(video_id, reason)
+            await self._record_error(video_id, failure(exc))
             log.warning("video %s: attempt %d failed: %s", video_id, attempt, reason)
             raise
         conn = await uow.raw()
@@ -126,9 +127,10 @@ class HlsJob:
             await conn.execute(repository.RECORD_ERROR, video_id, reason, self.clock())
         await self.cache.delete(cache_key(video_id))
 
-    async def _fail(self, video_id: int, reason: str) -> None:
+    async def _fail(self, video_id: int, public: str, reason: str) -> None:
+        """`public` goes on the row (callers read it); `reason`, with the details, to the log only."""
         async with self.db.connection() as conn:
-            await conn.execute(repository.FAIL, video_id, reason, self.clock())
+            await conn.execute(repository.FAIL, video_id, public, self.clock())
         await self.cache.delete(cache_key(video_id))
         log.error("video %s failed: %s", video_id, reason)
 

@@ -17,6 +17,7 @@ from keel.core.db import Database
 from keel.core.events import Event
 from keel.core.outbox import Outbox
 from keel.videos import repository
+from keel.videos.failures import PROCESSING_TIMEOUT
 from keel.videos.schemas import VideoEvents
 from keel.videos.service import cache_key, now_utc
 
@@ -55,7 +56,7 @@ class StuckJobReaper:
         now = self.clock()
         requeued: list[int] = []
         failed: list[int] = []
-        reason = f"processing did not finish within {self.timeout_s:g}s"
+        reason = PROCESSING_TIMEOUT.format(timeout=f"{self.timeout_s:g}s")
         async with self.db.unit_of_work() as uow:
             conn = await uow.raw()
             rows = await conn.fetch(

@@ -7,14 +7,19 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
 
 from keel.core.cache import Cache
 from keel.core.db import Database
-from keel.core.errors import Conflict, NotFound
+from keel.core.errors import Conflict, NotFound, Unprocessable
 from keel.core.events import Event, dumps
 from keel.core.outbox import Outbox
 from keel.core.storage import ObjectNotFound, ObjectStore, StoredObject
 from keel.videos import hls, repository
+from keel.videos.failures import public_error
+from keel.videos.fetch import AddressGuard, SourceRefused
 from keel.videos.schemas import VideoCreate, VideoEvents
 
 
@@ -24,6 +29,14 @@ def now_utc() -> datetime:
 
 def cache_key(video_id: int) -> str:
     return f"videos:{video_id}"
+
+
+def without_credentials(url: str) -> str:
+    """The URL with any `user:pass@` removed (rows from before registration refused them)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def playlist_url(base_url: str, video_id: int) -> str:
@@ -47,8 +60,10 @@ class VideoService:
         topic: str,
         base_url: str = "",
         cache_ttl_s: float = 300.0,
+        source_guard: AddressGuard | None = None,
         clock: Callable[[], datetime] = now_utc,
     ) -> None:
+        """`source_guard`: the worker's SSRF policy, applied at registration without network I/O."""
         self.db = db
         self.cache = cache
         self.storage = storage
@@ -56,10 +71,21 @@ class VideoService:
         self.topic = topic
         self.base_url = base_url
         self.cache_ttl_s = cache_ttl_s
+        self.source_guard = source_guard or AddressGuard()
         self.clock = clock
+
+    def _check_source(self, url: str) -> None:
+        """422 for a URL the worker would refuse, decided from the URL alone: names that need DNS
+        to judge are left to the worker, which resolves them once and checks every answer."""
+        try:
+            self.source_guard.check(httpx.URL(url))
+        except (SourceRefused, httpx.InvalidURL) as exc:
+            detail = {"field": "body.url", "message": str(exc), "type": "source_refused"}
+            raise Unprocessable("url is not an allowed video source", details=[detail]) from None
 
     async def create(self, data: VideoCreate) -> dict[str, Any]:
         url = str(data.url)
+        self._check_source(url)
         now = self.clock()
         async with self.db.unit_of_work() as uow:
             conn = await uow.raw()
@@ -96,10 +122,10 @@ class VideoService:
         return {
             "id": row["id"],
             "title": row["title"],
-            "original_url": row["original_url"],
+            "original_url": without_credentials(row["original_url"]),
             "playlist_url": playlist_url(self.base_url, row["id"]),
             "status": row["status"],
-            "error": row["error"],
+            "error": public_error(row["error"]),
             "created_at": row["created_at"],
             "updated_at": row["updated_at"],
         }

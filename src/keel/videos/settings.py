@@ -7,13 +7,16 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from keel.videos.fetch import parse_allow_entry
+
 
 class VideoSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     # "generated": the seed's fake playlist (no source download); "ffmpeg": download and segment.
     hls_mode: Literal["generated", "ffmpeg"] = Field(default="generated", validation_alias="HLS_MODE")
-    # Hosts (names or IP literals) the fetcher may reach although not globally routable, e.g. "127.0.0.1".
+    # host:port entries (names or IP literals) the fetcher may reach although not public, e.g.
+    # "127.0.0.1:8080"; a bare host admits only the scheme's default port (80/443).
     fetch_allow_hosts: Annotated[frozenset[str], NoDecode] = Field(
         default=frozenset(), validation_alias="VIDEO_FETCH_ALLOW_HOSTS"
     )
@@ -34,5 +37,9 @@ class VideoSettings(BaseSettings):
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):
-            return frozenset(h.strip().lower() for h in value.split(",") if h.strip())
+            value = [h for h in value.split(",") if h.strip()]
+        if isinstance(value, list | set | frozenset):
+            for entry in value:
+                parse_allow_entry(entry)  # a malformed entry fails at start, naming it
+            return frozenset(str(h).strip().lower() for h in value)
         return value

@@ -11,6 +11,7 @@ from keel.core.consumer import ConsumerRunner, RetryPolicy, Transactional
 from keel.core.infra import Infra
 from keel.core.service import ServiceSpec, Wiring
 from keel.videos.api import build_router
+from keel.videos.fetch import AddressGuard
 from keel.videos.processing import HlsJob
 from keel.videos.reaper import StuckJobReaper
 from keel.videos.service import VideoService
@@ -20,12 +21,14 @@ DESCRIPTION = """Videos (seed 003).
 
 * `POST /api/videos` `{"title", "url"}` → 201 `{"id", "title", "playlist_url"}`; 409 when a video with
   that url exists; 422 with field details for a bad body (title 1..255 after trimming; url absolute
-  http(s), at most 2048 characters). Ids are integers.
+  http(s), at most 2048 characters, no credentials, not a non-public address or host name: the
+  worker's SSRF policy). Ids are integers.
 * `GET /api/videos/{id}` → the video with `status` (pending, processing, ready, failed) and `error`;
   cached in Redis and invalidated on every change; `X-Cache: hit|miss`.
 * `video.uploaded` goes through the outbox to `videos.events` (envelope, key = id); the `videos-hls`
   consumer makes the HLS (`HLS_MODE=generated|ffmpeg`), retries with backoff, then dead-letters to
-  `videos.dlq` and marks the video `failed` with the reason.
+  `videos.dlq` and marks the video `failed` with a short code and a safe message in `error`
+  (`source_refused`, `source_http_error`, `source_too_large`, `transcode_failed`, ...).
 * HLS: `/hls/{id}.m3u8` and its segments `/hls/{id}/{n}.ts`.
 """
 
@@ -46,6 +49,7 @@ def build_spec(settings: VideoSettings | None = None) -> ServiceSpec:
             topic=chosen.topic,
             base_url=infra.settings.public_base_url,
             cache_ttl_s=chosen.cache_ttl_s,
+            source_guard=AddressGuard(chosen.fetch_allow_hosts),
         )
         job = build_job(infra, cache, chosen, retry.max_attempts)
         consumer = ConsumerRunner(

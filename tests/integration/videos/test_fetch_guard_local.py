@@ -22,7 +22,7 @@ async def test_loopback_url_without_the_allow_list_is_refused_and_never_connecte
 
 async def test_allow_listed_local_server_is_fetched(tmp_path: Path):
     async with local_server({"/v.mp4": Route(body=b"x" * 500)}) as server:
-        guarded = GuardedFetcher(allow_hosts={"127.0.0.1"}, max_bytes=1000, timeout_s=5)
+        guarded = GuardedFetcher(allow_hosts={f"127.0.0.1:{server.port}"}, max_bytes=1000, timeout_s=5)
         assert await guarded.download(server.url("/v.mp4"), tmp_path / "out") == 500
     assert (tmp_path / "out").read_bytes() == b"x" * 500
 
@@ -30,7 +30,7 @@ async def test_allow_listed_local_server_is_fetched(tmp_path: Path):
 async def test_redirect_from_an_allowed_server_to_the_metadata_address_is_refused(tmp_path: Path):
     routes = {"/v.mp4": Route(302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})}
     async with local_server(routes) as server:
-        guarded = GuardedFetcher(allow_hosts={"127.0.0.1"}, max_bytes=1000, timeout_s=5)
+        guarded = GuardedFetcher(allow_hosts={f"127.0.0.1:{server.port}"}, max_bytes=1000, timeout_s=5)
         with pytest.raises(SourceRefused, match=r"169\.254\.169\.254"):
             await guarded.download(server.url("/v.mp4"), tmp_path / "out")
     assert server.paths == ["/v.mp4"]  # the hop to the metadata address was never attempted

@@ -62,13 +62,17 @@ def ffmpeg_mode(video_settings, **overrides) -> VideoSettings:
     return video_settings(hls_mode="ffmpeg", fetch_timeout_s=20, ffmpeg_timeout_s=60, **overrides)
 
 
+def allowing(video_settings, source) -> VideoSettings:
+    """ffmpeg mode with the local source server's host and port (only that port) on the allow-list."""
+    return ffmpeg_mode(video_settings, fetch_allow_hosts={f"127.0.0.1:{source.port}"})
+
+
 async def test_source_video_becomes_hls_that_ffmpeg_reads_back_through_our_http(
     settings, video_settings, test_video, fresh_pg_dsn
 ):
-    videos = ffmpeg_mode(video_settings, fetch_allow_hosts={"127.0.0.1"})
     async with (
         local_server({"/test.mp4": Route(body=test_video, headers={"Content-Type": "video/mp4"})}) as source,
-        served(settings, videos) as (base, _),
+        served(settings, allowing(video_settings, source)) as (base, _),
         httpx.AsyncClient(base_url=base) as client,
     ):
         created = (
@@ -96,23 +100,37 @@ async def _dead_letters(app, topic: str, count: int) -> list:
         await log.close()
 
 
-async def test_loopback_source_without_allow_list_fails_at_once_and_is_dead_lettered(
-    settings, video_settings, test_video, fresh_pg_dsn
+async def test_loopback_source_without_allow_list_is_422_at_registration(
+    settings, video_settings, test_video
 ):
     videos = ffmpeg_mode(video_settings)
     async with (
         local_server({"/test.mp4": Route(body=test_video)}) as source,
-        served(settings, videos) as (base, app),
+        served(settings, videos) as (base, _),
         httpx.AsyncClient(base_url=base) as client,
     ):
-        video_id = (
-            await client.post("/api/videos", json={"title": "t", "url": source.url("/test.mp4")})
-        ).json()["id"]
-        await eventually(lambda: status_of(client, video_id), until=lambda s: s == "failed", timeout_s=30)
-        video = (await client.get(f"/api/videos/{video_id}")).json()
-        (dead,) = await _dead_letters(app, videos.dlq_topic, 1)
-    assert "127.0.0.1" in video["error"] and "not a public address" in video["error"]
+        refused = await client.post("/api/videos", json={"title": "t", "url": source.url("/test.mp4")})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"][0]["type"] == "source_refused"
     assert source.connections == 0
+
+
+async def test_a_redirect_to_the_metadata_address_fails_at_once_with_a_safe_error_and_is_dead_lettered(
+    settings, video_settings, fresh_pg_dsn
+):
+    routes = {"/v.mp4": Route(302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})}
+    async with local_server(routes) as source:
+        videos = allowing(video_settings, source)
+        async with served(settings, videos) as (base, app), httpx.AsyncClient(base_url=base) as client:
+            video_id = (
+                await client.post("/api/videos", json={"title": "t", "url": source.url("/v.mp4")})
+            ).json()["id"]
+            await eventually(lambda: status_of(client, video_id), until=lambda s: s == "failed", timeout_s=30)
+            video = (await client.get(f"/api/videos/{video_id}")).json()
+            (dead,) = await _dead_letters(app, videos.dlq_topic, 1)
+    assert video["error"].startswith("source_refused: ")
+    assert "169.254" not in video["error"] and "127.0.0.1" not in video["error"]  # details: the log only
+    assert source.paths == ["/v.mp4"]  # the hop to the metadata address was never attempted
     assert orjson.loads(dead.value)["payload"]["video_id"] == video_id
     assert dead.header("dlq-error-type") == b"PoisonMessage"
     assert (await video_row(fresh_pg_dsn, video_id))["attempts"] == 1  # refused: no retries
@@ -121,19 +139,16 @@ async def test_loopback_source_without_allow_list_fails_at_once_and_is_dead_lett
 async def test_source_that_keeps_failing_is_retried_then_failed_with_its_reason_and_dead_lettered(
     settings, video_settings, fresh_pg_dsn
 ):
-    videos = ffmpeg_mode(video_settings, fetch_allow_hosts={"127.0.0.1"})
-    async with (
-        local_server({"/broken.mp4": Route(500, b"boom")}) as source,
-        served(settings, videos) as (base, app),
-        httpx.AsyncClient(base_url=base) as client,
-    ):
-        video_id = (
-            await client.post("/api/videos", json={"title": "t", "url": source.url("/broken.mp4")})
-        ).json()["id"]
-        await eventually(lambda: status_of(client, video_id), until=lambda s: s == "failed", timeout_s=30)
-        video = (await client.get(f"/api/videos/{video_id}")).json()
-        (dead,) = await _dead_letters(app, videos.dlq_topic, 1)
-    assert "HTTP 500" in video["error"]
+    async with local_server({"/broken.mp4": Route(500, b"boom")}) as source:
+        videos = allowing(video_settings, source)
+        async with served(settings, videos) as (base, app), httpx.AsyncClient(base_url=base) as client:
+            video_id = (
+                await client.post("/api/videos", json={"title": "t", "url": source.url("/broken.mp4")})
+            ).json()["id"]
+            await eventually(lambda: status_of(client, video_id), until=lambda s: s == "failed", timeout_s=30)
+            video = (await client.get(f"/api/videos/{video_id}")).json()
+            (dead,) = await _dead_letters(app, videos.dlq_topic, 1)
+    assert video["error"] == "source_http_error: the source answered HTTP 500"
     assert source.paths == ["/broken.mp4"] * settings.consumer_max_attempts  # one fetch per attempt
     assert (await video_row(fresh_pg_dsn, video_id))["attempts"] == settings.consumer_max_attempts
     assert int(dead.header("dlq-attempts")) == settings.consumer_max_attempts

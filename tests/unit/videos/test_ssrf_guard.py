@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from keel.videos.fetch import FetchFailed, GuardedFetcher, SourceRefused
+from keel.videos.fetch import AddressGuard, FetchFailed, GuardedFetcher, SourceRefused, parse_allow_entry
 
 PUBLIC_IP = "93.184.216.34"
 DNS = {
@@ -154,10 +154,77 @@ async def test_allow_listed_host_skips_only_the_address_check(tmp_path: Path):
             return httpx.Response(200, stream=httpx.ByteStream(b"ok"))
 
     guarded = GuardedFetcher(
-        allow_hosts={"127.0.0.1"}, max_bytes=10, timeout_s=5, resolver=TableResolver(), transport=Loopback()
+        allow_hosts={"127.0.0.1:8080"},
+        max_bytes=10,
+        timeout_s=5,
+        resolver=TableResolver(),
+        transport=Loopback(),
     )
     assert await guarded.download("http://127.0.0.1:8080/v.mp4", tmp_path / "a") == 2
-    # The allow-list names a host, not "anything": other private addresses stay refused.
-    with pytest.raises(SourceRefused):
-        await guarded.download("http://10.0.0.1/v.mp4", tmp_path / "b")
+    # The allow-list names a host and port, not "anything": other ports and addresses stay refused.
+    for url in ("http://10.0.0.1/v.mp4", "http://127.0.0.1:5432/", "http://127.0.0.1/v.mp4"):
+        with pytest.raises(SourceRefused):
+            await guarded.download(url, tmp_path / "b")
     assert seen == ["http://127.0.0.1:8080/v.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "admitted", "refused"),
+    [
+        (
+            "127.0.0.1",
+            ["http://127.0.0.1/v", "https://127.0.0.1/v", "http://127.0.0.1:80/v"],
+            ["http://127.0.0.1:8080/v"],
+        ),
+        ("127.0.0.1:8080", ["http://127.0.0.1:8080/v"], ["http://127.0.0.1/v", "http://127.0.0.1:8081/v"]),
+        ("[::1]:9000", ["http://[::1]:9000/v"], ["http://[::1]/v"]),
+        ("::1", ["http://[::1]/v"], ["http://[::1]:9000/v"]),
+        ("minio:9000", ["http://minio:9000/v"], ["http://minio/v", "http://minio:9001/v"]),
+    ],
+)
+def test_the_allow_list_is_host_and_port_and_a_bare_host_is_its_default_port(entry, admitted, refused):
+    guard = AddressGuard([entry], resolver=TableResolver())
+    for url in admitted:
+        guard.check(httpx.URL(url))
+    for url in refused:
+        with pytest.raises(SourceRefused):
+            guard.check(httpx.URL(url))
+
+
+STATICALLY_REFUSED = [
+    "http://10.0.0.1/a.mp4",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://127.0.0.1:5432/",
+    "http://2130706433/",
+    "http://localhost:6379/",
+    "http://api.localhost/",
+    "http://postgres:5432/",  # one label: a name only an internal resolver knows
+    "http://metadata.google.internal/computeMetadata/v1/",
+    "http://printer.local/",
+    "http://router.home.arpa/",
+    "http://user:pass@video.example/a.mp4",
+    "http://token@video.example/a.mp4",
+    "gopher://video.example/",
+]
+
+
+@pytest.mark.parametrize("url", STATICALLY_REFUSED)
+def test_what_registration_refuses_is_decided_from_the_url_alone(url):
+    resolver = TableResolver()
+    with pytest.raises(SourceRefused):
+        AddressGuard(resolver=resolver).check(httpx.URL(url))
+    assert resolver.calls == []
+
+
+def test_a_public_looking_name_is_left_to_the_worker_without_a_lookup():
+    resolver = TableResolver()
+    guard = AddressGuard(resolver=resolver)
+    assert guard.check(httpx.URL("https://internal.example/a.mp4")) is None  # the worker resolves it
+    assert str(guard.check(httpx.URL(f"http://{PUBLIC_IP}/a.mp4"))) == PUBLIC_IP
+    assert resolver.calls == []
+
+
+@pytest.mark.parametrize("entry", ["", "host:", "host:0", "host:70000", "[::1]x", "[::1]:"])
+def test_a_malformed_allow_list_entry_is_refused(entry):
+    with pytest.raises(ValueError):
+        parse_allow_entry(entry)

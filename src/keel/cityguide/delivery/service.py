@@ -47,6 +47,7 @@ class DeliveryService:
         self._recent = recent_pages
         hold_s = recent_pages.ttl_s if recent_pages is not None else 0.0
         self._sign_ttl_s = link_ttl_s + math.ceil(hold_s)
+        signer.allow_ttl(self._sign_ttl_s)
 
     async def on_tts_completed(self, events: Sequence[Event]) -> None:
         """Ready audio joins its route's list, a fetched batch in one store round trip; a repeat
