@@ -36,11 +36,8 @@ class BenchConfig:
     # The client count for the HTTP and pgbench workloads.
     connections: int = field(default_factory=lambda: _env_int("BENCH_CONNECTIONS", 32))
     loadgen_cpu: str = field(default_factory=lambda: os.environ.get("BENCH_LOADGEN_CPU", DEFAULT_LOADGEN_CPU))
-    admin_dsn: str = field(
-        default_factory=lambda: os.environ.get(
-            "BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
-        )
-    )
+    # A server to make the scratch database on; unset: a private one (the embedded wheel's, on loopback).
+    admin_dsn: str | None = field(default_factory=lambda: os.environ.get("BENCH_POSTGRES_DSN") or None)
     # Events per broker run: sized so one run of the slowest path (per-message consumer) takes seconds.
     broker_events: int = field(default_factory=lambda: _env_int("BENCH_BROKER_EVENTS", 20_000))
     # The writer rate for the relay-lag workload.

@@ -97,9 +97,20 @@ def keel_bin() -> str:
     return str(Path(sys.executable).parent / "keel")
 
 
+@contextlib.contextmanager
+def postgres_server(admin_dsn: str | None) -> Iterator[str]:
+    """BENCH_POSTGRES_DSN's server, or one of our own: the embedded wheel's PostgreSQL on a loopback
+    port, as the tests run it (machines of the project start no PostgreSQL of their own)."""
+    if admin_dsn:
+        yield admin_dsn
+        return
+    with servers.running(servers.postgres_server()) as server:
+        yield f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+
+
 @contextlib.asynccontextmanager
 async def scratch_database(admin_dsn: str) -> AsyncIterator[str]:
-    """A database of its own for this run on the shared server, dropped afterwards."""
+    """A database of its own for this run on the server, dropped afterwards."""
     name = f"keel_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(libpq_dsn(admin_dsn))
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 from bench.config import RESULTS, ROOT, BenchConfig
-from bench.procs import private_broker, private_redis, scratch_database
+from bench.procs import postgres_server, private_broker, private_redis, scratch_database
 from bench.report import Row, markdown
 from bench.workloads import PLANNED, Context, all_workloads, last_soak
 from tests.support import servers
@@ -59,8 +59,12 @@ async def settle_outbox(dsn: str) -> None:
 async def run_all(cfg: BenchConfig, logdir: Path) -> tuple[list[Row], list[str]]:
     rows: list[Row] = []
     notes: list[str] = []
-    async with scratch_database(cfg.admin_dsn) as dsn:
-        with private_redis() as redis_url, private_broker() as brokers:
+    with (
+        postgres_server(cfg.admin_dsn) as admin_dsn,
+        private_redis() as redis_url,
+        private_broker() as brokers,
+    ):
+        async with scratch_database(admin_dsn) as dsn:
             ctx = Context(
                 cfg=cfg,
                 dsn=dsn,

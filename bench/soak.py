@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench import loadgen
 from bench.config import RESULTS, BenchConfig
-from bench.procs import free_port, keel_bin, private_redis, scratch_database, service
+from bench.procs import free_port, keel_bin, postgres_server, private_redis, scratch_database, service
 from bench.run import git_sha
 from bench.workloads import Context
 from bench.workloads.memory import MIB, rss
@@ -118,8 +118,8 @@ async def main() -> int:
     cfg = BenchConfig()
     started = datetime.now(UTC)
     logdir = Path(tempfile.mkdtemp(prefix="keel-soak-"))
-    async with scratch_database(cfg.admin_dsn) as dsn:
-        with private_redis() as redis_url:
+    with postgres_server(cfg.admin_dsn) as admin_dsn, private_redis() as redis_url:
+        async with scratch_database(admin_dsn) as dsn:
             ctx = Context(cfg=cfg, dsn=dsn, redis_url=redis_url, brokers="", logdir=logdir)
             result = await soak(ctx, free_port())
     command = "make soak" if DURATION_S == 600 and WARMUP_S == 60 else "python -m bench.soak"
