@@ -48,13 +48,14 @@ def spans() -> Iterator[Finished]:
 
 @pytest.fixture
 def log_lines() -> Iterator[Callable[[], list[dict[str, object]]]]:
-    root = logging.getLogger()
-    saved, level = root.handlers[:], root.level
+    root, access = logging.getLogger(), logging.getLogger("keel.access")
+    saved = root.handlers[:], root.level, access.handlers[:], access.propagate
     setup_logging("INFO", json=True)
     stream = io.StringIO()
-    root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    for logger in (root, access):
+        logger.handlers[0].setStream(stream)  # type: ignore[attr-defined]
     yield lambda: [orjson.loads(line) for line in stream.getvalue().splitlines()]
-    root.handlers[:], root.level = saved, level
+    root.handlers[:], root.level, access.handlers[:], access.propagate = saved
 
 
 def delivered(message: OutgoingMessage, offset: int = 0) -> Message:

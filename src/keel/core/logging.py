@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 
 from keel.core.context import current_request_id
@@ -18,6 +20,35 @@ def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     if request_id is not None:
         event.setdefault("request_id", request_id)
     return event
+
+
+class AccessFormatter(logging.Formatter):
+    """The access line, rendered straight from its fields: the structlog chain costs ~50 µs a line,
+    as much as a cached GET itself; this ~5 µs. Same keys as every other JSON line."""
+
+    def __init__(self, json: bool) -> None:
+        super().__init__()
+        self.json = json
+
+    def format(self, record: logging.LogRecord) -> str:
+        method, route, status, duration_ms = record.args  # type: ignore[misc]
+        line: dict[str, Any] = {
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": duration_ms,
+            "event": "request",
+            "level": "info",
+            "logger": record.name,
+        }
+        request_id = current_request_id()
+        if request_id is not None:
+            line["request_id"] = request_id
+        add_trace_ids(None, "", line)
+        line["timestamp"] = datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z")
+        if self.json:
+            return orjson.dumps(line).decode()
+        return " ".join(f"{k}={v}" for k, v in line.items())
 
 
 def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
@@ -50,6 +81,11 @@ def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    access_handler = logging.StreamHandler()
+    access_handler.setFormatter(AccessFormatter(json))
+    access = logging.getLogger("keel.access")
+    access.handlers[:] = [access_handler]
+    access.propagate = False
     root.setLevel(level.upper())
     # The edge writes the access log (keel.core.middleware), with the route template and trace id.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

@@ -8,7 +8,6 @@ import asyncio
 import logging
 import time
 
-import structlog
 from opentelemetry.trace import Span
 from prometheus_client.metrics import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,7 +19,8 @@ from keel.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from keel.core.transient import is_transient, sqlstate
 
 log = logging.getLogger("keel.http")
-access = structlog.get_logger("keel.access")
+# Rendered by keel.core.logging.AccessFormatter from its args: (method, route, status, duration ms).
+access = logging.getLogger("keel.access")
 
 Header = tuple[bytes, bytes]
 # Probes and scrapes: neither traced nor access-logged (they come every few seconds and say nothing).
@@ -46,9 +46,7 @@ class HttpMetrics:
         series[1].observe(elapsed_s)
         if self.access_log and route not in QUIET_PATHS:
             # One call; the request id and the trace ids come from the context (keel.core.logging).
-            access.info(
-                "request", method=method, route=route, status=status, duration_ms=round(elapsed_s * 1000, 3)
-            )
+            access.info("%s %s %s %sms", method, route, status, round(elapsed_s * 1000, 3))
 
 
 class EdgeMiddleware:
