@@ -22,6 +22,7 @@ from keel.core.db import Database, libpq_dsn
 from keel.core.schema import upgrade
 from keel.core.settings import Settings
 from tests.support import servers
+from tests.support.otlp import OtlpReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -181,3 +182,16 @@ def make_settings(tmp_path: Path, app_database: AppDatabase) -> Callable[..., Se
         return Settings.model_validate(values)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def otlp() -> Iterator[OtlpReceiver]:
+    """An OTLP/HTTP trace receiver on loopback; apps export to it with `tests.support.otlp.traced`."""
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def quick_span_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch span processor exports every 0.1 s (the standard variable; 5 s by default)."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")

@@ -240,7 +240,10 @@ def demo(
     timeout: Annotated[float, typer.Option(help="seconds each flow may wait for the platform")] = 120.0,
 ) -> None:
     """A short scenario through every service of a running platform; exits 1 if any flow failed."""
+    from keel.core.spans import command_trace
+    from keel.core.telemetry import KEEP_ALL, make_sampler
     from keel.demo.console import run
+    from keel.demo.steps import FlowResult
     from keel.demo.targets import Targets
 
     base = base_url.rstrip("/")
@@ -254,7 +257,15 @@ def demo(
         # One base URL is `keel up`: its dev bus door publishes what would otherwise need a broker.
         platform=None if any((tickets_url, orders_url, videos_url, orchestrator_url, delivery_url)) else base,
     )
-    results = asyncio.run(run(targets, Console(), timeout))
+    settings = Settings()
+    sampler = make_sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg, default=KEEP_ALL)
+
+    async def traced() -> list[FlowResult]:
+        # One trace for the run: every request and event of the demo joins it.
+        with command_trace("keel-demo", "demo", settings.otel_exporter_otlp_endpoint, sampler):
+            return await run(targets, Console(), timeout)
+
+    results = asyncio.run(traced())
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
 

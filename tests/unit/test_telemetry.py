@@ -1,46 +1,180 @@
-"""Trace context crosses the bus: a consumer span continues the producer's trace."""
+"""Tracing through the same setup as production (an in-memory exporter in place of OTLP): one server
+span per request, none for probes and scrapes, trace context across the bus, batch spans with links,
+trace ids and the access line in the logs, the sampler variables."""
 
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterator, Sequence
+
+import httpx
+import orjson
+import pytest
+from fastapi import APIRouter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind
 
-from keel.core.telemetry import consume_span, inject_headers
+from keel.core import telemetry
+from keel.core.app import create_app
+from keel.core.bus.message import Message, OutgoingMessage
+from keel.core.events import Event, encode
+from keel.core.logging import setup_logging
+from keel.core.settings import Settings
+from keel.core.spans import process_batch, process_one, start_sending
+
+Finished = Callable[[], Sequence[ReadableSpan]]
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
-def test_consumer_span_continues_the_trace_carried_in_headers():
+@pytest.fixture
+def spans() -> Iterator[Finished]:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("test")
-    trace.set_tracer_provider(provider)
+    telemetry.setup_tracing(
+        "test", None, sampler=telemetry.make_sampler("always_on", None), exporter=exporter
+    )
 
-    with tracer.start_as_current_span("produce") as producer:
-        headers = inject_headers()
-    assert dict(headers)["traceparent"].decode().startswith("00-")
+    def finished() -> Sequence[ReadableSpan]:
+        tracing = telemetry.active()
+        assert tracing is not None
+        tracing.provider.force_flush()
+        return exporter.get_finished_spans()
 
-    with consume_span("consume tickets.events", headers, topic="tickets.events") as span:
-        assert span.get_span_context().trace_id == producer.get_span_context().trace_id
-
-    names = [s.name for s in exporter.get_finished_spans()]
-    assert "consume tickets.events" in names
+    yield finished
+    telemetry.shutdown_tracing()
 
 
-async def test_http_request_with_traceparent_joins_the_callers_trace():
-    import httpx
+@pytest.fixture
+def log_lines() -> Iterator[Callable[[], list[dict[str, object]]]]:
+    root, access = logging.getLogger(), logging.getLogger("keel.access")
+    saved = root.handlers[:], root.level, access.handlers[:], access.propagate
+    setup_logging("INFO", json=True)
+    stream = io.StringIO()
+    for logger in (root, access):
+        logger.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    yield lambda: [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    root.handlers[:], root.level, access.handlers[:], access.propagate = saved
 
-    from keel.core.app import create_app
-    from keel.core.settings import Settings
-    from keel.core.telemetry import instrument_app
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+def delivered(message: OutgoingMessage, offset: int = 0) -> Message:
+    return Message(message.topic, 0, offset, message.key, message.value, message.headers)
+
+
+def test_tracing_off_adds_no_headers_and_no_spans():
+    assert not telemetry.enabled()
+    assert Event("t", {}).headers == ()
+    assert start_sending([OutgoingMessage("t", b"{}")]) is None
+
+
+def test_a_consumer_span_continues_the_trace_of_the_send_span(spans: Finished):
+    sending = start_sending([encode(Event("route.confirmed", {"route_id": "r"}, key="r"), "x", "bare")])
+    assert sending is not None
+    sending.acked([(3, 41)])
+    with process_one(delivered(sending.messages[0], 41), "orchestrator"):
+        pass
+    send, process = spans()
+    assert (send.name, send.kind, process.name, process.kind) == (
+        "send x",
+        SpanKind.PRODUCER,
+        "process x",
+        SpanKind.CONSUMER,
+    )
+    assert process.parent is not None and process.parent.span_id == send.context.span_id
+    assert process.context.trace_id == send.context.trace_id
+    assert send.attributes is not None and process.attributes is not None
+    assert send.attributes["messaging.system"] == "kafka"
+    assert send.attributes["messaging.destination.partition.id"] == "3"
+    assert send.attributes["messaging.kafka.offset"] == 41
+    assert process.attributes["messaging.consumer.group.name"] == "orchestrator"
+    assert process.attributes["messaging.message.id"] == send.attributes["messaging.message.id"]
+
+
+def test_a_batch_span_links_every_record_and_is_a_root_when_they_come_from_many_traces(spans: Finished):
+    records = []
+    for n in range(3):
+        with telemetry.active().tracer.start_as_current_span(f"request {n}"):  # type: ignore[union-attr]
+            records.append(delivered(encode(Event("orders", {"n": n}), "orders", "bare"), n))
+    with process_batch("orders", 0, records, "order-svc"):
+        pass
+    batch = spans()[-1]
+    assert batch.name == "process orders" and batch.parent is None
+    assert len(batch.links) == 3
+    assert batch.attributes is not None and batch.attributes["messaging.batch.message_count"] == 3
+
+
+def test_a_batch_of_one_trace_continues_it_and_events_it_causes_stay_in_their_own_trace(spans: Finished):
+    tracer = telemetry.active().tracer  # type: ignore[union-attr]
+    with tracer.start_as_current_span("produce") as produce:
+        records = [delivered(encode(Event("t", {"n": n}), "t", "bare"), n) for n in range(2)]
+    with tracer.start_as_current_span("elsewhere"):
+        other = Event("t", {})
+    with process_batch("t", 0, records, "g") as batch:
+        same = Event("u", {}, headers=telemetry.trace_headers(records[0].headers))
+        caused = Event("u", {}, headers=telemetry.trace_headers(other.headers))
+    assert batch.get_span_context().trace_id == produce.get_span_context().trace_id
+    assert telemetry.carrier(same.headers)["traceparent"].split("-")[2] == format(
+        batch.get_span_context().span_id, "016x"
+    )
+    assert caused.headers == other.headers
+
+
+async def test_one_server_span_per_request_and_none_for_probes_and_scrapes(spans: Finished, log_lines):
     app = create_app(title="traced", settings=Settings(_env_file=None))
-    instrument_app(app, tracer_provider=provider)
-    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01", "x-request-id": "req-1"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
-        await client.get("/items-unknown", headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
-    spans = exporter.get_finished_spans()
-    assert spans
-    assert {format(s.context.trace_id, "032x") for s in spans} == {trace_id}
+        assert (await client.get("/nowhere", headers=headers)).status_code == 404
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert (await client.get(path)).status_code == 200
+    (server,) = spans()
+    assert server.kind == SpanKind.SERVER and server.name == "GET unmatched"
+    assert format(server.context.trace_id, "032x") == TRACE_ID
+    assert server.attributes is not None and server.attributes["http.response.status_code"] == 404
+    (access,) = [line for line in log_lines() if line["logger"] == "keel.access"]
+    assert access["method"] == "GET" and access["route"] == "unmatched" and access["status"] == 404
+    assert access["request_id"] == "req-1" and access["trace_id"] == TRACE_ID
+    assert access["span_id"] == format(server.context.span_id, "016x")
+    assert isinstance(access["duration_ms"], float)
+
+
+async def test_access_log_is_on_by_default_and_off_with_the_setting(log_lines, monkeypatch):
+    router = APIRouter()
+
+    @router.get("/items/{item_id}")
+    async def item(item_id: str) -> dict[str, str]:
+        return {"id": item_id}
+
+    async def paths(settings: Settings) -> list[dict[str, object]]:
+        app = create_app(title="t", settings=settings, routers=[router])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+            await client.get("/items/7")
+            await client.get("/healthz")
+        return [line for line in log_lines() if line["logger"] == "keel.access"]
+
+    (line,) = await paths(Settings(_env_file=None))
+    assert line["route"] == "/items/{item_id}" and line["status"] == 200 and "trace_id" not in line
+    monkeypatch.setenv("ACCESS_LOG", "false")
+    assert len(await paths(Settings(_env_file=None))) == 1  # the first app's line only
+
+
+def test_the_default_sampler_keeps_a_tenth_of_new_traces_and_follows_the_caller():
+    sampler = telemetry.make_sampler(None, None)
+    assert isinstance(sampler, ParentBased)
+    assert "0.1" in sampler.get_description()
+    ratio = telemetry.make_sampler("traceidratio", 0.25)
+    assert isinstance(ratio, TraceIdRatioBased) and ratio.rate == 0.25
+    assert telemetry.make_sampler("parentbased_always_off", None).get_description().startswith("ParentBased")
+
+
+def test_sampler_settings_take_the_standard_variables(monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    settings = Settings(_env_file=None)
+    assert (settings.otel_traces_sampler, settings.otel_traces_sampler_arg) == (
+        "parentbased_traceidratio",
+        0.5,
+    )
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "sometimes")
+    with pytest.raises(ValueError):
+        Settings(_env_file=None)

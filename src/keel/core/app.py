@@ -90,11 +90,14 @@ def create_app(
         description=description,
         lifespan=lifespan,
         responses=error_responses(422, 500, 503, 504),
+        # The edge makes the one server span per request (keel.core.spans); FastAPI's own telemetry
+        # would make a second, outside the edge, for every request the edge leaves untraced too.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     install_error_handlers(app)
     # Inside the edge: counts streamed bodies; a route's own `max_body_size` overrides it (uploads).
     app.add_middleware(EnvelopedBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
-    metrics = HttpMetrics()
+    metrics = HttpMetrics(access_log=settings.access_log)
     app.add_middleware(
         EdgeMiddleware,
         timeout_s=settings.request_timeout_s,

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import orjson
 
 from keel.core.bus.message import Headers, Message, OutgoingMessage
+from keel.core.telemetry import trace_headers
 
 WireFormat = Literal["envelope", "bare"]
 MAX_EVENT_BYTES = 1_000_000
@@ -40,8 +41,9 @@ class Event:
     key: str | None = None
     event_id: str = field(default_factory=_new_id)
     created_at: datetime = field(default_factory=_now)
-    # Extra headers (trace context) carried alongside; not part of the payload.
-    headers: Headers = ()
+    # Extra headers carried alongside, not part of the payload: the trace context of where the event
+    # was built (every producer gets it for free), or of the event that caused it (`trace_headers`).
+    headers: Headers = field(default_factory=trace_headers)
     # False when an outside producer sent no event id and one was derived or is missing.
     has_event_id: bool = True
 

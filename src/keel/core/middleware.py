@@ -1,5 +1,6 @@
-"""The edge of every app: request id, deadline, golden-signal metrics, last-resort error envelope.
-keel.core.fastpath answers its hot GET routes with the same pieces, ahead of the FastAPI stack."""
+"""The edge of every app: request id, deadline, golden-signal metrics, the access log, the server span
+(when tracing is on) and the last-resort error envelope. keel.core.fastpath answers its hot GET routes
+with the same pieces, ahead of the FastAPI stack."""
 
 from __future__ import annotations
 
@@ -7,25 +8,33 @@ import asyncio
 import logging
 import time
 
+from opentelemetry.trace import Span
 from prometheus_client.metrics import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keel.core import spans, telemetry
 from keel.core.context import accept_request_id, reset_request_id, set_request_id
 from keel.core.envelope import error_body
 from keel.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from keel.core.transient import is_transient, sqlstate
 
 log = logging.getLogger("keel.http")
+# Rendered by keel.core.logging.AccessFormatter from its args: (method, route, status, duration ms).
+access = logging.getLogger("keel.access")
 
 Header = tuple[bytes, bytes]
+# Probes and scrapes: neither traced nor access-logged (they come every few seconds and say nothing).
+QUIET_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
 
 
 class HttpMetrics:
-    """The golden signals per (method, route template, status). Keeps the labelled children: `labels()`
-    takes a lock and builds its key on every call, a measurable share of a cache hit."""
+    """The golden signals per (method, route template, status), and the access log line. Keeps the
+    labelled children: `labels()` takes a lock and builds its key on every call, a measurable share
+    of a cache hit."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, access_log: bool = False) -> None:
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self.access_log = access_log
 
     def observe(self, method: str, route: str, status: int, elapsed_s: float) -> None:
         key = (method, route, status)
@@ -35,6 +44,9 @@ class HttpMetrics:
             series = self._series[key] = (HTTP_REQUESTS.labels(*labels), HTTP_LATENCY.labels(*labels))
         series[0].inc()
         series[1].observe(elapsed_s)
+        if self.access_log and route not in QUIET_PATHS:
+            # One call; the request id and the trace ids come from the context (keel.core.logging).
+            access.info("%s %s %s %sms", method, route, status, round(elapsed_s * 1000, 3))
 
 
 class EdgeMiddleware:
@@ -53,8 +65,13 @@ class EdgeMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
+        elif telemetry.enabled() and scope["path"] not in QUIET_PATHS:
+            with spans.server_span(scope) as span:
+                await self._serve(scope, receive, send, span)
+        else:
+            await self._serve(scope, receive, send, None)
 
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, span: Span | None) -> None:
         given_id, declared = request_headers(scope)
         request_id = accept_request_id(given_id)
         token = set_request_id(request_id)
@@ -65,6 +82,8 @@ class EdgeMiddleware:
         begin = time.perf_counter()
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await _send_error(send, 413, "payload_too_large", "request body is too large", rid_header)
+            if span is not None:
+                spans.finish_server_span(span, scope["method"], "unmatched", 413)
             HTTP_REQUESTS.labels(scope["method"], "unmatched", "413").inc()
             reset_request_id(token)
             return
@@ -88,6 +107,8 @@ class EdgeMiddleware:
             status = await send_failure(send, exc, deadline.expired(), self.timeout_s, rid_header)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
+            if span is not None:
+                spans.finish_server_span(span, scope["method"], route, status)
             self.metrics.observe(scope["method"], route, status, time.perf_counter() - begin)
             reset_request_id(token)
 

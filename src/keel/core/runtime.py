@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
+from opentelemetry.sdk.trace.sampling import Sampler
 
 from keel.core.app import create_app
 from keel.core.devbus import dev_bus_router
@@ -21,7 +22,7 @@ from keel.core.settings import DEFAULT_SECRET, Settings
 from keel.core.status import Printer, StatusLine
 from keel.core.storage import signed_files_router
 from keel.core.supervisor import Supervisor
-from keel.core.telemetry import instrument_app, setup_tracing
+from keel.core.telemetry import DEFAULT_SAMPLER, KEEP_ALL, make_sampler, setup_tracing, shutdown_tracing
 
 log = logging.getLogger("keel.runtime")
 
@@ -121,6 +122,8 @@ def build_app(
                 fast_routes.clear()  # their use cases close with the lifespan
                 await supervisor.stop()
                 log.info("keel %s stopped", names)
+                if tracing:
+                    shutdown_tracing()  # the spans still buffered are exported now
 
     routers: list[APIRouter] = [r for s in specs for r in s.routers()] if serve_routes else []
     if serve_routes and any(s.uses_storage for s in specs):
@@ -129,7 +132,12 @@ def build_app(
         routers.append(dev_bus_router(topics, door_open=dev_door))
     served = _get_templates(routers)
     max_route_body = max((s.max_body_bytes or 0 for s in specs), default=0) or None
-    tracing = setup_tracing(f"keel-{names.replace(', ', '-')}", settings.otel_exporter_otlp_endpoint)
+    tracing = setup_tracing(
+        f"keel-{names.replace(', ', '-')}",
+        settings.otel_exporter_otlp_endpoint,
+        sampler=_sampler(settings, embedded),
+        client_spans=settings.otel_client_spans,
+    )
     app = create_app(
         title=title or f"Keel {names}",
         description=specs[0].description if len(specs) == 1 else "",
@@ -138,9 +146,14 @@ def build_app(
         readiness=lambda: state["infra"].checks if "infra" in state else [],  # type: ignore[attr-defined]
         lifespan=lifespan,
         max_route_body_bytes=max_route_body,
-        # Spans come from the OpenTelemetry middleware inside the stack: traced, every request takes it.
+        # Server spans come from the edge inside the stack: traced, every request takes it.
         fast_routes=None if tracing else fast_routes,
     )
-    if tracing:
-        instrument_app(app)
     return app
+
+
+def _sampler(settings: Settings, embedded: bool) -> Sampler:
+    """OTEL_TRACES_SAMPLER(_ARG) when set; else 10 % parent-based, and every trace under `keel up`
+    (a developer's machine, where the one request being looked at must be there)."""
+    default = KEEP_ALL if embedded else DEFAULT_SAMPLER
+    return make_sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg, default=default)

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keel.core.bus.security import KafkaSecurity
 from keel.core.redis_topology import RedisTopology
+from keel.core.telemetry import SamplerName
 
 DEFAULT_SECRET = "secret"  # noqa: S105 - the seed's documented default; refused by `keel serve`/`worker`
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -56,6 +57,16 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
     )
+    # The standard sampler variables; unset, `keel serve`/`keel worker` keep 10 % of the traces they
+    # start (parent-based) and `keel up` keeps all (docs/observability.md).
+    otel_traces_sampler: SamplerName | None = Field(default=None, validation_alias="OTEL_TRACES_SAMPLER")
+    otel_traces_sampler_arg: float | None = Field(
+        default=None, ge=0, le=1, validation_alias="OTEL_TRACES_SAMPLER_ARG"
+    )
+    # asyncpg and Redis client spans under Keel's spans, when tracing is on.
+    otel_client_spans: bool = Field(default=True, validation_alias="OTEL_CLIENT_SPANS")
+    # One line per request (method, route template, status, duration, request and trace ids).
+    access_log: bool = Field(default=True, validation_alias="ACCESS_LOG")
 
     data_dir: Path = Field(default=Path(".keel"), validation_alias="KEEL_DATA_DIR")
     request_timeout_s: float = Field(default=5.0, gt=0, validation_alias="REQUEST_TIMEOUT_S")

@@ -1,64 +1,191 @@
-"""OpenTelemetry: traces exported when OTEL_EXPORTER_OTLP_ENDPOINT is set, and trace context
-carried across the bus in a `traceparent` header (W3C), so one trace spans HTTP → outbox → consumers."""
+"""OpenTelemetry: traces exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set, and W3C trace
+context carried across the bus in message headers, so one trace spans HTTP → outbox → relay → consumers.
+
+Tracing off (no endpoint) costs one global read at each hook: no provider, no spans, no headers.
+The span shapes (server, send, process) are in `keel.core.spans`; docs/observability.md shows a trace."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from fastapi import FastAPI
-from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from starlette.middleware.opentelemetry import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 
-tracer = trace.get_tracer("keel")
+log = logging.getLogger("keel.telemetry")
 
 Headers = Iterable[tuple[str, bytes]]
+SamplerName = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
+# What `keel serve` and `keel worker` keep of the traces they start (a caller's decision, carried in
+# `traceparent`, is followed): tracing every request cut a cached GET to a tenth (bench/results).
+DEFAULT_SAMPLER: SamplerName = "parentbased_traceidratio"
+DEFAULT_RATIO = 0.1
+# A person's one run of a tool (or `keel up` on their machine) is the trace they came to look at.
+KEEP_ALL: SamplerName = "parentbased_always_on"
+TRACE_HEADERS = ("traceparent", "tracestate")
 
 
-def setup_tracing(service_name: str, endpoint: str | None, exporter: SpanExporter | None = None) -> bool:
-    """Install a tracer provider exporting over OTLP/HTTP; a no-op (tracing off) without an endpoint."""
+@dataclass(frozen=True, slots=True)
+class Tracing:
+    provider: TracerProvider
+    tracer: trace.Tracer
+    # Database and Redis client spans: only under a span of ours (a relay's poll starts no trace).
+    clients: TracerProvider | None
+
+
+_tracing: Tracing | None = None
+
+
+def enabled() -> bool:
+    return _tracing is not None
+
+
+def active() -> Tracing | None:
+    return _tracing
+
+
+def make_sampler(
+    name: SamplerName | None, arg: float | None, *, default: SamplerName = DEFAULT_SAMPLER
+) -> Sampler:
+    """The sampler the standard OTEL_TRACES_SAMPLER(_ARG) name; unset: `default` (parent-based at
+    10 %). A named ratio sampler without an argument keeps every trace, as the OpenTelemetry spec says."""
+    ratio = arg if arg is not None else (DEFAULT_RATIO if name is None else 1.0)
+    name = name or default
+    root_name = name.removeprefix("parentbased_")
+    root = {"always_on": ALWAYS_ON, "always_off": ALWAYS_OFF}.get(root_name) or TraceIdRatioBased(ratio)
+    return ParentBased(root) if name.startswith("parentbased_") else root
+
+
+def setup_tracing(
+    service_name: str,
+    endpoint: str | None,
+    *,
+    sampler: Sampler | None = None,
+    client_spans: bool = False,
+    exporter: SpanExporter | None = None,
+) -> bool:
+    """Install this process's tracer provider exporting over OTLP/HTTP; False (tracing off) without an
+    endpoint or exporter. `client_spans` adds asyncpg and Redis client spans."""
+    global _tracing
     if exporter is None and not endpoint:
         return False
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")  # type: ignore[union-attr]
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
+    shutdown_tracing()  # a second app in one process (tests) replaces the first's provider
+    resource = Resource.create({"service.name": service_name})
+    processor = BatchSpanProcessor(exporter)
+    provider = TracerProvider(resource=resource, sampler=sampler or make_sampler(None, None))
+    provider.add_span_processor(processor)
+    clients = None
+    if client_spans:
+        clients = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_OFF))
+        clients.add_span_processor(_Shared(processor))
+        _instrument_clients(clients)
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        trace.set_tracer_provider(provider)  # for code that asks the global one; set once per process
+    _tracing = Tracing(provider, provider.get_tracer("keel"), clients)
     return True
 
 
-def instrument_app(app: FastAPI, tracer_provider: trace.TracerProvider | None = None) -> None:
-    app.add_middleware(
-        OpenTelemetryMiddleware,
-        excluded_urls=r".*/(healthz|readyz|metrics)$",
-        tracer_provider=tracer_provider,
-    )
+def shutdown_tracing() -> None:
+    """Export what is buffered and uninstall the provider (at the end of the app's lifespan)."""
+    global _tracing
+    current, _tracing = _tracing, None
+    if current is None:
+        return
+    if current.clients is not None:
+        _uninstrument_clients()
+    current.provider.shutdown()
 
 
-def inject_headers() -> tuple[tuple[str, bytes], ...]:
-    """The current trace context as message headers (empty when no span is active)."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return tuple((k, v.encode()) for k, v in carrier.items())
+class _Shared(SpanProcessor):
+    """The main provider's exporter, fed by the client-span provider; shut down by its owner only."""
+
+    def __init__(self, processor: SpanProcessor) -> None:
+        self._processor = processor
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        self._processor.on_start(span, parent_context)
+
+    def on_end(self, span: Any) -> None:
+        self._processor.on_end(span)
 
 
-def headers_to_carrier(headers: Headers) -> dict[str, str]:
-    return {k: v.decode("latin-1") for k, v in headers if k in ("traceparent", "tracestate")}
+def _instrument_clients(provider: TracerProvider) -> None:
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    RedisInstrumentor().instrument(tracer_provider=provider)
 
 
-@contextmanager
-def consume_span(name: str, headers: Headers, **attributes: str | int) -> Iterator[trace.Span]:
-    """A consumer span whose parent is the producer's context carried in the message headers."""
-    parent = propagate.extract(headers_to_carrier(headers))
-    token = otel_context.attach(parent)
-    try:
-        with tracer.start_as_current_span(name, kind=trace.SpanKind.CONSUMER, attributes=attributes) as span:
-            yield span
-    finally:
-        otel_context.detach(token)
+def _uninstrument_clients() -> None:
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    AsyncPGInstrumentor().uninstrument()  # type: ignore[no-untyped-call]
+    RedisInstrumentor().uninstrument()
+
+
+# --- trace context in message headers ---
+
+
+def carrier(headers: Headers) -> dict[str, str]:
+    return {k: v.decode("latin-1") for k, v in headers if k in TRACE_HEADERS}
+
+
+def extract(headers: Headers) -> Context:
+    return propagate.extract(carrier(headers))
+
+
+def inject(context: Context | None = None) -> tuple[tuple[str, bytes], ...]:
+    out: dict[str, str] = {}
+    propagate.inject(out, context=context)
+    return tuple((k, v.encode()) for k, v in out.items())
+
+
+def trace_headers(cause: Headers = ()) -> tuple[tuple[str, bytes], ...]:
+    """The trace context an event built now carries: the current span's, or — for an event caused by
+    a consumed one (`cause` = its headers) while the current span belongs to another trace, as a
+    batch of many traces does — the cause's, so each event stays in the trace it came from."""
+    if _tracing is None:
+        return ()
+    if cause:
+        carried = tuple((k, v) for k, v in cause if k in TRACE_HEADERS)
+        if carried:
+            theirs = trace.get_current_span(extract(carried)).get_span_context()
+            ours = trace.get_current_span().get_span_context()
+            if theirs.is_valid and theirs.trace_id != ours.trace_id:
+                return carried
+    return inject()
+
+
+def add_trace_ids(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: the current span's ids on every line written inside one."""
+    if _tracing is not None:
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            event.setdefault("trace_id", format(ctx.trace_id, "032x"))
+            event.setdefault("span_id", format(ctx.span_id, "016x"))
+    return event

@@ -14,12 +14,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from keel.core.telemetry import trace_headers
 from keel.demo.flows import FLOWS
 from keel.demo.scenario import run_all
 from keel.demo.steps import FlowResult
 from keel.demo.targets import Targets
 
 STYLE = {"ok": "[green]ok[/green]", "failed": "[red]FAILED[/red]", "skipped": "[yellow]skipped[/yellow]"}
+
+
+async def _trace_context(request: httpx.Request) -> None:
+    """The demo's requests join its trace (nothing is added when tracing is off)."""
+    request.headers.update({k: v.decode() for k, v in trace_headers()})
 
 
 async def run(targets: Targets, console: Console, timeout_s: float) -> list[FlowResult]:
@@ -39,7 +45,7 @@ async def run(targets: Targets, console: Console, timeout_s: float) -> list[Flow
         def on_step(name: str, step: str) -> None:
             progress.update(tasks[name], advance=1, description=step)
 
-        async with httpx.AsyncClient(timeout=10.0) as client:
+        async with httpx.AsyncClient(timeout=10.0, event_hooks={"request": [_trace_context]}) as client:
             results = await run_all(client, targets, timeout_s=timeout_s, listener=on_step)
         for result in results:
             progress.update(tasks[result.name], description=STYLE[result.status])

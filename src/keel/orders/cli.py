@@ -14,6 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from keel.core.bus.message import OutgoingMessage
 from keel.core.events import Event, encode
+from keel.core.spans import command_trace
+from keel.core.telemetry import KEEP_ALL, make_sampler
 from keel.orders.fake import bad_message, fake_order
 from keel.orders.schemas import ORDER_EVENT
 from keel.orders.settings import OrderSettings
@@ -49,10 +51,27 @@ def order_record(topic: str, rng: random.Random, bad_rate: float) -> tuple[Outgo
 async def publish(
     brokers: list[str], topic: str, count: int, interval_s: float, bad_rate: float, seed: int | None
 ) -> tuple[int, int]:
-    from keel.core.bus.kafka import KafkaBus
 
     settings = OrderSettings()
     rng = random.Random(seed)  # test data, not security
+    sampler = make_sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg, default=KEEP_ALL)
+    with command_trace(
+        "keel-orders-produce", "orders produce", settings.otel_exporter_otlp_endpoint, sampler
+    ):
+        return await _publish(settings, rng, brokers, topic, count, interval_s, bad_rate)
+
+
+async def _publish(
+    settings: OrderSettings,
+    rng: random.Random,
+    brokers: list[str],
+    topic: str,
+    count: int,
+    interval_s: float,
+    bad_rate: float,
+) -> tuple[int, int]:
+    from keel.core.bus.kafka import KafkaBus
+
     bus = KafkaBus(brokers, idempotence=settings.kafka_idempotence, security=settings.kafka_security())
     good = bad = 0
     try:

@@ -15,8 +15,9 @@ from keel.core.db import Database
 from keel.core.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from keel.core.events import dumps
 from keel.core.outbox import shard_for
+from keel.core.outbox.writer import headers_json
 from keel.core.storage import ObjectStore
-from keel.core.telemetry import inject_headers
+from keel.core.telemetry import trace_headers
 from keel.tickets import repository
 from keel.tickets.idempotency import IdempotencyStore, RedisIdempotencyStore, State
 from keel.tickets.schemas import TicketCreate, TicketEvents, TicketStatus
@@ -102,7 +103,7 @@ class TicketService:
             topic=TicketEvents.TOPIC,
             event_type=event_type,
             payload_json=dumps(payload).decode(),
-            headers_json=dumps(dict((k, v.decode()) for k, v in inject_headers())).decode(),
+            headers_json=headers_json(trace_headers()),
             shard=shard_for(ticket_id, self.outbox_shards),
         )
 

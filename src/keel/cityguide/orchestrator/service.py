@@ -7,7 +7,7 @@ an event that arrives before what it refers to is parked and applied when that a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,13 +18,26 @@ from keel.cityguide.orchestrator import messages, repository
 from keel.cityguide.orchestrator.messages import RouteConfirmed, StoriesGenerated, TtsCompleted
 from keel.cityguide.orchestrator.metrics import ROUTE_TO_FIRST_AUDIO
 from keel.cityguide.orchestrator.schemas import Restart, RestartableStep, Step, TtsJob, Workflow
+from keel.core.bus.message import Headers
 from keel.core.db import Database, UnitOfWork
 from keel.core.errors import Conflict, NotFound
 from keel.core.events import Event
 from keel.core.outbox import Outbox
+from keel.core.telemetry import trace_headers
 
 Clock = Callable[[], datetime]
 Payload = dict[str, Any]  # an event's payload as it came, kept when the event is parked
+# Route id → the headers of the event of this batch that concerns it: each route's events carry on
+# that event's trace (a batch holds many routes, each in a trace of its own).
+Causes = Mapping[str, Headers]
+NO_CAUSES: Causes = {}
+
+
+def causes(events: Sequence[Event], route_ids: Sequence[str]) -> Causes:
+    found: dict[str, Headers] = {}
+    for event, route_id in zip(events, route_ids, strict=True):
+        found.setdefault(route_id, event.headers)
+    return found
 
 
 def utcnow() -> datetime:
@@ -47,6 +60,7 @@ class OrchestratorService:
         first: dict[str, tuple[RouteConfirmed, datetime]] = {}
         for msg, at in confirmed:
             first.setdefault(msg.route_id, (msg, at))  # a repeat in the batch is a duplicate
+        caused = causes(events, [msg.route_id for msg, _ in confirmed])
         created = await repository.insert_workflows(
             conn, self._lang, [(r, msg.mode, msg.route, at) for r, (msg, at) in first.items()]
         )
@@ -57,22 +71,24 @@ class OrchestratorService:
             for r, (msg, _) in first.items()
             if r in created
         ]
-        await self._emit(uow, topics.STORY_GENERATE, commands)
+        await self._emit(uow, topics.STORY_GENERATE, commands, caused)
         parked = await repository.unpark(conn, created, topics.STORY_GENERATED)
         if parked:
-            await self._apply_stories(uow, conn, [(messages.stories_generated(p), p) for p in parked])
+            stories = [(messages.stories_generated(p), p) for p in parked]
+            await self._apply_stories(uow, conn, stories, caused)
 
     async def on_stories_generated(self, events: Sequence[Event], uow: UnitOfWork) -> None:
         generated = [(messages.stories_generated(e.payload), e.payload) for e in events]
         conn = await uow.raw()
         await repository.lock_routes(conn, (msg.route_id for msg, _ in generated))
-        await self._apply_stories(uow, conn, generated)
+        caused = causes(events, [msg.route_id for msg, _ in generated])
+        await self._apply_stories(uow, conn, generated, caused)
 
     async def on_tts_completed(self, events: Sequence[Event], uow: UnitOfWork) -> None:
         results = [(messages.tts_completed(e.payload), e.payload) for e in events]
         conn = await uow.raw()
         await repository.lock_routes(conn, (msg.route_id for msg, _ in results))
-        await self._apply_tts(uow, conn, results)
+        await self._apply_tts(uow, conn, results, causes(events, [msg.route_id for msg, _ in results]))
 
     # --- operator use cases ---
 
@@ -98,7 +114,7 @@ class OrchestratorService:
             await repository.set_workflow_status(conn, route_id, "running")
             await repository.add_restart(conn, route_id, step.value, attempt, who, reason)
             jobs = await repository.requeue_jobs(conn, route_id, attempt)
-            await self._request_tts(uow, jobs, attempt)
+            await self._request_tts(uow, jobs, attempt, NO_CAUSES)
             await uow.commit()
         return await self.get(route_id)
 
@@ -108,7 +124,11 @@ class OrchestratorService:
         return event.created_at if event.has_event_id else self._clock()
 
     async def _apply_stories(
-        self, uow: UnitOfWork, conn: asyncpg.Connection, generated: Sequence[tuple[StoriesGenerated, Payload]]
+        self,
+        uow: UnitOfWork,
+        conn: asyncpg.Connection,
+        generated: Sequence[tuple[StoriesGenerated, Payload]],
+        caused: Causes,
     ) -> None:
         """Jobs from the first stories of each route (later ones are duplicates); stories for a route
         not confirmed yet are parked."""
@@ -135,26 +155,34 @@ class OrchestratorService:
         jobs = await repository.insert_jobs(
             conn, [(route_id, story) for route_id, msg in applied.items() for story in msg.stories]
         )
-        await self._request_tts(uow, jobs, 1)
+        await self._request_tts(uow, jobs, 1, caused)
         unparked = await repository.unpark(conn, applied, topics.TTS_COMPLETED)
         if unparked:
-            await self._apply_tts(uow, conn, [(messages.tts_completed(p), p) for p in unparked])
+            await self._apply_tts(uow, conn, [(messages.tts_completed(p), p) for p in unparked], caused)
 
     async def _apply_tts(
-        self, uow: UnitOfWork, conn: asyncpg.Connection, results: Sequence[tuple[TtsCompleted, Payload]]
+        self,
+        uow: UnitOfWork,
+        conn: asyncpg.Connection,
+        results: Sequence[tuple[TtsCompleted, Payload]],
+        caused: Causes,
     ) -> None:
         """Completed results of many routes at once; a route with a failed result in the batch has its
         results applied one by one, in order (failures are rare and each changes the route's state)."""
         failing = {msg.route_id for msg, _ in results if msg.status == "failed"}
-        await self._complete(uow, conn, [r for r in results if r[0].route_id not in failing])
+        await self._complete(uow, conn, [r for r in results if r[0].route_id not in failing], caused)
         for result in (r for r in results if r[0].route_id in failing):
             if result[0].status == "failed":
                 await self._fail(conn, *result)
             else:
-                await self._complete(uow, conn, [result])
+                await self._complete(uow, conn, [result], caused)
 
     async def _complete(
-        self, uow: UnitOfWork, conn: asyncpg.Connection, results: Sequence[tuple[TtsCompleted, Payload]]
+        self,
+        uow: UnitOfWork,
+        conn: asyncpg.Connection,
+        results: Sequence[tuple[TtsCompleted, Payload]],
+        caused: Causes,
     ) -> None:
         """Completed jobs, first audio, and delivery for the routes whose jobs are now all completed."""
         if not results:
@@ -189,7 +217,7 @@ class OrchestratorService:
         if finished:
             delivered = await repository.deliver(conn, finished)
             prefetch = [(r, {"route_id": r, "next_audio": audio}) for r, audio in delivered]
-            await self._emit(uow, topics.DELIVERY_PREFETCH, prefetch)
+            await self._emit(uow, topics.DELIVERY_PREFETCH, prefetch, caused)
 
     async def _fail(self, conn: asyncpg.Connection, msg: TtsCompleted, payload: Payload) -> None:
         route_id = msg.route_id
@@ -216,7 +244,9 @@ class OrchestratorService:
 
         uow.after_commit(observe)
 
-    async def _request_tts(self, uow: UnitOfWork, jobs: Sequence[asyncpg.Record], attempt: int) -> None:
+    async def _request_tts(
+        self, uow: UnitOfWork, jobs: Sequence[asyncpg.Record], attempt: int, caused: Causes
+    ) -> None:
         # Every route's first story before any route's second: the TTS workers take requests in this
         # order, and a route's first audio is what its listener waits for.
         requests = [
@@ -234,10 +264,15 @@ class OrchestratorService:
             )
             for job in sorted(jobs, key=lambda j: (j["position"], j["route_id"]))
         ]
-        await self._emit(uow, topics.TTS_REQUESTED, requests)
+        await self._emit(uow, topics.TTS_REQUESTED, requests, caused)
 
-    async def _emit(self, uow: UnitOfWork, topic: str, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        batch = [Event(topic, payload, key=key) for key, payload in events]
+    async def _emit(
+        self, uow: UnitOfWork, topic: str, events: Sequence[tuple[str, dict[str, Any]]], caused: Causes
+    ) -> None:
+        batch = [
+            Event(topic, payload, key=key, headers=trace_headers(caused.get(payload["route_id"], ())))
+            for key, payload in events
+        ]
         await self._outbox.add_many(uow, batch, topic, wire="bare")
 
     async def _view(self, conn: asyncpg.Connection, route_id: str) -> Workflow:

@@ -21,7 +21,7 @@ class StoryWorker:
     async def on_generate(self, events: Sequence[Event]) -> None:
         """The stories of every route in the batch, published together."""
         results = [self._stories(event.payload) for event in events]
-        await self._publisher.publish(topics.STORY_GENERATED, results)
+        await self._publisher.publish(topics.STORY_GENERATED, results, [e.headers for e in events])
 
     @staticmethod
     def _stories(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:

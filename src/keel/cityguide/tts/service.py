@@ -15,6 +15,7 @@ from keel.cityguide.events import optional_int, text_field
 from keel.cityguide.publisher import Publisher
 from keel.cityguide.tts.espeak import EspeakError
 from keel.cityguide.tts.wav import duration_s, to_wav
+from keel.core.bus.message import Headers
 from keel.core.events import Event, PoisonMessage
 from keel.core.metrics import JOB_DURATION
 from keel.core.storage import ObjectStore
@@ -51,6 +52,7 @@ class Job:
     position: int | None
     lang: Any
     audio_id: str
+    trace: Headers  # the request's trace context, carried on by its result
 
 
 def urgency(event: Event) -> float:
@@ -88,7 +90,7 @@ class TtsWorker:
         speech made one request at a time, each result stored and published as soon as it is made;
         returns once every result is acknowledged."""
         # Every request is checked before any effect: a bad one fails the batch before it starts.
-        jobs = sorted((self._job(event.payload) for event in events), key=lambda j: j.position or 0)
+        jobs = sorted((self._job(event) for event in events), key=lambda j: j.position or 0)
         storing = asyncio.Semaphore(STORES_IN_FLIGHT)
         pending: list[asyncio.Task[None]] = []
         try:
@@ -106,7 +108,8 @@ class TtsWorker:
             if isinstance(outcome, BaseException):
                 raise outcome
 
-    def _job(self, payload: dict[str, Any]) -> Job:
+    def _job(self, event: Event) -> Job:
+        payload = event.payload
         route_id, story_id = text_field(payload, "route_id"), text_field(payload, "story_id")
         text = payload.get("text")
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
@@ -119,6 +122,7 @@ class TtsWorker:
             position=optional_int(payload, "position"),
             lang=payload.get("lang", "ru"),
             audio_id=audio_id_for(route_id, story_id, self._voice, text),
+            trace=event.headers,
         )
 
     async def _speak(self, job: Job) -> Speech | str:
@@ -158,4 +162,4 @@ class TtsWorker:
                 result |= {"status": "completed", "duration_s": round(duration_s(pcm, rate), 3)}
         finally:
             storing.release()  # the audio is stored (or not): the next one may be made
-        await self._publisher.publish(topics.TTS_COMPLETED, [(job.audio_id, result)])
+        await self._publisher.publish(topics.TTS_COMPLETED, [(job.audio_id, result)], [job.trace])

@@ -37,6 +37,7 @@ from keel.core.bus.message import Message, OutgoingMessage, TopicPartition
 from keel.core.bus.port import RebalanceListener
 from keel.core.bus.refusal import refusal
 from keel.core.bus.security import PLAINTEXT, KafkaSecurity
+from keel.core.spans import start_sending
 
 log = logging.getLogger("keel.bus")
 
@@ -290,6 +291,19 @@ class KafkaProducer:
         # Topics are created with our partition count on first use, as the memory bus does, rather
         # than by the broker's auto-creation with its own default.
         await self._bus.ensure_topics([m.topic for m in messages])
+        sending = start_sending(messages)
+        if sending is None:
+            await self._send_many(producer, messages)
+            return
+        try:
+            results = await self._send_many(producer, sending.messages)
+        except BaseException as exc:
+            sending.failed(exc)
+            raise
+        sending.acked([(r.partition, r.offset) for r in results])
+
+    async def _send_many(self, producer: AIOKafkaProducer, messages: Sequence[OutgoingMessage]) -> list[Any]:
+        """Every record in flight, then every ack; the acks' record metadata, in order."""
         pending: list[asyncio.Future[Any]] = []
         try:
             for m in messages:
@@ -317,6 +331,7 @@ class KafkaProducer:
             self._bus.report("producer", reason)
             raise PublishFailed(reason) from failures[0]
         self._bus.report("producer", None)
+        return results
 
     async def _abandon(self, producer: AIOKafkaProducer) -> None:
         """Drop a producer whose records went unacknowledged, and every record it still holds.

@@ -24,6 +24,7 @@ from aiokafka.partitioner import murmur2
 from keel.core.bus.errors import BrokerUnavailable, BusError, CommitFailed, ConsumerStopped, NotAssigned
 from keel.core.bus.message import Message, OutgoingMessage, TopicPartition
 from keel.core.bus.port import RebalanceListener
+from keel.core.spans import start_sending
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +163,14 @@ class MemoryBus:
     def log(self, tp: TopicPartition) -> _Log:
         return self._topics[tp.topic].logs[tp.partition]
 
-    def append(self, record: OutgoingMessage) -> None:
+    def append(self, record: OutgoingMessage) -> Message:
         self.check_open()
         message = self.topic(record.topic).append(record)
         tp = message.tp
         for reader in self._readers.get(record.topic, ()):
             reader.notify(tp)
         self._retire(tp)
+        return message
 
     def commit(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
         self._groups[group_id].committed.update(offsets)
@@ -247,8 +249,12 @@ class MemoryProducer:
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
         if not self._running:
             raise BusError("producer is not started")
-        for message in messages:
-            self._bus.append(message)
+        sending = start_sending(messages)
+        if sending is not None:
+            messages = sending.messages
+        appended = [self._bus.append(message) for message in messages]
+        if sending is not None:
+            sending.acked([(m.partition, m.offset) for m in appended])
         # A real send always yields to the loop; so does this one, or a tight send loop starves readers.
         await asyncio.sleep(0)
 

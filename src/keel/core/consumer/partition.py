@@ -31,7 +31,7 @@ from keel.core.consumer.retry import RetryPolicy, is_transient
 from keel.core.db import Database
 from keel.core.events import Event, PoisonMessage, WireFormat, decode
 from keel.core.metrics import EVENTS_CONSUMED, JOB_DURATION
-from keel.core.telemetry import consume_span
+from keel.core.spans import process_batch, process_one
 
 log = logging.getLogger("keel.core.consumer")
 
@@ -226,7 +226,7 @@ class PartitionWorker:
         if failure is not None and failure.dead_letter_pending and failure.error is not None:
             return await self._dead_letter(message, failure.error, failure.attempts)
         try:
-            with consume_span(f"{message.topic} process", message.headers, partition=message.partition):
+            with process_one(message, p.group_id):
                 event = decode(message, p.wire, default_type=p.default_type)
                 applied = await p.timed(apply_one(p.handler, p.db, p.inbox, event))
         except PoisonMessage as exc:
@@ -287,7 +287,7 @@ class PartitionWorker:
         (nothing applied for `Batch`; for `IdempotentBatch` whatever was applied is applied again)."""
         p = self._p
         try:
-            with consume_span(f"{self.tp.topic} process batch", (), size=len(chunk)):
+            with process_batch(self.tp.topic, self.tp.partition, chunk, p.group_id):
                 events = [decode(m, p.wire, default_type=p.default_type) for m in chunk]
                 outcomes = await p.timed(self._apply_batch(handler, events))
         except Exception as exc:

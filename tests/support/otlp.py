@@ -1,0 +1,128 @@
+"""An OTLP/HTTP trace receiver on loopback, in process: what a collector would get from Keel's
+exporter, decoded into plain records that tests query by trace."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    service: str
+    name: str
+    kind: str  # SERVER, CLIENT, PRODUCER, CONSUMER, INTERNAL
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    links: tuple[tuple[str, str], ...] = ()  # (trace id, span id)
+
+
+def _value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    return getattr(v, kind) if kind else None
+
+
+class OtlpReceiver:
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                receiver._take(body)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> OtlpReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _take(self, body: bytes) -> None:
+        request = ExportTraceServiceRequest.FromString(body)
+        got = []
+        for resource_spans in request.resource_spans:
+            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for s in scope_spans.spans:
+                    got.append(
+                        ReceivedSpan(
+                            service=str(resource.get("service.name")),
+                            name=s.name,
+                            kind=SpanProto.SpanKind.Name(s.kind).removeprefix("SPAN_KIND_"),
+                            trace_id=s.trace_id.hex(),
+                            span_id=s.span_id.hex(),
+                            parent_id=s.parent_span_id.hex() or None,
+                            attributes={a.key: _value(a.value) for a in s.attributes},
+                            links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in s.links),
+                        )
+                    )
+        with self._lock:
+            self.spans.extend(got)
+
+    def trace(self, trace_id: str) -> list[ReceivedSpan]:
+        with self._lock:
+            return [s for s in self.spans if s.trace_id == trace_id]
+
+    def named(self, name: str) -> list[ReceivedSpan]:
+        with self._lock:
+            return [s for s in self.spans if s.name == name]
+
+
+def traced(settings: Any, receiver: OtlpReceiver) -> Any:
+    """These settings exporting to `receiver`, keeping every trace (the sampler variable's path)."""
+    return settings.model_copy(
+        update={
+            "otel_exporter_otlp_endpoint": receiver.endpoint,
+            "otel_traces_sampler": "parentbased_always_on",
+        }
+    )
+
+
+def traceparent(trace_id: str) -> str:
+    """A caller's sampled context in `trace_id` (its span is not exported: the trace's root is outside)."""
+    return f"00-{trace_id}-{'ab' * 8}-01"
+
+
+def assert_parent(spans: list[ReceivedSpan], child: str, parent: str) -> None:
+    """Some span named `child` is a child of some span named `parent`, in the same trace."""
+    parents = {s.span_id for s in spans if s.name == parent}
+    children = [s for s in spans if s.name == child]
+    assert children, f"no {child!r} span in {sorted({s.name for s in spans})}"
+    assert any(c.parent_id in parents for c in children), f"{child!r} is not a child of {parent!r}"
+
+
+def assert_connected(spans: list[ReceivedSpan], root_parent: str) -> None:
+    """Every span's parent is in the trace, or is the caller's span that started it."""
+    ids = {s.span_id for s in spans} | {root_parent}
+    orphans = [s.name for s in spans if s.parent_id not in ids]
+    assert not orphans, f"spans whose parent is not in the trace: {orphans}"
