@@ -65,10 +65,10 @@ def pgbench_script(statement: str, params: dict[int, str], setup: Sequence[str] 
 
 
 async def pgbench(
-    cfg: BenchConfig, dsn: str, script: str, name: str, clients: int | None = None
+    cfg: BenchConfig, dsn: str, script: str, name: str, clients: int | None = None, mode: str = "prepared"
 ) -> list[Sample]:
     """Warm-up, then the median-able runs of `script` at the bench's client count (prepared statements,
-    as asyncpg prepares the endpoint's)."""
+    as asyncpg prepares the endpoint's; `extended`, unnamed ones, as asyncpg sends them behind PgBouncer)."""
     path = Path(tempfile.gettempdir()) / f"keel-bench-{name}.sql"
     path.write_text(script)
 
@@ -78,7 +78,7 @@ async def pgbench(
                 pgbench_binary(),
                 "-n",  # no vacuum of pgbench's own tables: we have none
                 "-M",
-                "prepared",
+                mode,
                 "-c",
                 str(clients or cfg.connections),
                 "-j",

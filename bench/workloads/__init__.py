@@ -61,10 +61,11 @@ def all_workloads() -> list[Workload]:
     from bench.workloads.ingest import OrderIngest
     from bench.workloads.memory import MemoryWorkload
     from bench.workloads.orders import OrderGet
-    from bench.workloads.tickets import TicketCreate, TicketList
+    from bench.workloads.tickets import TicketCreate, TicketCreatePgBouncer, TicketList
 
     return [
         TicketCreate(),
+        TicketCreatePgBouncer(),
         TicketList(),
         OrderGet(),
         DeliveryPrefetch(),

@@ -8,6 +8,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -15,6 +16,7 @@ from bench import limits, loadgen, profile
 from bench.procs import Child, free_port, keel_bin, service
 from bench.report import Row, Sample, median
 from bench.workloads import Context
+from tests.support import servers
 
 from keel.tickets import repository
 
@@ -48,12 +50,12 @@ WORKER_ENV = {"OUTBOX_LINGER_S": "0.05"}
 
 
 @contextlib.asynccontextmanager
-async def ticket_worker(ctx: Context) -> AsyncIterator[Child]:
+async def ticket_worker(ctx: Context, extra_env: dict[str, str] | None = None) -> AsyncIterator[Child]:
     """`keel worker tickets`: the outbox relay and the notifications consumer, apart from the API as
     production runs them (on the bench's memory bus: the relay feeds the consumer in that process)."""
     port = free_port()
     argv = [keel_bin(), "worker", "tickets", "--port", str(port)]
-    env = {**ctx.service_env(), **WORKER_ENV}
+    env = {**ctx.service_env(), **WORKER_ENV, **(extra_env or {})}
     async with service(argv, env, ctx.logdir, "keel-worker-tickets", port) as child:
         yield child
 
@@ -100,10 +102,12 @@ class TicketCreate:
     # (`--workers 2`) served no more (PostgreSQL, the worker and wrk take the other core).
     API_ARGS = ("--api-only",)
 
-    async def measure(self, ctx: Context, user: str) -> tuple[list[Sample], bytes, str]:
+    async def measure(
+        self, ctx: Context, user: str, env: dict[str, str] | None = None, profiled: bool = True
+    ) -> tuple[list[Sample], bytes, str]:
         async with (
-            ticket_service(ctx, extra_args=self.API_ARGS) as (child, base),
-            ticket_worker(ctx) as worker,
+            ticket_service(ctx, extra_env=env, extra_args=self.API_ARGS) as (child, base),
+            ticket_worker(ctx, env) as worker,
         ):
             async with httpx.AsyncClient(base_url=base) as client:
                 sample = await client.post(
@@ -126,7 +130,7 @@ class TicketCreate:
                 f"`{' '.join(f'{k}={v}' for k, v in WORKER_ENV.items())} keel worker tickets`, its own "
                 f"process (as deployed): {worker_ms:.2f} ms CPU per create besides the API's"
             )
-            if ctx.cfg.profile:
+            if ctx.cfg.profile and profiled:
                 args = [uuid.uuid4().hex[:12], user]
                 title = "POST /v1/tickets with Idempotency-Key (keel serve tickets --api-only, keel worker tickets beside it)"
                 ctx.notes.append(
@@ -185,5 +189,43 @@ class TicketList:
                 limit_sample,
                 "req/s",
                 LIST_TARGET_RATIO,
+            )
+        ]
+
+
+# PgBouncer's server connections for the pooled row: what PostgreSQL runs at once (on 2 cores more
+# only queue), while each Keel process keeps its own DB_POOL_SIZE client connections to PgBouncer.
+PGBOUNCER_POOL = 16
+
+
+class TicketCreatePgBouncer:
+    """The create row again with PgBouncer in transaction mode between every process and PostgreSQL
+    (DB_POOLER=pgbouncer: unnamed statements, parsed at each execution; LISTEN direct). Its limit is
+    pgbench of the same statement through the same PgBouncer, sent the same way (`-M extended`)."""
+
+    name = "tickets-create-pgbouncer"
+
+    async def run(self, ctx: Context) -> Sequence[Row]:
+        with servers.running(servers.pgbouncer_server(ctx.dsn, pool_size=PGBOUNCER_POOL)) as bouncer:
+            direct = urlsplit(ctx.dsn)
+            pooled = urlunsplit(direct._replace(netloc=f"{direct.username}@127.0.0.1:{bouncer.port}"))
+            env = {"POSTGRES_DSN": pooled, "DB_POOLER": "pgbouncer", "POSTGRES_LISTEN_DSN": ctx.dsn}
+            figures, body, note = await TicketCreate().measure(
+                ctx, f"bench-pgb-{ctx.run_id}", env, profiled=False
+            )
+            script = create_sql_for_pgbench(body)
+            limit = median(
+                await limits.pgbench(ctx.cfg, pooled, script, "ticket-create-pgb", mode="extended")
+            )
+        return [
+            Row(
+                f"POST /v1/tickets + Idempotency-Key through PgBouncer (transaction mode, {PGBOUNCER_POOL} server "
+                "conns), 32 conns, vs pgbench CREATE_IDEMPOTENT through it",
+                median(figures),
+                limit,
+                "req/s",
+                CREATE_TARGET_RATIO,
+                CREATE_TARGET_P99_MS,
+                note=f"{note}; DB_POOLER=pgbouncer, LISTEN direct",
             )
         ]
