@@ -21,7 +21,7 @@ from keel.core import telemetry
 from keel.core.app import create_app
 from keel.core.bus.message import Message, OutgoingMessage
 from keel.core.events import Event, encode
-from keel.core.logging import setup_logging
+from keel.core.logging import access_log, setup_logging
 from keel.core.settings import Settings
 from keel.core.spans import process_batch, process_one, start_sending
 
@@ -54,7 +54,12 @@ def log_lines() -> Iterator[Callable[[], list[dict[str, object]]]]:
     stream = io.StringIO()
     for logger in (root, access):
         logger.handlers[0].setStream(stream)  # type: ignore[attr-defined]
-    yield lambda: [orjson.loads(line) for line in stream.getvalue().splitlines()]
+
+    def lines() -> list[dict[str, object]]:
+        access_log().write_pending()  # written once per event-loop turn: the current one's too
+        return [orjson.loads(line) for line in stream.getvalue().splitlines()]
+
+    yield lines
     root.handlers[:], root.level, access.handlers[:], access.propagate = saved
 
 

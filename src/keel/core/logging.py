@@ -3,9 +3,12 @@ request id of the current request and the ids of the current span (`trace_id`, `
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import logging
 import sys
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 import orjson
@@ -22,16 +25,26 @@ def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-class AccessFormatter(logging.Formatter):
-    """The access line, rendered straight from its fields: the structlog chain costs ~50 µs a line,
-    as much as a cached GET itself; this ~5 µs. Same keys as every other JSON line."""
+class AccessLog(logging.StreamHandler):  # type: ignore[type-arg]
+    """The access log: one line per request, rendered straight from its fields and written once per
+    event-loop turn for every request that finished in it.
+
+    Through the logging module each line cost ~30 µs on 2 busy cores (a LogRecord with its caller
+    lookup, the handler lock, a write and a flush per line): as much as a cached GET itself, the list
+    row of the bench fell from 60 % to 36 % of bare ASGI. Rendered here (~5 µs) and batched, the write
+    is one syscall for all the requests a turn finished. Lines may trail other log lines of the same
+    turn by that turn. Records logged to `keel.access` the usual way are rendered the same."""
 
     def __init__(self, json: bool) -> None:
         super().__init__()
         self.json = json
+        self._pending: list[str] = []
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop a write is scheduled on
+        self._second = -1
+        self._stamp = ""
+        atexit.register(self.write_pending)
 
-    def format(self, record: logging.LogRecord) -> str:
-        method, route, status, duration_ms = record.args  # type: ignore[misc]
+    def request(self, method: str, route: str, status: int, duration_ms: float) -> None:
         line: dict[str, Any] = {
             "method": method,
             "route": route,
@@ -39,16 +52,51 @@ class AccessFormatter(logging.Formatter):
             "duration_ms": duration_ms,
             "event": "request",
             "level": "info",
-            "logger": record.name,
+            "logger": "keel.access",
         }
         request_id = current_request_id()
         if request_id is not None:
             line["request_id"] = request_id
         add_trace_ids(None, "", line)
-        line["timestamp"] = datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z")
-        if self.json:
-            return orjson.dumps(line).decode()
-        return " ".join(f"{k}={v}" for k, v in line.items())
+        line["timestamp"] = self._timestamp(time.time())
+        self._pending.append(
+            orjson.dumps(line).decode() if self.json else " ".join(f"{k}={v}" for k, v in line.items())
+        )
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: write now
+            self.write_pending()
+            return
+        if self._flush_on is not loop:
+            self._flush_on = loop
+            loop.call_soon(self.write_pending)
+
+    def _timestamp(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:  # the date and time change once a second; the fraction every call
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((now - second) * 1_000_000):06d}Z"
+
+    def write_pending(self) -> None:
+        self._flush_on = None
+        if not self._pending:
+            return
+        text = "\n".join(self._pending) + "\n"
+        self._pending.clear()
+        with contextlib.suppress(OSError, ValueError):  # a closed stream at exit
+            self.stream.write(text)
+            self.stream.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.request(*record.args)  # type: ignore[misc]
+
+
+_access_log: AccessLog | None = None
+
+
+def access_log() -> AccessLog | None:
+    """The access log `setup_logging` installed (None before it ran)."""
+    return _access_log
 
 
 def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
@@ -81,10 +129,10 @@ def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    access_handler = logging.StreamHandler()
-    access_handler.setFormatter(AccessFormatter(json))
+    global _access_log
+    _access_log = AccessLog(json)
     access = logging.getLogger("keel.access")
-    access.handlers[:] = [access_handler]
+    access.handlers[:] = [_access_log]
     access.propagate = False
     root.setLevel(level.upper())
     # The edge writes the access log (keel.core.middleware), with the route template and trace id.

@@ -15,11 +15,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keel.core import spans, telemetry
 from keel.core.context import accept_request_id, reset_request_id, set_request_id
 from keel.core.envelope import error_body
+from keel.core.logging import access_log
 from keel.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from keel.core.transient import is_transient, sqlstate
 
 log = logging.getLogger("keel.http")
-# Rendered by keel.core.logging.AccessFormatter from its args: (method, route, status, duration ms).
+# Written by keel.core.logging.AccessLog once logging is set up; its args: (method, route, status, ms).
 access = logging.getLogger("keel.access")
 
 Header = tuple[bytes, bytes]
@@ -45,8 +46,12 @@ class HttpMetrics:
         series[0].inc()
         series[1].observe(elapsed_s)
         if self.access_log and route not in QUIET_PATHS:
-            # One call; the request id and the trace ids come from the context (keel.core.logging).
-            access.info("%s %s %s %sms", method, route, status, round(elapsed_s * 1000, 3))
+            # The request id and the trace ids come from the context (keel.core.logging.AccessLog).
+            writer = access_log()
+            if writer is not None:
+                writer.request(method, route, status, round(elapsed_s * 1000, 3))
+            else:
+                access.info("%s %s %s %sms", method, route, status, round(elapsed_s * 1000, 3))
 
 
 class EdgeMiddleware:

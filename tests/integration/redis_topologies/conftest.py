@@ -1,11 +1,13 @@
-"""Keel's Redis users again, with REDIS_URL naming a Sentinel group or a Redis Cluster: each module
-here sets `redis_url` to its topology and imports the tests that already prove those users on one
-server, so the same assertions hold whichever topology runs underneath."""
+"""Keel's Redis users again, with REDIS_URL naming a Redis Cluster: the module here sets `redis_url`
+to its topology and imports the tests that already prove those users on one server, so the same
+assertions hold whichever topology runs underneath. (Sentinels: tests/chaos/test_redis_sentinel_failover.py
+runs the tickets service, its caches, idempotency keys and limits through them across a failover.)"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import pytest
 import pytest_asyncio
 
 from keel.core.redis_topology import RedisClient, RedisTopology
@@ -16,3 +18,13 @@ async def redis_client(redis_url: str) -> AsyncIterator[RedisClient]:
     client = RedisTopology.parse(redis_url).client()
     yield client
     await client.aclose()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The imported tests' in-process variants ([memory]) do not depend on REDIS_URL: run once elsewhere."""
+    here = [i for i in items if "redis_topologies" in str(i.fspath)]
+    kept = [i for i in here if "memory" not in getattr(getattr(i, "callspec", None), "params", {}).values()]
+    dropped = [i for i in here if i not in kept]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if i not in dropped]
