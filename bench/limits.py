@@ -172,8 +172,10 @@ async def raw_consume(brokers: str, topic: str, count: int, batch: int) -> float
     )
     await consumer.start()
     try:
-        await consumer.topics()  # loads the topic's partitions into the client's metadata
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        # The consumer's own metadata holds only subscribed topics: ask the cluster for every topic.
+        cluster = await consumer._client.fetch_all_metadata()
+        partitions = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+        assert partitions, f"topic {topic} has no partitions on the broker"
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         total = 0

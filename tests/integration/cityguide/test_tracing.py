@@ -35,13 +35,15 @@ HOPS = [
 
 
 async def test_the_cityguide_flow_is_one_trace_to_the_delivery_page(
-    pg_dsn, redis_url, kafka_brokers, tmp_path, app_database, otlp, quick_span_export
+    fresh_pg_dsn, redis_url, kafka_brokers, tmp_path, app_database, otlp, quick_span_export
 ):
     settings = traced(
         Settings.model_validate(
             {
                 "data_dir": tmp_path,
-                **app_database(pg_dsn),
+                # A database of its own: the shared one holds other tests' unpublished outbox rows
+                # (the fuzz suite leaves thousands), which this app's relay would send first.
+                **app_database(fresh_pg_dsn),
                 "redis_url": redis_url,
                 "kafka_brokers": kafka_brokers,
                 "kafka_idempotence": idempotent_producers(),
