@@ -238,8 +238,14 @@ def demo(
     orchestrator_url: Annotated[str | None, typer.Option(help="orchestrator, when served apart")] = None,
     delivery_url: Annotated[str | None, typer.Option(help="delivery-prefetch, when served apart")] = None,
     timeout: Annotated[float, typer.Option(help="seconds each flow may wait for the platform")] = 120.0,
+    video_source_port: Annotated[
+        int, typer.Option(help="127.0.0.1 port of the demo's own clip (for HLS_MODE=ffmpeg)")
+    ] = 8765,
 ) -> None:
-    """A short scenario through every service of a running platform; exits 1 if any flow failed."""
+    """A short scenario through every service of a running platform; exits 1 if any flow failed.
+
+    In HLS_MODE=ffmpeg the platform fetches sources: allow the demo's clip with
+    VIDEO_FETCH_ALLOW_HOSTS=127.0.0.1:8765 (the port of --video-source-port)."""
     from keel.core.spans import command_trace
     from keel.core.telemetry import KEEP_ALL, make_sampler
     from keel.demo.console import run
@@ -256,6 +262,7 @@ def demo(
         brokers=[b.strip() for b in (brokers or "").split(",") if b.strip()],
         # One base URL is `keel up`: its dev bus door publishes what would otherwise need a broker.
         platform=None if any((tickets_url, orders_url, videos_url, orchestrator_url, delivery_url)) else base,
+        video_source_port=video_source_port,
     )
     settings = Settings()
     sampler = make_sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg, default=KEEP_ALL)

@@ -1,5 +1,6 @@
 """`keel demo` against the embedded platform (`keel up`: every service in one process, memory bus,
-no broker): every flow ends green — the dev bus door stands in for a console producer."""
+no broker): every flow ends green — the dev bus door stands in for a console producer — and in
+HLS_MODE=ffmpeg the videos flow serves its own clip on loopback for the platform to fetch."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from keel import services
 from keel.core.runtime import build_app
 from keel.demo.scenario import run_all
 from keel.demo.targets import Targets
+from keel.videos.settings import VideoSettings
+from keel.videos.spec import build_spec
+from tests.support.servers import free_port
 
 
 async def test_demo_against_keel_up_ends_with_every_flow_green(fresh_pg_dsn, make_settings, monkeypatch):
@@ -24,6 +28,35 @@ async def test_demo_against_keel_up_ends_with_every_flow_green(fresh_pg_dsn, mak
     assert [(r.name, r.status, r.detail) for r in results] == [
         (name, "ok", "") for name in ("cityguide", "tickets", "orders", "videos")
     ]
+    # The default mode fetches nothing: the demo's loopback clip is refused, a placeholder is made into
+    # a real clip, and one of its segments decodes.
+    videos = results[-1]
+    assert "(placeholder source)" in videos.steps[0]
+    assert videos.steps[-1].startswith("segment decoded by ffmpeg")
+
+
+async def test_demo_in_ffmpeg_mode_serves_its_own_clip_which_the_platform_fetches_and_segments(
+    fresh_pg_dsn, make_settings
+):
+    port = free_port()
+    videos = VideoSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        HLS_MODE="ffmpeg",
+        VIDEO_FETCH_ALLOW_HOSTS=f"127.0.0.1:{port}",
+        VIDEOS_TOPIC=f"videos.events-{port}",
+        VIDEOS_GROUP_ID=f"videos-hls-{port}",
+    )
+    app = build_app([build_spec(videos)], make_settings(postgres_dsn=fresh_pg_dsn), embedded=True)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://platform") as client,
+    ):
+        (result,) = await run_all(
+            client, Targets.single("http://platform", video_source_port=port), timeout_s=60, names=["videos"]
+        )
+    assert (result.status, result.detail) == ("ok", ""), result.steps
+    assert "(source: the demo's clip)" in result.steps[0]
+    assert result.steps[-1].startswith("segment decoded by ffmpeg")
 
 
 async def test_dev_bus_door_refuses_unknown_topics_and_exists_only_under_keel_up(fresh_pg_dsn, make_settings):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
+from keel.demo.media import SOURCE_PORT
+
 
 @dataclass(frozen=True)
 class Targets:
@@ -17,11 +19,15 @@ class Targets:
     brokers: list[str] = field(default_factory=list)
     # Without brokers: the embedded platform (`keel up`) whose /_dev/bus door publishes onto its memory bus.
     platform: str | None = None
+    # Where the videos flow serves its own clip (127.0.0.1), for a platform in HLS_MODE=ffmpeg.
+    video_source_port: int = SOURCE_PORT
 
     @classmethod
-    def single(cls, base_url: str, brokers: list[str] | None = None) -> Targets:
+    def single(
+        cls, base_url: str, brokers: list[str] | None = None, video_source_port: int = SOURCE_PORT
+    ) -> Targets:
         base = base_url.rstrip("/")
-        return cls(base, base, base, base, base, list(brokers or []), platform=base)
+        return cls(base, base, base, base, base, list(brokers or []), base, video_source_port)
 
     def url(self, service_base: str, path: str) -> str:
         """An absolute URL for a path (or a link a service answered, which may be relative)."""

@@ -1,4 +1,4 @@
-"""Video routes: `/api/videos` (seed 003) and the HLS files at `/hls/<id>.m3u8`, `/hls/<id>/<n>.ts`."""
+"""Video routes: `/api/videos` (seed 003), `/api/videos/{id}/retry`, and the HLS files at `/hls/<id>.m3u8`, `/hls/<id>/<n>.ts`."""
 
 from __future__ import annotations
 
@@ -47,6 +47,16 @@ def build_router() -> APIRouter:
     async def get(video_id: VideoId, service: Service) -> Response:
         read = await service.get(video_id)
         return Response(read.body, media_type=JSON, headers={"X-Cache": "hit" if read.cache_hit else "miss"})
+
+    @router.post(
+        "/api/videos/{video_id}/retry",
+        status_code=202,
+        response_model=Video,
+        summary="Process a failed video again (back to pending, a new round of attempts)",
+        responses=error_responses(404, 409),
+    )
+    async def retry(video_id: VideoId, service: Service) -> Response:
+        return Response(dumps(await service.retry(video_id)), status_code=202, media_type=JSON)
 
     @router.get(
         "/hls/{video_id}.m3u8",

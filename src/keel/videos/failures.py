@@ -28,6 +28,16 @@ def failure(exc: BaseException) -> str:
     return PROCESSING_FAILED
 
 
+def is_permanent(exc: BaseException) -> bool:
+    """True when another try would meet the same answer (a refused host, a 4xx, a file ffmpeg cannot
+    read): the video fails at once instead of using up its retries; `POST .../retry` tries it again."""
+    if isinstance(exc, SourceRefused):
+        return True
+    if isinstance(exc, FetchFailed | SegmentingFailed):
+        return exc.permanent
+    return False
+
+
 def public_error(stored: str | None) -> str | None:
     """A stored error as callers see it: ours pass, anything else (older rows) is the generic one."""
     if stored is None or _SAFE.match(stored):

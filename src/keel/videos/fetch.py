@@ -55,12 +55,21 @@ class SourceRefused(Exception):
 
 
 class FetchFailed(Exception):
-    """The source could not be fetched this time (HTTP error, too large, too slow). The message is for
-    the log; `public` is the `code: message` a caller may see (keel.videos.failures)."""
+    """The source could not be fetched (HTTP error, too large, too slow). The message is for the log;
+    `public` is the `code: message` a caller may see (keel.videos.failures). `permanent`: the source
+    itself said no (a 4xx, too large, a redirect loop) and asking again would get the same answer;
+    otherwise (5xx, timeout, connection error) a later try may succeed."""
 
-    def __init__(self, message: str, public: str = "source_unavailable: the source could not be downloaded"):
+    def __init__(
+        self,
+        message: str,
+        public: str = "source_unavailable: the source could not be downloaded",
+        *,
+        permanent: bool = False,
+    ):
         super().__init__(message)
         self.public = public
+        self.permanent = permanent
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -253,27 +262,40 @@ class GuardedFetcher:
                         continue
                     if response.status_code != 200:
                         status = f"the source answered HTTP {response.status_code}"
-                        raise FetchFailed(status, f"source_http_error: {status}")
+                        raise FetchFailed(
+                            status, f"source_http_error: {status}", permanent=_refused(response.status_code)
+                        )
                     return await self._save(response, dest)
                 finally:
                     await response.aclose()
         raise FetchFailed(
-            f"more than {MAX_REDIRECTS} redirects", f"source_redirects: more than {MAX_REDIRECTS} redirects"
+            f"more than {MAX_REDIRECTS} redirects",
+            f"source_redirects: more than {MAX_REDIRECTS} redirects",
+            permanent=True,
         )
 
     async def _save(self, response: httpx.Response, dest: Path) -> int:
         declared = response.headers.get("content-length")
         too_large = f"source_too_large: the source is larger than {self.max_bytes} bytes"
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            raise FetchFailed(f"source is {declared} bytes; the limit is {self.max_bytes}", too_large)
+            raise FetchFailed(
+                f"source is {declared} bytes; the limit is {self.max_bytes}", too_large, permanent=True
+            )
         size = 0
         with dest.open("wb") as out:
             async for chunk in response.aiter_raw(CHUNK):
                 size += len(chunk)
                 if size > self.max_bytes:
-                    raise FetchFailed(f"source is larger than {self.max_bytes} bytes", too_large)
+                    raise FetchFailed(
+                        f"source is larger than {self.max_bytes} bytes", too_large, permanent=True
+                    )
                 out.write(chunk)
         return size
+
+
+def _refused(status: int) -> bool:
+    """A 4xx is the source's answer about this URL; 408 and 429 only ask to come back later."""
+    return 400 <= status < 500 and status not in (408, 429)
 
 
 def _host_header(url: httpx.URL) -> str:

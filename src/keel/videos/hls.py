@@ -1,7 +1,7 @@
-"""HLS output: the generated (seed) playlist with placeholder MPEG-TS segments, and real segmenting
-with ffmpeg. Both write into a directory-like layout under `videos/<id>/` in object storage:
-`index.m3u8` and `<n>.ts`, the playlist naming its segments as `<id>/<n>.ts`, so that served at
-`/hls/<id>.m3u8` they resolve to `/hls/<id>/<n>.ts`."""
+"""HLS output: ffmpeg writes `index.m3u8` and `<n>.ts` into a local directory (from a fetched source,
+or from the clip Keel makes when none is fetched), and the files go into object storage under
+`videos/<id>/`, the playlist naming its segments as `<id>/<n>.ts`, so that served at `/hls/<id>.m3u8`
+they resolve to `/hls/<id>/<n>.ts`."""
 
 from __future__ import annotations
 
@@ -24,15 +24,31 @@ DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,ogg,asf,wa
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
 SEGMENT_NAME = re.compile(r"^[0-9]{1,6}\.ts$")
+SEGMENT_S = 2
 
-GENERATED_SEGMENTS = 3
-GENERATED_SEGMENT_S = 10
-# A null packet (PID 0x1FFF): valid MPEG-TS framing that carries nothing, like the seed's fake playlist.
-NULL_PACKET = bytes([0x47, 0x1F, 0xFF, 0x10]) + bytes([0xFF] * 184)
+# H.264 and AAC, the codecs every HLS player decodes; a keyframe every SEGMENT_S seconds, since a segment
+# can only start at one and the cut should follow -hls_time.
+ENCODE = (
+    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-force_key_frames", f"expr:gte(t,n_forced*{SEGMENT_S})",
+    "-c:a", "aac",
+)  # fmt: skip
+
+
+class FfmpegFailed(Exception):
+    """ffmpeg exited with an error (or was killed: a negative `returncode`)."""
+
+    def __init__(self, message: str, returncode: int | None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
 
 
 class SegmentingFailed(Exception):
-    """ffmpeg could not turn the source into HLS (not a video, truncated, timed out)."""
+    """ffmpeg could not turn the source into HLS. `permanent`: ffmpeg itself refused the file (not a
+    video, truncated), which no retry of the same bytes changes; a killed ffmpeg may do better next time."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 def playlist_key(video_id: int) -> str:
@@ -43,48 +59,21 @@ def segment_key(video_id: int, name: str) -> str:
     return f"videos/{video_id}/{name}"
 
 
-def generated_playlist(video_id: int) -> str:
-    """The seed's generated VOD playlist (RFC 8216): fixed-length segments, ended."""
-    lines = [
-        "#EXTM3U",
-        "#EXT-X-VERSION:3",
-        f"#EXT-X-TARGETDURATION:{GENERATED_SEGMENT_S}",
-        "#EXT-X-MEDIA-SEQUENCE:0",
-        "#EXT-X-PLAYLIST-TYPE:VOD",
-    ]
-    for n in range(GENERATED_SEGMENTS):
-        lines += [f"#EXTINF:{GENERATED_SEGMENT_S:.1f},", f"{video_id}/{n}.ts"]
-    lines.append("#EXT-X-ENDLIST")
-    return "\n".join(lines) + "\n"
-
-
-async def write_generated(store: ObjectStore, video_id: int) -> None:
-    segment = NULL_PACKET * 7
-    for n in range(GENERATED_SEGMENTS):
-        await store.put(segment_key(video_id, f"{n}.ts"), segment, content_type=SEGMENT_TYPE)
-    # The playlist goes last: once it is there, every segment it names is there too.
-    await store.put(playlist_key(video_id), generated_playlist(video_id).encode(), content_type=PLAYLIST_TYPE)
-
-
-async def segment_with_ffmpeg(
-    ffmpeg: str, source: Path, out_dir: Path, video_id: int, timeout_s: float
-) -> Path:
-    """Run `ffmpeg -f hls -hls_time 2 -hls_playlist_type vod` on a local file; the playlist's path."""
-    playlist = out_dir / "index.m3u8"
-    args = [
-        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-        "-protocol_whitelist", PROTOCOLS, "-format_whitelist", DEMUXERS,
-        "-i", str(source),
-        # A keyframe every 2 s: segments can only start at one, so the cut follows -hls_time.
-        "-c:v", "libx264", "-preset", "veryfast", "-force_key_frames", "expr:gte(t,n_forced*2)",
-        "-c:a", "aac",
-        "-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod",
+def hls_output(out_dir: Path, video_id: int) -> list[str]:
+    """ffmpeg's output options for a VOD playlist `out_dir/index.m3u8` and its `<n>.ts` segments."""
+    return [
+        "-f", "hls", "-hls_time", str(SEGMENT_S), "-hls_playlist_type", "vod",
         "-hls_segment_filename", str(out_dir / "%d.ts"),
         "-hls_base_url", f"{video_id}/",
-        str(playlist),
+        str(out_dir / "index.m3u8"),
     ]  # fmt: skip
+
+
+async def run_ffmpeg(args: list[str], timeout_s: float, cwd: Path | None = None) -> None:
+    """Run ffmpeg (`args[0]`) to its end; FfmpegFailed with the tail of its output when it fails. The
+    process is killed on timeout or cancellation, never left behind."""
     proc = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, cwd=cwd
     )
     try:
         _, stderr = await asyncio.wait_for(proc.communicate(), timeout_s)
@@ -93,9 +82,30 @@ async def segment_with_ffmpeg(
             proc.kill()
         await proc.wait()
         raise
-    if proc.returncode != 0 or not playlist.exists():
+    if proc.returncode != 0:
         tail = stderr.decode(errors="replace").strip()[-500:]
-        raise SegmentingFailed(f"ffmpeg exited with {proc.returncode}: {tail}")
+        raise FfmpegFailed(f"ffmpeg exited with {proc.returncode}: {tail}", proc.returncode)
+
+
+async def segment_with_ffmpeg(
+    ffmpeg: str, source: Path, out_dir: Path, video_id: int, timeout_s: float
+) -> Path:
+    """Segment a local file into `out_dir` (H.264 + AAC, 2 s segments); the playlist's path."""
+    playlist = out_dir / "index.m3u8"
+    args = [
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        "-protocol_whitelist", PROTOCOLS, "-format_whitelist", DEMUXERS,
+        "-i", str(source),
+        *ENCODE, "-preset", "veryfast",
+        *hls_output(out_dir, video_id),
+    ]  # fmt: skip
+    try:
+        await run_ffmpeg(args, timeout_s)
+    except FfmpegFailed as exc:
+        # A positive exit status is ffmpeg's verdict on the file; a signal is not.
+        raise SegmentingFailed(str(exc), permanent=(exc.returncode or 0) > 0) from None
+    if not playlist.exists():
+        raise SegmentingFailed("ffmpeg wrote no playlist", permanent=True)
     return playlist
 
 
@@ -109,6 +119,7 @@ async def upload_dir(store: ObjectStore, out_dir: Path, video_id: int) -> int:
     for path in segments:
         data = await asyncio.to_thread(path.read_bytes)
         await store.put(segment_key(video_id, path.name), data, content_type=SEGMENT_TYPE)
+    # The playlist goes last: once it is there, every segment it names is there too.
     playlist = await asyncio.to_thread((out_dir / "index.m3u8").read_bytes)
     await store.put(playlist_key(video_id), playlist, content_type=PLAYLIST_TYPE)
     return len(segments)

@@ -14,12 +14,10 @@ from datetime import datetime, timedelta
 
 from keel.core.cache import Cache
 from keel.core.db import Database
-from keel.core.events import Event
 from keel.core.outbox import Outbox
 from keel.videos import repository
 from keel.videos.failures import PROCESSING_TIMEOUT
-from keel.videos.schemas import VideoEvents
-from keel.videos.service import cache_key, now_utc
+from keel.videos.service import cache_key, now_utc, uploaded
 
 log = logging.getLogger("keel.videos.reaper")
 
@@ -69,10 +67,7 @@ class StuckJobReaper:
                     failed.append(video_id)
                     continue
                 await conn.execute(repository.REQUEUE, video_id, reason, now)
-                payload = {"video_id": video_id, "title": row["title"], "url": row["original_url"]}
-                await self.outbox.add(
-                    uow, Event(VideoEvents.UPLOADED, payload, key=str(video_id)), self.topic
-                )
+                await self.outbox.add(uow, uploaded(video_id, row["title"], row["original_url"]), self.topic)
                 requeued.append(video_id)
             await uow.commit()
         touched = requeued + failed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-COLUMNS = "id, title, original_url, status, error, created_at, updated_at"
+COLUMNS = "id, title, original_url, status, error, attempts, retries, created_at, updated_at"
 
 # Race-safe duplicate check: the unique constraint decides, no read-then-write window.
 INSERT = """
@@ -19,7 +19,7 @@ GET = f"SELECT {COLUMNS} FROM videos WHERE id = $1"
 START = """
 UPDATE videos SET status = 'processing', attempts = attempts + 1, processing_started_at = $2, updated_at = $2
 WHERE id = $1 AND status IN ('pending', 'processing')
-RETURNING attempts, original_url
+RETURNING attempts, original_url, title
 """
 
 # The last failure's reason, kept on a row that will be tried again.
@@ -51,3 +51,13 @@ REQUEUE = """
 UPDATE videos SET status = 'pending', processing_started_at = NULL, error = $2, updated_at = $3
 WHERE id = $1 AND status = 'processing'
 """
+
+# A failed video back to pending for a new round of attempts (the retry policy bounds each round).
+RETRY = f"""
+UPDATE videos SET status = 'pending', error = NULL, attempts = 0, retries = retries + 1,
+    processing_started_at = NULL, updated_at = $2
+WHERE id = $1 AND status = 'failed'
+RETURNING {COLUMNS}
+"""
+
+STATUS = "SELECT status FROM videos WHERE id = $1"

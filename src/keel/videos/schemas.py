@@ -56,6 +56,9 @@ class Video(BaseModel):
     playlist_url: str
     status: VideoStatus
     error: str | None = None
+    # HLS jobs started in the current round (since registration or the last retry), and the retries.
+    attempts: int = 0
+    retries: int = 0
     created_at: datetime
     updated_at: datetime
 

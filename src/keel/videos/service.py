@@ -1,5 +1,5 @@
-"""Video use cases for the API: create (row + `video.uploaded` in one transaction), cached reads,
-and the HLS files. Every dependency comes in through the constructor."""
+"""Video use cases for the API: create and retry (row + `video.uploaded` in one transaction), cached
+reads, and the HLS files. Every dependency comes in through the constructor."""
 
 from __future__ import annotations
 
@@ -41,6 +41,12 @@ def without_credentials(url: str) -> str:
 
 def playlist_url(base_url: str, video_id: int) -> str:
     return f"{base_url.rstrip('/')}/hls/{video_id}.m3u8"
+
+
+def uploaded(video_id: int, title: str, url: str, at: datetime | None = None) -> Event:
+    """The event that asks the worker to make a video's HLS (on registration, retry and requeue)."""
+    payload = {"video_id": video_id, "title": title, "url": url}
+    return Event(VideoEvents.UPLOADED, payload, key=str(video_id), created_at=at or now_utc())
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +98,26 @@ class VideoService:
             video_id = await conn.fetchval(repository.INSERT, data.title, url, now)
             if video_id is None:
                 raise Conflict("a video with this url already exists")
-            event = Event(
-                VideoEvents.UPLOADED,
-                {"video_id": video_id, "title": data.title, "url": url},
-                key=str(video_id),
-                created_at=now,
-            )
-            await self.outbox.add(uow, event, self.topic)
+            await self.outbox.add(uow, uploaded(video_id, data.title, url, now), self.topic)
             await uow.commit()
         return {"id": video_id, "title": data.title, "playlist_url": playlist_url(self.base_url, video_id)}
+
+    async def retry(self, video_id: int) -> dict[str, Any]:
+        """A failed video back to `pending` with a fresh `video.uploaded`: the worker takes it up as it
+        does a new one, with a new round of attempts. 409 unless the video is `failed`."""
+        now = self.clock()
+        async with self.db.unit_of_work() as uow:
+            conn = await uow.raw()
+            row = await conn.fetchrow(repository.RETRY, video_id, now)
+            if row is None:
+                status = await conn.fetchval(repository.STATUS, video_id)
+                if status is None:
+                    raise NotFound("video not found")
+                raise Conflict(f"the video is {status}; only a failed video can be retried")
+            await self.outbox.add(uow, uploaded(video_id, row["title"], row["original_url"], now), self.topic)
+            uow.after_commit(lambda: self.cache.delete(cache_key(video_id)))
+            await uow.commit()
+        return self._json(row)
 
     async def get(self, video_id: int) -> Read:
         """The video as JSON bytes, through the cache; `cache_hit` says whether the loader ran."""
@@ -126,6 +143,8 @@ class VideoService:
             "playlist_url": playlist_url(self.base_url, row["id"]),
             "status": row["status"],
             "error": public_error(row["error"]),
+            "attempts": row["attempts"],
+            "retries": row["retries"],
             "created_at": row["created_at"],
             "updated_at": row["updated_at"],
         }

@@ -13,8 +13,11 @@ from keel.videos.fetch import parse_allow_entry
 class VideoSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
-    # "generated": the seed's fake playlist (no source download); "ffmpeg": download and segment.
+    # "generated": no source download, the bundled ffmpeg makes a short test clip with the title on it;
+    # "ffmpeg": download the source (through the SSRF guard) and segment it.
     hls_mode: Literal["generated", "ffmpeg"] = Field(default="generated", validation_alias="HLS_MODE")
+    # The font file of the title drawn on generated clips; unset: the first common system font found.
+    title_font: str | None = Field(default=None, validation_alias="VIDEO_TITLE_FONT")
     # host:port entries (names or IP literals) the fetcher may reach although not public, e.g.
     # "127.0.0.1:8080"; a bare host admits only the scheme's default port (80/443).
     fetch_allow_hosts: Annotated[frozenset[str], NoDecode] = Field(

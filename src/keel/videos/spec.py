@@ -11,7 +11,8 @@ from keel.core.consumer import ConsumerRunner, RetryPolicy, Transactional
 from keel.core.infra import Infra
 from keel.core.service import ServiceSpec, Wiring
 from keel.videos.api import build_router
-from keel.videos.fetch import AddressGuard
+from keel.videos.clip import find_font
+from keel.videos.fetch import AddressGuard, GuardedFetcher
 from keel.videos.processing import HlsJob
 from keel.videos.reaper import StuckJobReaper
 from keel.videos.service import VideoService
@@ -26,10 +27,14 @@ DESCRIPTION = """Videos (seed 003).
 * `GET /api/videos/{id}` → the video with `status` (pending, processing, ready, failed) and `error`;
   cached in Redis and invalidated on every change; `X-Cache: hit|miss`.
 * `video.uploaded` goes through the outbox to `videos.events` (envelope, key = id); the `videos-hls`
-  consumer makes the HLS (`HLS_MODE=generated|ffmpeg`), retries with backoff, then dead-letters to
-  `videos.dlq` and marks the video `failed` with a short code and a safe message in `error`
-  (`source_refused`, `source_http_error`, `source_too_large`, `transcode_failed`, ...).
-* HLS: `/hls/{id}.m3u8` and its segments `/hls/{id}/{n}.ts`.
+  consumer makes the HLS: `HLS_MODE=generated` (default) a 4 s test clip with the title and a tone,
+  `HLS_MODE=ffmpeg` the source downloaded and segmented. Transient failures (5xx, timeouts) are retried
+  with backoff; permanent ones (a refused host, a 4xx, a file that is not a video) and the last retry
+  dead-letter to `videos.dlq` and mark the video `failed` with a short code and a safe message in
+  `error` (`source_refused`, `source_http_error`, `source_too_large`, `transcode_failed`, ...).
+* `POST /api/videos/{id}/retry` → 202 with the video back in `pending` (a new round of `attempts`,
+  `retries` + 1), processed again through the same event; 409 unless it is `failed`; 404 unknown.
+* HLS: `/hls/{id}.m3u8` and its segments `/hls/{id}/{n}.ts` (H.264 + AAC in MPEG-TS).
 """
 
 
@@ -91,27 +96,25 @@ def build_spec(settings: VideoSettings | None = None) -> ServiceSpec:
 
 def build_job(infra: Infra, cache: Cache, settings: VideoSettings, max_attempts: int) -> HlsJob:
     """The HLS job; `cache` is the service's own instance (an in-process cache is per instance)."""
-    db = infra.require_db()
-    if settings.hls_mode != "ffmpeg":
-        return HlsJob(db, cache, infra.storage, max_attempts=max_attempts)
     import imageio_ffmpeg  # type: ignore[import-untyped]
 
-    from keel.videos.fetch import GuardedFetcher
-
-    fetcher = GuardedFetcher(
-        allow_hosts=settings.fetch_allow_hosts,
-        max_bytes=settings.fetch_max_bytes,
-        timeout_s=settings.fetch_timeout_s,
-    )
+    fetcher = None
+    if settings.hls_mode == "ffmpeg":
+        fetcher = GuardedFetcher(
+            allow_hosts=settings.fetch_allow_hosts,
+            max_bytes=settings.fetch_max_bytes,
+            timeout_s=settings.fetch_timeout_s,
+        )
     return HlsJob(
-        db,
+        infra.require_db(),
         cache,
         infra.storage,
         max_attempts=max_attempts,
-        mode="ffmpeg",
-        downloader=fetcher,
         ffmpeg=imageio_ffmpeg.get_ffmpeg_exe,
+        mode=settings.hls_mode,
+        downloader=fetcher,
         ffmpeg_timeout_s=settings.ffmpeg_timeout_s,
+        font=find_font(settings.title_font) if settings.hls_mode != "ffmpeg" else None,
     )
 
 

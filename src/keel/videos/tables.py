@@ -27,8 +27,11 @@ videos = Table(
     Column("original_url", Text, nullable=False),
     Column("status", Text, nullable=False, server_default=text("'pending'")),
     Column("error", Text, nullable=True),
-    # HLS jobs started for this row (a crash-restart counts too); bounded by the retry policy.
+    # HLS jobs started for this row (a crash-restart counts too) since it was registered or last
+    # retried; bounded by the retry policy.
     Column("attempts", Integer, nullable=False, server_default=text("0")),
+    # Times a failed video was sent back to pending (`POST /api/videos/{id}/retry`).
+    Column("retries", Integer, nullable=False, server_default=text("0")),
     Column("processing_started_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

@@ -1,10 +1,13 @@
-"""A small RFC 8216 checker for media playlists: enough to tell a valid VOD playlist from a fake one."""
+"""A small RFC 8216 checker for media playlists (enough to tell a valid VOD playlist from a fake one),
+and ffmpeg decoding a segment as a player would."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 _EXTINF = re.compile(r"^#EXTINF:(?P<d>[0-9]+(?:\.[0-9]+)?),.*$")
 _INT_TAG = re.compile(r"^#EXT-X-(?P<name>VERSION|TARGETDURATION|MEDIA-SEQUENCE):(?P<v>[0-9]+)$")
@@ -57,3 +60,21 @@ def parse_media_playlist(text: str) -> MediaPlaylist:
         segments=segments,
         ended=ended,
     )
+
+
+async def decode(ffmpeg: str, media: Path) -> tuple[int, str, str]:
+    """ffmpeg decodes every frame of `media` (`-f null`): (exit code, its errors, its stream lines)."""
+    run = await asyncio.create_subprocess_exec(
+        ffmpeg, "-hide_banner", "-nostdin", "-i", str(media), "-f", "null", "-",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, info = await asyncio.wait_for(run.communicate(), 60)
+    strict = await asyncio.create_subprocess_exec(
+        ffmpeg, "-v", "error", "-nostdin", "-i", str(media), "-f", "null", "-",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, errors = await asyncio.wait_for(strict.communicate(), 60)
+    streams = "\n".join(
+        line.strip() for line in info.decode().splitlines() if line.strip().startswith("Stream #0")
+    )
+    return strict.returncode or 0, errors.decode(), streams

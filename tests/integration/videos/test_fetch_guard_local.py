@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from keel.videos.fetch import GuardedFetcher, SourceRefused
+from keel.videos.fetch import FetchFailed, GuardedFetcher, SourceRefused
 from tests.integration.videos.local_http import Route, local_server
 
 
@@ -34,3 +34,15 @@ async def test_redirect_from_an_allowed_server_to_the_metadata_address_is_refuse
         with pytest.raises(SourceRefused, match=r"169\.254\.169\.254"):
             await guarded.download(server.url("/v.mp4"), tmp_path / "out")
     assert server.paths == ["/v.mp4"]  # the hop to the metadata address was never attempted
+
+
+@pytest.mark.parametrize(("status", "permanent"), [(404, True), (410, True), (429, False), (503, False)])
+async def test_a_4xx_answer_is_permanent_and_a_5xx_or_429_is_worth_another_try(
+    tmp_path: Path, status: int, permanent: bool
+):
+    async with local_server({"/v.mp4": Route(status, b"no")}) as server:
+        guarded = GuardedFetcher(allow_hosts={f"127.0.0.1:{server.port}"}, max_bytes=1000, timeout_s=5)
+        with pytest.raises(FetchFailed) as failed:
+            await guarded.download(server.url("/v.mp4"), tmp_path / "out")
+    assert failed.value.permanent is permanent
+    assert failed.value.public == f"source_http_error: the source answered HTTP {status}"

@@ -1,5 +1,5 @@
 """The video API on the real PostgreSQL and Redis (memory bus): create, read through the cache,
-conflicts, validation, and the generated HLS made by the worker."""
+conflicts, validation, retry's refusals, and the clip the worker makes in the default mode."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import asyncio
 import uuid
 from urllib.parse import urljoin
 
+import imageio_ffmpeg
 from prometheus_client import REGISTRY
 
 from keel.core.runtime import build_app
 from keel.videos.spec import build_spec
 from tests.integration.videos.conftest import serving, status_of
-from tests.integration.videos.hls_check import parse_media_playlist
+from tests.integration.videos.hls_check import decode, parse_media_playlist
 from tests.support.eventually import eventually
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def body(**overrides: str) -> dict[str, str]:
@@ -115,23 +118,48 @@ async def test_unknown_video_is_404_in_the_error_envelope(settings, video_settin
     assert playlist.status_code == 404
 
 
-async def test_generated_playlist_is_valid_hls_and_every_segment_resolves(settings, video_settings):
+async def test_default_mode_makes_a_real_clip_that_ffmpeg_decodes_segment_by_segment(
+    settings, video_settings, tmp_path
+):
     async with serving(settings, video_settings()) as (_, client):
-        created = (await client.post("/api/videos", json=body())).json()
-        await eventually(lambda: status_of(client, created["id"]), until=lambda s: s == "ready", timeout_s=15)
+        created = (await client.post("/api/videos", json=body(title="Кремль: 100% {demo}"))).json()
+        await eventually(lambda: status_of(client, created["id"]), until=lambda s: s == "ready", timeout_s=30)
         playlist_url = urljoin("http://videos/", created["playlist_url"])
         response = await client.get(playlist_url)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("application/vnd.apple.mpegurl")
         playlist = parse_media_playlist(response.text)
-        assert playlist.ended and playlist.media_sequence == 0
+        segments = []
         for _, uri in playlist.segments:
             segment = await client.get(urljoin(playlist_url, uri))
             assert segment.status_code == 200, uri
             assert segment.headers["content-type"] == "video/mp2t"
-            assert len(segment.content) % 188 == 0 and segment.content[0] == 0x47  # MPEG-TS framing
+            segments.append(segment.content)
         bad = await client.get(f"/hls/{created['id']}/../../etc.ts")
     assert bad.status_code == 404
+    assert playlist.ended and playlist.media_sequence == 0 and len(playlist.segments) >= 2
+    assert 3.5 <= sum(d for d, _ in playlist.segments) <= 4.5
+    for n, content in enumerate(segments):
+        media = tmp_path / f"{n}.ts"
+        media.write_bytes(content)
+        code, errors, streams = await decode(FFMPEG, media)
+        assert (code, errors) == (0, ""), f"segment {n}: {errors}"
+        assert "Video: h264" in streams and "Audio: aac" in streams, streams
+
+
+async def test_retry_is_404_for_an_unknown_video_and_409_for_one_that_has_not_failed(
+    settings, video_settings
+):
+    async with serving(settings, video_settings(), run_workers=False) as (_, client):
+        video_id = (await client.post("/api/videos", json=body())).json()["id"]
+        pending = await client.post(f"/api/videos/{video_id}/retry")
+        unknown = await client.post("/api/videos/987654/retry")
+        video = (await client.get(f"/api/videos/{video_id}")).json()
+    assert pending.status_code == 409
+    assert pending.json()["error"]["code"] == "conflict"
+    assert "pending" in pending.json()["error"]["message"]
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    assert (video["status"], video["retries"]) == ("pending", 0)
 
 
 async def test_worker_in_another_process_invalidates_the_api_cache_through_redis(settings, video_settings):

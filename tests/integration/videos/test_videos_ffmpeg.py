@@ -152,3 +152,57 @@ async def test_source_that_keeps_failing_is_retried_then_failed_with_its_reason_
     assert source.paths == ["/broken.mp4"] * settings.consumer_max_attempts  # one fetch per attempt
     assert (await video_row(fresh_pg_dsn, video_id))["attempts"] == settings.consumer_max_attempts
     assert int(dead.header("dlq-attempts")) == settings.consumer_max_attempts
+
+
+async def test_a_404_source_fails_after_one_attempt_and_a_retry_once_it_is_there_ends_ready(
+    settings, video_settings, test_video, fresh_pg_dsn
+):
+    async with local_server({}) as source:  # every path answers 404 until the file is put in place
+        videos = allowing(video_settings, source)
+        async with served(settings, videos) as (base, app), httpx.AsyncClient(base_url=base) as client:
+            video_id = (
+                await client.post("/api/videos", json={"title": "t", "url": source.url("/late.mp4")})
+            ).json()["id"]
+            await eventually(lambda: status_of(client, video_id), until=lambda s: s == "failed", timeout_s=30)
+            failed = (await client.get(f"/api/videos/{video_id}")).json()
+            (dead,) = await _dead_letters(app, videos.dlq_topic, 1)
+
+            source.routes["/late.mp4"] = Route(body=test_video, headers={"Content-Type": "video/mp4"})
+            retried = await client.post(f"/api/videos/{video_id}/retry")
+            again = await client.post(f"/api/videos/{video_id}/retry")
+            await eventually(lambda: status_of(client, video_id), until=lambda s: s == "ready", timeout_s=60)
+            ready = (await client.get(f"/api/videos/{video_id}")).json()
+            segment = await client.get(f"/hls/{video_id}/0.ts")
+    assert failed["error"] == "source_http_error: the source answered HTTP 404"
+    assert (failed["attempts"], dead.header("dlq-error-type")) == (1, b"PoisonMessage")
+    assert retried.status_code == 202, retried.text
+    assert (retried.json()["status"], retried.json()["error"], retried.json()["retries"]) == (
+        "pending",
+        None,
+        1,
+    )
+    assert again.status_code == 409  # already pending: one retry makes one new round
+    assert source.paths == ["/late.mp4", "/late.mp4"]  # once before the retry, once after
+    assert (ready["error"], ready["attempts"], ready["retries"]) == (None, 1, 1)
+    assert segment.status_code == 200 and segment.content[0] == 0x47
+    row = await video_row(fresh_pg_dsn, video_id)
+    assert (row["status"], row["attempts"], row["retries"]) == ("ready", 1, 1)
+
+
+async def test_a_source_that_is_not_a_media_file_fails_at_once_without_retries(
+    settings, video_settings, fresh_pg_dsn
+):
+    page = b"<!doctype html><title>Not a video</title>" * 50
+    async with local_server({"/page.mp4": Route(body=page, headers={"Content-Type": "text/html"})}) as source:
+        videos = allowing(video_settings, source)
+        async with served(settings, videos) as (base, app), httpx.AsyncClient(base_url=base) as client:
+            video_id = (
+                await client.post("/api/videos", json={"title": "t", "url": source.url("/page.mp4")})
+            ).json()["id"]
+            await eventually(lambda: status_of(client, video_id), until=lambda s: s == "failed", timeout_s=30)
+            video = (await client.get(f"/api/videos/{video_id}")).json()
+            (dead,) = await _dead_letters(app, videos.dlq_topic, 1)
+    assert video["error"] == "transcode_failed: the source could not be converted to HLS"
+    assert source.paths == ["/page.mp4"]  # downloaded once, not once per attempt
+    assert (await video_row(fresh_pg_dsn, video_id))["attempts"] == 1
+    assert dead.header("dlq-error-type") == b"PoisonMessage"
