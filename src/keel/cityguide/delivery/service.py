@@ -11,7 +11,7 @@ import orjson
 
 from keel.cityguide.audio import audio_key, cdn_path, is_audio_id
 from keel.cityguide.delivery.store import ReadyAudio, ReadyAudioStore, UnknownAudio
-from keel.cityguide.events import optional_float, optional_int, text_field
+from keel.cityguide.events import keyed_audio_id, optional_float, optional_int, text_field
 from keel.core.cache.recent import RecentPages
 from keel.core.errors import NotFound
 from keel.core.events import Event, PoisonMessage
@@ -117,7 +117,7 @@ def _ready(event: Event) -> tuple[str, ReadyAudio] | None:
     payload = event.payload
     if payload.get("status", "completed") != "completed":
         return None
-    audio_id = str(payload.get("audio_id") or event.key or "")
+    audio_id = keyed_audio_id(event.key, payload)
     if not is_audio_id(audio_id):
         raise PoisonMessage(f"tts.completed has no usable audio id: {audio_id[:40]!r}")
     position = optional_int(payload, "position")
