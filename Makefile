@@ -18,8 +18,9 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
+# make run PORT=8001 HOST=0.0.0.0 DATA_DIR=.keel-2: another port, interface or data folder.
 run: $(VENV)/.synced
-	$(BIN)/keel up
+	$(BIN)/keel up $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 test: $(VENV)/.synced
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,7 +23,8 @@ from keel.core.settings import Settings
 from keel.orders.cli import app as orders_app
 
 app = typer.Typer(help="Keel: five event-driven services and the platform they share.", no_args_is_help=True)
-console = Console(stderr=True)
+# soft_wrap: a line is never cut at the terminal width, nor at 80 columns when stderr is a file or a pipe.
+console = Console(stderr=True, soft_wrap=True)
 
 ServiceArg = Annotated[str, typer.Argument(help=f"one of: {', '.join(services.NAMES)}")]
 PortOpt = Annotated[int, typer.Option("--port", "-p", help="HTTP port")]
@@ -77,24 +79,49 @@ def _load(name: str) -> list[ServiceSpec]:
 
 
 @app.command()
-def up(port: PortOpt = 8000, host: HostOpt = "127.0.0.1") -> None:
+def up(
+    port: PortOpt = 8000,
+    host: HostOpt = "127.0.0.1",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="the folder for embedded PostgreSQL, objects and the secret [default: KEEL_DATA_DIR, .keel]",
+        ),
+    ] = None,
+) -> None:
     """Every service, worker and relay in one process, on embedded defaults (PostgreSQL from a wheel,
-    in-memory bus, in-process cache, local storage) unless settings point at real infrastructure."""
+    in-memory bus, in-process cache, local storage) unless settings point at real infrastructure.
+    One `keel up` per data folder: a second one on the same folder stops at once, naming the first."""
+    from keel.core.data_lock import check_port_free, hold_data_dir
     from keel.core.devbus import dev_door_opens
+    from keel.core.errors import StartupError
     from keel.core.runtime import build_app
     from keel.core.secret import embedded_settings
 
     settings = Settings()
     setup_logging(settings.log_level)
-    settings = embedded_settings(settings)  # SECRET unset: this data folder's own, generated once
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    base = f"http://{_url_host(host)}:{port}"
+    try:
+        # Both before anything starts: PostgreSQL, the migrations and the services come after.
+        lock = hold_data_dir(settings.data_dir, base)
+        check_port_free(host, port)
+        settings = embedded_settings(settings)  # SECRET unset: this data folder's own, generated once
+    except StartupError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    settings = _public_base_url(settings, host, base)
     specs = services.load_all()
-    base = f"http://{host}:{port}"
-    console.print(f"[bold]keel up[/bold] on {base}: every service in one process")
+    console.print(f"[bold]keel up[/bold] on {base}: every service in one process (data: {settings.data_dir})")
     for spec in specs:
         console.print(
             f"  [cyan]{spec.name:<18}[/cyan] {'  '.join(_prefixes(spec)) or '(worker: no HTTP routes)'}"
         )
     console.print(f"  docs {base}/docs   health {base}/healthz {base}/readyz   metrics {base}/metrics")
+    if not settings.public_base_url:
+        console.print("  links in responses are relative: set PUBLIC_BASE_URL to the address clients use")
 
     def status(line: str) -> None:
         console.print(f"[dim]{line}[/dim]")
@@ -103,7 +130,34 @@ def up(port: PortOpt = 8000, host: HostOpt = "127.0.0.1") -> None:
     if not door:
         console.print(f"  dev bus door {base}/_dev/bus shut: not a loopback bind (KEEL_DEV_DOOR=1 opens it)")
     platform = build_app(specs, settings, embedded=True, dev_door=door, title="Keel platform", status=status)
-    _serve_http(platform, host, port, settings)
+    try:
+        _serve_http(platform, host, port, settings)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _public_base_url(settings: Settings, host: str, base: str) -> Settings:
+    """`keel up` hands out absolute links (playlists, signed files, audio) to its own address unless
+    PUBLIC_BASE_URL says otherwise. An unspecified bind (0.0.0.0, ::) names no address a client could
+    use, so links stay relative there. Never taken from a request's Host header: the client controls
+    it, and cached pages would carry it to everyone."""
+    if settings.public_base_url or _is_unspecified(host):
+        return settings
+    return settings.model_copy(update={"public_base_url": base})
+
+
+def _is_unspecified(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False  # a host name: clients can use it
 
 
 def _prefixes(spec: ServiceSpec) -> list[str]:

@@ -30,6 +30,7 @@ from keel.core.storage import (
     build_object_store,
     signed_files_router,
 )
+from keel.core.storage.disposition import attachment_disposition
 from tests.support.servers import free_port, wait_for_port
 from tests.support.sigv4 import Presigned, check_presigned_get, signed_at
 
@@ -173,6 +174,24 @@ async def test_stream_yields_the_bytes_in_chunks_with_their_size_and_type(
     if request.node.callspec.params["store"] != "memory":  # memory holds the object in one buffer
         assert len(received) > 1  # served in pieces, never read whole into memory first
     assert b"".join(received) == data
+
+
+async def test_a_byte_range_streams_those_bytes_and_reports_the_whole_size(store: ObjectStore) -> None:
+    data = bytes(range(256)) * 10
+    await store.put("ranged/obj.bin", data, content_type="audio/wav")
+    info, chunks = await store.stream("ranged/obj.bin", (100, 300))
+    assert b"".join([chunk async for chunk in chunks]) == data[100:300]
+    assert (info.size, info.content_type) == (len(data), "audio/wav")
+
+
+async def test_an_upload_with_a_filename_keeps_its_content_disposition(store: ObjectStore) -> None:
+    put = await store.put("named/obj", b"x", content_type="text/plain", filename="отчёт март.pdf")
+    head = await store.head("named/obj")
+    info, _ = await store.stream("named/obj")
+    expected = attachment_disposition("отчёт март.pdf")
+    assert put.content_disposition == head.content_disposition == info.content_disposition == expected
+    await store.put("unnamed/obj", b"x")
+    assert (await store.head("unnamed/obj")).content_disposition is None
 
 
 async def test_put_replaces_the_bytes_and_the_content_type(store: ObjectStore) -> None:

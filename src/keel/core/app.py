@@ -14,6 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from keel import __version__
 from keel.core.body_limit import EnvelopedBodyLimitMiddleware
+from keel.core.docs import install_offline_docs
 from keel.core.envelope import install_error_handlers
 from keel.core.errors import StartupError
 from keel.core.fastpath import FastEdge, FastRoutes
@@ -81,9 +82,11 @@ def create_app(
     description: str = "",
     max_route_body_bytes: int | None = None,
     fast_routes: FastRoutes | None = None,
+    liveness_aliases: Sequence[str] = (),
 ) -> FastAPI:
     """`max_route_body_bytes`: the largest body any route accepts (upload routes set their own limit);
-    `fast_routes`: GET routes answered before the FastAPI stack (filled once the services are wired)."""
+    `fast_routes`: GET routes answered before the FastAPI stack (filled once the services are wired);
+    `liveness_aliases`: paths answering as `/healthz` (keel.core.health.SEED_LIVENESS_PATHS)."""
     app = KeelApp(
         title=title,
         version=__version__,
@@ -93,7 +96,10 @@ def create_app(
         # The edge makes the one server span per request (keel.core.spans); FastAPI's own telemetry
         # would make a second, outside the edge, for every request the edge leaves untraced too.
         telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
+        docs_url=None,  # FastAPI's pages load their assets from a CDN: ours are served here
+        redoc_url=None,
     )
+    install_offline_docs(app)
     install_error_handlers(app)
     # Inside the edge: counts streamed bodies; a route's own `max_body_size` overrides it (uploads).
     app.add_middleware(EnvelopedBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
@@ -106,7 +112,7 @@ def create_app(
     )
     if fast_routes is not None:
         app.fast_edge = FastEdge(fast_routes, timeout_s=settings.request_timeout_s, metrics=metrics)
-    app.include_router(health_router(readiness))
+    app.include_router(health_router(readiness, liveness_aliases))
     for router in routers:
         app.include_router(router)
     return app

@@ -58,6 +58,11 @@ class PayloadTooLarge(AppError):
     code = "payload_too_large"
 
 
+class RangeNotSatisfiable(AppError):
+    status_code = 416
+    code = "range_not_satisfiable"
+
+
 class Unprocessable(AppError):
     status_code = 422
     code = "validation_error"
@@ -84,6 +89,7 @@ STATUS_CODES: dict[int, str] = {
     410: "gone",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    416: "range_not_satisfiable",
     422: "validation_error",
     429: "rate_limited",
     500: "internal_error",

@@ -14,6 +14,9 @@ from keel.core.envelope import error_response
 from keel.core.metrics import DEPENDENCY_UP, render_latest
 
 CHECK_TIMEOUT_S = 2.0
+# Liveness paths a seed names besides `/healthz`, per service: seed 003 (videos) checks `/health`.
+# Kept here rather than in the service, as every health route is (docs/seed-differences.md).
+SEED_LIVENESS_PATHS: dict[str, tuple[str, ...]] = {"videos": ("/health",)}
 
 
 @dataclass(frozen=True)
@@ -39,13 +42,19 @@ async def _run(check: ReadinessCheck) -> tuple[str, str | None]:
     return check.name, None
 
 
-def health_router(checks: Callable[[], Sequence[ReadinessCheck]]) -> APIRouter:
-    """`checks` is read at request time: dependencies are wired during start-up, after routes exist."""
+def health_router(
+    checks: Callable[[], Sequence[ReadinessCheck]], liveness_aliases: Sequence[str] = ()
+) -> APIRouter:
+    """`checks` is read at request time: dependencies are wired during start-up, after routes exist.
+    `liveness_aliases`: more paths answering exactly as `/healthz` (SEED_LIVENESS_PATHS)."""
     router = APIRouter(tags=["health"])
 
-    @router.get("/healthz", summary="Liveness: the process answers; no I/O")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    for path in ("/healthz", *dict.fromkeys(liveness_aliases)):
+        summary = "Liveness: the process answers; no I/O" + ("" if path == "/healthz" else " (as /healthz)")
+        router.add_api_route(path, healthz, methods=["GET"], summary=summary)
 
     @router.get(
         "/readyz",

@@ -25,7 +25,7 @@ access = logging.getLogger("keel.access")
 
 Header = tuple[bytes, bytes]
 # Probes and scrapes: neither traced nor access-logged (they come every few seconds and say nothing).
-QUIET_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
+QUIET_PATHS = frozenset(("/healthz", "/health", "/readyz", "/metrics"))
 
 
 class HttpMetrics:

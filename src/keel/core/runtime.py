@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from keel.core.app import create_app
 from keel.core.devbus import dev_bus_router
 from keel.core.fastpath import FastRoutes
+from keel.core.health import SEED_LIVENESS_PATHS
 from keel.core.infra import Infra, open_infra
 from keel.core.outbox import OutboxRelay, OutboxRetention
 from keel.core.retention import InboxRetention
@@ -148,6 +149,7 @@ def build_app(
         max_route_body_bytes=max_route_body,
         # Server spans come from the edge inside the stack: traced, every request takes it.
         fast_routes=None if tracing else fast_routes,
+        liveness_aliases=[path for s in specs for path in SEED_LIVENESS_PATHS.get(s.name, ())],
     )
     return app
 

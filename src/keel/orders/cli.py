@@ -21,7 +21,7 @@ from keel.orders.schemas import ORDER_EVENT
 from keel.orders.settings import OrderSettings
 
 app = typer.Typer(help="Order service tools.", no_args_is_help=True)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never cut at 80 columns in a log file
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}

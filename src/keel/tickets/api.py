@@ -204,8 +204,11 @@ def build_router(
         "/{ticket_id}/attachments",
         status_code=201,
         response_model=Attachment,
-        summary="Attach a file (multipart field `file`)",
-        responses={**owned, **error_responses(413)},
+        summary="Attach a file (multipart field `file`) to an OPEN ticket",
+        description="A CLOSED ticket takes no attachments (409). The download link serves the file "
+        "under its original name (`Content-Disposition: attachment; filename*=UTF-8''…`), with HEAD, "
+        "`Range` and `ETag`.",
+        responses={**owned, **error_responses(409, 413)},
         # The multipart envelope adds a little to the file itself.
         max_body_size=max_upload_bytes + 64 * 1024,
     )

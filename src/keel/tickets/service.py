@@ -291,6 +291,9 @@ class TicketService:
         self, user: str, ticket_id: str, filename: str, content_type: str, chunks: AsyncIterator[bytes]
     ) -> dict[str, Any]:
         row = await self._owned_row(user, ticket_id)
+        if row["status"] == TicketStatus.CLOSED.value:
+            # A closed ticket is finished business: what is attached to it stays as it was closed.
+            raise Conflict("the ticket is CLOSED: attachments are accepted on OPEN tickets only")
         attachment_id = str(uuid.uuid4())
         storage_key = f"tickets/{row['id']}/{attachment_id}"
         digest = hashlib.sha256()
@@ -305,7 +308,7 @@ class TicketService:
                 digest.update(chunk)
                 yield chunk
 
-        await self.storage.put(storage_key, counted(), content_type=content_type)
+        await self.storage.put(storage_key, counted(), content_type=content_type, filename=filename)
         now = self.clock()
         try:
             async with self.db.connection() as conn:

@@ -59,11 +59,11 @@ def uvicorn_serving(settings: OrderSettings) -> Iterator[tuple[str, uvicorn.Serv
 
 
 @contextlib.contextmanager
-def chromium() -> Iterator[WebDriver]:
+def chromium(*extra_flags: str) -> Iterator[WebDriver]:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     with tempfile.TemporaryDirectory(prefix="keel-chromium-") as profile:
-        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        for flag in (*CHROMIUM_FLAGS, *extra_flags, f"--user-data-dir={profile}"):
             options.add_argument(flag)
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
         try:

@@ -116,3 +116,24 @@ async def test_a_lone_delivery_service_without_brokers_runs_no_consumer_and_says
     assert lone == []
     assert [w.topics for w in embedded] == [(topics.TTS_COMPLETED,)]
     assert any("without a tts.completed consumer" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_cdn_link_answers_head_and_ranges_so_a_player_can_seek(make_settings, route_id):
+    audio_id = f"{route_id}-a0"
+    async with serving([SPEC], make_settings(), embedded=True) as (app, client):
+        await app.state.infra.storage.put(audio_key(audio_id), WAV, content_type="audio/wav")
+        await publish_ready(app, route_id, [0])
+        [item] = (await _ready(client, route_id, 1)).json()["items"]
+        head = await client.head(item["url"])
+        seek = await client.get(item["url"], headers={"Range": "bytes=12-"})
+        past_the_end = await client.get(item["url"], headers={"Range": "bytes=5000-5001"})
+        again = await client.get(item["url"], headers={"If-None-Match": head.headers["etag"]})
+        forged_head = await client.head(item["url"].replace(audio_id, f"{route_id}-a9"))
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(WAV)) and head.headers["accept-ranges"] == "bytes"
+    assert head.headers["content-type"] == "audio/wav"
+    assert seek.status_code == 206 and seek.content == WAV[12:]
+    assert seek.headers["content-range"] == f"bytes 12-{len(WAV) - 1}/{len(WAV)}"
+    assert past_the_end.status_code == 416 and past_the_end.headers["content-range"] == f"bytes */{len(WAV)}"
+    assert again.status_code == 304
+    assert forged_head.status_code == 403

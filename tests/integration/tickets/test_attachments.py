@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 import pytest
@@ -125,3 +125,57 @@ async def test_attachment_on_unknown_ticket_is_404(client, as_user):
         headers=as_user(),
     )
     assert response.status_code == 404
+
+
+async def test_the_download_link_answers_head_ranges_and_etag_and_names_the_original_file(client, as_user):
+    ticket_id = await _ticket(client, as_user)
+    data = bytes(range(256)) * 40
+    name = 'отчёт "март";\r\nX-Evil: 1.pdf'
+    attachment = (
+        await client.post(
+            f"/v1/tickets/{ticket_id}/attachments",
+            files={"file": (name, data, "application/pdf")},
+            headers=as_user(),
+        )
+    ).json()
+    url = attachment["download_url"]
+    whole = await client.get(url)
+    head = await client.head(url)
+    part = await client.get(url, headers={"Range": "bytes=100-199"})
+    tail = await client.get(url, headers={"Range": "bytes=-10"})
+    beyond = await client.get(url, headers={"Range": f"bytes={len(data)}-"})
+    etag = whole.headers["etag"]
+    unchanged = await client.get(url, headers={"If-None-Match": etag})
+    stale_if_range = await client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"not-it"'})
+
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["accept-ranges"] == "bytes"
+    # The header as the client sees it: an ASCII stand-in, then the exact name (RFC 6266 / 8187).
+    disposition = whole.headers["content-disposition"]
+    fallback, exact = disposition.removeprefix("attachment; ").split("; filename*=UTF-8''")
+    assert unquote(exact, errors="strict") == attachment["filename"] and "отчёт" in attachment["filename"]
+    assert fallback.startswith('filename="') and fallback.endswith('"') and fallback[10:-1].isascii()
+    assert '"' not in fallback[10:-1] and ";" not in fallback[10:-1]
+    assert "x-evil" not in whole.headers
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(data)) and head.headers["etag"] == etag
+    assert part.status_code == 206 and part.content == data[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    assert part.headers["content-length"] == "100"
+    assert tail.status_code == 206 and tail.content == data[-10:]
+    assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(data)}"
+    assert beyond.json()["error"]["code"] == "range_not_satisfiable"
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    assert stale_if_range.status_code == 200 and stale_if_range.content == data
+
+
+async def test_attaching_to_a_closed_ticket_is_409_and_stores_nothing(client, as_user):
+    ticket_id = await _ticket(client, as_user)
+    assert (await client.post(f"/v1/tickets/{ticket_id}/close", headers=as_user())).status_code == 200
+    response = await client.post(
+        f"/v1/tickets/{ticket_id}/attachments", files={"file": ("late.txt", b"too late")}, headers=as_user()
+    )
+    listed = (await client.get(f"/v1/tickets/{ticket_id}/attachments", headers=as_user())).json()
+    assert response.status_code == 409, response.text
+    assert response.json()["error"]["code"] == "conflict" and "CLOSED" in response.json()["error"]["message"]
+    assert listed == []

@@ -14,6 +14,9 @@ from keel.cityguide.delivery.service import DeliveryService
 from keel.core.app import error_responses
 from keel.core.fastpath import FastResponse, FastRoute, simple_query
 from keel.core.link_guard import LinkGuard, link_guard
+from keel.core.storage.object_response import object_response
+
+AUDIO_HEADERS = {"Cache-Control": "private, max-age=60"}
 
 
 async def _service(request: Request) -> DeliveryService:
@@ -88,23 +91,30 @@ def build_router() -> APIRouter:
 
     @router.get(
         "/cdn/audio/{audio_id}",
-        summary="CDN-side verifier: serves the audio when the link's signature and expiry check out",
+        summary="CDN-side verifier: serves the audio when the link's signature and expiry check out "
+        "(HEAD, Range for seeking, ETag)",
         response_class=StreamingResponse,
-        responses={200: {"content": {"audio/wav": {}}}, **error_responses(403, 404, 410, 429)},
+        responses={
+            200: {"content": {"audio/wav": {}}},
+            206: {"description": "The byte range asked for with `Range` (`Content-Range` says which)"},
+            304: {"description": "`If-None-Match` names the audio's current ETag"},
+            **error_responses(403, 404, 410, 416, 429),
+        },
     )
     async def audio(
+        request: Request,
         service: Service,
         guard: Annotated[LinkGuard, Depends(link_guard)],
         audio_id: Annotated[str, Path(max_length=128)],
         exp: Annotated[str, Query(max_length=20)] = "",
         sig: Annotated[str, Query(max_length=64)] = "",
         kid: Annotated[str, Query(max_length=32)] = "",
-    ) -> StreamingResponse:
-        info, chunks = await service.open_audio(audio_id, exp, sig, kid or None, guard)
-        return StreamingResponse(
-            chunks,
-            media_type=info.content_type,
-            headers={"Content-Length": str(info.size), "Cache-Control": "private, max-age=60"},
-        )
+    ) -> Response:
+        key = await service.verified_audio_key(audio_id, exp, sig, kid or None, guard)
+        return await object_response(request, service.objects, key, AUDIO_HEADERS)
+
+    # HEAD answers as GET without the body (players and download managers ask it first); one
+    # operation in the OpenAPI document, which describes GET.
+    router.add_api_route("/cdn/audio/{audio_id}", audio, methods=["HEAD"], include_in_schema=False)
 
     return router

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import orjson
 
 from keel.cityguide.audio import audio_key, cdn_path, is_audio_id
 from keel.cityguide.delivery.store import ReadyAudio, ReadyAudioStore, UnknownAudio
-from keel.cityguide.events import optional_float, optional_int, text_field
+from keel.cityguide.events import keyed_audio_id, optional_float, optional_int, text_field
 from keel.core.cache.recent import RecentPages
 from keel.core.errors import NotFound
 from keel.core.events import Event, PoisonMessage
 from keel.core.link_guard import LinkGuard
 from keel.core.signing import UrlSigner
-from keel.core.storage import ObjectStore, StoredObject
+from keel.core.storage import ObjectStore
 
 log = logging.getLogger("keel.cityguide.delivery")
 
@@ -97,15 +97,19 @@ class DeliveryService:
         ]
         return orjson.dumps({"route_id": route_id, "items": items})
 
-    async def open_audio(
+    @property
+    def objects(self) -> ObjectStore:
+        return self._objects
+
+    async def verified_audio_key(
         self, audio_id: str, exp: str, sig: str, kid: str | None, guard: LinkGuard
-    ) -> tuple[StoredObject, AsyncIterator[bytes]]:
-        """What a CDN edge does: check the link (403 forged or malformed, 410 expired, 429 for a
-        client that keeps failing), then serve."""
+    ) -> str:
+        """What a CDN edge does before it serves: check the link (403 forged or malformed, 410
+        expired, 429 for a client that keeps failing); the object key of the audio to serve."""
         await guard.verify(self._signer, cdn_path(audio_id), exp, sig, kid)
         if not is_audio_id(audio_id):
             raise NotFound("no such audio")
-        return await self._objects.stream(audio_key(audio_id))
+        return audio_key(audio_id)
 
 
 def _ready(event: Event) -> tuple[str, ReadyAudio] | None:
@@ -113,7 +117,7 @@ def _ready(event: Event) -> tuple[str, ReadyAudio] | None:
     payload = event.payload
     if payload.get("status", "completed") != "completed":
         return None
-    audio_id = str(payload.get("audio_id") or event.key or "")
+    audio_id = keyed_audio_id(event.key, payload)
     if not is_audio_id(audio_id):
         raise PoisonMessage(f"tts.completed has no usable audio id: {audio_id[:40]!r}")
     position = optional_int(payload, "position")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from keel.cityguide.events import optional_float, optional_int, text_field
+from keel.cityguide.events import keyed_audio_id, optional_float, optional_int, text_field
 from keel.core.events import PoisonMessage
 
 MAX_STORIES = 100
@@ -85,11 +85,13 @@ def stories_generated(payload: dict[str, Any]) -> StoriesGenerated:
     )
 
 
-def tts_completed(payload: dict[str, Any]) -> TtsCompleted:
+def tts_completed(payload: dict[str, Any], key: str | None = None) -> TtsCompleted:
+    """`key`: the record key, the audio id (keel.cityguide.events.keyed_audio_id); a parked result
+    comes back without one, its payload carrying the id resolved when it arrived."""
     status = payload.get("status", "completed")
     if status not in TTS_STATUSES:
         raise PoisonMessage(f"status must be one of {TTS_STATUSES}, got {status!r}")
-    audio_id = text_field(payload, "audio_id") if status == "completed" else None
+    audio_id = keyed_audio_id(key, payload) if status == "completed" else None
     error = payload.get("error")
     return TtsCompleted(
         route_id=text_field(payload, "route_id"),
@@ -108,3 +110,12 @@ def inbox_key(kind: str, payload: dict[str, Any]) -> str:
     if kind == "tts.completed":
         parts += [str(payload["story_id"]), str(payload.get("status")), str(payload.get("attempt"))]
     return ":".join(parts)
+
+
+def tts_result(payload: dict[str, Any], key: str | None) -> tuple[TtsCompleted, dict[str, Any]]:
+    """A consumed `tts.completed` and the payload to keep for it (parked until its route is known),
+    carrying the audio id the record key gave."""
+    msg = tts_completed(payload, key)
+    if msg.audio_id is not None and payload.get("audio_id") != msg.audio_id:
+        payload = {**payload, "audio_id": msg.audio_id}
+    return msg, payload

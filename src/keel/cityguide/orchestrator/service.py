@@ -85,7 +85,7 @@ class OrchestratorService:
         await self._apply_stories(uow, conn, generated, caused)
 
     async def on_tts_completed(self, events: Sequence[Event], uow: UnitOfWork) -> None:
-        results = [(messages.tts_completed(e.payload), e.payload) for e in events]
+        results = [messages.tts_result(e.payload, e.key) for e in events]
         conn = await uow.raw()
         await repository.lock_routes(conn, (msg.route_id for msg, _ in results))
         await self._apply_tts(uow, conn, results, causes(events, [msg.route_id for msg, _ in results]))

@@ -15,6 +15,7 @@ from obstore.store import LocalStore, MemoryStore, S3Store
 
 from keel.core.settings import Settings
 from keel.core.signing import UrlSigner
+from keel.core.storage.disposition import attachment_disposition
 from keel.core.storage.port import (
     DEFAULT_CONTENT_TYPE,
     RESERVED_PREFIX,
@@ -24,7 +25,7 @@ from keel.core.storage.port import (
 )
 
 if TYPE_CHECKING:
-    from obstore import GetResult
+    from obstore import Attributes, GetOptions, GetResult
     from obstore.store import S3Config
 
 STREAM_CHUNK = 256 * 1024
@@ -58,9 +59,15 @@ class ObstoreObjectStore:
         self._base = public_base_url.rstrip("/")
 
     async def put(
-        self, key: str, data: bytes | AsyncIterable[bytes], *, content_type: str = DEFAULT_CONTENT_TYPE
+        self,
+        key: str,
+        data: bytes | AsyncIterable[bytes],
+        *,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        filename: str | None = None,
     ) -> StoredObject:
         check_key(key)
+        disposition = attachment_disposition(filename) if filename is not None else None
         size = 0
 
         async def counted(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
@@ -74,23 +81,34 @@ class ObstoreObjectStore:
         if self._sidecar:
             # Bytes first: a failed upload leaves the old object and its type as they were.
             result = await obstore.put_async(self._store, key, body)
-            await obstore.put_async(self._store, _meta_key(key), orjson.dumps({"content_type": content_type}))
+            meta = {"content_type": content_type, "content_disposition": disposition}
+            await obstore.put_async(self._store, _meta_key(key), orjson.dumps(meta))
         else:
-            result = await obstore.put_async(
-                self._store, key, body, attributes={"Content-Type": content_type}
-            )
+            # S3 keeps both and sends them with the object, presigned links included.
+            attributes: Attributes = {"Content-Type": content_type}
+            if disposition is not None:
+                attributes["Content-Disposition"] = disposition
+            result = await obstore.put_async(self._store, key, body, attributes=attributes)
         if isinstance(data, bytes):
             size = len(data)
-        return StoredObject(key=key, size=size, content_type=content_type, etag=result["e_tag"])
+        return StoredObject(
+            key=key,
+            size=size,
+            content_type=content_type,
+            etag=result["e_tag"],
+            content_disposition=disposition,
+        )
 
     async def get(self, key: str) -> bytes:
         result = await self._get(key)
         return bytes(await result.bytes_async())
 
-    async def stream(self, key: str) -> tuple[StoredObject, AsyncIterator[bytes]]:
+    async def stream(
+        self, key: str, byte_range: tuple[int, int] | None = None
+    ) -> tuple[StoredObject, AsyncIterator[bytes]]:
         # One GET gives the metadata and the body, so the size always matches the bytes sent, even
         # if the object is replaced meanwhile.
-        result = await self._get(key)
+        result = await self._get(key, byte_range=byte_range)
         info = await self._describe(key, result)
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -126,28 +144,45 @@ class ObstoreObjectStore:
             raise RuntimeError("an object store that cannot presign needs a UrlSigner for its links")
         return self._signer.sign(f"{self._files_prefix}/{key}", ttl_s).url(self._base)
 
-    async def _get(self, key: str, *, head: bool = False) -> GetResult:
+    async def _get(
+        self, key: str, *, head: bool = False, byte_range: tuple[int, int] | None = None
+    ) -> GetResult:
         check_key(key)
+        options: GetOptions = {"head": head}
+        if byte_range is not None:
+            options["range"] = byte_range
         try:
-            return await obstore.get_async(self._store, key, options={"head": head})
+            return await obstore.get_async(self._store, key, options=options)
         except MISSING:
             raise ObjectNotFound(f"object {key!r} not found") from None
 
     async def _describe(self, key: str, result: GetResult) -> StoredObject:
         meta = result.meta
         if self._sidecar:
-            content_type = await self._sidecar_content_type(key)
+            content_type, disposition = await self._sidecar_meta(key)
         else:
             content_type = str(result.attributes.get("Content-Type", DEFAULT_CONTENT_TYPE))
-        return StoredObject(key=key, size=int(meta["size"]), content_type=content_type, etag=meta["e_tag"])
+            found = result.attributes.get("Content-Disposition")
+            disposition = str(found) if found is not None else None
+        return StoredObject(
+            key=key,
+            size=int(meta["size"]),
+            content_type=content_type,
+            etag=meta["e_tag"],
+            content_disposition=disposition,
+        )
 
-    async def _sidecar_content_type(self, key: str) -> str:
+    async def _sidecar_meta(self, key: str) -> tuple[str, str | None]:
         try:
             raw = await obstore.get_async(self._store, _meta_key(key))
         except MISSING:
-            return DEFAULT_CONTENT_TYPE  # written by hand into the directory: no type known
-        value = orjson.loads(bytes(await raw.bytes_async())).get("content_type")
-        return value if isinstance(value, str) else DEFAULT_CONTENT_TYPE
+            return DEFAULT_CONTENT_TYPE, None  # written by hand into the directory: nothing known
+        meta = orjson.loads(bytes(await raw.bytes_async()))
+        content_type, disposition = meta.get("content_type"), meta.get("content_disposition")
+        return (
+            content_type if isinstance(content_type, str) else DEFAULT_CONTENT_TYPE,
+            disposition if isinstance(disposition, str) else None,
+        )
 
 
 def _s3_store(bucket: str, settings: Settings) -> S3Store:

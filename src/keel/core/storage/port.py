@@ -28,20 +28,31 @@ class StoredObject:
     size: int
     content_type: str
     etag: str | None = None
+    # The Content-Disposition the object is served with (an upload's original file name), if any.
+    content_disposition: str | None = None
 
 
 class ObjectStore(Protocol):
     async def put(
-        self, key: str, data: bytes | AsyncIterable[bytes], *, content_type: str = DEFAULT_CONTENT_TYPE
+        self,
+        key: str,
+        data: bytes | AsyncIterable[bytes],
+        *,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        filename: str | None = None,
     ) -> StoredObject:
         """Store all of `data` under `key`, replacing what was there. If a streamed `data` raises,
-        the exception propagates and nothing is stored."""
+        the exception propagates and nothing is stored. With `filename`, the object is served as an
+        attachment under that name (keel.core.storage.disposition)."""
         ...
 
     async def get(self, key: str) -> bytes: ...
 
-    async def stream(self, key: str) -> tuple[StoredObject, AsyncIterator[bytes]]:
-        """The object's metadata and its bytes in chunks; the size is that of the bytes streamed."""
+    async def stream(
+        self, key: str, byte_range: tuple[int, int] | None = None
+    ) -> tuple[StoredObject, AsyncIterator[bytes]]:
+        """The object's metadata and its bytes in chunks; the size is that of the whole object.
+        `byte_range` (start, end exclusive; within the object) streams those bytes only."""
         ...
 
     async def head(self, key: str) -> StoredObject: ...
