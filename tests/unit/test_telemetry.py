@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import httpx
 import orjson
@@ -16,11 +16,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
+from starlette.types import Scope
 
 from keel.core import telemetry
 from keel.core.app import create_app
 from keel.core.bus.message import Message, OutgoingMessage
 from keel.core.events import Event, encode
+from keel.core.fastpath import FastResponse, FastRoute, FastRoutes
 from keel.core.logging import access_log, setup_logging
 from keel.core.settings import Settings
 from keel.core.spans import process_batch, process_one, start_sending
@@ -183,3 +185,35 @@ def test_sampler_settings_take_the_standard_variables(monkeypatch):
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "sometimes")
     with pytest.raises(ValueError):
         Settings(_env_file=None)
+
+
+async def test_a_fast_route_keeps_its_server_span_and_a_declined_one_makes_no_second(
+    spans: Finished, log_lines
+):
+    """One code path: tracing on, the fast routes still answer first and make the one server span; a
+    fast route that declines (its cache missed) hands the same span to the full stack."""
+    router = APIRouter()
+
+    @router.get("/items/{item_id}")
+    async def item(item_id: str) -> dict[str, str]:
+        return {"id": item_id, "source": "stack"}
+
+    async def from_cache(scope: Scope, params: Mapping[str, str]) -> FastResponse | None:
+        return FastResponse(b'{"source":"fast"}') if params["item_id"] == "hot" else None
+
+    fast = FastRoutes()
+    app = create_app(title="t", settings=Settings(_env_file=None), routers=[router], fast_routes=fast)
+    fast.add([FastRoute("/items/{item_id}", from_cache, awaits_io=False)], served=["/items/{item_id}"])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        hot = await client.get("/items/hot", headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"})
+        cold = await client.get("/items/cold")
+    assert hot.json() == {"source": "fast"} and cold.json() == {"id": "cold", "source": "stack"}
+    servers = [s for s in spans() if s.kind == SpanKind.SERVER]
+    assert [s.name for s in servers] == ["GET /items/{item_id}", "GET /items/{item_id}"]
+    assert format(servers[0].context.trace_id, "032x") == TRACE_ID
+    assert [s.attributes["http.response.status_code"] for s in servers if s.attributes] == [200, 200]
+    lines = [line for line in log_lines() if line["logger"] == "keel.access"]
+    assert [(line["route"], line.get("trace_id")) for line in lines] == [
+        ("/items/{item_id}", TRACE_ID),
+        ("/items/{item_id}", format(servers[1].context.trace_id, "032x")),
+    ]

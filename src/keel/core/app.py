@@ -13,13 +13,14 @@ from pydantic import BaseModel, Field
 from starlette.types import Message, Receive, Scope, Send
 
 from keel import __version__
+from keel.core import spans, telemetry
 from keel.core.body_limit import EnvelopedBodyLimitMiddleware
 from keel.core.docs import install_offline_docs
 from keel.core.envelope import install_error_handlers
 from keel.core.errors import StartupError
 from keel.core.fastpath import FastEdge, FastRoutes
 from keel.core.health import ReadinessCheck, health_router
-from keel.core.middleware import EdgeMiddleware, HttpMetrics
+from keel.core.middleware import ADOPTED_SPAN, EdgeMiddleware, HttpMetrics
 from keel.core.settings import Settings
 
 
@@ -43,8 +44,19 @@ class KeelApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         edge = self.fast_edge
-        if edge is not None and scope["type"] == "http" and await edge(scope, send):
-            return
+        if edge is not None and scope["type"] == "http":
+            matched = edge.match(scope)
+            if matched is not None and telemetry.enabled():
+                # Traced like any request: one server span, which the stack takes over (ADOPTED_SPAN)
+                # when the fast route declines (a cache miss) and the app answers instead.
+                with spans.server_span(scope) as span:
+                    if await edge(scope, send, matched, span):
+                        return
+                    scope.setdefault("state", {})[ADOPTED_SPAN] = span
+                    await super().__call__(scope, receive, send)
+                return
+            if matched is not None and await edge(scope, send, matched):
+                return
         if scope["type"] == "lifespan":
             send = _startup_failure_in_one_line(send)
         await super().__call__(scope, receive, send)

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from re import Pattern
 from urllib.parse import unquote_plus
 
+from opentelemetry.trace import Span
 from starlette.convertors import StringConvertor
 from starlette.routing import compile_path
 from starlette.types import Scope, Send
 
+from keel.core import spans
 from keel.core.context import accept_request_id, reset_request_id, set_request_id
 from keel.core.envelope import error_body
 from keel.core.errors import AppError
@@ -145,9 +147,19 @@ class FastEdge:
         self.timeout_s = timeout_s
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, send: Send) -> bool:
-        """True when a fast route answered; False when nothing was sent or counted (the app answers)."""
-        matched = self.routes.match(scope) if self.routes else None
+    def match(self, scope: Scope) -> tuple[FastRoute, dict[str, str]] | None:
+        return self.routes.match(scope) if self.routes else None
+
+    async def __call__(
+        self,
+        scope: Scope,
+        send: Send,
+        matched: tuple[FastRoute, dict[str, str]] | None = None,
+        span: Span | None = None,
+    ) -> bool:
+        """True when a fast route answered; False when nothing was sent or counted (the app answers).
+        `span`: the request's server span (tracing on), named and closed out here when it answers."""
+        matched = matched or self.match(scope)
         if matched is None:
             return False
         route, params = matched
@@ -169,6 +181,8 @@ class FastEdge:
             except Exception as exc:
                 expired = deadline is not None and deadline.expired()
                 status = await send_failure(send, exc, expired, self.timeout_s, rid_header)
+                if span is not None:
+                    spans.finish_server_span(span, "GET", route.path, status)
                 self.metrics.observe("GET", route.path, status, time.perf_counter() - begin)
                 return True
             if answer is None:
@@ -178,6 +192,8 @@ class FastEdge:
                     send, answer.status, answer.body, answer.media_type, answer.headers, rid_header
                 )
             finally:
+                if span is not None:
+                    spans.finish_server_span(span, "GET", route.path, answer.status)
                 self.metrics.observe("GET", route.path, answer.status, time.perf_counter() - begin)
             return True
         finally:

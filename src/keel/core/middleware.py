@@ -26,6 +26,8 @@ access = logging.getLogger("keel.access")
 Header = tuple[bytes, bytes]
 # Probes and scrapes: neither traced nor access-logged (they come every few seconds and say nothing).
 QUIET_PATHS = frozenset(("/healthz", "/health", "/readyz", "/metrics"))
+# scope["state"] key of a server span the app opened for a fast route that then declined.
+ADOPTED_SPAN = "keel.server_span"
 
 
 class HttpMetrics:
@@ -71,6 +73,10 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
         elif telemetry.enabled() and scope["path"] not in QUIET_PATHS:
+            adopted = scope.get("state", {}).get(ADOPTED_SPAN)
+            if adopted is not None:  # opened for a fast route that declined: the same request's span
+                await self._serve(scope, receive, send, adopted)
+                return
             with spans.server_span(scope) as span:
                 await self._serve(scope, receive, send, span)
         else:

@@ -147,8 +147,8 @@ def build_app(
         readiness=lambda: state["infra"].checks if "infra" in state else [],  # type: ignore[attr-defined]
         lifespan=lifespan,
         max_route_body_bytes=max_route_body,
-        # Server spans come from the edge inside the stack: traced, every request takes it.
-        fast_routes=None if tracing else fast_routes,
+        # One code path: traced or not, the fast routes answer first and make the server span themselves.
+        fast_routes=fast_routes,
         liveness_aliases=[path for s in specs for path in SEED_LIVENESS_PATHS.get(s.name, ())],
     )
     return app
