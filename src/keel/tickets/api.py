@@ -21,6 +21,7 @@ from keel.core.auth import CurrentUser, _user_header, current_user
 from keel.core.errors import Unauthorized
 from keel.core.events import dumps
 from keel.core.fastpath import FastResponse, FastRoute
+from keel.core.ratelimit import RateLimiter
 from keel.tickets.schemas import Attachment, Ticket, TicketCreate, TicketStatus
 from keel.tickets.service import Created, TicketService
 
@@ -57,10 +58,11 @@ def _request_id(request: Request) -> str | None:
     return value
 
 
-def list_fast_routes(service: TicketService) -> list[FastRoute]:
+def list_fast_routes(service: TicketService, limiter: RateLimiter | None = None) -> list[FastRoute]:
     """`GET /v1/tickets` (no query: the first page) from this process's recent pages, ahead of the
     FastAPI stack. Anything else (no page in hand, a query, a missing or invalid user) takes the
-    FastAPI route, which stays the reference. Only mounted without a rate limit, which it would skip."""
+    FastAPI route, which stays the reference. With a rate limit, a page answered here is counted
+    here, once (a declined one is counted by the route)."""
 
     async def recent_first_page(scope: Scope, params: dict[str, str]) -> FastResponse | None:
         if scope["query_string"]:
@@ -73,9 +75,14 @@ def list_fast_routes(service: TicketService) -> list[FastRoute]:
         except Unauthorized:
             return None
         body = service.recent_page(user, None, DEFAULT_LIMIT, 0)
-        return None if body is None else FastResponse(body)
+        if body is None:
+            return None
+        if limiter is not None:
+            await limiter.check(user)  # over the limit: 429 in the envelope, from the edge
+        return FastResponse(body)
 
-    return [FastRoute(prefix, recent_first_page, awaits_io=False) for prefix in PREFIXES]
+    # The limiter's store may be Redis: then the handler awaits I/O and the deadline applies.
+    return [FastRoute(prefix, recent_first_page, awaits_io=limiter is not None) for prefix in PREFIXES]
 
 
 MAX_IDEMPOTENCY_KEY_HEADER = 200

@@ -60,13 +60,14 @@ async def wire(infra: Infra) -> Wiring:
         on_event_written=infra.wake_relay,
     )
     wiring = Wiring(state={"tickets": service})
-    if not settings.tickets_rate_limit:
-        wiring.fast_routes = list_fast_routes(service)
-    else:
+    limiter = None
+    if settings.tickets_rate_limit:
         storage = redis_storage(infra.settings.redis_url) if infra.settings.redis_url else memory_storage()
-        wiring.state["tickets_rate_limiter"] = RateLimiter(
+        limiter = wiring.state["tickets_rate_limiter"] = RateLimiter(
             settings.tickets_rate_limit, storage, name="tickets"
         )
+    # One code path: the fast list answers with or without a limit, and counts against it.
+    wiring.fast_routes = list_fast_routes(service, limiter)
     wiring.workers.append(
         ConsumerRunner(
             infra.bus,

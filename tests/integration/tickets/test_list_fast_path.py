@@ -1,5 +1,5 @@
 """GET /v1/tickets (the first page) answered from this process's recent pages ahead of the FastAPI
-stack when no rate limit is configured: the same bytes and headers as the route, which still answers
+stack, with or without a rate limit: the same bytes and headers as the route, which still answers
 everything else (a query, a bad user header, a page not in hand)."""
 
 from __future__ import annotations
@@ -58,11 +58,17 @@ async def test_the_first_page_at_the_edge_is_what_the_route_answers_and_a_write_
     print(f"edge == route: {len(fast.content)} B,", [k for k, _ in _headers(fast)])
 
 
-async def test_with_a_rate_limit_every_list_takes_the_limited_route(
+async def test_with_a_rate_limit_the_fast_list_counts_every_read_once(
     fresh_pg_dsn, redis_url, make_settings, monkeypatch, user
 ):
     monkeypatch.setenv("TICKETS_RATE_LIMIT", "2/minute")
     headers = {"X-User-Id": user}
-    async with serving(make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url)) as (_, client):
-        statuses = [(await client.get("/v1/tickets", headers=headers)).status_code for _ in range(3)]
-    assert statuses == [200, 200, 429]  # the kept page never let the third read past the limiter
+    async with serving(make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url)) as (app, client):
+        app.state.tickets = spy = CountingService(app.state.tickets)
+        responses = [await client.get("/v1/tickets", headers=headers) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 429]  # the kept page never passed the limit
+    assert (
+        responses[2].json()["error"]["code"] == "rate_limited"
+        and int(responses[2].headers["retry-after"]) >= 1
+    )
+    assert spy.calls == 1  # the limit did not switch the fast list off: the edge answered the rest
