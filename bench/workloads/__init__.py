@@ -61,6 +61,7 @@ def all_workloads() -> list[Workload]:
     from bench.workloads.ingest import OrderIngest
     from bench.workloads.memory import MemoryWorkload
     from bench.workloads.orders import OrderGet
+    from bench.workloads.production import ProductionConfig
     from bench.workloads.tickets import TicketCreate, TicketCreatePgBouncer, TicketList
 
     return [
@@ -68,6 +69,7 @@ def all_workloads() -> list[Workload]:
         TicketCreatePgBouncer(),
         TicketList(),
         OrderGet(),
+        ProductionConfig(),
         DeliveryPrefetch(),
         RelayWorkload(),
         ConsumerWorkload(),

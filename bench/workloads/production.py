@@ -1,0 +1,88 @@
+"""The production configuration against the bench's: the cached ticket list and the cached order with
+tracing on at `keel serve`'s default sampling (parent-based 10 %, OTLP/HTTP to a receiver on
+loopback), the access log on and a rate limit on, beside the same service with all three off. The
+issue's budget: all of it together costs at most a quarter of a row."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import asyncpg
+import httpx
+from bench import loadgen
+from bench.procs import free_port, keel_bin, service
+from bench.report import Row, Sample, median
+from bench.workloads import Context
+from bench.workloads.orders import SEED
+from bench.workloads.tickets import DESCRIPTION, LIST_TICKETS, TITLE, ticket_service
+from tests.support.otlp import OtlpReceiver
+
+from keel.core.schema import upgrade
+from keel.orders import repository
+from keel.orders.fake import fake_order
+from keel.orders.schemas import Order
+
+TARGET_RATIO = 0.75
+OFF = {"ACCESS_LOG": "false", "TICKETS_RATE_LIMIT": "", "OTEL_EXPORTER_OTLP_ENDPOINT": ""}
+# A limit the load never reaches: the limiter's code and its Redis round trip run on every request.
+LIMIT = "1000000/minute"
+
+
+def production(sink: OtlpReceiver) -> dict[str, str]:
+    return {"ACCESS_LOG": "true", "TICKETS_RATE_LIMIT": LIMIT, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}
+
+
+class ProductionConfig:
+    name = "production-config"
+
+    async def run(self, ctx: Context) -> Sequence[Row]:
+        rows: list[Row] = []
+        with OtlpReceiver() as sink:
+            on = production(sink)
+            ticket_figures = {k: await self._tickets(ctx, env) for k, env in (("off", OFF), ("on", on))}
+            order_figures = {k: await self._order(ctx, env) for k, env in (("off", OFF), ("on", on))}
+            spans = len(sink.spans)
+        note = (
+            f"on: OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> (default sampler: parent-based 10 %; "
+            f"{spans:,} spans received), ACCESS_LOG=true, TICKETS_RATE_LIMIT={LIMIT} (Redis); "
+            "limit column: the same service with all three off"
+        )
+        for title, figures in (
+            (f"GET /v1/tickets (list of {LIST_TICKETS}, cache hit), production config", ticket_figures),
+            ("GET /order/{id} from cache, production config", order_figures),
+        ):
+            rows.append(Row(title, figures["on"], figures["off"], "req/s", TARGET_RATIO, note=note))
+        return rows
+
+    async def _tickets(self, ctx: Context, env: dict[str, str]) -> Sample:
+        user, path = f"bench-prod-{ctx.run_id}", "/v1/tickets"
+        async with ticket_service(ctx, extra_env=env) as (child, base):
+            async with httpx.AsyncClient(base_url=base, headers={"X-User-Id": user}) as client:
+                if not (await client.get(path)).json():
+                    for i in range(LIST_TICKETS):
+                        body = {"title": f"{TITLE} {i}", "description": DESCRIPTION}
+                        (await client.post(path, json=body)).raise_for_status()
+                (await client.get(path)).raise_for_status()  # fills the cache
+            figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, user], server_pid=child.pid)
+        return median(figures)
+
+    async def _order(self, ctx: Context, env: dict[str, str]) -> Sample:
+        order = Order.model_validate(fake_order(random.Random(SEED), order_uid=f"benchprod{ctx.run_id}"))
+        await upgrade(ctx.dsn)
+        conn = await asyncpg.connect(ctx.dsn)
+        try:
+            await repository.upsert_orders(conn, [order])
+        finally:
+            await conn.close()
+        port = free_port()
+        argv = [keel_bin(), "serve", "orders", "--port", str(port)]
+        path = f"/order/{order.order_uid}"
+        async with service(
+            argv, {**ctx.service_env(), **env}, ctx.logdir, "keel-serve-orders", port
+        ) as child:
+            base = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=base) as client:
+                (await client.get(path)).raise_for_status()
+            figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, "bench"], server_pid=child.pid)
+        return median(figures)
