@@ -98,6 +98,7 @@ def create_app(
     # Inside the edge: counts streamed bodies; a route's own `max_body_size` overrides it (uploads).
     app.add_middleware(EnvelopedBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     metrics = HttpMetrics(access_log=settings.access_log)
+    app.state.http_metrics = metrics  # its in-flight count feeds keel.core.saturation
     app.add_middleware(
         EdgeMiddleware,
         timeout_s=settings.request_timeout_s,

@@ -17,6 +17,7 @@ from keel.core.fastpath import FastRoutes
 from keel.core.infra import Infra, open_infra
 from keel.core.outbox import OutboxRelay, OutboxRetention
 from keel.core.retention import InboxRetention
+from keel.core.saturation import SaturationSampler, sampling
 from keel.core.service import ServiceSpec, Worker
 from keel.core.settings import DEFAULT_SECRET, Settings
 from keel.core.status import Printer, StatusLine
@@ -73,6 +74,7 @@ def build_app(
             DEFAULT_SECRET,
         )
     names = ", ".join(s.name for s in specs) or "platform"
+    service_label = "platform" if embedded else "-".join(s.name for s in specs) or "platform"
     topics = sorted({t for s in specs for t in s.topics})
     needs_db = any(s.uses_database for s in specs)
     state: dict[str, object] = {}
@@ -103,6 +105,13 @@ def build_app(
             if run_workers and needs_db:
                 workers.append(InboxRetention(infra.require_db(), max_age_s=settings.inbox_retention_s))
             app.state.infra = infra
+            app.state.saturation = await stack.enter_async_context(
+                sampling(
+                    SaturationSampler(
+                        service_label, app.state.http_metrics.in_flight, db=infra.db, redis=infra.redis
+                    )
+                )
+            )
             if embedded and serve_routes:
                 app.state.dev_producer = infra.bus.producer()
                 await app.state.dev_producer.start()
