@@ -9,7 +9,7 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from keel import __version__
@@ -19,7 +19,7 @@ from keel.core.errors import StartupError
 from keel.core.fastpath import FastEdge, FastRoutes
 from keel.core.health import ReadinessCheck, health_router
 from keel.core.middleware import EdgeMiddleware, HttpMetrics
-from keel.core.settings import Settings
+from keel.core.settings import Settings, invalid_settings
 
 
 class ErrorBody(BaseModel):
@@ -39,12 +39,14 @@ class KeelApp(FastAPI):
     """FastAPI whose fast routes (keel.core.fastpath) are answered before its middleware stack."""
 
     fast_edge: FastEdge | None = None
+    # `keel --debug` turns it off: a failed start-up then shows its whole traceback.
+    one_line_startup_errors = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         edge = self.fast_edge
         if edge is not None and scope["type"] == "http" and await edge(scope, send):
             return
-        if scope["type"] == "lifespan":
+        if scope["type"] == "lifespan" and self.one_line_startup_errors:
             send = _startup_failure_in_one_line(send)
         await super().__call__(scope, receive, send)
 
@@ -57,13 +59,22 @@ def _startup_failure_in_one_line(send: Send) -> Send:
     async def send_one_line(message: Message) -> None:
         if message["type"] == "lifespan.startup.failed":
             failure = sys.exc_info()[1]
-            while failure is not None and not isinstance(failure, StartupError):
+            while failure is not None and not _reads_in_one_line(failure):
                 failure = failure.__cause__ or failure.__context__
-            if failure is not None:
+            if isinstance(failure, ValidationError):
+                message = {**message, "message": "; ".join(invalid_settings(failure))}
+            elif failure is not None:
                 message = {**message, "message": str(failure)}
         await send(message)
 
     return send_one_line
+
+
+def _reads_in_one_line(failure: BaseException) -> bool:
+    """A StartupError, or a service's settings that do not validate (read in its wiring)."""
+    if isinstance(failure, ValidationError):
+        return failure.title.endswith("Settings")
+    return isinstance(failure, StartupError)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

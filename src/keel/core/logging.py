@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +53,45 @@ class AccessFormatter(logging.Formatter):
         return " ".join(f"{k}={v}" for k, v in line.items())
 
 
+# `extra=REPEATS` marks a line a retry loop writes at every attempt: RepeatThrottle bounds its rate.
+REPEATS = {"repeats": True}
+
+
+class RepeatThrottle(logging.Filter):
+    """Lets one record per (logger, message template) through every `every_s`, for the lines that
+    repeat while a dependency is down: every record of aiokafka (an ERROR per failed reconnect, several
+    a second during a broker outage) and the lines our retry loops mark with `extra=REPEATS`. The next
+    line let through says how many were left out. Other records pass untouched."""
+
+    def __init__(
+        self,
+        every_s: float = 10.0,
+        *,
+        prefixes: tuple[str, ...] = ("aiokafka",),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.prefixes = prefixes
+        self._clock = clock
+        # (last let through at, left out since); bounded by the templates in the code.
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (getattr(record, "repeats", False) or record.name.startswith(self.prefixes)):
+            return True
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.every_s:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            return False
+        self._seen[key] = (now, 0)
+        if seen is not None and seen[1]:
+            record.msg = f"{record.msg} ({seen[1]} more like it in the last {self.every_s:g}s not logged)"
+        return True
+
+
 def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     """Route stdlib and structlog records through one renderer."""
     json = (not sys.stderr.isatty()) if json is None else json
@@ -79,6 +120,7 @@ def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
             ],
         )
     )
+    handler.addFilter(RepeatThrottle())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     access_handler = logging.StreamHandler()

@@ -84,7 +84,13 @@ def build_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             infra = await stack.enter_async_context(
-                open_infra(settings, database=needs_db, topics=topics, broker_required=not serve_routes)
+                open_infra(
+                    settings,
+                    database=needs_db,
+                    migrate=migrates_at_start(settings, embedded),
+                    topics=topics,
+                    broker_required=not serve_routes,
+                )
             )
             state["infra"] = infra
             infra.embedded = embedded
@@ -166,3 +172,12 @@ def _sampler(settings: Settings, embedded: bool) -> Sampler:
     (a developer's machine, where the one request being looked at must be there)."""
     default = KEEP_ALL if embedded else DEFAULT_SAMPLER
     return make_sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg, default=default)
+
+
+def migrates_at_start(settings: Settings, embedded: bool) -> bool:
+    """MIGRATE_ON_START when set; else `keel up`, and any process whose PostgreSQL is the embedded one
+    (no release step ever migrates that database), migrate at start. Everything else was migrated by
+    `keel migrate`, run once per release before the services start (README)."""
+    if settings.migrate_on_start is not None:
+        return settings.migrate_on_start
+    return embedded or not settings.postgres_dsn
