@@ -48,7 +48,11 @@ def test_marked_retry_lines_are_throttled_per_template_and_other_lines_pass() ->
     other = [
         throttle.filter(record("keel.consumer", "%s: other failure", "g", repeats=True)) for _ in range(2)
     ]
+    another = [
+        throttle.filter(record("keel.consumer", "%s: fetch failed", "h", repeats=True)) for _ in range(2)
+    ]
     plain = [throttle.filter(record("keel.consumer", "%s: fetch failed", "g")) for _ in range(5)]
     assert fetch == [True, False, False, False, False]
     assert other == [True, False]  # its own template, its own window
+    assert another == [True, False]  # another consumer's failures are not hidden by the first one's
     assert all(plain)  # not marked, not aiokafka: never dropped

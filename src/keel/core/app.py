@@ -14,6 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from keel import __version__
 from keel.core.body_limit import EnvelopedBodyLimitMiddleware
+from keel.core.bus.errors import BrokerUnavailable
 from keel.core.envelope import install_error_handlers
 from keel.core.errors import StartupError
 from keel.core.fastpath import FastEdge, FastRoutes
@@ -63,6 +64,9 @@ def _startup_failure_in_one_line(send: Send) -> Send:
                 failure = failure.__cause__ or failure.__context__
             if isinstance(failure, ValidationError):
                 message = {**message, "message": "; ".join(invalid_settings(failure))}
+            elif isinstance(failure, BrokerUnavailable):
+                # A process whose start needs the broker (a worker's producer): what failed, where.
+                message = {**message, "message": f"{failure}; check KAFKA_BROKERS and that the broker is up"}
             elif failure is not None:
                 message = {**message, "message": str(failure)}
         await send(message)
@@ -71,10 +75,11 @@ def _startup_failure_in_one_line(send: Send) -> Send:
 
 
 def _reads_in_one_line(failure: BaseException) -> bool:
-    """A StartupError, or a service's settings that do not validate (read in its wiring)."""
+    """A StartupError, a service's settings that do not validate (read in its wiring), or a broker
+    that did not answer a process that cannot start without it."""
     if isinstance(failure, ValidationError):
         return failure.title.endswith("Settings")
-    return isinstance(failure, StartupError)
+    return isinstance(failure, StartupError | BrokerUnavailable)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -58,7 +58,7 @@ REPEATS = {"repeats": True}
 
 
 class RepeatThrottle(logging.Filter):
-    """Lets one record per (logger, message template) through every `every_s`, for the lines that
+    """Lets one record per (logger, message template, first argument) through every `every_s`, for the lines that
     repeat while a dependency is down: every record of aiokafka (an ERROR per failed reconnect, several
     a second during a broker outage) and the lines our retry loops mark with `extra=REPEATS`. The next
     line let through says how many were left out. Other records pass untouched."""
@@ -75,12 +75,15 @@ class RepeatThrottle(logging.Filter):
         self.prefixes = prefixes
         self._clock = clock
         # (last let through at, left out since); bounded by the templates in the code.
-        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self._seen: dict[tuple[str, str, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not (getattr(record, "repeats", False) or record.name.startswith(self.prefixes)):
             return True
-        key = (record.name, str(record.msg))
+        # The first argument names the subject (a consumer, a worker, a broker host): one's failures
+        # never hide another's.
+        subject = str(record.args[0]) if isinstance(record.args, tuple) and record.args else ""
+        key = (record.name, str(record.msg), subject)
         now = self._clock()
         seen = self._seen.get(key)
         if seen is not None and now - seen[0] < self.every_s:
