@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from keel import services
+from keel.core.bus.errors import BrokerUnavailable
 from keel.core.errors import StartupError
 from keel.core.http_server import server_config
 from keel.core.logging import setup_logging
@@ -35,16 +36,22 @@ class _Options:
 
 
 class _KeelCommand(typer.Typer):
-    """An error the operator can fix (a bad setting, a dependency refusing us) is one line saying what
-    and how to fix it, and exit 2, from every command; `keel --debug` shows its traceback instead."""
+    """An error the operator can fix (a bad setting, a dependency refusing us or away) is one line
+    saying what and how to fix it, and exit 2, from every command; `keel --debug` shows its traceback
+    instead."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().__call__(*args, **kwargs)
-        except (ValidationError, StartupError) as exc:
+        except (ValidationError, StartupError, BrokerUnavailable) as exc:
             if _Options.debug or (isinstance(exc, ValidationError) and not exc.title.endswith("Settings")):
                 raise  # --debug, or a model that is not settings: a bug, its traceback says where
-            lines = invalid_settings(exc) if isinstance(exc, ValidationError) else [str(exc)]
+            if isinstance(exc, ValidationError):
+                lines = invalid_settings(exc)
+            elif isinstance(exc, BrokerUnavailable):  # a tool (`keel orders produce`) needs the broker now
+                lines = [f"{exc}; check --brokers or KAFKA_BROKERS and that the broker is up"]
+            else:
+                lines = [str(exc)]
             for line in lines:
                 console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
             sys.exit(2)

@@ -91,7 +91,7 @@ class RepeatThrottle(logging.Filter):
             return False
         self._seen[key] = (now, 0)
         if seen is not None and seen[1]:
-            record.msg = f"{record.msg} ({seen[1]} more like it in the last {self.every_s:g}s not logged)"
+            record.msg = f"{record.msg} ({seen[1]} more like it in the last {now - seen[0]:.0f}s not logged)"
         return True
 
 
