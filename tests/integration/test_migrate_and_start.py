@@ -168,3 +168,16 @@ async def test_redis_unreachable_at_start_is_one_warning_and_the_process_serves_
     assert len(warnings) == 1, warnings
     assert "Redis unreachable" in warnings[0] and "starting degraded" in warnings[0]
     assert "REDIS_URL" in warnings[0]
+
+
+async def test_redis_refusing_the_credentials_stops_the_start_in_one_line(
+    make_settings: Callable[..., Settings], pg_dsn: str, redis_url: str
+) -> None:
+    wrong = redis_url.replace("redis://", "redis://nobody:not-the-password@", 1)
+    settings = make_settings(postgres_dsn=pg_dsn, redis_url=wrong)
+    with pytest.raises(StartupError) as refused:
+        async with serving_app([TICKETS], settings, run_workers=False):
+            pass
+    message = str(refused.value)
+    assert "refused the credentials" in message and "REDIS_URL" in message
+    assert "not-the-password" not in message and "\n" not in message

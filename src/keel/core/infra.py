@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import asyncpg
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
 
 from keel.core import embedded_pg
 from keel.core.bus.errors import BrokerUnavailable
@@ -119,10 +120,17 @@ async def reach_postgres(dsn: str, timeout_s: float) -> None:
 async def reach_redis(client: RedisClient, url: str) -> None:
     """Redis unreachable at start is an outage, not a deployment error: its users degrade (caches read
     the database, limits fail open) and /readyz says 503 until it answers, so the process starts with
-    one warning line instead of failing; it reconnects on its own."""
+    one warning line instead of failing; it reconnects on its own. Credentials it refuses stop the
+    start in one line."""
     try:
         async with asyncio.timeout(REDIS_START_PROBE_S):
             await client.ping()
+    except RedisAuthenticationError as exc:
+        # Refused, not away: a deployment error that no reconnect will cure.
+        raise StartupError(
+            f"Redis at {_redis_where(url)} refused the credentials: {exc}; check the user and password "
+            "in REDIS_URL"
+        ) from None
     except REDIS_START_FAILURES as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.warning(
