@@ -20,6 +20,7 @@ import httpx
 from tests.support import servers
 
 from keel.core.db import libpq_dsn
+from keel.core.schema import upgrade
 
 # A service is ready when /healthz answers; migrations on a fresh database take a few seconds.
 READY_DEADLINE_S = 60.0
@@ -110,13 +111,16 @@ def postgres_server(admin_dsn: str | None) -> Iterator[str]:
 
 @contextlib.asynccontextmanager
 async def scratch_database(admin_dsn: str) -> AsyncIterator[str]:
-    """A database of its own for this run on the server, dropped afterwards."""
+    """A database of its own for this run on the server, migrated as a release is (`keel migrate`
+    before the services start: they do not migrate at start), dropped afterwards."""
     name = f"keel_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(libpq_dsn(admin_dsn))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            yield libpq_dsn(admin_dsn).rsplit("/", 1)[0] + f"/{name}"
+            dsn = libpq_dsn(admin_dsn).rsplit("/", 1)[0] + f"/{name}"
+            await upgrade(dsn)
+            yield dsn
         finally:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

@@ -50,8 +50,6 @@ async def settle_outbox(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("UPDATE outbox_events SET published_at = now() WHERE published_at IS NULL")
-    except asyncpg.UndefinedTableError:
-        pass  # no server has migrated the scratch database yet
     finally:
         await conn.close()
 

@@ -38,7 +38,7 @@ POLL_S = 0.5
 SETTLE_S = 15.0
 IDLE_CPU_S = 0.05
 # As deployed: the orchestrator's API with its relay and consumers, and each worker in a process of its
-# own (health and metrics on their port). The orchestrator comes first: it migrates the database.
+# own (health and metrics on their port). The orchestrator comes first.
 SERVICES = (
     ("serve", "orchestrator"),
     ("worker", "story"),

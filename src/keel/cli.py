@@ -6,25 +6,70 @@ import asyncio
 import contextlib
 import gc
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from keel import services
+from keel.core.bus.errors import BrokerUnavailable
+from keel.core.errors import StartupError
 from keel.core.http_server import server_config
 from keel.core.logging import setup_logging
 from keel.core.service import ServiceSpec
-from keel.core.settings import Settings
+from keel.core.settings import Settings, invalid_settings
 from keel.orders.cli import app as orders_app
 
-app = typer.Typer(help="Keel: five event-driven services and the platform they share.", no_args_is_help=True)
 # soft_wrap: a line is never cut at the terminal width, nor at 80 columns when stderr is a file or a pipe.
 console = Console(stderr=True, soft_wrap=True)
+STARTUP_FAILURE = 3  # what `uvicorn` itself exits with when the application's start-up fails
+
+
+class _Options:
+    """The global options (`keel --debug COMMAND`), set before the command runs."""
+
+    debug = False
+
+
+class _KeelCommand(typer.Typer):
+    """An error the operator can fix (a bad setting, a dependency refusing us or away) is one line
+    saying what and how to fix it, and exit 2, from every command; `keel --debug` shows its traceback
+    instead."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except (ValidationError, StartupError, BrokerUnavailable) as exc:
+            if _Options.debug or (isinstance(exc, ValidationError) and not exc.title.endswith("Settings")):
+                raise  # --debug, or a model that is not settings: a bug, its traceback says where
+            if isinstance(exc, ValidationError):
+                lines = invalid_settings(exc)
+            elif isinstance(exc, BrokerUnavailable):  # a tool (`keel orders produce`) needs the broker now
+                lines = [f"{exc}; check --brokers or KAFKA_BROKERS and that the broker is up"]
+            else:
+                lines = [str(exc)]
+            for line in lines:
+                console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
+            sys.exit(2)
+
+
+app = _KeelCommand(help="Keel: five event-driven services and the platform they share.", no_args_is_help=True)
+
+
+@app.callback()
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show the traceback of an error instead of its one line")
+    ] = False,
+) -> None:
+    _Options.debug = debug
+
 
 ServiceArg = Annotated[str, typer.Argument(help=f"one of: {', '.join(services.NAMES)}")]
 PortOpt = Annotated[int, typer.Option("--port", "-p", help="HTTP port")]
@@ -48,25 +93,27 @@ def _serve_http(
     # Modules, the app and its routes live as long as the process: frozen, they are left out of the
     # collector's full passes, which otherwise scan them all (pauses of 100-300 ms under the ticket
     # create load, its p99: issue 7).
+    if _Options.debug:
+        fastapi_app.one_line_startup_errors = False  # type: ignore[attr-defined]
     gc.collect()
     gc.freeze()
     # httptools with a deadline on each request head (HTTP_HEADER_TIMEOUT_S): keel.core.http_server.
     # `sock`: the listening socket a `--workers` parent bound and handed down (keel.core.processes).
-    _GracefulServer(server_config(fastapi_app, host, port, settings)).run(sockets=[sock] if sock else None)
+    server = _GracefulServer(server_config(fastapi_app, host, port, settings))
+    server.run(sockets=[sock] if sock else None)
+    if not server.started:
+        # The start-up failed (its one line is logged): exit non-zero as `uvicorn` itself does, so a
+        # supervisor sees the failure.
+        raise typer.Exit(STARTUP_FAILURE)
 
 
 def _settings_for_serving() -> Settings:
     """`keel serve`/`keel worker`: the settings, or one line and exit 2 for a setting that must not be
     served (the default SECRET), before anything starts."""
-    from keel.core.errors import StartupError
     from keel.core.secret import refuse_default_secret
 
     settings = Settings()
-    try:
-        refuse_default_secret(settings)
-    except StartupError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
+    refuse_default_secret(settings)
     return settings
 
 
@@ -217,7 +264,11 @@ def serve(
         from keel.core.processes import self_command, serve_workers
 
         specs = _load(service)  # an unknown service fails here, not N times in the workers
-        argv = [*self_command(), "serve", specs[0].name, "--host", bind_host, "--port", str(bind_port)]
+        argv = [
+            *self_command(),
+            *(["--debug"] if _Options.debug else []),
+            *["serve", specs[0].name, "--host", bind_host, "--port", str(bind_port)],
+        ]
         console.print(
             f"[bold]keel serve {service}[/bold]: {workers} HTTP processes on {bind_host}:{bind_port}"
         )
@@ -258,26 +309,31 @@ def openapi(
 
 
 @app.command()
-def migrate(revision: Annotated[str, typer.Option(help="target revision")] = "head") -> None:
-    """Apply the database migrations (embedded PostgreSQL when POSTGRES_DSN is unset)."""
-    from keel.core.errors import StartupError
+def migrate(
+    revision: Annotated[
+        str, typer.Option(help="target revision: head, base or an id; below the current one migrates down")
+    ] = "head",
+) -> None:
+    """Move the database up or down to a revision (embedded PostgreSQL when POSTGRES_DSN is unset).
+    Run once per release, before the services start (they only check the database is current)."""
     from keel.core.infra import reach_postgres, resolve_dsn
-    from keel.core.schema import upgrade
+    from keel.core.schema import migrate as move
+    from keel.core.schema import resolve_revision
 
     settings = Settings()
     setup_logging(settings.log_level)
+    resolve_revision(revision)  # an unknown revision is refused before anything starts
 
-    async def run() -> None:
+    async def run() -> tuple[str | None, str | None]:
         dsn = await resolve_dsn(settings)
         await reach_postgres(dsn, settings.db_connect_timeout_s)
-        await upgrade(dsn, revision, pooler=settings.db_pooler)
+        return await move(dsn, revision, pooler=settings.db_pooler)
 
-    try:
-        asyncio.run(run())
-    except StartupError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    console.print(f"migrated to {revision}")
+    before, after = asyncio.run(run())
+    if before == after:
+        console.print(f"already at {after or 'base'}")
+    else:
+        console.print(f"migrated from {before or 'base'} to {after or 'base'}")
 
 
 @app.command()

@@ -53,7 +53,10 @@ async def test_a_primary_killed_during_creates_loses_no_acknowledged_ticket_and_
     monkeypatch.setenv("TICKETS_RATE_LIMIT", "")  # hundreds of creates by one user
     count = 300 * chaos_scale()
     user = f"failover-{uuid.uuid4().hex[:8]}"
-    settings = make_settings(postgres_dsn=pg.dsn(), redis_url=redis_url, kafka_brokers=kafka_brokers)
+    # A bare database (tests.support.pg_replication): this process migrates it at start.
+    settings = make_settings(
+        postgres_dsn=pg.dsn(), redis_url=redis_url, kafka_brokers=kafka_brokers, migrate_on_start=True
+    )
     statuses: Counter[int] = Counter()
     bodies: list[str] = []
     acknowledged: dict[str, str] = {}

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 JOBS = {"migrate", "topics", "buckets"}  # one-shot containers: others wait for them to exit 0
-INFRA = {"postgres", "kafka", "redis", "minio", "prometheus", "grafana"}
+INFRA = {"postgres", "kafka", "redis", "minio", "prometheus", "grafana", "otel-collector", "jaeger"}
 
 
 def _compose() -> dict[str, Any]:
@@ -336,3 +336,45 @@ def test_grafana_provisions_the_prometheus_datasource_and_the_dashboard() -> Non
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "keel.json").read_text())
     uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
     assert uids == {source["uid"]}
+
+
+# --- traces: collector, backend, the dashboard's link ------------------------------------------------
+
+
+def test_compose_runs_every_infrastructure_container() -> None:
+    assert set(_services()) >= INFRA
+
+
+def test_traces_go_through_the_collector_to_jaeger_and_the_dashboard_links_there() -> None:
+    collector = _services()["otel-collector"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":") for v in collector["volumes"])
+    config_path = DEPLOY / "otel" / "collector.yml"
+    assert f"--config={mounts['./otel/collector.yml']}" in collector["command"]
+    config = yaml.safe_load(config_path.read_text())
+    (pipeline,) = config["service"]["pipelines"].values()
+    assert pipeline["receivers"] == ["otlp"] and "batch" in pipeline["processors"]
+    (exporter,) = pipeline["exporters"]
+    assert config["exporters"][exporter]["endpoint"] == "jaeger:4317"
+    assert {"grpc", "http"} <= set(config["receivers"]["otlp"]["protocols"])
+    assert collector["depends_on"] == {"jaeger": {"condition": "service_healthy"}}
+    assert _services()["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    for name, svc in _keel_containers().items():
+        # OTLP/HTTP, as keel.core.telemetry exports; the operator may point it elsewhere or empty it.
+        assert "http://otel-collector:4318" in svc["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"], name
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "keel.json").read_text())
+    assert any(link["url"].startswith("http://localhost:16686") for link in dashboard["links"])
+    published = {p.split(":")[0] for p in _services()["jaeger"]["ports"]}
+    assert "16686" in published
+
+
+def test_the_dashboard_shows_the_saturation_figures() -> None:
+    used = set().union(*(metric_names(e) for e in _dashboard_exprs()))
+    assert {
+        "http_requests_in_flight",
+        "db_pool_connections",
+        "db_pool_waiting",
+        "redis_pool_connections",
+        "event_loop_lag_seconds_bucket",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+    } <= used

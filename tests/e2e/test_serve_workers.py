@@ -83,6 +83,16 @@ def _posts_201(text: str) -> float:
     )
 
 
+def _samples(text: str) -> dict[str, float]:
+    """Unlabelled samples by name (the process and pool figures)."""
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.labels
+    }
+
+
 def _creates_per_process(directory: Path, tmp_path: Path) -> dict[int, float]:
     """Each worker's own count, read from its files alone (prometheus-client's reader, one pid at a time)."""
     counts: dict[int, float] = {}
@@ -135,6 +145,21 @@ async def test_two_api_processes_share_the_port_and_their_metrics_and_the_worker
     for _ in range(6):  # whichever process answers the scrape reports the sum
         async with httpx.AsyncClient(base_url=base) as scraper:
             assert _posts_201((await scraper.get("/metrics")).text) == CREATES
+
+    async def process_figures() -> dict[str, float]:
+        async with httpx.AsyncClient(base_url=base) as scraper:
+            return _samples((await scraper.get("/metrics")).text)
+
+    # Every worker writes its process_* figures each second; the scrape sums them.
+    figures = await eventually(
+        process_figures,
+        until=lambda f: f.get("process_workers") == 2,
+        timeout_s=10,
+        what="process metrics of both workers",
+    )
+    assert figures["process_resident_memory_bytes"] > 2 * 20_000_000  # two interpreters, each > 20 MB
+    assert figures["process_cpu_seconds_total"] > 0 and figures["process_open_fds"] > 0
+    assert figures["db_pool_size"] == 2 * 32  # DB_POOL_SIZE per process, summed
 
     conn = await asyncpg.connect(fresh_pg_dsn)
     try:

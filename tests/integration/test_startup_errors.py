@@ -46,3 +46,50 @@ async def test_a_closed_port_is_named_with_the_setting_to_fix(pg_dsn: str) -> No
         await reach_postgres(elsewhere(pg_dsn, port=port), timeout_s=2.0)
     assert f"127.0.0.1:{port}" in str(failure.value) and "POSTGRES_DSN" in str(failure.value)
     assert "pw-not-shown" not in str(failure.value) and "\n" not in str(failure.value)
+
+
+def test_a_worker_that_needs_an_unreachable_broker_stops_in_one_line_within_seconds(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "KAFKA_", "PROMETHEUS_"))}
+    env |= {
+        "KAFKA_BROKERS": f"127.0.0.1:{free_port()}",
+        "SECRET": "s" * 32,
+        "KEEL_DATA_DIR": str(tmp_path / "keel"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "worker", "story", "--port", str(free_port())],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 3, output
+    assert "Traceback" not in output, output
+    said = [line for line in output.splitlines() if "check KAFKA_BROKERS" in line]
+    assert len(said) == 1 and "producer could not start" in said[0], output
+
+
+def test_orders_produce_against_an_unreachable_broker_is_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "KAFKA_"))}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keel.cli",
+            "orders",
+            "produce",
+            "-n",
+            "1",
+            "--brokers",
+            f"127.0.0.1:{free_port()}",
+        ],
+        env={**env, "COLUMNS": "400"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode == 2, lines
+    assert len(lines) == 1 and "check --brokers or KAFKA_BROKERS" in lines[0], lines

@@ -9,19 +9,20 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from keel import __version__
 from keel.core import spans, telemetry
 from keel.core.body_limit import EnvelopedBodyLimitMiddleware
+from keel.core.bus.errors import BrokerUnavailable
 from keel.core.docs import install_offline_docs
 from keel.core.envelope import install_error_handlers
 from keel.core.errors import StartupError
 from keel.core.fastpath import FastEdge, FastRoutes
 from keel.core.health import ReadinessCheck, health_router
 from keel.core.middleware import ADOPTED_SPAN, EdgeMiddleware, HttpMetrics
-from keel.core.settings import Settings
+from keel.core.settings import Settings, invalid_settings
 
 
 class ErrorBody(BaseModel):
@@ -41,6 +42,8 @@ class KeelApp(FastAPI):
     """FastAPI whose fast routes (keel.core.fastpath) are answered before its middleware stack."""
 
     fast_edge: FastEdge | None = None
+    # `keel --debug` turns it off: a failed start-up then shows its whole traceback.
+    one_line_startup_errors = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         edge = self.fast_edge
@@ -57,7 +60,7 @@ class KeelApp(FastAPI):
                 return
             if matched is not None and await edge(scope, send, matched):
                 return
-        if scope["type"] == "lifespan":
+        if scope["type"] == "lifespan" and self.one_line_startup_errors:
             send = _startup_failure_in_one_line(send)
         await super().__call__(scope, receive, send)
 
@@ -70,13 +73,26 @@ def _startup_failure_in_one_line(send: Send) -> Send:
     async def send_one_line(message: Message) -> None:
         if message["type"] == "lifespan.startup.failed":
             failure = sys.exc_info()[1]
-            while failure is not None and not isinstance(failure, StartupError):
+            while failure is not None and not _reads_in_one_line(failure):
                 failure = failure.__cause__ or failure.__context__
-            if failure is not None:
+            if isinstance(failure, ValidationError):
+                message = {**message, "message": "; ".join(invalid_settings(failure))}
+            elif isinstance(failure, BrokerUnavailable):
+                # A process whose start needs the broker (a worker's producer): what failed, where.
+                message = {**message, "message": f"{failure}; check KAFKA_BROKERS and that the broker is up"}
+            elif failure is not None:
                 message = {**message, "message": str(failure)}
         await send(message)
 
     return send_one_line
+
+
+def _reads_in_one_line(failure: BaseException) -> bool:
+    """A StartupError, a service's settings that do not validate (read in its wiring), or a broker
+    that did not answer a process that cannot start without it."""
+    if isinstance(failure, ValidationError):
+        return failure.title.endswith("Settings")
+    return isinstance(failure, StartupError | BrokerUnavailable)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -116,6 +132,7 @@ def create_app(
     # Inside the edge: counts streamed bodies; a route's own `max_body_size` overrides it (uploads).
     app.add_middleware(EnvelopedBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     metrics = HttpMetrics(access_log=settings.access_log)
+    app.state.http_metrics = metrics  # its in-flight count feeds keel.core.saturation
     app.add_middleware(
         EdgeMiddleware,
         timeout_s=settings.request_timeout_s,

@@ -167,6 +167,8 @@ class FastEdge:
         token = set_request_id(request_id)
         rid_header = (b"x-request-id", request_id.encode())
         begin = time.perf_counter()
+        in_flight = self.metrics.in_flight
+        in_flight.count += 1
         try:
             deadline = None
             try:
@@ -197,4 +199,5 @@ class FastEdge:
                 self.metrics.observe("GET", route.path, answer.status, time.perf_counter() - begin)
             return True
         finally:
+            in_flight.count -= 1
             reset_request_id(token)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from keel.core.envelope import error_response
@@ -86,7 +86,10 @@ def health_router(
         return Response(orjson.dumps(body), media_type="application/json")
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        sampler = getattr(request.app.state, "saturation", None)
+        if sampler is not None:
+            sampler.sample()  # this process's pools and in-flight count as they are now
         body, content_type = render_latest()
         return Response(body, media_type=content_type)
 

@@ -3,6 +3,7 @@ database, Redis, bus, caches, object storage — embedded defaults when nothing 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import asyncpg
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
 
 from keel.core import embedded_pg
 from keel.core.bus.errors import BrokerUnavailable
@@ -21,8 +23,8 @@ from keel.core.db import Database, dsn_hosts, libpq_dsn
 from keel.core.errors import StartupError
 from keel.core.health import ReadinessCheck
 from keel.core.outbox import Outbox
-from keel.core.redis_topology import RedisClient
-from keel.core.schema import upgrade
+from keel.core.redis_topology import REDIS_FAILURES, RedisClient
+from keel.core.schema import require_current, upgrade
 from keel.core.settings import Settings
 from keel.core.signing import UrlSigner
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from keel.core.storage import ObjectStore
 
 log = logging.getLogger("keel.infra")
+REDIS_START_PROBE_S = 2.0
+REDIS_START_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, *REDIS_FAILURES)
 
 
 @dataclass
@@ -113,6 +117,35 @@ async def reach_postgres(dsn: str, timeout_s: float) -> None:
     )
 
 
+async def reach_redis(client: RedisClient, url: str) -> None:
+    """Redis unreachable at start is an outage, not a deployment error: its users degrade (caches read
+    the database, limits fail open) and /readyz says 503 until it answers, so the process starts with
+    one warning line instead of failing; it reconnects on its own. Credentials it refuses stop the
+    start in one line."""
+    try:
+        async with asyncio.timeout(REDIS_START_PROBE_S):
+            await client.ping()
+    except RedisAuthenticationError as exc:
+        # Refused, not away: a deployment error that no reconnect will cure.
+        raise StartupError(
+            f"Redis at {_redis_where(url)} refused the credentials: {exc}; check the user and password "
+            "in REDIS_URL"
+        ) from None
+    except REDIS_START_FAILURES as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.warning(
+            "Redis unreachable at %s (%s): starting degraded (caches and limits go without it, /readyz "
+            "503 until it answers); check REDIS_URL",
+            _redis_where(url),
+            reason,
+        )
+
+
+def _redis_where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"  # no credentials
+
+
 async def ensure_topics(bus: Bus, topics: Sequence[str]) -> None:
     """Create the topics with our partition count now if the broker answers. If it is away, start
     anyway: the API serves, the outbox fills, and producers and consumers create the topics on first
@@ -137,7 +170,8 @@ async def open_infra(
     broker_required: bool = False,
 ) -> AsyncIterator[Infra]:
     """`broker_required`: a process whose only work needs the broker (`keel worker`) is not ready
-    without it; one that serves HTTP is ready but degraded (its outbox holds the events)."""
+    without it; one that serves HTTP is ready but degraded (its outbox holds the events). `migrate`:
+    apply the migrations; else only check that the database is at this code's revision."""
     async with AsyncExitStack() as stack:
         bus = build_bus(settings)
         stack.push_async_callback(bus.close)
@@ -149,6 +183,8 @@ async def open_infra(
             await reach_postgres(dsn, settings.db_connect_timeout_s)
             if migrate:
                 await upgrade(dsn, pooler=settings.db_pooler)
+            else:
+                await require_current(dsn, pooler=settings.db_pooler)
             infra.db = Database.connect(
                 dsn,
                 pool_size=settings.db_pool_size,
@@ -168,6 +204,7 @@ async def open_infra(
         if settings.redis_url:
             infra.redis = redis_client(settings.redis_url)
             stack.push_async_callback(infra.redis.aclose)
+            await reach_redis(infra.redis, settings.redis_url)
             infra.checks.append(ReadinessCheck("redis", infra.redis.ping))
         if settings.uses_kafka:
             infra.checks.append(ReadinessCheck("kafka", bus.ping, required=broker_required))

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -99,6 +100,48 @@ def access_log() -> AccessLog | None:
     return _access_log
 
 
+# `extra=REPEATS` marks a line a retry loop writes at every attempt: RepeatThrottle bounds its rate.
+REPEATS = {"repeats": True}
+
+
+class RepeatThrottle(logging.Filter):
+    """Lets one record per (logger, message template, first argument) through every `every_s`, for the lines that
+    repeat while a dependency is down: every record of aiokafka (an ERROR per failed reconnect, several
+    a second during a broker outage) and the lines our retry loops mark with `extra=REPEATS`. The next
+    line let through says how many were left out. Other records pass untouched."""
+
+    def __init__(
+        self,
+        every_s: float = 10.0,
+        *,
+        prefixes: tuple[str, ...] = ("aiokafka",),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.prefixes = prefixes
+        self._clock = clock
+        # (last let through at, left out since); bounded by the templates in the code.
+        self._seen: dict[tuple[str, str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (getattr(record, "repeats", False) or record.name.startswith(self.prefixes)):
+            return True
+        # The first argument names the subject (a consumer, a worker, a broker host): one's failures
+        # never hide another's.
+        subject = str(record.args[0]) if isinstance(record.args, tuple) and record.args else ""
+        key = (record.name, str(record.msg), subject)
+        now = self._clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.every_s:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            return False
+        self._seen[key] = (now, 0)
+        if seen is not None and seen[1]:
+            record.msg = f"{record.msg} ({seen[1]} more like it in the last {now - seen[0]:.0f}s not logged)"
+        return True
+
+
 def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     """Route stdlib and structlog records through one renderer."""
     json = (not sys.stderr.isatty()) if json is None else json
@@ -127,6 +170,7 @@ def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
             ],
         )
     )
+    handler.addFilter(RepeatThrottle())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     global _access_log

@@ -17,6 +17,7 @@ from keel.core.context import accept_request_id, reset_request_id, set_request_i
 from keel.core.envelope import error_body
 from keel.core.logging import access_log
 from keel.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from keel.core.saturation import InFlight
 from keel.core.transient import is_transient, sqlstate
 
 log = logging.getLogger("keel.http")
@@ -38,6 +39,8 @@ class HttpMetrics:
     def __init__(self, *, access_log: bool = False) -> None:
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.access_log = access_log
+        # Requests being handled, probes and scrapes left out: read by keel.core.saturation.
+        self.in_flight = InFlight()
 
     def observe(self, method: str, route: str, status: int, elapsed_s: float) -> None:
         key = (method, route, status)
@@ -90,6 +93,7 @@ class EdgeMiddleware:
         rid_header = (b"x-request-id", request_id.encode())
         status = 500
         started = False
+        in_flight = None if scope["path"] in QUIET_PATHS else self.metrics.in_flight
         begin = time.perf_counter()
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await _send_error(send, 413, "payload_too_large", "request body is too large", rid_header)
@@ -109,6 +113,8 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", []), rid_header]
             await send(message)
 
+        if in_flight is not None:
+            in_flight.count += 1
         try:
             async with asyncio.timeout(self.timeout_s) as deadline:
                 await self.app(scope, receive, send_with_id)
@@ -117,6 +123,8 @@ class EdgeMiddleware:
                 raise
             status = await send_failure(send, exc, deadline.expired(), self.timeout_s, rid_header)
         finally:
+            if in_flight is not None:
+                in_flight.count -= 1
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             if span is not None:
                 spans.finish_server_span(span, scope["method"], route, status)

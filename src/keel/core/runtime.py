@@ -18,6 +18,7 @@ from keel.core.health import SEED_LIVENESS_PATHS
 from keel.core.infra import Infra, open_infra
 from keel.core.outbox import OutboxRelay, OutboxRetention
 from keel.core.retention import InboxRetention
+from keel.core.saturation import SaturationSampler, sampling
 from keel.core.service import ServiceSpec, Worker
 from keel.core.settings import DEFAULT_SECRET, Settings
 from keel.core.status import Printer, StatusLine
@@ -74,6 +75,7 @@ def build_app(
             DEFAULT_SECRET,
         )
     names = ", ".join(s.name for s in specs) or "platform"
+    service_label = "platform" if embedded else "-".join(s.name for s in specs) or "platform"
     topics = sorted({t for s in specs for t in s.topics})
     needs_db = any(s.uses_database for s in specs)
     state: dict[str, object] = {}
@@ -83,7 +85,13 @@ def build_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             infra = await stack.enter_async_context(
-                open_infra(settings, database=needs_db, topics=topics, broker_required=not serve_routes)
+                open_infra(
+                    settings,
+                    database=needs_db,
+                    migrate=migrates_at_start(settings, embedded),
+                    topics=topics,
+                    broker_required=not serve_routes,
+                )
             )
             state["infra"] = infra
             infra.embedded = embedded
@@ -104,6 +112,13 @@ def build_app(
             if run_workers and needs_db:
                 workers.append(InboxRetention(infra.require_db(), max_age_s=settings.inbox_retention_s))
             app.state.infra = infra
+            app.state.saturation = await stack.enter_async_context(
+                sampling(
+                    SaturationSampler(
+                        service_label, app.state.http_metrics.in_flight, db=infra.db, redis=infra.redis
+                    )
+                )
+            )
             if embedded and serve_routes:
                 app.state.dev_producer = infra.bus.producer()
                 await app.state.dev_producer.start()
@@ -159,3 +174,12 @@ def _sampler(settings: Settings, embedded: bool) -> Sampler:
     (a developer's machine, where the one request being looked at must be there)."""
     default = KEEP_ALL if embedded else DEFAULT_SAMPLER
     return make_sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg, default=default)
+
+
+def migrates_at_start(settings: Settings, embedded: bool) -> bool:
+    """MIGRATE_ON_START when set; else `keel up`, and any process whose PostgreSQL is the embedded one
+    (no release step ever migrates that database), migrate at start. Everything else was migrated by
+    `keel migrate`, run once per release before the services start (README)."""
+    if settings.migrate_on_start is not None:
+        return settings.migrate_on_start
+    return embedded or not settings.postgres_dsn

@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keel.core.bus.security import KafkaSecurity
@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     # the order cache stays off).
     postgres_listen_dsn: str | None = Field(default=None, validation_alias="POSTGRES_LISTEN_DSN", repr=False)
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+    # Migrations at start: unset, `keel up` and a process on the embedded PostgreSQL migrate, and
+    # `keel serve`/`keel worker` against POSTGRES_DSN only check the database is current (run
+    # `keel migrate` once per release first); true or false decides for every command.
+    migrate_on_start: bool | None = Field(default=None, validation_alias="MIGRATE_ON_START")
 
     secret: str = Field(default=DEFAULT_SECRET, validation_alias="SECRET", repr=False)
     # Lets `keel serve`/`keel worker` start with the default SECRET (an experiment; warned at start).
@@ -192,3 +196,16 @@ class Settings(BaseSettings):
     @property
     def uses_kafka(self) -> bool:
         return bool(self.kafka_brokers)
+
+
+def invalid_settings(exc: ValidationError) -> list[str]:
+    """One line per bad setting, naming the variable that sets it (the values are left out: they may
+    be secrets)."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        name = ".".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        where = f"{name}: " if name else ""
+        hint = f"; set {name} in the environment or .env" if name else ""
+        lines.append(f"invalid setting {where}{message}{hint}")
+    return lines

@@ -8,6 +8,7 @@ import logging
 import random
 from collections.abc import Sequence
 
+from keel.core.logging import REPEATS
 from keel.core.service import Worker
 
 log = logging.getLogger("keel.supervisor")
@@ -40,7 +41,7 @@ class Supervisor:
                 failures += 1
                 self.restarts[worker.name] = self.restarts.get(worker.name, 0) + 1
                 delay = min(self._max_backoff_s, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
-                log.exception("worker %s crashed; restarting in %.1fs", worker.name, delay)
+                log.exception("worker %s crashed; restarting in %.1fs", worker.name, delay, extra=REPEATS)
                 await asyncio.sleep(delay)
 
     async def stop(self, timeout_s: float = 10.0) -> None:

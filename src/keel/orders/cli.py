@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import uuid
@@ -114,6 +115,9 @@ def produce(
     seed: Annotated[int | None, typer.Option(help="random seed, for a repeatable stream")] = None,
 ) -> None:
     """Publish random orders in the seed's model (key = order_uid) to the orders topic."""
+    # aiokafka would print each failed connect on its own; a broker that stays away ends the command
+    # with one line (keel.cli), and one that comes back needs no report.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     settings = OrderSettings()
     broker_list = [b.strip() for b in brokers.split(",") if b.strip()] if brokers else settings.kafka_brokers
     if not broker_list:

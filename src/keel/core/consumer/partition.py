@@ -30,6 +30,7 @@ from keel.core.consumer.handlers import (
 from keel.core.consumer.retry import RetryPolicy, is_transient
 from keel.core.db import Database
 from keel.core.events import Event, PoisonMessage, WireFormat, decode
+from keel.core.logging import REPEATS
 from keel.core.metrics import EVENTS_CONSUMED, JOB_DURATION
 from keel.core.spans import process_batch, process_one
 
@@ -241,7 +242,9 @@ class PartitionWorker:
         failure = self._failure = self._failure or Failure()
         where = f"{message.topic}[{message.partition}]@{message.offset}"
         if is_transient(exc):
-            log.warning("%s: %s hit a transient failure (attempts not spent): %r", p.name, where, exc)
+            log.warning(
+                "%s: %s hit a transient failure (attempts not spent): %r", p.name, where, exc, extra=REPEATS
+            )
         else:
             failure.attempts += 1
             failure.error = exc

@@ -21,6 +21,7 @@ from keel.core.consumer.retry import RetryPolicy
 from keel.core.db import Database
 from keel.core.events import WireFormat
 from keel.core.faults import crash_point
+from keel.core.logging import REPEATS
 from keel.core.metrics import KAFKA_CONSUMER_LAG
 
 log = logging.getLogger("keel.core.consumer")
@@ -191,7 +192,7 @@ class ConsumerRunner:
                 # A fetch failure is the broker's, not a record's: log it and back off, never spin.
                 failures += 1
                 delay = self._pipeline.retry.delay(failures, self._pipeline.rng)
-                log.exception("%s: fetch failed; retrying in %.2fs", self.name, delay)
+                log.exception("%s: fetch failed; retrying in %.2fs", self.name, delay, extra=REPEATS)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop_requested.wait(), delay)
                 continue
