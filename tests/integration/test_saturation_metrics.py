@@ -95,7 +95,12 @@ async def test_event_loop_lag_records_a_call_that_blocks_the_loop() -> None:
         def slow_ticks(m: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
             return m.get(count, 0.0) - m.get(fast, 0.0)
 
-        before = await eventually(lambda: scrape(client), until=lambda m: count in m, what="a first tick")
+        first = await eventually(lambda: scrape(client), until=lambda m: count in m, what="a first tick")
+        # A tick of this sampler's own (the histogram is the process's: other apps may have ticked it),
+        # so its next sleep is under way when the loop blocks.
+        before = await eventually(
+            lambda: scrape(client), until=lambda m: m[count] > first[count], what="this sampler ticking"
+        )
         time.sleep(0.3)  # a blocking call on the loop: what the lag measures, not a wait in the test
         await eventually(
             lambda: scrape(client),
