@@ -23,6 +23,9 @@ async def cache(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterato
     # A generous timeout: these tests are about behaviour, and a loaded CI machine must not turn a
     # slow connect into a (correctly) degraded call. Outages have their own tests.
     client = redis_client(request.getfixturevalue("redis_url"), timeout_s=2.0)
+    # Connected before use, as the platform does at start (keel.core.infra.reach_redis): a Cluster
+    # client learns the slot map then, not under the first burst of concurrent commands.
+    await client.ping()
     yield RedisCache(client, name=name, namespace=key_prefix)
     await client.aclose()
 

@@ -16,6 +16,7 @@ from keel.core.redis_topology import RedisClient, RedisTopology
 @pytest_asyncio.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[RedisClient]:
     client = RedisTopology.parse(redis_url).client()
+    await client.ping()  # connected before use, as the platform does at start
     yield client
     await client.aclose()
 
