@@ -75,13 +75,18 @@ async def test_a_primary_killed_during_creates_loses_no_acknowledged_ticket_and_
         async def writer() -> None:
             while not queue.empty():
                 key = queue.get_nowait()
-                while True:  # a client retries a 503 with the same key
+
+                async def attempt(key: str = key) -> httpx.Response:
                     response = await create(key)
                     statuses[response.status_code] += 1
-                    if response.status_code != 503:
-                        break
-                    assert response.json()["error"]["code"], response.text  # the envelope
-                    await asyncio.sleep(0.05)
+                    if response.status_code == 503:
+                        assert response.json()["error"]["code"], response.text  # the envelope
+                    return response
+
+                # A client retries a 503 with the same key.
+                response = await eventually(
+                    attempt, until=lambda r: r.status_code != 503, timeout_s=60, what=f"{key} answered"
+                )
                 if response.status_code != 201:
                     bodies.append(response.text)
                     continue

@@ -6,6 +6,7 @@ Raw sockets on loopback against an app served as `keel serve` serves it (keel.co
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -104,7 +105,8 @@ def test_an_8_mb_header_line_is_cut_off_after_about_the_limit_and_not_buffered(b
             try:
                 sent += sock.send(chunk)
             except BlockingIOError:
-                time.sleep(0.001)  # the send buffer is full: let the server read
+                # The send buffer is full: wait until the server reads some, or answers.
+                select.select([sock], [sock], [], 1.0)
             except (BrokenPipeError, ConnectionResetError):
                 break
         sock.settimeout(30)

@@ -29,3 +29,28 @@ async def eventually(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what or 'condition'} not reached within {timeout_s}s; last: {result!r}")
         await asyncio.sleep(interval_s)
+
+
+def eventually_sync(
+    probe: Callable[[], Any],
+    *,
+    until: Callable[[Any], bool],
+    timeout_s: float = 5.0,
+    what: str = "",
+    interval_s: float = 0.05,
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """`eventually` for code outside an event loop (fixtures starting servers); a probe raising one of
+    `retry_on` counts as not there yet."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = probe()
+        except retry_on as exc:
+            result = exc
+        else:
+            if until(result):
+                return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what or 'condition'} not reached within {timeout_s}s; last: {result!r}")
+        time.sleep(interval_s)

@@ -8,12 +8,12 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support import servers
+from tests.support.eventually import eventually_sync
 
 DATABASE = "keel"
 
@@ -104,19 +104,20 @@ def replicated_postgres() -> Iterator[ReplicatedPostgres]:
 
 def _wait_accepting(port: int, within_s: float = 60.0) -> None:
     """The port opens before the server takes queries ("the database system is starting up")."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            sql(port, "SELECT 1")
-            return
-        except subprocess.CalledProcessError:
-            assert time.monotonic() < deadline, f"PostgreSQL on {port} never accepted queries"
-            time.sleep(0.1)
+    eventually_sync(
+        lambda: sql(port, "SELECT 1"),
+        until=lambda out: out == "1",
+        timeout_s=within_s,
+        what=f"PostgreSQL on {port} accepting queries",
+        retry_on=(subprocess.CalledProcessError,),
+    )
 
 
 def _wait_streaming(primary_port: int, within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
     query = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = 'sync'"
-    while sql(primary_port, query) != "1":
-        assert time.monotonic() < deadline, "the standby never streamed synchronously"
-        time.sleep(0.1)
+    eventually_sync(
+        lambda: sql(primary_port, query),
+        until=lambda out: out == "1",
+        timeout_s=within_s,
+        what="the standby streaming synchronously",
+    )

@@ -4,13 +4,13 @@ server: a primary with a replica watched by three Sentinels, and a three-master 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import redis
 
 from tests.support import servers
+from tests.support.eventually import eventually_sync
 
 SERVICE = "keel-primary"
 SLOTS = 16384
@@ -77,27 +77,28 @@ def sentinel_group() -> Iterator[SentinelGroup]:
 
 def _wait_replicating(port: int, within_s: float = 15.0) -> None:
     client = redis.Redis(port=port, socket_timeout=2)
-    deadline = time.monotonic() + within_s
     try:
-        while client.info("replication").get("master_link_status") != "up":
-            assert time.monotonic() < deadline, f"replica on {port} never synced"
-            time.sleep(0.05)
+        eventually_sync(
+            lambda: client.info("replication").get("master_link_status"),
+            until=lambda status: status == "up",
+            timeout_s=within_s,
+            what=f"replica on {port} synced",
+        )
     finally:
         client.close()
 
 
 def _wait_sentinels_agree(group: SentinelGroup, within_s: float = 15.0) -> None:
     """Every Sentinel knows the others and the replica: a failover needs the quorum and a candidate."""
-    deadline = time.monotonic() + within_s
     for sentinel in group.sentinels:
         client = redis.Redis(port=sentinel.port, socket_timeout=2)
         try:
-            while True:
-                master = client.sentinel_master(SERVICE)
-                if int(master["num-other-sentinels"]) == 2 and int(master["num-slaves"]) == 1:
-                    break
-                assert time.monotonic() < deadline, f"sentinel {sentinel.port} sees {master}"
-                time.sleep(0.1)
+            eventually_sync(
+                lambda client=client: client.sentinel_master(SERVICE),
+                until=lambda m: int(m["num-other-sentinels"]) == 2 and int(m["num-slaves"]) == 1,
+                timeout_s=within_s,
+                what=f"sentinel {sentinel.port} knowing the group",
+            )
         finally:
             client.close()
 
@@ -122,10 +123,12 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
             client.execute_command("CLUSTER ADDSLOTSRANGE", i * share, last)
         for node in nodes[1:]:
             clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port)
-        deadline = time.monotonic() + 30
-        while not all(_cluster_ok(c, masters) for c in clients):
-            assert time.monotonic() < deadline, "the cluster never reached cluster_state:ok"
-            time.sleep(0.1)
+        eventually_sync(
+            lambda: all(_cluster_ok(c, masters) for c in clients),
+            until=bool,
+            timeout_s=30,
+            what="the cluster at cluster_state:ok",
+        )
         yield "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
 
 
