@@ -26,17 +26,23 @@ SEED = 7
 PROFILE = "profile-orders-get"
 
 
+async def stored_order(ctx: Context, order_uid: str) -> Order:
+    """The bench's order, written before the service starts (its warm-up loads it into the cache)."""
+    order = Order.model_validate(fake_order(random.Random(SEED), order_uid=order_uid))
+    await upgrade(ctx.dsn)
+    conn = await asyncpg.connect(ctx.dsn)
+    try:
+        await repository.upsert_orders(conn, [order])
+    finally:
+        await conn.close()
+    return order
+
+
 class OrderGet:
     name = "orders-get"
 
     async def run(self, ctx: Context) -> Sequence[Row]:
-        order = Order.model_validate(fake_order(random.Random(SEED), order_uid=f"bench{ctx.run_id}"))
-        await upgrade(ctx.dsn)
-        conn = await asyncpg.connect(ctx.dsn)
-        try:
-            await repository.upsert_orders(conn, [order])
-        finally:
-            await conn.close()
+        order = await stored_order(ctx, f"bench{ctx.run_id}")
         port = free_port()
         argv = [keel_bin(), "serve", "orders", "--port", str(port)]
         path = f"/order/{order.order_uid}"

@@ -5,23 +5,16 @@ issue's budget: all of it together costs at most a quarter of a row."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
-import asyncpg
 import httpx
 from bench import loadgen
 from bench.procs import free_port, keel_bin, service
 from bench.report import Row, Sample, median
 from bench.workloads import Context
-from bench.workloads.orders import SEED
+from bench.workloads.orders import stored_order
 from bench.workloads.tickets import DESCRIPTION, LIST_TICKETS, TITLE, ticket_service
 from tests.support.otlp import OtlpReceiver
-
-from keel.core.schema import upgrade
-from keel.orders import repository
-from keel.orders.fake import fake_order
-from keel.orders.schemas import Order
 
 TARGET_RATIO = 0.75
 OFF = {"ACCESS_LOG": "false", "TICKETS_RATE_LIMIT": "", "OTEL_EXPORTER_OTLP_ENDPOINT": ""}
@@ -69,13 +62,7 @@ class ProductionConfig:
         return median(figures)
 
     async def _order(self, ctx: Context, env: dict[str, str]) -> Sample:
-        order = Order.model_validate(fake_order(random.Random(SEED), order_uid=f"benchprod{ctx.run_id}"))
-        await upgrade(ctx.dsn)
-        conn = await asyncpg.connect(ctx.dsn)
-        try:
-            await repository.upsert_orders(conn, [order])
-        finally:
-            await conn.close()
+        order = await stored_order(ctx, f"benchprod{ctx.run_id}")
         port = free_port()
         argv = [keel_bin(), "serve", "orders", "--port", str(port)]
         path = f"/order/{order.order_uid}"

@@ -3,12 +3,16 @@ min.insync.replicas 2), whose brokers the tests kill and restart. Sizes scale wi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from keel.core.bus import OutgoingMessage, Producer
+from keel.core.bus.errors import BusError
 from tests.support import apache_kafka, servers
 
 
@@ -43,3 +47,33 @@ async def leader_of(brokers: list[str], topic: str, partition: int = 0) -> int:
     finally:
         await admin.close()
     return int(next(p["leader"] for p in described["partitions"] if p["partition"] == partition))
+
+
+@dataclass
+class LeaderKill:
+    victim: apache_kafka.KafkaNode
+    killed_at: float  # time.monotonic()
+    resent: int  # batches the cluster did not acknowledge, sent again
+
+
+async def send_across_a_leader_kill(
+    cluster: apache_kafka.KafkaCluster, producer: Producer, messages: Sequence[OutgoingMessage], batch: int
+) -> LeaderKill:
+    """Send `messages` in batches as an outside producer does (resending a batch the cluster did not
+    acknowledge), killing with kill -9 the leader of partition 0 of their topic once a third is sent."""
+    kill: LeaderKill | None = None
+    resent = 0
+    for start in range(0, len(messages), batch):
+        if kill is None and start >= len(messages) // 3:
+            victim = cluster.by_id(await leader_of(cluster.bootstrap, messages[0].topic, 0))
+            victim.kill()
+            kill = LeaderKill(victim, time.monotonic(), 0)
+        while True:
+            try:
+                await producer.send_many(messages[start : start + batch])
+                break
+            except BusError:
+                resent += 1
+    assert kill is not None
+    kill.resent = resent
+    return kill

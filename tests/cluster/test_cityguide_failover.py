@@ -21,11 +21,10 @@ from keel.cityguide.orchestrator.spec import SPEC as ORCHESTRATOR
 from keel.cityguide.story.spec import SPEC as STORY
 from keel.cityguide.tts.spec import SPEC as TTS
 from keel.core.bus import OutgoingMessage
-from keel.core.bus.errors import BusError
 from keel.core.bus.kafka import KafkaBus
 from keel.core.settings import Settings
 from tests.chaos.conftest import chaos_scale
-from tests.cluster.conftest import leader_of
+from tests.cluster.conftest import send_across_a_leader_kill
 from tests.support.apache_kafka import KafkaCluster
 from tests.support.eventually import eventually
 from tests.support.serving import serving_app
@@ -71,31 +70,18 @@ async def test_200_routes_across_a_leader_kill_all_complete_once(
     completed = (
         f"SELECT count(*) FROM cityguide_workflows WHERE status = 'completed' AND route_id LIKE '{prefix}%'"
     )
-    resent = 0
     async with serving_app([ORCHESTRATOR, DELIVERY, STORY, TTS], settings) as (_, client):
         await producer.start()
-        victim = None
-        for start in range(0, count, BATCH):
-            if victim is None and start >= count // 3:
-                victim = kafka_cluster.by_id(
-                    await leader_of(kafka_cluster.bootstrap, topics.ROUTE_CONFIRMED, 0)
-                )
-                victim.kill()
-                killed_at = time.monotonic()
-            batch = [
-                OutgoingMessage(
-                    topics.ROUTE_CONFIRMED,
-                    orjson.dumps({"route_id": r, "mode": "walk", "city": "Казань", "points": POINTS}),
-                    key=r.encode(),
-                )
-                for r in routes[start : start + BATCH]
-            ]
-            while True:  # an outside producer resends what the cluster did not acknowledge
-                try:
-                    await producer.send_many(batch)
-                    break
-                except BusError:
-                    resent += 1
+        confirmed = [
+            OutgoingMessage(
+                topics.ROUTE_CONFIRMED,
+                orjson.dumps({"route_id": r, "mode": "walk", "city": "Казань", "points": POINTS}),
+                key=r.encode(),
+            )
+            for r in routes
+        ]
+        kill = await send_across_a_leader_kill(kafka_cluster, producer, confirmed, BATCH)
+        victim, killed_at, resent = kill.victim, kill.killed_at, kill.resent
         done = await eventually(
             lambda: _fetch(fresh_pg_dsn, completed),
             until=lambda n: n >= count,

@@ -13,13 +13,12 @@ import asyncpg
 import orjson
 
 from keel.core.bus import OutgoingMessage
-from keel.core.bus.errors import BusError
 from keel.core.bus.kafka import KafkaBus
 from keel.orders.fake import fake_order
 from keel.orders.settings import OrderSettings
 from keel.orders.spec import SPEC
 from tests.chaos.conftest import chaos_scale
-from tests.cluster.conftest import leader_of
+from tests.cluster.conftest import send_across_a_leader_kill
 from tests.support.apache_kafka import KafkaCluster
 from tests.support.eventually import eventually
 from tests.support.serving import serving_app
@@ -60,27 +59,14 @@ async def test_orders_ingest_across_a_leader_kill_stores_every_order_once(
     items = sum(len(o["items"]) for o in orders)
     bus = KafkaBus(kafka_cluster.bootstrap, idempotence=True, replication_factor=3, timeout_s=5.0)
     producer = bus.producer()
-    resent = 0
     async with serving_app([SPEC], settings):
         await producer.start()
-        victim = None
-        for start in range(0, count, BATCH):
-            if victim is None and start >= count // 3:
-                victim = kafka_cluster.by_id(
-                    await leader_of(kafka_cluster.bootstrap, settings.kafka_topic, 0)
-                )
-                victim.kill()
-                killed_at = time.monotonic()
-            batch = [
-                OutgoingMessage(settings.kafka_topic, orjson.dumps(o), key=o["order_uid"].encode())
-                for o in orders[start : start + BATCH]
-            ]
-            while True:  # an outside producer resends what the cluster did not acknowledge
-                try:
-                    await producer.send_many(batch)
-                    break
-                except BusError:
-                    resent += 1
+        messages = [
+            OutgoingMessage(settings.kafka_topic, orjson.dumps(o), key=o["order_uid"].encode())
+            for o in orders
+        ]
+        kill = await send_across_a_leader_kill(kafka_cluster, producer, messages, BATCH)
+        victim, killed_at, resent = kill.victim, kill.killed_at, kill.resent
         stored = await eventually(
             lambda: _stored(fresh_pg_dsn),
             until=lambda s: s[0] >= count,
