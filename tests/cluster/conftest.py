@@ -28,12 +28,33 @@ def unlimited_creates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TICKETS_RATE_LIMIT", "")
 
 
-@pytest.fixture(scope="module")
-def kafka_cluster() -> Iterator[apache_kafka.KafkaCluster]:
+_running: list[apache_kafka.KafkaCluster] = []
+
+
+@pytest.fixture(scope="session")
+def _shared_cluster() -> Iterator[apache_kafka.KafkaCluster]:
+    """One cluster for the whole HA suite (starting one costs ~10 s); stopped after its last test."""
     if servers.broker_kind() != "kafka":
         pytest.skip("the HA suite needs Apache Kafka (KEEL_TEST_BROKER=kafka): Tansu has no replication")
     with apache_kafka.running_cluster(3) as cluster:
+        _running.append(cluster)
         yield cluster
+        _running.clear()
+
+
+@pytest.fixture
+def kafka_cluster(_shared_cluster: apache_kafka.KafkaCluster) -> apache_kafka.KafkaCluster:
+    """The shared cluster with every node up: a test that killed a node and failed before restarting
+    it must not hand the next test a degraded cluster."""
+    for node in _shared_cluster.nodes:
+        if node.proc is None or node.proc.poll() is not None:
+            node.start()
+    return _shared_cluster
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if _running and (nextitem is None or "tests/cluster/" not in str(nextitem.fspath)):
+        apache_kafka.stop_cluster(_running.pop())
 
 
 async def leader_of(brokers: list[str], topic: str, partition: int = 0) -> int:

@@ -303,8 +303,12 @@ def running_cluster(size: int = 3) -> Iterator[KafkaCluster]:
         print(f"\nApache Kafka {version()}: {size}-node cluster up in {time.monotonic() - started:.1f}s")
         yield c
     finally:
-        # Its data is thrown away: kill -9 rather than a controlled shutdown, which took ~13 s per
-        # cluster (each broker in turn waits for the others to take over its partitions).
-        for n in c.nodes:
-            n.kill()
-            shutil.rmtree(n.workdir, ignore_errors=True)
+        stop_cluster(c)
+
+
+def stop_cluster(c: KafkaCluster) -> None:
+    """Its data is thrown away: kill -9 rather than a controlled shutdown, which took ~13 s per
+    cluster (each broker in turn waits for the others to take over its partitions). Idempotent."""
+    for n in c.nodes:
+        n.kill()
+        shutil.rmtree(n.workdir, ignore_errors=True)
