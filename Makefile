@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 LINT_PATHS := src tests $(wildcard bench)
 
-.PHONY: run test lint fmt bench soak chaos demo migrate lock clean
+.PHONY: run test lint fmt bench bench-alternatives soak chaos demo migrate lock clean
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --locked --python $(PYTHON)
@@ -37,6 +37,12 @@ fmt: $(VENV)/.synced
 # Every hot path beside its limit, measured in one run (~6 min on 2 cores); table in bench/results/latest.md.
 bench: $(VENV)/.synced
 	$(BIN)/python -m bench.run
+
+# Keel's own HTTP protocol, cache and breaker beside the libraries that could replace them, added for
+# the run only; bench/results/alternatives.md, quoted by docs/design-decisions.md.
+ALTERNATIVES := granian==2.8.7 cashews==7.6.0 aiobreaker==1.2.0 purgatory==3.0.1
+bench-alternatives: $(VENV)/.synced
+	$(UV) run --locked $(foreach p,$(ALTERNATIVES),--with $(p)) python -m bench.alternatives
 
 # `keel up` under create load for 10 minutes: RSS growth from the post-warm-up level (≤ 10 %); bench/results/soak.md.
 soak: $(VENV)/.synced

@@ -1,0 +1,22 @@
+"""A Keel service app for granian (`--factory bench.granian_app:service_app`): the same app `keel serve
+SERVICE --api-only` builds, for bench/alternatives.py to compare the two servers on one hot path."""
+
+from __future__ import annotations
+
+import gc
+import os
+from typing import Any
+
+from keel import services
+from keel.core.logging import setup_logging
+from keel.core.runtime import build_app
+from keel.core.settings import Settings
+
+
+def service_app() -> Any:
+    settings = Settings()
+    setup_logging(settings.log_level)
+    app = build_app([services.load(os.environ["KEEL_BENCH_SERVICE"])], settings, run_workers=False)
+    gc.collect()
+    gc.freeze()  # as keel serve does
+    return app
