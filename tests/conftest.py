@@ -27,6 +27,15 @@ from tests.support.otlp import OtlpReceiver
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs two workers), a module's tests stay on one worker so its
+    module-scoped servers start once; the HA modules share one worker and so one 3-node cluster."""
+    for item in items:
+        path = str(item.fspath)
+        group = "ha-cluster" if "tests/cluster/" in path else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def _with_database(server_dsn: str, name: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
