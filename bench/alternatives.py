@@ -155,8 +155,8 @@ async def cache_rows(redis_url: str) -> list[str]:
     hit_theirs = await _per_op_us(lambda: theirs.get(f"{ns}:orders:hit"))
 
     async def fill(set_one: Callable[[str], Awaitable[object]]) -> None:
-        for start in range(0, KEYS_UNDER_PREFIX, 500):
-            await asyncio.gather(*(set_one(f"user:42:page:{i}") for i in range(start, start + 500)))
+        for start in range(0, KEYS_UNDER_PREFIX, 100):
+            await asyncio.gather(*(set_one(f"user:42:page:{i}") for i in range(start, start + 100)))
 
     await fill(lambda k: ours.set(k, value, 600))
     await fill(lambda k: theirs.set(f"{ns}:{k}", value, expire=600))
@@ -223,6 +223,9 @@ async def main() -> None:
             "# Keel's own pieces beside the libraries that could replace them",
             "",
             f"## {started:%Y-%m-%d %H:%M} UTC · `{git_sha()}` · {os.cpu_count()} cores · {versions}",
+            "",
+            f"Load average when it ended: {os.getloadavg()[0]:.1f} (other work on the machine makes the "
+            "rates move; the ratios and the CPU per request move less).",
             "",
             "`make bench-alternatives` (bench/alternatives.py). HTTP: wrk as in `make bench` (median of "
             f"{cfg.runs} runs of {cfg.duration_s:g} s, {cfg.connections} connections, wrk pinned to CPU "
