@@ -2,7 +2,7 @@
 
 The state lives in the broker, not in a mirror table: per DLQ topic a consumer group that nobody
 consumes with (`keel-dlq-mark.<topic>`) holds the mark (keel.ops.marks) of how far its records were
-replayed or purged, so `pending` = records past the mark. A replay sends first and moves the mark
+replayed or purged, so `pending` counts the records past the mark. A replay sends first and moves the mark
 after the acks: a run cut in between sends those records again on the next run, and the consumers'
 inboxes make a second delivery of an event they already handled a no-op."""
 
@@ -16,6 +16,7 @@ from typing import Any
 from keel.core.bus.kafka import is_dead_letter_topic
 from keel.core.bus.message import TopicPartition
 from keel.core.bus.port import Producer
+from keel.core.errors import NotFound, Unprocessable
 from keel.ops.audit import Audit
 from keel.ops.marks import Mark
 from keel.ops.metrics import DLQ_PENDING, DLQ_REPLAYED
@@ -27,15 +28,16 @@ SEND_CHUNK = 200
 Progress = Callable[[int, int], None]  # (records dealt with so far, records selected)
 
 
-class UnknownRecord(LookupError):
+# Domain errors the API maps to its envelope (404, 422) and the CLI prints in one line.
+class UnknownRecord(NotFound):
     pass
 
 
-class UnknownTopic(LookupError):
+class UnknownTopic(NotFound):
     pass
 
 
-class BadRequest(ValueError):
+class BadRequest(Unprocessable):
     pass
 
 
