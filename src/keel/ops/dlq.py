@@ -20,7 +20,7 @@ from keel.core.errors import NotFound, Unprocessable
 from keel.ops.audit import Audit
 from keel.ops.marks import Mark
 from keel.ops.metrics import DLQ_PENDING, DLQ_REPLAYED
-from keel.ops.records import DeadLetter, Selection, parse_record_id
+from keel.ops.records import UNKNOWN, DeadLetter, Selection, parse_record_id
 from keel.ops.topics import TopicAdmin
 
 MARK_GROUP_PREFIX = "keel-dlq-mark."
@@ -120,6 +120,13 @@ class DeadLetterOps:
             "marks": {str(p.tp.partition): p.mark.offset for p in parts},
         }
 
+    async def pending_count(self, topic: str) -> int:
+        """Records past the mark, from offsets alone (no record read): what the gauge exports."""
+        parts = await self._partitions(topic)
+        count = sum(max(0, p.end - p.mark.offset) - sum(1 for o in p.mark.done if o < p.end) for p in parts)
+        DLQ_PENDING.labels(topic=topic).set(count)
+        return count
+
     async def summaries(self) -> list[dict[str, Any]]:
         return [await self.summary(t) for t in self.topics]
 
@@ -162,6 +169,9 @@ class DeadLetterOps:
         outcome = Outcome("replay", topic)
         parts = await self._partitions(topic)
         chosen = await self._choose(parts, selection, outcome)
+        nowhere = [d.id for _, letters in chosen for d in letters if d.source_topic == UNKNOWN]
+        if nowhere:
+            raise BadRequest(f"no dlq-original-topic header, nowhere to replay to: {', '.join(nowhere[:5])}")
         total, sent = sum(len(c) for _, c in chosen), 0
         for part, letters in chosen:
             for start in range(0, len(letters), SEND_CHUNK):

@@ -22,9 +22,12 @@ from keel.ops.audit import Audit
 from keel.ops.catalog import dead_letter_topics
 from keel.ops.console import OpsConsole
 from keel.ops.dlq import DeadLetterOps
+from keel.ops.gauges import DeadLetterGauge
 from keel.ops.topics import topic_admin
 
 NAME = "console"
+# dlq_pending is refreshed this often; the alert rules wait far longer than that (deploy/prometheus).
+GAUGE_INTERVAL_S = 30.0
 
 
 def routers() -> Sequence[APIRouter]:
@@ -42,7 +45,11 @@ async def wire(infra: Infra) -> Wiring:
     await producer.start()
     dead_letters = DeadLetterOps(admin, producer, dead_letter_topics(), Audit(db))
     console = OpsConsole(db, admin, dead_letters, OrchestratorService(db, infra.outbox), _services_by_topic())
-    return Wiring(state={"ops_console": console}, closers=[producer.stop, admin.close])
+    return Wiring(
+        state={"ops_console": console},
+        workers=[DeadLetterGauge(dead_letters, GAUGE_INTERVAL_S)],
+        closers=[producer.stop, admin.close],
+    )
 
 
 SPEC = ServiceSpec(

@@ -7,6 +7,8 @@ import httpx
 import orjson
 
 from keel.core.bus import OutgoingMessage
+from keel.ops.records import Selection
+from keel.ops.session import OpsRefused, RemoteSession
 from keel.ops.spec import SPEC as CONSOLE
 from keel.orders.fake import fake_order
 from keel.orders.spec import SPEC as ORDERS
@@ -84,6 +86,31 @@ async def test_the_console_refuses_callers_from_elsewhere_and_outside_keel_up(ma
         assert set(response.json()["error"]) == {"code", "message", "request_id"}
     assert "this machine" in from_elsewhere.json()["error"]["message"]
     assert "keel up" in served_alone.json()["error"]["message"]
+
+
+async def test_keel_dlq_base_url_mode_drives_the_same_operations_through_the_api(make_settings):
+    """What `keel dlq --base-url` sends (keel.ops.session.RemoteSession), against `keel up`'s memory bus."""
+    async with serving_app([ORDERS, CONSOLE], make_settings(), embedded=True) as (app, client):
+        headers = (("dlq-error-type", b"Boom"), ("dlq-original-topic", b"orders"))
+        letter = OutgoingMessage("orders.dlq", b"{}", key=b"k", headers=headers)
+        await app.state.dev_producer.send_many([letter, letter])
+        remote = RemoteSession(client)
+        summaries = await remote.summaries()
+        counted = await remote.count("orders.dlq", Selection(reason="Boom"))
+        [first, _] = (await client.get("/ops/dlq/orders.dlq/records")).json()
+        shown = await remote.show(first["id"])
+        purged = await remote.purge("orders.dlq", Selection(ids=frozenset({first["id"]})), delete=False)
+        try:
+            await remote.show("orders.dlq/0/99")
+            refused = ""
+        except OpsRefused as exc:
+            refused = str(exc)
+        replayed = await remote.replay("orders.dlq", Selection(), None, None)  # --all
+
+    assert _topic(summaries, "orders.dlq")["by_reason"] == {"Boom": 2} and counted == 2
+    assert shown["reason"] == "Boom" and shown["payload"] == "{}"
+    assert (purged["count"], replayed["count"]) == (1, 1)
+    assert refused.startswith("404 not_found")
 
 
 def _topic(summaries: list[dict], topic: str) -> dict:
