@@ -17,9 +17,14 @@ from tests.support.eventually import eventually
 from tests.support.serving import serving_app
 
 
-async def test_a_poison_order_is_replayed_through_the_api_with_its_payload_fixed(make_settings, rng):
+async def test_a_poison_order_is_replayed_through_the_api_with_its_payload_fixed(
+    make_settings, fresh_pg_dsn, rng
+):
     order = fake_order(rng)
-    async with serving_app([ORDERS, CONSOLE], make_settings(), embedded=True) as (app, client):
+    async with serving_app([ORDERS, CONSOLE], make_settings(postgres_dsn=fresh_pg_dsn), embedded=True) as (
+        app,
+        client,
+    ):
         producer = app.state.dev_producer
         broken = {**order, "sm_id": "ninety-nine"}
         await producer.send(OutgoingMessage("orders", orjson.dumps(broken), key=order["order_uid"].encode()))
@@ -69,8 +74,8 @@ async def test_a_poison_order_is_replayed_through_the_api_with_its_payload_fixed
     assert {"/ops/dlq", "/ops/workflows", "/ops/lag", "/ops/dlq/{topic}/replay"} <= set(openapi["paths"])
 
 
-async def test_the_console_refuses_callers_from_elsewhere_and_outside_keel_up(make_settings):
-    settings = make_settings()
+async def test_the_console_refuses_callers_from_elsewhere_and_outside_keel_up(make_settings, fresh_pg_dsn):
+    settings = make_settings(postgres_dsn=fresh_pg_dsn)
     async with serving_app([CONSOLE], settings, embedded=True) as (app, _):
         remote = httpx.AsyncClient(
             transport=httpx.ASGITransport(app, client=("10.1.2.3", 4000)), base_url="http://k"
@@ -88,9 +93,12 @@ async def test_the_console_refuses_callers_from_elsewhere_and_outside_keel_up(ma
     assert "keel up" in served_alone.json()["error"]["message"]
 
 
-async def test_keel_dlq_base_url_mode_drives_the_same_operations_through_the_api(make_settings):
+async def test_keel_dlq_base_url_mode_drives_the_same_operations_through_the_api(make_settings, fresh_pg_dsn):
     """What `keel dlq --base-url` sends (keel.ops.session.RemoteSession), against `keel up`'s memory bus."""
-    async with serving_app([ORDERS, CONSOLE], make_settings(), embedded=True) as (app, client):
+    async with serving_app([ORDERS, CONSOLE], make_settings(postgres_dsn=fresh_pg_dsn), embedded=True) as (
+        app,
+        client,
+    ):
         headers = (("dlq-error-type", b"Boom"), ("dlq-original-topic", b"orders"))
         letter = OutgoingMessage("orders.dlq", b"{}", key=b"k", headers=headers)
         await app.state.dev_producer.send_many([letter, letter])
