@@ -11,15 +11,18 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest_asyncio
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from keel import cli
 from keel.core.bus import Message, OutgoingMessage
+from keel.core.bus.factory import build_bus
 from keel.core.bus.kafka import KafkaBus
 from keel.core.consumer.dlq import dead_letter_record
 from keel.core.db import Database
 from keel.core.events import Event, encode
+from keel.core.settings import Settings
 from keel.ops.audit import Audit
 from keel.ops.dlq import DeadLetterOps
 from keel.ops.records import Selection
@@ -215,3 +218,21 @@ async def keel(env: dict[str, str], *args: str) -> Any:
     result = await asyncio.to_thread(CliRunner().invoke, cli.app, list(args), env=env)
     assert result.exit_code == 0, result.output
     return orjson.loads(result.stdout)
+
+
+async def test_dead_letter_topics_are_created_with_dlq_retention_days(kafka_brokers, topic):
+    settings = Settings(kafka_brokers=kafka_brokers, dlq_retention_days=3)
+    bus = build_bus(settings)
+    assert isinstance(bus, KafkaBus)
+    dlq, events = topic("retained") + ".dlq", topic("retained")
+    try:
+        await bus.ensure_topics([dlq, events])
+        admin = await bus.admin_client()
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, dlq), ConfigResource(ConfigResourceType.TOPIC, events)]
+        )
+    finally:
+        await bus.close()
+    retention = {r[3]: {c[0]: c[1] for c in r[4]}["retention.ms"] for r in response.resources}
+    assert retention[dlq] == str(3 * 86_400_000)
+    assert retention[events] != retention[dlq]  # other topics keep the broker's default
