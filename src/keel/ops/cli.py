@@ -124,6 +124,7 @@ def show(
         "source_offset",
         "consumer_group",
         "failed_at",
+        "first_failed_at",
         "replay_count",
         "replayed",
         "key",

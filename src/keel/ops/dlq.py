@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.core.bus.kafka import is_dead_letter_topic
-from keel.core.bus.message import TopicPartition
+from keel.core.bus.message import Message, TopicPartition
 from keel.core.bus.port import Producer
 from keel.core.errors import NotFound, Unprocessable
 from keel.ops.audit import Audit
@@ -218,9 +218,8 @@ class DeadLetterOps:
     ) -> list[tuple[_Partition, list[DeadLetter]]]:
         chosen = []
         for part in parts:
-            start = part.first if selection.ids is not None else part.mark.offset
             letters = []
-            for message in await self._admin.read(part.tp, start, part.end):
+            for message in await self._candidates(part, selection):
                 letter = DeadLetter(message)
                 if not selection.matches(letter):
                     continue
@@ -235,6 +234,17 @@ class DeadLetterOps:
             if missing:
                 raise UnknownRecord(f"no record {', '.join(missing)} (never written, or past retention)")
         return chosen
+
+    async def _candidates(self, part: _Partition, selection: Selection) -> list[Message]:
+        """The records past the mark; or, for records named by id, those alone (wherever they are)."""
+        if selection.ids is None:
+            return await self._admin.read(part.tp, part.mark.offset, part.end)
+        offsets = sorted(
+            offset
+            for topic, partition, offset in map(parse_record_id, selection.ids)
+            if (topic, partition) == part.tp and part.first <= offset < part.end
+        )
+        return [m for offset in offsets for m in await self._admin.read(part.tp, offset, offset + 1)]
 
     async def _commit(self, parts: list[_Partition]) -> None:
         if parts:

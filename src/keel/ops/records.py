@@ -14,6 +14,9 @@ from keel.core.consumer.dlq import DLQ_HEADER_PREFIX
 
 REPLAYED_FROM = "replayed-from"
 REPLAY_COUNT = "replay-count"
+# The dlq-* headers are replaced each time a record is dead-lettered; this one, set by the first
+# replay, keeps when the record first failed.
+FIRST_FAILED_AT = "first-failed-at"
 UNKNOWN = "unknown"
 
 
@@ -63,6 +66,10 @@ class DeadLetter:
         return datetime.fromtimestamp(self.message.timestamp_ms / 1000, UTC)
 
     @property
+    def first_failed_at(self) -> str:
+        return _text(self.message.header(FIRST_FAILED_AT)) or self.failed_at.isoformat()
+
+    @property
     def replay_count(self) -> int:
         text = _text(self.message.header(REPLAY_COUNT)) or "0"
         return int(text) if text.isdigit() else 0
@@ -82,6 +89,7 @@ class DeadLetter:
             "source_offset": _int(m.header("dlq-original-offset")),
             "consumer_group": _text(m.header("dlq-consumer-group")),
             "failed_at": self.failed_at.isoformat(),
+            "first_failed_at": self.first_failed_at,
             "replay_count": self.replay_count,
             "replayed": replayed,
             "key": _text(m.key),
@@ -97,7 +105,11 @@ class DeadLetter:
         kept = tuple(
             (k, v) for k, v in m.headers if not k.startswith(DLQ_HEADER_PREFIX) and k not in _REPLAY_HEADERS
         )
-        added = ((REPLAYED_FROM, self.id.encode()), (REPLAY_COUNT, str(self.replay_count + 1).encode()))
+        added = (
+            (REPLAYED_FROM, self.id.encode()),
+            (REPLAY_COUNT, str(self.replay_count + 1).encode()),
+            (FIRST_FAILED_AT, self.first_failed_at.encode()),
+        )
         return OutgoingMessage(
             topic=self.source_topic,
             value=m.value if value is None else value,
@@ -106,7 +118,7 @@ class DeadLetter:
         )
 
 
-_REPLAY_HEADERS = frozenset({REPLAYED_FROM, REPLAY_COUNT})
+_REPLAY_HEADERS = frozenset({REPLAYED_FROM, REPLAY_COUNT, FIRST_FAILED_AT})
 
 
 def _int(value: bytes | None) -> int | None:

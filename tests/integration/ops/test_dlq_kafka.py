@@ -132,6 +132,7 @@ async def test_replaying_twice_sends_each_record_once_and_duplicates_no_effect(
         await producer.send_many([*letters, *poison])
         await pending(dlq, settings.dlq_topic, 7)
         summary = await dlq.summary(settings.dlq_topic)
+        poisoned = await dlq.records(settings.dlq_topic, Selection(reason="PoisonMessage"))
 
         first = await dlq.replay(settings.dlq_topic, Selection(reason="RuntimeError"), actor="tester")
         second = await dlq.replay(settings.dlq_topic, Selection(reason="RuntimeError"), actor="tester")
@@ -147,6 +148,9 @@ async def test_replaying_twice_sends_each_record_once_and_duplicates_no_effect(
     assert all(c["orders"] == 1 for c in counts)  # effects duplicated: 0
     assert inbox == 5  # each event handled once; the replayed copies were no-ops
     assert [r["replay_count"] for r in again] == [1, 1]
+    # When they first failed is kept across the replay; their new failure is later.
+    assert sorted(r["first_failed_at"] for r in again) == sorted(r["failed_at"] for r in poisoned)
+    assert all(r["first_failed_at"] < r["failed_at"] for r in again)
     assert {r["headers"]["replayed-from"].rsplit("/", 2)[0] for r in again} == {settings.dlq_topic}
     assert sum(summary["marks"].values()) == 0
     assert sum((await dlq.summary(settings.dlq_topic))["marks"].values()) == 7  # past the seven replayed

@@ -93,7 +93,7 @@ async function openRecord(id) {
   state.record = r;
   document.getElementById("rec-id").textContent = r.id;
   const meta = document.getElementById("rec-meta");
-  meta.replaceChildren(...["reason", "error", "attempts", "source_topic", "source_offset", "consumer_group", "failed_at", "replay_count", "key"].flatMap((name) => {
+  meta.replaceChildren(...["reason", "error", "attempts", "source_topic", "source_offset", "consumer_group", "failed_at", "first_failed_at", "replay_count", "key"].flatMap((name) => {
     const dt = document.createElement("dt"); dt.textContent = name;
     const dd = document.createElement("dd"); dd.textContent = String(r[name] ?? "");
     return [dt, dd];
