@@ -24,6 +24,7 @@ from keel.core.http_server import server_config
 from keel.core.logging import setup_logging
 from keel.core.service import ServiceSpec
 from keel.core.settings import Settings, invalid_settings
+from keel.ops.cli import app as dlq_app
 from keel.orders.cli import app as orders_app
 
 # soft_wrap: a line is never cut at the terminal width, nor at 80 columns when stderr is a file or a pipe.
@@ -388,6 +389,7 @@ def demo(
 
 
 app.add_typer(orders_app, name="orders")
+app.add_typer(dlq_app, name="dlq")
 
 
 if __name__ == "__main__":  # pragma: no cover

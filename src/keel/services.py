@@ -8,7 +8,7 @@ import importlib
 from keel.core.service import ServiceSpec
 
 # Every name the CLI accepts (DESIGN.md); a name maps to a module once its service has landed.
-NAMES = ("tickets", "orders", "videos", "orchestrator", "delivery-prefetch", "story", "tts")
+NAMES = ("tickets", "orders", "videos", "orchestrator", "delivery-prefetch", "story", "tts", "console")
 MODULES: dict[str, str] = {
     "tickets": "keel.tickets.spec",
     "orders": "keel.orders.spec",
@@ -17,6 +17,7 @@ MODULES: dict[str, str] = {
     "delivery-prefetch": "keel.cityguide.delivery.spec",
     "story": "keel.cityguide.story.spec",
     "tts": "keel.cityguide.tts.spec",
+    "console": "keel.ops.spec",
 }
 
 

@@ -19,6 +19,7 @@ FILE_NAMES = {
     "delivery-prefetch": "delivery-prefetch.yaml",
     "story": "story-worker.yaml",
     "tts": "tts-worker.yaml",
+    "console": "operator-console.yaml",
 }
 OPENAPI_DIR = Path("api/openapi")
 

@@ -25,6 +25,7 @@ TABLE_MODULES: tuple[str, ...] = (
     "keel.cityguide.orchestrator.tables",
     "keel.videos.tables",
     "keel.orders.tables",
+    "keel.ops.tables",
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # The longest any broker call may wait (start, acks of a send, commit, topic creation): past it
     # the call fails and the caller retries (an outbox row stays unpublished until acknowledged).
     kafka_timeout_s: float = Field(default=30.0, gt=0, validation_alias="KAFKA_TIMEOUT_S")
+    # Dead-letter topics (`*.dlq`) outlive the default 7 days: an operator must find a dead letter
+    # after a long weekend and a holiday (keel dlq, docs/operations.md). Applies when the bus creates one.
+    dlq_retention_days: int = Field(default=30, ge=1, validation_alias="DLQ_RETENTION_DAYS")
     # Hosted Kafka (MSK, Confluent Cloud, Aiven, ...): TLS and SASL for every client (docs/kafka.md).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"

@@ -17,5 +17,6 @@ def build_bus(settings: Settings) -> Bus:
             replication_factor=settings.kafka_replication_factor,
             timeout_s=settings.kafka_timeout_s,
             security=settings.kafka_security(),
+            dlq_retention_ms=settings.dlq_retention_days * 86_400_000,
         )
     return MemoryBus(settings.kafka_partitions)

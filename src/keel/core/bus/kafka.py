@@ -56,6 +56,11 @@ STOP_FLUSH_S = 5.0
 _UNREACHABLE = (TimeoutError, KafkaError, OSError)
 
 
+def is_dead_letter_topic(topic: str) -> bool:
+    """Every DLQ topic of Keel ends in `.dlq` (DESIGN.md's topic list)."""
+    return topic.endswith(".dlq")
+
+
 class KafkaBus:
     """Producers, consumers and topic administration against a Kafka-protocol cluster."""
 
@@ -76,6 +81,7 @@ class KafkaBus:
         timeout_s: float = 30.0,
         ping_timeout_s: float = 2.0,
         security: KafkaSecurity = PLAINTEXT,
+        dlq_retention_ms: int | None = None,
     ) -> None:
         if not brokers:
             raise ValueError("KafkaBus needs at least one broker address")
@@ -96,6 +102,8 @@ class KafkaBus:
         # One TLS context for every client of this bus (building one reads the CA file).
         self.security = security
         self.client_options = security.client_options()
+        # retention.ms of the dead-letter topics this bus creates (None: the broker's default).
+        self.dlq_retention_ms = dlq_retention_ms
         self._known_topics: set[str] = set()
         self._admin: AIOKafkaAdminClient | None = None
         self._admin_lock = asyncio.Lock()
@@ -127,7 +135,10 @@ class KafkaBus:
             async with asyncio.timeout(self.timeout_s):
                 admin = await self._admin_client()
                 response = await admin.create_topics(
-                    [NewTopic(t, count, self.replication_factor) for t in missing]
+                    [
+                        NewTopic(t, count, self.replication_factor, topic_configs=self._configs(t))
+                        for t in missing
+                    ]
                 )
         except _UNREACHABLE as exc:
             raise BrokerUnavailable(f"cannot create topics {missing}: {exc!r}") from exc
@@ -145,6 +156,11 @@ class KafkaBus:
         except _UNREACHABLE as exc:
             raise BrokerUnavailable(f"topics {missing} created but not served: {exc!r}") from exc
         self._known_topics.update(missing)
+
+    def _configs(self, topic: str) -> dict[str, str]:
+        if self.dlq_retention_ms is not None and is_dead_letter_topic(topic):
+            return {"retention.ms": str(self.dlq_retention_ms)}
+        return {}
 
     async def _have_leaders(self, topics: list[str]) -> bool:
         admin = await self._admin_client()
@@ -189,6 +205,10 @@ class KafkaBus:
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
+
+    async def admin_client(self) -> AIOKafkaAdminClient:
+        """The bus's admin connection, for operator tools (keel.ops) that need more than the port."""
+        return await self._admin_client()
 
     async def _admin_client(self) -> AIOKafkaAdminClient:
         """One admin connection, opened on first need and opened again after a failed start."""

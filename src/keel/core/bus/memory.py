@@ -90,11 +90,12 @@ class _Topic:
 
 
 class _Group:
-    __slots__ = ("committed", "lock", "members", "topics")
+    __slots__ = ("committed", "lock", "members", "metadata", "topics")
 
     def __init__(self) -> None:
         self.members: list[MemoryConsumer] = []
         self.committed: dict[TopicPartition, int] = {}
+        self.metadata: dict[TopicPartition, str] = {}  # a commit's metadata string, as Kafka keeps it
         self.topics: set[str] = set()  # every topic a member ever read: the group pins their records
         # Joins and leaves are serialised: a rebalance awaits listeners and must not interleave.
         self.lock = asyncio.Lock()
@@ -146,6 +147,39 @@ class MemoryBus:
         for member in live:
             await member.stop()
         self._closed = True
+
+    # --- inspection, for operator tools (keel.ops) that Kafka serves through its admin API ---
+
+    def partition_offsets(self, topic: str) -> dict[int, tuple[int, int]]:
+        """Per partition: the first offset kept and the end offset (empty for an unknown topic)."""
+        found = self._topics.get(topic)
+        return {} if found is None else {n: (log_.base, log_.end) for n, log_ in enumerate(found.logs)}
+
+    def read_range(self, tp: TopicPartition, start: int, stop: int) -> list[Message]:
+        """The records kept with `start <= offset < stop`."""
+        return self.log(tp).read(start, max(0, stop - start))
+
+    def group_ids(self) -> list[str]:
+        return sorted(self._groups)
+
+    def group_offsets(self, group_id: str) -> dict[TopicPartition, tuple[int, str]]:
+        group = self._groups.get(group_id)
+        if group is None:
+            return {}
+        return {tp: (offset, group.metadata.get(tp, "")) for tp, offset in group.committed.items()}
+
+    def set_group_offsets(self, group_id: str, offsets: Mapping[TopicPartition, tuple[int, str]]) -> None:
+        """Commit for a group that has no member (Kafka allows it for an empty group)."""
+        group = self._groups.setdefault(group_id, _Group())
+        if group.members:
+            raise CommitFailed(f"group {group_id!r} has live members; its offsets are theirs to commit")
+        for tp, (offset, metadata) in offsets.items():
+            group.committed[tp] = offset
+            group.metadata[tp] = metadata
+
+    def delete_before(self, tp: TopicPartition, offset: int) -> None:
+        """Kafka's DeleteRecords: forget the partition's records before `offset`."""
+        self.log(tp).trim(offset)
 
     # --- used by the producer and consumers of this bus ---
 
