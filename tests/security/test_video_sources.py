@@ -43,7 +43,9 @@ REFUSED = {
 @asynccontextmanager
 async def videos(make_settings: Any, pg_dsn: str, **video: Any) -> AsyncIterator[httpx.AsyncClient]:
     spec = build_spec(VideoSettings(_env_file=None, **video))  # type: ignore[call-arg]
-    async with serving_app([spec], make_settings(postgres_dsn=pg_dsn), run_workers=False) as (_, client):
+    async with serving_app(
+        [spec], make_settings(postgres_dsn=pg_dsn), run_workers=False, headers={"X-User-Id": "source-owner"}
+    ) as (_, client):
         yield client
 
 
