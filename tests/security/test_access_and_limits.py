@@ -25,6 +25,8 @@ from keel.core.settings import Settings
 from keel.orders import repository
 from keel.orders.fake import fake_order
 from keel.orders.schemas import Order
+from keel.videos.settings import VideoSettings
+from keel.videos.spec import build_spec
 from tests.security.served import served
 
 pytestmark = pytest.mark.timeout(300)
@@ -55,7 +57,9 @@ def base(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     with pytest.MonkeyPatch.context() as env:
         for name, value in LIMITS.items():
             env.setenv(name, value)
-        app = build_app([services.load(n) for n in HTTP_SERVICES], settings, run_workers=False)
+        # The video spec's settings are read when its module is imported: build it under these.
+        specs = [build_spec(VideoSettings()) if n == "videos" else services.load(n) for n in HTTP_SERVICES]
+        app = build_app(specs, settings, run_workers=False)
         with served(app, settings) as url:
             yield url
 
