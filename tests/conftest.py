@@ -22,6 +22,7 @@ from keel.core.db import Database, libpq_dsn
 from keel.core.schema import upgrade
 from keel.core.settings import Settings
 from tests.support import servers
+from tests.support.eventually import eventually
 from tests.support.otlp import OtlpReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,22 @@ def pg_server_dsn() -> Iterator[str]:
 
 
 async def _admin(pg_server_dsn: str) -> asyncpg.Connection:
-    return await asyncpg.connect(pg_server_dsn)
+    # The server's port opens before it takes sessions ("the database system is starting up"), which a
+    # loaded machine stretches to seconds: the first connection waits for it, within a deadline.
+    async def connect() -> asyncpg.Connection | None:
+        try:
+            return await asyncpg.connect(pg_server_dsn)
+        except asyncpg.CannotConnectNowError:
+            return None
+
+    conn: asyncpg.Connection = await eventually(
+        connect,
+        until=lambda c: c is not None,
+        timeout_s=60,
+        interval_s=0.1,
+        what="PostgreSQL taking sessions",
+    )
+    return conn
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -70,7 +70,9 @@ async def test_200_routes_across_a_leader_kill_all_complete_once(
     completed = (
         f"SELECT count(*) FROM cityguide_workflows WHERE status = 'completed' AND route_id LIKE '{prefix}%'"
     )
-    async with serving_app([ORCHESTRATOR, DELIVERY, STORY, TTS], settings) as (_, client):
+    async with serving_app(
+        [ORCHESTRATOR, DELIVERY, STORY, TTS], settings, headers={"X-User-Id": "failover-reader"}
+    ) as (_, client):
         await producer.start()
         confirmed = [
             OutgoingMessage(

@@ -171,7 +171,9 @@ async def platform(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Asy
         app = build_app(services.load_all(), Settings.model_validate(values), embedded=True)
         async with (
             app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://keel") as client,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app), base_url="http://keel", headers={"X-User-Id": USER}
+            ) as client,
         ):
             p = Platform(app, client, pg_dsn, {})
             for check in (_ticket_notified, _order_served, _video_ready, _route_completes):

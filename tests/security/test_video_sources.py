@@ -39,11 +39,15 @@ REFUSED = {
     "allow-listed host, other port": "http://127.0.0.1:8081/a.mp4",
 }
 
+OWNER = "source-owner"  # the caller of every request here, and the owner of the rows inserted
+
 
 @asynccontextmanager
 async def videos(make_settings: Any, pg_dsn: str, **video: Any) -> AsyncIterator[httpx.AsyncClient]:
     spec = build_spec(VideoSettings(_env_file=None, **video))  # type: ignore[call-arg]
-    async with serving_app([spec], make_settings(postgres_dsn=pg_dsn), run_workers=False) as (_, client):
+    async with serving_app(
+        [spec], make_settings(postgres_dsn=pg_dsn), run_workers=False, headers={"X-User-Id": OWNER}
+    ) as (_, client):
         yield client
 
 
@@ -71,7 +75,7 @@ async def test_a_url_the_worker_would_refuse_is_422_at_registration(make_setting
 async def _insert(dsn: str, url: str, error: str | None) -> int:
     conn = await asyncpg.connect(dsn)
     try:
-        video_id = await conn.fetchval(repository.INSERT, "legacy", url, datetime.now(UTC))
+        video_id = await conn.fetchval(repository.INSERT, "legacy", url, datetime.now(UTC), OWNER)
         if error is not None:
             await conn.execute(repository.FAIL, video_id, error, datetime.now(UTC))
         return int(video_id)

@@ -21,6 +21,7 @@ from keel.core.envelope import install_error_handlers
 from keel.core.errors import StartupError
 from keel.core.fastpath import FastEdge, FastRoutes
 from keel.core.health import ReadinessCheck, health_router
+from keel.core.identity import Authenticator, build_authenticator
 from keel.core.middleware import ADOPTED_SPAN, EdgeMiddleware, HttpMetrics
 from keel.core.settings import Settings, invalid_settings
 
@@ -111,10 +112,12 @@ def create_app(
     max_route_body_bytes: int | None = None,
     fast_routes: FastRoutes | None = None,
     liveness_aliases: Sequence[str] = (),
+    authenticator: Authenticator | None = None,
 ) -> FastAPI:
     """`max_route_body_bytes`: the largest body any route accepts (upload routes set their own limit);
     `fast_routes`: GET routes answered before the FastAPI stack (filled once the services are wired);
-    `liveness_aliases`: paths answering as `/healthz` (keel.core.health.SEED_LIVENESS_PATHS)."""
+    `liveness_aliases`: paths answering as `/healthz` (keel.core.health.SEED_LIVENESS_PATHS);
+    `authenticator`: who the callers are (keel.core.identity), by default built from `settings`."""
     app = KeelApp(
         title=title,
         version=__version__,
@@ -127,6 +130,8 @@ def create_app(
         docs_url=None,  # FastAPI's pages load their assets from a CDN: ours are served here
         redoc_url=None,
     )
+    # Built here, before anything serves: a jwt configuration that cannot work stops the start.
+    app.state.authenticator = authenticator or build_authenticator(settings)
     install_offline_docs(app)
     install_error_handlers(app)
     # Inside the edge: counts streamed bodies; a route's own `max_body_size` overrides it (uploads).

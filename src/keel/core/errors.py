@@ -48,6 +48,13 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class QuotaExceeded(AppError):
+    """A per-user or per-resource quota is used up: waiting does not help, freeing room does."""
+
+    status_code = 409
+    code = "quota_exceeded"
+
+
 class Gone(AppError):
     status_code = 410
     code = "gone"

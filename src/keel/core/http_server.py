@@ -27,10 +27,13 @@ from typing import Any
 import httptools
 import uvicorn
 from prometheus_client import Counter
+from starlette.types import Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from keel.core.context import new_request_id
 from keel.core.envelope import error_body
+from keel.core.identity import PEER
 from keel.core.settings import Settings
 
 log = logging.getLogger("keel.http")
@@ -175,9 +178,34 @@ def with_head_limits(timeout_s: float, max_bytes: int) -> type[HeadLimitProtocol
     )
 
 
+class RecordPeer:
+    """Keeps the TCP peer in the scope (`keel.core.identity.PEER`) before uvicorn's proxy middleware
+    replaces `client` with the address a trusted proxy forwarded: headers only a trusted proxy may
+    set (X-User-Roles) are judged by the peer, never by the forwarded client."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            scope[PEER] = scope.get("client")
+        await self.app(scope, receive, send)
+
+
+def behind_proxies(app: Any, settings: Settings) -> Any:
+    """X-Forwarded-For/-Proto believed only from TRUSTED_PROXIES (uvicorn's default trusts loopback, so
+    any local client, or a proxy that forwards it verbatim, could pick its address per request); the
+    app unwrapped when none is trusted (no hop on the hot path)."""
+    if not settings.trusted_proxies:
+        return app
+    trusted = [str(network) for network in settings.trusted_proxies]
+    return RecordPeer(ProxyHeadersMiddleware(app, trusted_hosts=trusted))
+
+
 def server_config(app: Any, host: str, port: int, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The uvicorn configuration of `keel up` / `serve` / `worker` (tests serve apps with it too)."""
     options: dict[str, Any] = {
+        "app": behind_proxies(app, settings),
         "host": host,
         "port": port,
         "loop": "uvloop",
@@ -188,10 +216,7 @@ def server_config(app: Any, host: str, port: int, settings: Settings, **override
         # uvicorn would still build each access line's arguments, ~1-2 µs of a cached GET.
         "access_log": False,
         "timeout_graceful_shutdown": 10,
-        # X-Forwarded-For/-Proto only from TRUSTED_PROXIES (uvicorn's default trusts loopback, so any
-        # local client, or a proxy that forwards it verbatim, could pick its address per request).
-        "proxy_headers": bool(settings.trusted_proxies),
-        "forwarded_allow_ips": [str(network) for network in settings.trusted_proxies],
+        "proxy_headers": False,  # behind_proxies applies them, after noting the peer
         **overrides,
     }
-    return uvicorn.Config(app, **options)
+    return uvicorn.Config(**options)

@@ -29,6 +29,7 @@ from keel.core.settings import Settings
 from keel.core.signing import UrlSigner
 
 if TYPE_CHECKING:
+    from keel.core.identity import Authenticator
     from keel.core.storage import ObjectStore
 
 log = logging.getLogger("keel.infra")
@@ -52,6 +53,20 @@ class Infra:
 
     _storage: ObjectStore | None = None
     _signer: UrlSigner | None = None
+    _authenticator: Authenticator | None = None
+
+    @property
+    def authenticator(self) -> Authenticator:
+        """The process's caller resolver (keel.core.identity): the app's, handed in by the runtime, so
+        that fast paths and routes share its caches; built from the settings when run without an app."""
+        if self._authenticator is None:
+            from keel.core.identity import build_authenticator
+
+            self._authenticator = build_authenticator(self.settings, embedded=self.embedded)
+        return self._authenticator
+
+    def use_authenticator(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
 
     @property
     def signer(self) -> UrlSigner:

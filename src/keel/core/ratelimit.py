@@ -14,12 +14,14 @@ from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisSentinel
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.aio.strategies import RateLimiter as Strategy
 from limits.errors import StorageError
+from starlette.types import Scope
 
-from keel.core.auth import MAX_USER_ID_LENGTH
 from keel.core.breaker import CircuitBreaker, ThrottledErrorLog
 from keel.core.errors import TooManyRequests
+from keel.core.identity import MAX_USER_ID_LENGTH
 from keel.core.metrics import RATE_LIMIT_DECISIONS
 from keel.core.redis_topology import REDIS_FAILURES, RedisTopology
+from keel.core.settings import Settings
 
 log = logging.getLogger("keel.ratelimit")
 
@@ -56,12 +58,23 @@ def redis_storage(url: str, *, key_prefix: str = "keel:ratelimit", timeout_s: fl
     return RedisStorage(topology.limits_uri(), **options)
 
 
+def shared_storage(settings: Settings) -> Storage:
+    """Redis when REDIS_URL is set (every replica counts against one limit), else this process."""
+    return redis_storage(settings.redis_url) if settings.redis_url else memory_storage()
+
+
 def caller_of(request: Request) -> str:
     """The `X-User-Id` when it looks like one, else the client address (the default key)."""
     user = request.headers.get("x-user-id", "").strip()
     if user and len(user) <= MAX_USER_ID_LENGTH and user.isprintable():
         return f"user:{user}"
     return address_of(request)
+
+
+def address_in(scope: Scope) -> str:
+    """`address_of` from a raw ASGI scope (fast paths)."""
+    client = scope.get("client")
+    return f"ip:{client[0] if client else 'unknown'}"
 
 
 def address_of(request: Request) -> str:
@@ -158,3 +171,23 @@ class RateLimiter:
             return
         self._limited.inc()
         raise self._too_many(retry_after)
+
+
+class ClientLimits:
+    """One route family's limits per client: per address and per user (where there is one), each
+    `limits` notation or empty for none. Per address in this process's memory, like the signed-link
+    budget (with R replicas a client gets R budgets; no Redis round trip for it); per user in
+    `storage` (Redis when configured: one budget across replicas)."""
+
+    def __init__(self, name: str, storage: Storage, *, per_address: str = "", per_user: str = "") -> None:
+        self.by_address = (
+            RateLimiter(per_address, memory_storage(), name=f"{name}-address") if per_address else None
+        )
+        self.by_user = RateLimiter(per_user, storage, name=f"{name}-user") if per_user else None
+
+    async def check(self, address: str, user: str | None = None) -> None:
+        """Counts one request; 429 with Retry-After when the address or the user is over its limit."""
+        if self.by_address is not None:
+            await self.by_address.check(address)
+        if self.by_user is not None and user is not None:
+            await self.by_user.check(user)

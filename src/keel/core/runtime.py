@@ -15,6 +15,7 @@ from keel.core.app import create_app
 from keel.core.devbus import dev_bus_router
 from keel.core.fastpath import FastRoutes
 from keel.core.health import SEED_LIVENESS_PATHS
+from keel.core.identity import build_authenticator
 from keel.core.infra import Infra, open_infra
 from keel.core.outbox import OutboxRelay, OutboxRetention
 from keel.core.retention import InboxRetention
@@ -74,6 +75,13 @@ def build_app(
             "set SECRET in production",
             DEFAULT_SECRET,
         )
+    authenticator = build_authenticator(settings, embedded=embedded)
+    if serve_routes and not embedded and settings.auth_mode == "header" and not settings.trusted_proxies:
+        log.warning(
+            "AUTH_MODE=header with no TRUSTED_PROXIES: X-User-Id is believed from any client and "
+            "X-User-Roles from none. Put Keel behind a gateway that sets them and name it in "
+            "TRUSTED_PROXIES, or use AUTH_MODE=jwt (docs/security.md)"
+        )
     names = ", ".join(s.name for s in specs) or "platform"
     service_label = "platform" if embedded else "-".join(s.name for s in specs) or "platform"
     topics = sorted({t for s in specs for t in s.topics})
@@ -95,6 +103,7 @@ def build_app(
             )
             state["infra"] = infra
             infra.embedded = embedded
+            infra.use_authenticator(authenticator)
             workers: list[Worker] = []
             if run_workers and any(s.uses_outbox for s in specs):
                 relay = await start_relay(infra, stack)
@@ -165,6 +174,7 @@ def build_app(
         # One code path: traced or not, the fast routes answer first and make the server span themselves.
         fast_routes=fast_routes,
         liveness_aliases=[path for s in specs for path in SEED_LIVENESS_PATHS.get(s.name, ())],
+        authenticator=authenticator,
     )
     return app
 

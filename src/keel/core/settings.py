@@ -117,6 +117,19 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
         default_factory=list, validation_alias="TRUSTED_PROXIES"
     )
+    # Who the caller is (docs/security.md): `header` trusts X-User-Id (and X-User-Roles from
+    # TRUSTED_PROXIES only), `jwt` verifies `Authorization: Bearer` tokens with one key source below.
+    auth_mode: Literal["header", "jwt"] = Field(default="header", validation_alias="AUTH_MODE")
+    auth_jwt_jwks_url: str | None = Field(default=None, validation_alias="AUTH_JWT_JWKS_URL")
+    auth_jwt_public_key: str | None = Field(default=None, validation_alias="AUTH_JWT_PUBLIC_KEY")
+    auth_jwt_secret: str | None = Field(default=None, validation_alias="AUTH_JWT_SECRET", repr=False)
+    auth_jwt_issuer: str | None = Field(default=None, validation_alias="AUTH_JWT_ISSUER")
+    auth_jwt_audience: str | None = Field(default=None, validation_alias="AUTH_JWT_AUDIENCE")
+    auth_jwt_leeway_s: float = Field(default=30.0, ge=0, le=300, validation_alias="AUTH_JWT_LEEWAY_S")
+    auth_jwt_user_claim: str = Field(default="sub", min_length=1, validation_alias="AUTH_JWT_USER_CLAIM")
+    auth_jwt_roles_claim: str = Field(default="roles", min_length=1, validation_alias="AUTH_JWT_ROLES_CLAIM")
+    # A verified token is remembered (by its SHA-256) this long at most, and never past its `exp`.
+    auth_jwt_cache_s: float = Field(default=60.0, ge=0, validation_alias="AUTH_JWT_CACHE_S")
     # Opens `keel up`'s dev bus door (POST /_dev/bus/{topic}) although it binds a non-loopback address.
     dev_door: bool = Field(default=False, validation_alias="KEEL_DEV_DOOR")
 

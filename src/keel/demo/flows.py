@@ -45,7 +45,7 @@ async def cityguide(client: httpx.AsyncClient, t: Targets, step: StepReporter, t
     step("route.confirmed published")
 
     async def workflow() -> httpx.Response:
-        return await client.get(t.url(t.orchestrator, f"/workflows/{route_id}"))
+        return await client.get(t.url(t.orchestrator, f"/workflows/{route_id}"), headers=USER)
 
     done = await poll(
         workflow,
@@ -59,7 +59,7 @@ async def cityguide(client: httpx.AsyncClient, t: Targets, step: StepReporter, t
 
     async def prefetch() -> list[dict[str, Any]]:
         params = {"route_id": route_id, "next": str(len(publish.POINTS))}
-        response = await client.get(t.url(t.delivery, "/delivery/prefetch"), params=params)
+        response = await client.get(t.url(t.delivery, "/delivery/prefetch"), params=params, headers=USER)
         return list(_json(response, 200, "prefetch")["items"])
 
     items = await poll(
@@ -112,11 +112,13 @@ async def _register_video(client: httpx.AsyncClient, t: Targets, source: str, st
     """The demo's own clip as the source; a platform that does not fetch it refuses it (loopback is not
     on its allow-list) and gets a placeholder URL instead, which the default mode never downloads."""
     url = t.url(t.videos, "/api/videos")
-    response = await client.post(url, json={"title": "Keel demo", "url": source})
+    response = await client.post(url, json={"title": "Keel demo", "url": source}, headers=USER)
     if response.status_code == 422 and "source_refused" in response.text:
         placeholder = f"https://cdn.example.com/demo-{uuid.uuid4().hex[:8]}.mp4"
         created = _json(
-            await client.post(url, json={"title": "Keel demo", "url": placeholder}), 201, "create"
+            await client.post(url, json={"title": "Keel demo", "url": placeholder}, headers=USER),
+            201,
+            "create",
         )
         step(f"video {created['id']} registered (placeholder source)")
         return created
@@ -129,7 +131,7 @@ async def videos(client: httpx.AsyncClient, t: Targets, step: StepReporter, time
     async with media.serve_clip("Keel demo", t.video_source_port) as source:
         created = await _register_video(client, t, source, step)
         video = await poll(
-            lambda: client.get(t.url(t.videos, f"/api/videos/{created['id']}")),
+            lambda: client.get(t.url(t.videos, f"/api/videos/{created['id']}"), headers=USER),
             lambda r: r.status_code == 200 and r.json()["status"] in ("ready", "failed"),
             timeout_s=timeout_s,
             what=f"video {created['id']} processed",

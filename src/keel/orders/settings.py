@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from keel.core.settings import Settings
@@ -21,6 +23,15 @@ class OrderSettings(Settings):
     order_cache_warm: int = Field(default=1_000, ge=0, validation_alias="ORDER_CACHE_WARM")
     # Messages per ingest transaction (the consumer's batch).
     order_batch_size: int = Field(default=500, ge=1, validation_alias="ORDER_BATCH_SIZE")
+
+    # Who may read an order (docs/security.md): `none` keeps the seed's public lookup page (an order uid
+    # is the capability); `user` answers an order only to the caller whose id is its `customer_id`.
+    orders_auth: Literal["none", "user"] = Field(default="none", validation_alias="ORDERS_AUTH")
+    # Lookups that find nothing (404, or another customer's order) per client address: what bounds
+    # enumerating order uids. Found orders do not count.
+    order_miss_limit: str = Field(default="300/minute", validation_alias="ORDER_MISS_LIMIT")
+    # Every lookup per user, with ORDERS_AUTH=user (`limits` notation; empty: none).
+    order_lookup_limit: str = Field(default="50/second", validation_alias="ORDER_LOOKUP_LIMIT")
 
     @property
     def dlq_topic(self) -> str:

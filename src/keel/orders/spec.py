@@ -11,7 +11,9 @@ from fastapi import APIRouter
 
 from keel.core.consumer import ConsumerRunner, RetryPolicy
 from keel.core.infra import Infra, ensure_topics
+from keel.core.ratelimit import RateLimiter, address_of, memory_storage, shared_storage
 from keel.core.service import ServiceSpec, Wiring, Worker
+from keel.orders.access import OrderAccess
 from keel.orders.api import order_fast_route, order_router, page_router
 from keel.orders.cache import OrderCache
 from keel.orders.handlers import ingest_handler
@@ -29,12 +31,17 @@ DESCRIPTION = """Orders (seed 004): consumes the bare order JSON from `KAFKA_TOP
 * `GET /order/{order_uid}`: the order in the model's shape; `X-Source: cache|db`, `X-Duration-ms`;
   `?nocache=1` reads the database. The cache is in process memory (LRU, `ORDER_CACHE_SIZE`), warmed at
   start with the most recently written orders (`ORDER_CACHE_WARM`), off with `CACHE_ENABLED=0`.
+* Who may read (`ORDERS_AUTH`): `none` (default) answers anyone who names the uid — the seed's public
+  lookup page; `user` answers only the caller whose id is the order's `customer_id` (another customer's
+  order is 404, as an unknown one). Lookups that find nothing count per client address against
+  `ORDER_MISS_LIMIT` (429 with `Retry-After` past it); with `user`, every lookup counts per user
+  against `ORDER_LOOKUP_LIMIT`. See docs/security.md.
 * `/`: a page to look an order up.
 """
 
 
 def routers() -> Sequence[APIRouter]:
-    return [order_router(), page_router()]
+    return [order_router(OrderSettings().orders_auth), page_router()]
 
 
 def order_settings(infra: Infra) -> OrderSettings:
@@ -83,8 +90,24 @@ async def wire(infra: Infra) -> Wiring:
         default_event_type=ORDER_EVENT,
         name="orders-ingest",
     )
+    access = order_access(settings, infra)
     return Wiring(
-        state={"orders": service}, workers=[*workers, runner], fast_routes=[order_fast_route(service)]
+        state={"orders": service, "order_access": access},
+        workers=[*workers, runner],
+        fast_routes=[order_fast_route(service, access, infra.authenticator)],
+    )
+
+
+def order_access(settings: OrderSettings, infra: Infra) -> OrderAccess:
+    misses = settings.order_miss_limit
+    per_user = settings.order_lookup_limit if settings.orders_auth == "user" else ""
+    return OrderAccess(
+        settings.orders_auth,
+        # Per address in process memory, like the signed-link budget (keel.core.ratelimit.ClientLimits).
+        misses=RateLimiter(misses, memory_storage(), name="order-misses", key=address_of) if misses else None,
+        per_user=RateLimiter(per_user, shared_storage(infra.settings), name="order-lookups")
+        if per_user
+        else None,
     )
 
 

@@ -17,10 +17,9 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from keel.core.app import error_responses
-from keel.core.auth import CurrentUser, _user_header, current_user
-from keel.core.errors import Unauthorized
 from keel.core.events import dumps
 from keel.core.fastpath import FastResponse, FastRoute
+from keel.core.identity import Authenticator, _user_header, authenticator_of
 from keel.core.ratelimit import RateLimiter
 from keel.tickets.schemas import Attachment, Ticket, TicketCreate, TicketStatus
 from keel.tickets.service import Created, TicketService
@@ -40,17 +39,19 @@ class Caller:
 # One `async def` dependency for the caller and the service: every dependency costs a
 # `solve_dependencies` pass per request, and a plain `def` one a thread-pool hop on top
 # (bench/results/profile-tickets-create.md).
-async def _caller(request: Request, user_id: Annotated[str | None, Depends(_user_header)]) -> Caller:
-    return Caller(await current_user(user_id), request.app.state.tickets)
-
-
-async def _rate_limit(request: Request, user: CurrentUser) -> None:
-    limiter = getattr(request.app.state, "tickets_rate_limiter", None)
-    if limiter is not None:
-        await limiter.check(user)
+# `_user_header` declares the header in the OpenAPI document; the authenticator reads the scope.
+async def _caller(request: Request, _: Annotated[str | None, Depends(_user_header)]) -> Caller:
+    identity = await authenticator_of(request).identify(request.scope)
+    return Caller(identity.user, request.app.state.tickets)
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]
+
+
+async def _rate_limit(request: Request, caller: CallerDep) -> None:
+    limiter = getattr(request.app.state, "tickets_rate_limiter", None)
+    if limiter is not None:
+        await limiter.check(caller.user)
 
 
 def _request_id(request: Request) -> str | None:
@@ -58,7 +59,9 @@ def _request_id(request: Request) -> str | None:
     return value
 
 
-def list_fast_routes(service: TicketService, limiter: RateLimiter | None = None) -> list[FastRoute]:
+def list_fast_routes(
+    service: TicketService, authenticator: Authenticator, limiter: RateLimiter | None = None
+) -> list[FastRoute]:
     """`GET /v1/tickets` (no query: the first page) from this process's recent pages, ahead of the
     FastAPI stack. Anything else (no page in hand, a query, a missing or invalid user) takes the
     FastAPI route, which stays the reference. With a rate limit, a page answered here is counted
@@ -67,13 +70,10 @@ def list_fast_routes(service: TicketService, limiter: RateLimiter | None = None)
     async def recent_first_page(scope: Scope, params: dict[str, str]) -> FastResponse | None:
         if scope["query_string"]:
             return None
-        header = next((v for k, v in scope["headers"] if k == b"x-user-id"), None)
-        if header is None:
+        identity = authenticator.known(scope)
+        if identity is None:
             return None
-        try:
-            user = await current_user(header.decode("latin-1"))
-        except Unauthorized:
-            return None
+        user = identity.user
         body = service.recent_page(user, None, DEFAULT_LIMIT, 0)
         if body is None:
             return None
@@ -93,26 +93,26 @@ async def _plain_create(request: Request) -> Response | None:
     its limit) without FastAPI's dependency solving and body parsing, ~20 % of the route's own CPU.
     None for anything else: the FastAPI handler then answers it (and every error it would raise) as
     the reference. Mounted only without a rate limit, a router dependency this would skip."""
-    content_type = user_id = key = None
+    content_type = key = None
     for name, value in request.scope["headers"]:
         if name == b"content-type":
             content_type = value if content_type is None else content_type
-        elif name == b"x-user-id":
-            user_id = value if user_id is None else user_id
         elif name == b"idempotency-key":
             key = value if key is None else key
-    if content_type != b"application/json" or user_id is None:
+    if content_type != b"application/json":
         return None
     if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_HEADER:
         return None
+    identity = authenticator_of(request).known(request.scope)
+    if identity is None:
+        return None
     try:
-        user = await current_user(user_id.decode("latin-1"))
         data = TicketCreate.model_validate_json(await request.body())
-    except (Unauthorized, ValidationError):
+    except ValidationError:
         return None
     service: TicketService = request.app.state.tickets
     created = await service.create(
-        user, data, None if key is None else key.decode("latin-1"), _request_id(request)
+        identity.user, data, None if key is None else key.decode("latin-1"), _request_id(request)
     )
     return _created_response(created)
 
@@ -212,7 +212,8 @@ def build_router(
         status_code=201,
         response_model=Attachment,
         summary="Attach a file (multipart field `file`) to an OPEN ticket",
-        description="A CLOSED ticket takes no attachments (409). The download link serves the file "
+        description="A CLOSED ticket takes no attachments (409), nor a ticket or user past its quota "
+        "(409 `quota_exceeded`: ATTACHMENTS_PER_TICKET, ATTACHMENT_BYTES_PER_USER). The download link serves the file "
         "under its original name (`Content-Disposition: attachment; filename*=UTF-8''…`), with HEAD, "
         "`Range` and `ETag`.",
         responses={**owned, **error_responses(409, 413)},

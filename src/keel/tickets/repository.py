@@ -80,6 +80,11 @@ INSERT_ATTACHMENT = """
 INSERT INTO attachments (id, ticket_id, filename, content_type, size_bytes, sha256, storage_key, uploaded_by, created_at)
 VALUES ($1::uuid, $2::uuid, $3, $4, $5, $6, $7, $8, $9)
 """
+# What the quotas count before an upload: the ticket's attachments, and the uploader's bytes.
+ATTACHMENT_USAGE = """
+SELECT (SELECT count(*) FROM attachments WHERE ticket_id = $1::uuid) AS on_ticket,
+       (SELECT coalesce(sum(size_bytes), 0) FROM attachments WHERE uploaded_by = $2)::bigint AS user_bytes
+"""
 LIST_ATTACHMENTS = """
 SELECT id::text, ticket_id::text, filename, content_type, size_bytes, sha256, storage_key, created_at
 FROM attachments WHERE ticket_id = $1::uuid ORDER BY created_at, id

@@ -12,7 +12,7 @@ from typing import Any
 from keel.core.cache import Cache, RedisCache
 from keel.core.cache.recent import RecentPages
 from keel.core.db import Database
-from keel.core.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from keel.core.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, QuotaExceeded, Unprocessable
 from keel.core.events import dumps
 from keel.core.outbox import shard_for
 from keel.core.outbox.writer import headers_json
@@ -81,6 +81,8 @@ class TicketService:
         outbox_shards: int,
         link_ttl_s: int = 900,
         max_attachment_bytes: int = 10 * 1024 * 1024,
+        attachments_per_ticket: int = 20,
+        attachment_bytes_per_user: int = 500 * 1024 * 1024,
         clock: Callable[[], datetime] = _now,
         on_event_written: Callable[[], None] = lambda: None,
         recent_pages: RecentPages | None = None,
@@ -92,6 +94,8 @@ class TicketService:
         self.outbox_shards = outbox_shards
         self.link_ttl_s = link_ttl_s
         self.max_attachment_bytes = max_attachment_bytes
+        self.attachments_per_ticket = attachments_per_ticket
+        self.attachment_bytes_per_user = attachment_bytes_per_user
         self.clock = clock
         # Wakes an in-process outbox relay so the event goes out now rather than at its next poll.
         self.on_event_written = on_event_written
@@ -294,6 +298,7 @@ class TicketService:
         if row["status"] == TicketStatus.CLOSED.value:
             # A closed ticket is finished business: what is attached to it stays as it was closed.
             raise Conflict("the ticket is CLOSED: attachments are accepted on OPEN tickets only")
+        room = await self._attachment_room(row["id"], user)
         attachment_id = str(uuid.uuid4())
         storage_key = f"tickets/{row['id']}/{attachment_id}"
         digest = hashlib.sha256()
@@ -305,6 +310,8 @@ class TicketService:
                 size += len(chunk)
                 if size > self.max_attachment_bytes:
                     raise PayloadTooLarge(f"attachment is larger than {self.max_attachment_bytes} bytes")
+                if size > room:
+                    raise QuotaExceeded(self._bytes_quota_message())
                 digest.update(chunk)
                 yield chunk
 
@@ -339,6 +346,23 @@ class TicketService:
                 "created_at": now,
             }
         )
+
+    async def _attachment_room(self, ticket_id: str, user: str) -> int:
+        """The bytes `user` may still upload to this ticket, or QuotaExceeded (409). Checked before the
+        upload; two uploads at once may each fit alone and overshoot the byte quota by one file."""
+        async with self.db.connection() as conn:
+            usage = await conn.fetchrow(repository.ATTACHMENT_USAGE, ticket_id, user)
+        if usage["on_ticket"] >= self.attachments_per_ticket:
+            raise QuotaExceeded(
+                f"the ticket holds {self.attachments_per_ticket} attachments (ATTACHMENTS_PER_TICKET)"
+            )
+        room: int = self.attachment_bytes_per_user - usage["user_bytes"]
+        if room <= 0:
+            raise QuotaExceeded(self._bytes_quota_message())
+        return room
+
+    def _bytes_quota_message(self) -> str:
+        return f"your attachments would exceed {self.attachment_bytes_per_user} bytes (ATTACHMENT_BYTES_PER_USER)"
 
     async def list_attachments(self, user: str, ticket_id: str) -> list[dict[str, Any]]:
         row = await self._owned_row(user, ticket_id)

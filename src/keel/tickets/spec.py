@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from keel.core.consumer import ConsumerRunner, RetryPolicy
 from keel.core.infra import Infra
-from keel.core.ratelimit import RateLimiter, memory_storage, redis_storage
+from keel.core.ratelimit import RateLimiter, shared_storage
 from keel.core.service import ServiceSpec, Wiring
 from keel.tickets.api import PREFIXES, build_router, list_fast_routes
 from keel.tickets.handlers import NOTIFICATIONS
@@ -26,6 +26,8 @@ DESCRIPTION = """Tickets (seed 002), served under `/v1/tickets` and, as the seed
   attachments) answers **403** — it exists, but is not yours; an unknown or malformed id answers **404**.
 * **Validation**: `title` 3..200 and `description` 1..5000 characters, counted after trimming
   surrounding whitespace (which is removed from the stored values).
+* **Quotas**: `ATTACHMENTS_PER_TICKET` (20) attachments per ticket and `ATTACHMENT_BYTES_PER_USER`
+  (500 MiB) of attachments per user; past either, **409** `quota_exceeded`.
 * **Idempotency-Key** (optional, per user, 1 h): a repeat with the same body answers the first
   response again with `Idempotent-Replayed: true`; the same key with another body is 422; the same key
   while the first request is still running is 409.
@@ -57,17 +59,18 @@ async def wire(infra: Infra) -> Wiring:
         outbox_shards=infra.settings.outbox_shards,
         link_ttl_s=settings.attachment_link_ttl_s,
         max_attachment_bytes=settings.max_attachment_bytes,
+        attachments_per_ticket=settings.attachments_per_ticket,
+        attachment_bytes_per_user=settings.attachment_bytes_per_user,
         on_event_written=infra.wake_relay,
     )
     wiring = Wiring(state={"tickets": service})
     limiter = None
     if settings.tickets_rate_limit:
-        storage = redis_storage(infra.settings.redis_url) if infra.settings.redis_url else memory_storage()
         limiter = wiring.state["tickets_rate_limiter"] = RateLimiter(
-            settings.tickets_rate_limit, storage, name="tickets"
+            settings.tickets_rate_limit, shared_storage(infra.settings), name="tickets"
         )
     # One code path: the fast list answers with or without a limit, and counts against it.
-    wiring.fast_routes = list_fast_routes(service, limiter)
+    wiring.fast_routes = list_fast_routes(service, infra.authenticator, limiter)
     wiring.workers.append(
         ConsumerRunner(
             infra.bus,

@@ -65,6 +65,8 @@ attachments = Table(
     Column("uploaded_by", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_attachments_ticket_id_created_at", "ticket_id", "created_at"),
+    # The per-user byte quota sums a user's attachments on every upload.
+    Index("ix_attachments_uploaded_by", "uploaded_by"),
 )
 
 notifications = Table(

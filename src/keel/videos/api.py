@@ -9,6 +9,8 @@ from starlette.responses import Response, StreamingResponse
 
 from keel.core.app import error_responses
 from keel.core.events import dumps
+from keel.core.identity import Authenticated, Identity
+from keel.core.ratelimit import ClientLimits, RateLimiter, address_of
 from keel.videos.hls import PLAYLIST_TYPE
 from keel.videos.schemas import Video, VideoCreate, VideoCreated
 from keel.videos.service import VideoService
@@ -25,6 +27,22 @@ async def _service(request: Request) -> VideoService:
 Service = Annotated[VideoService, Depends(_service)]
 
 
+async def _creator(request: Request, identity: Authenticated) -> Identity:
+    """An authenticated caller within the create limits (per address and per user) and the hourly
+    quota of videos per user: every create starts a download and an ffmpeg job."""
+    state = request.app.state
+    limits: ClientLimits | None = getattr(state, "video_create_limits", None)
+    if limits is not None:
+        await limits.check(address_of(request), identity.user)
+    quota: RateLimiter | None = getattr(state, "video_hourly_quota", None)
+    if quota is not None:
+        await quota.check(identity.user)
+    return identity
+
+
+Creator = Annotated[Identity, Depends(_creator)]
+
+
 def build_router() -> APIRouter:
     router = APIRouter(tags=["videos"])
 
@@ -33,19 +51,19 @@ def build_router() -> APIRouter:
         status_code=201,
         response_model=VideoCreated,
         summary="Register a video; its HLS is made in the background",
-        responses=error_responses(409, 422),
+        responses=error_responses(401, 409, 422, 429),
     )
-    async def create(body: VideoCreate, service: Service) -> Response:
-        return Response(dumps(await service.create(body)), status_code=201, media_type=JSON)
+    async def create(body: VideoCreate, service: Service, creator: Creator) -> Response:
+        return Response(dumps(await service.create(body, creator.user)), status_code=201, media_type=JSON)
 
     @router.get(
         "/api/videos/{video_id}",
         response_model=Video,
         summary="Get a video (cached; `X-Cache: hit|miss`)",
-        responses=error_responses(404),
+        responses=error_responses(401, 403, 404),
     )
-    async def get(video_id: VideoId, service: Service) -> Response:
-        read = await service.get(video_id)
+    async def get(video_id: VideoId, service: Service, caller: Authenticated) -> Response:
+        read = await service.get(video_id, caller)
         return Response(read.body, media_type=JSON, headers={"X-Cache": "hit" if read.cache_hit else "miss"})
 
     @router.post(
@@ -53,10 +71,10 @@ def build_router() -> APIRouter:
         status_code=202,
         response_model=Video,
         summary="Process a failed video again (back to pending, a new round of attempts)",
-        responses=error_responses(404, 409),
+        responses=error_responses(401, 403, 404, 409),
     )
-    async def retry(video_id: VideoId, service: Service) -> Response:
-        return Response(dumps(await service.retry(video_id)), status_code=202, media_type=JSON)
+    async def retry(video_id: VideoId, service: Service, caller: Authenticated) -> Response:
+        return Response(dumps(await service.retry(video_id, caller)), status_code=202, media_type=JSON)
 
     @router.get(
         "/hls/{video_id}.m3u8",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-COLUMNS = "id, title, original_url, status, error, attempts, retries, created_at, updated_at"
+COLUMNS = "id, title, original_url, owner, status, error, attempts, retries, created_at, updated_at"
 
 # Race-safe duplicate check: the unique constraint decides, no read-then-write window.
 INSERT = """
-INSERT INTO videos (title, original_url, status, created_at, updated_at)
-VALUES ($1, $2, 'pending', $3, $3)
+INSERT INTO videos (title, original_url, owner, status, created_at, updated_at)
+VALUES ($1, $2, $4, 'pending', $3, $3)
 ON CONFLICT (original_url) DO NOTHING
 RETURNING id
 """
@@ -61,3 +61,5 @@ RETURNING {COLUMNS}
 """
 
 STATUS = "SELECT status FROM videos WHERE id = $1"
+
+OWNER = "SELECT owner FROM videos WHERE id = $1"

@@ -54,6 +54,8 @@ class Video(BaseModel):
     title: str
     original_url: str
     playlist_url: str
+    # The user who registered it: reads and retries are theirs (and operators').
+    owner: str | None = None
     status: VideoStatus
     error: str | None = None
     # HLS jobs started in the current round (since registration or the last retry), and the retries.

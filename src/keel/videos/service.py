@@ -10,11 +10,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import orjson
 
 from keel.core.cache import Cache
 from keel.core.db import Database
-from keel.core.errors import Conflict, NotFound, Unprocessable
+from keel.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from keel.core.events import Event, dumps
+from keel.core.identity import OPERATOR, Identity
 from keel.core.outbox import Outbox
 from keel.core.storage import ObjectNotFound, ObjectStore, StoredObject
 from keel.videos import hls, repository
@@ -47,6 +49,12 @@ def uploaded(video_id: int, title: str, url: str, at: datetime | None = None) ->
     """The event that asks the worker to make a video's HLS (on registration, retry and requeue)."""
     payload = {"video_id": video_id, "title": title, "url": url}
     return Event(VideoEvents.UPLOADED, payload, key=str(video_id), created_at=at or now_utc())
+
+
+def check_owner(owner: str | None, caller: Identity) -> None:
+    """The owner and operators pass; a video from before owners (None) is the operators' alone."""
+    if caller.user != owner and not caller.has(OPERATOR):
+        raise Forbidden("this video belongs to another user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,25 +97,29 @@ class VideoService:
             detail = {"field": "body.url", "message": str(exc), "type": "source_refused"}
             raise Unprocessable("url is not an allowed video source", details=[detail]) from None
 
-    async def create(self, data: VideoCreate) -> dict[str, Any]:
+    async def create(self, data: VideoCreate, owner: str) -> dict[str, Any]:
         url = str(data.url)
         self._check_source(url)
         now = self.clock()
         async with self.db.unit_of_work() as uow:
             conn = await uow.raw()
-            video_id = await conn.fetchval(repository.INSERT, data.title, url, now)
+            video_id = await conn.fetchval(repository.INSERT, data.title, url, now, owner)
             if video_id is None:
                 raise Conflict("a video with this url already exists")
             await self.outbox.add(uow, uploaded(video_id, data.title, url, now), self.topic)
             await uow.commit()
         return {"id": video_id, "title": data.title, "playlist_url": playlist_url(self.base_url, video_id)}
 
-    async def retry(self, video_id: int) -> dict[str, Any]:
+    async def retry(self, video_id: int, caller: Identity) -> dict[str, Any]:
         """A failed video back to `pending` with a fresh `video.uploaded`: the worker takes it up as it
         does a new one, with a new round of attempts. 409 unless the video is `failed`."""
         now = self.clock()
         async with self.db.unit_of_work() as uow:
             conn = await uow.raw()
+            owner = await conn.fetchval(repository.OWNER, video_id)
+            if owner is None and await conn.fetchval(repository.STATUS, video_id) is None:
+                raise NotFound("video not found")
+            check_owner(owner, caller)
             row = await conn.fetchrow(repository.RETRY, video_id, now)
             if row is None:
                 status = await conn.fetchval(repository.STATUS, video_id)
@@ -119,8 +131,9 @@ class VideoService:
             await uow.commit()
         return self._json(row)
 
-    async def get(self, video_id: int) -> Read:
-        """The video as JSON bytes, through the cache; `cache_hit` says whether the loader ran."""
+    async def get(self, video_id: int, caller: Identity) -> Read:
+        """The video as JSON bytes, through the cache; `cache_hit` says whether the loader ran. Its
+        owner's (or an operator's) only: 403 for another caller, as a ticket is."""
         loaded = False
 
         async def load() -> bytes:
@@ -133,6 +146,7 @@ class VideoService:
             return dumps(self._json(row))
 
         body = await self.cache.get_or_load(cache_key(video_id), load, self.cache_ttl_s)
+        check_owner(orjson.loads(body).get("owner"), caller)
         return Read(body, cache_hit=not loaded)
 
     def _json(self, row: Any) -> dict[str, Any]:
@@ -140,6 +154,7 @@ class VideoService:
             "id": row["id"],
             "title": row["title"],
             "original_url": without_credentials(row["original_url"]),
+            "owner": row["owner"],
             "playlist_url": playlist_url(self.base_url, row["id"]),
             "status": row["status"],
             "error": public_error(row["error"]),

@@ -32,6 +32,11 @@ class VideoSettings(BaseSettings):
     # A row in `processing` longer than this is taken back by the reaper (the job is presumed dead).
     processing_timeout_s: float = Field(default=900.0, gt=0, validation_alias="VIDEOS_PROCESSING_TIMEOUT_S")
     reaper_interval_s: float = Field(default=30.0, gt=0, validation_alias="VIDEOS_REAPER_INTERVAL_S")
+    # Creates per user and per client address (`limits` notation; empty: none), and the quota of
+    # videos a user may register per hour: each one is a download and an ffmpeg job.
+    create_limit: str = Field(default="20/minute", validation_alias="VIDEO_CREATE_LIMIT")
+    create_address_limit: str = Field(default="60/minute", validation_alias="VIDEO_CREATE_ADDRESS_LIMIT")
+    videos_per_user_per_hour: int = Field(default=100, ge=0, validation_alias="VIDEOS_PER_USER_PER_HOUR")
     topic: str = Field(default="videos.events", validation_alias="VIDEOS_TOPIC")
     dlq_topic: str = Field(default="videos.dlq", validation_alias="VIDEOS_DLQ_TOPIC")
     group_id: str = Field(default="videos-hls", validation_alias="VIDEOS_GROUP_ID")

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from keel.core.cache import Cache
 from keel.core.consumer import ConsumerRunner, RetryPolicy, Transactional
 from keel.core.infra import Infra
+from keel.core.ratelimit import ClientLimits, RateLimiter, shared_storage
 from keel.core.service import ServiceSpec, Wiring
 from keel.videos.api import build_router
 from keel.videos.clip import find_font
@@ -24,6 +25,10 @@ DESCRIPTION = """Videos (seed 003).
   that url exists; 422 with field details for a bad body (title 1..255 after trimming; url absolute
   http(s), at most 2048 characters, no credentials, not a non-public address or host name: the
   worker's SSRF policy). Ids are integers.
+* Callers: every `/api/videos` route needs an authenticated caller; the creator owns the video, and
+  reads and retries are the owner's (or an operator's): 403 for anyone else. Creates are limited per
+  user (`VIDEO_CREATE_LIMIT`), per address (`VIDEO_CREATE_ADDRESS_LIMIT`) and by a quota of
+  `VIDEOS_PER_USER_PER_HOUR`: 429 with `Retry-After`. The HLS files are public by video id.
 * `GET /api/videos/{id}` → the video with `status` (pending, processing, ready, failed) and `error`;
   cached in Redis and invalidated on every change; `X-Cache: hit|miss`.
 * `video.uploaded` goes through the outbox to `videos.events` (envelope, key = id); the `videos-hls`
@@ -78,7 +83,14 @@ def build_spec(settings: VideoSettings | None = None) -> ServiceSpec:
             max_attempts=retry.max_attempts,
             interval_s=chosen.reaper_interval_s,
         )
-        return Wiring(state={"videos": service}, workers=[consumer, reaper])
+        storage = shared_storage(infra.settings)
+        limits = ClientLimits(
+            "video-creates", storage, per_address=chosen.create_address_limit, per_user=chosen.create_limit
+        )
+        hourly = chosen.videos_per_user_per_hour
+        quota = RateLimiter(f"{hourly}/hour", storage, name="video-quota") if hourly else None
+        state = {"videos": service, "video_create_limits": limits, "video_hourly_quota": quota}
+        return Wiring(state=state, workers=[consumer, reaper])
 
     def routers() -> Sequence[APIRouter]:
         return [build_router()]

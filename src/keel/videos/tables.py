@@ -25,6 +25,8 @@ videos = Table(
     Column("id", BigInteger, Identity(), primary_key=True),
     Column("title", Text, nullable=False),
     Column("original_url", Text, nullable=False),
+    # The user who registered it (reads and retries are theirs); NULL for rows from before owners.
+    Column("owner", Text, nullable=True),
     Column("status", Text, nullable=False, server_default=text("'pending'")),
     Column("error", Text, nullable=True),
     # HLS jobs started for this row (a crash-restart counts too) since it was registered or last

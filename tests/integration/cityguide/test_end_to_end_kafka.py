@@ -34,6 +34,7 @@ from tests.support.servers import idempotent_producers
 from tests.support.topic_log import KafkaTopicLog
 
 SECRET = "e2e-signing-secret"
+CALLER = {"X-User-Id": "cityguide-e2e"}
 FLOW_TIMEOUT_S = 120
 POINTS = [{"name": "Кремль"}, {"name": "Улица Баумана"}, {"name": "Озеро Кабан"}, {"name": "Набережная"}]
 
@@ -115,6 +116,8 @@ async def flow(pg_dsn, redis_url, kafka_brokers, tmp_path_factory, app_database)
             "kafka_idempotence": idempotent_producers(),
             "secret": SECRET,
             "consumer_max_attempts": 3,
+            # The in-process client stands for the gateway that sets X-User-Roles.
+            "trusted_proxies": "127.0.0.1/32",
         }
     )
     with pytest.MonkeyPatch.context() as env:
@@ -122,7 +125,9 @@ async def flow(pg_dsn, redis_url, kafka_brokers, tmp_path_factory, app_database)
         app = build_app([ORCHESTRATOR, DELIVERY, STORY, TTS], settings)
         async with (
             app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://cityguide") as client,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app), base_url="http://cityguide", headers=CALLER
+            ) as client,
         ):
             yield Flow(client, kafka_brokers, pg_dsn, failing_route)
 
@@ -183,7 +188,7 @@ async def test_a_failed_tts_job_fails_the_batch_and_a_restart_completes_it_with_
 
     restart = await flow.client.post(
         f"/workflows/{route_id}/restart?step=tts_batch",
-        headers={"X-User-Id": "ops-e2e"},
+        headers={"X-User-Id": "ops-e2e", "X-User-Roles": "operator"},
         json={"reason": "retry"},
     )
     assert restart.status_code == 202

@@ -16,7 +16,9 @@ from tests.integration.cityguide.support import deliver, stories, tts_failed, tt
 from tests.support.eventually import eventually
 from tests.support.topic_log import open_topic_log
 
-OPS = {"X-User-Id": "ops-anna"}
+# Roles are believed from a trusted proxy only: the in-process client's address is named one below.
+OPS = {"X-User-Id": "ops-anna", "X-User-Roles": "operator"}
+PROXY = "127.0.0.1/32"
 
 
 @pytest.fixture
@@ -45,12 +47,17 @@ async def test_unknown_workflow_is_404_in_the_error_envelope(fresh_pg_dsn, make_
 async def test_restart_answers_422_for_an_unknown_step_404_for_an_unknown_route_401_without_user(
     fresh_pg_dsn, make_settings, route_id
 ):
-    async with serving([SPEC], make_settings(postgres_dsn=fresh_pg_dsn)) as (app, client):
+    async with serving([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, trusted_proxies=PROXY)) as (
+        app,
+        client,
+    ):
         await _failed_workflow(app, route_id)
         bad_step = await client.post(f"/workflows/{route_id}/restart?step=delivery", headers=OPS)
         no_step = await client.post(f"/workflows/{route_id}/restart", headers=OPS)
         unknown = await client.post("/workflows/nope/restart?step=tts_batch", headers=OPS)
-        anonymous = await client.post(f"/workflows/{route_id}/restart?step=tts_batch")
+        anonymous = await client.post(
+            f"/workflows/{route_id}/restart?step=tts_batch", headers={"X-User-Id": ""}
+        )
     assert (bad_step.status_code, no_step.status_code) == (422, 422)
     assert bad_step.json()["error"]["code"] == "validation_error"
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
@@ -60,7 +67,10 @@ async def test_restart_answers_422_for_an_unknown_step_404_for_an_unknown_route_
 async def test_restart_of_a_failed_batch_is_202_with_attempts_2_and_an_audit_entry(
     fresh_pg_dsn, make_settings, route_id
 ):
-    async with serving([SPEC], make_settings(postgres_dsn=fresh_pg_dsn)) as (app, client):
+    async with serving([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, trusted_proxies=PROXY)) as (
+        app,
+        client,
+    ):
         await _failed_workflow(app, route_id)
         before = (await client.get(f"/workflows/{route_id}")).json()
         response = await client.post(
@@ -81,7 +91,10 @@ async def test_outside_producers_bare_messages_without_headers_are_deduplicated_
     fresh_pg_dsn, make_settings, route_id
 ):
     """No event-id header: the same route.confirmed twice is one workflow and one story.generate."""
-    async with serving([SPEC], make_settings(postgres_dsn=fresh_pg_dsn)) as (app, client):
+    async with serving([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, trusted_proxies=PROXY)) as (
+        app,
+        client,
+    ):
         bus = app.state.infra.bus
         commands = await open_topic_log(bus, topics.STORY_GENERATE)
         producer = bus.producer()
@@ -114,7 +127,10 @@ async def test_outside_producers_bare_messages_without_headers_are_deduplicated_
 async def test_a_malformed_route_confirmed_goes_to_the_dead_letter_topic_and_the_next_one_still_runs(
     fresh_pg_dsn, make_settings, route_id
 ):
-    async with serving([SPEC], make_settings(postgres_dsn=fresh_pg_dsn)) as (app, client):
+    async with serving([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, trusted_proxies=PROXY)) as (
+        app,
+        client,
+    ):
         bus = app.state.infra.bus
         dlq = await open_topic_log(bus, topics.DLQ)
         producer = bus.producer()

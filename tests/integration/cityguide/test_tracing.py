@@ -56,7 +56,9 @@ async def test_the_cityguide_flow_is_one_trace_to_the_delivery_page(
     trace_id = uuid.uuid4().hex
     caller = (("traceparent", traceparent(trace_id).encode()),)
     payload = {"route_id": route_id, "mode": "walk", "city": "Казань", "points": POINTS}
-    async with serving_app([ORCHESTRATOR, DELIVERY, STORY, TTS], settings) as (_, client):
+    async with serving_app(
+        [ORCHESTRATOR, DELIVERY, STORY, TTS], settings, headers={"X-User-Id": "tracing-reader"}
+    ) as (_, client):
         bus = KafkaBus(kafka_brokers, idempotence=idempotent_producers())
         producer = bus.producer()
         await producer.start()

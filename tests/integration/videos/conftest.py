@@ -47,11 +47,18 @@ def settings(fresh_pg_dsn: str, redis_url: str, make_settings: Callable[..., Set
     )
 
 
+# For clients of their own (a handful of creates per module).
+OWNER = {"X-User-Id": "video-owner"}
+
+
 def serving(
     settings: Settings, videos: VideoSettings, *, run_workers: bool = True
 ) -> AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]:
-    """The video service running on these settings, and a client talking to it in process."""
-    return serving_app([build_spec(videos)], settings, run_workers=run_workers)
+    """The video service running on these settings, and a client talking to it in process as the
+    videos' owner: one per test (the topics' suffix), since the per-user create limit counts in the
+    session's Redis."""
+    owner = {"X-User-Id": f"owner-{videos.group_id}"}
+    return serving_app([build_spec(videos)], settings, run_workers=run_workers, headers=owner)
 
 
 async def video_row(dsn: str, video_id: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from keel.core.runtime import build_app
 from keel.core.settings import Settings
 from keel.videos.settings import VideoSettings
 from keel.videos.spec import build_spec
-from tests.integration.videos.conftest import status_of, video_row
+from tests.integration.videos.conftest import OWNER, status_of, video_row
 from tests.integration.videos.hls_check import parse_media_playlist
 from tests.integration.videos.local_http import Route, local_server
 from tests.support.eventually import eventually
@@ -73,7 +73,7 @@ async def test_source_video_becomes_hls_that_ffmpeg_reads_back_through_our_http(
     async with (
         local_server({"/test.mp4": Route(body=test_video, headers={"Content-Type": "video/mp4"})}) as source,
         served(settings, allowing(video_settings, source)) as (base, _),
-        httpx.AsyncClient(base_url=base) as client,
+        httpx.AsyncClient(base_url=base, headers=OWNER) as client,
     ):
         created = (
             await client.post("/api/videos", json={"title": "test", "url": source.url("/test.mp4")})
@@ -107,7 +107,7 @@ async def test_loopback_source_without_allow_list_is_422_at_registration(
     async with (
         local_server({"/test.mp4": Route(body=test_video)}) as source,
         served(settings, videos) as (base, _),
-        httpx.AsyncClient(base_url=base) as client,
+        httpx.AsyncClient(base_url=base, headers=OWNER) as client,
     ):
         refused = await client.post("/api/videos", json={"title": "t", "url": source.url("/test.mp4")})
     assert refused.status_code == 422, refused.text
@@ -121,7 +121,10 @@ async def test_a_redirect_to_the_metadata_address_fails_at_once_with_a_safe_erro
     routes = {"/v.mp4": Route(302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})}
     async with local_server(routes) as source:
         videos = allowing(video_settings, source)
-        async with served(settings, videos) as (base, app), httpx.AsyncClient(base_url=base) as client:
+        async with (
+            served(settings, videos) as (base, app),
+            httpx.AsyncClient(base_url=base, headers=OWNER) as client,
+        ):
             video_id = (
                 await client.post("/api/videos", json={"title": "t", "url": source.url("/v.mp4")})
             ).json()["id"]
@@ -141,7 +144,10 @@ async def test_source_that_keeps_failing_is_retried_then_failed_with_its_reason_
 ):
     async with local_server({"/broken.mp4": Route(500, b"boom")}) as source:
         videos = allowing(video_settings, source)
-        async with served(settings, videos) as (base, app), httpx.AsyncClient(base_url=base) as client:
+        async with (
+            served(settings, videos) as (base, app),
+            httpx.AsyncClient(base_url=base, headers=OWNER) as client,
+        ):
             video_id = (
                 await client.post("/api/videos", json={"title": "t", "url": source.url("/broken.mp4")})
             ).json()["id"]
@@ -159,7 +165,10 @@ async def test_a_404_source_fails_after_one_attempt_and_a_retry_once_it_is_there
 ):
     async with local_server({}) as source:  # every path answers 404 until the file is put in place
         videos = allowing(video_settings, source)
-        async with served(settings, videos) as (base, app), httpx.AsyncClient(base_url=base) as client:
+        async with (
+            served(settings, videos) as (base, app),
+            httpx.AsyncClient(base_url=base, headers=OWNER) as client,
+        ):
             video_id = (
                 await client.post("/api/videos", json={"title": "t", "url": source.url("/late.mp4")})
             ).json()["id"]
@@ -195,7 +204,10 @@ async def test_a_source_that_is_not_a_media_file_fails_at_once_without_retries(
     page = b"<!doctype html><title>Not a video</title>" * 50
     async with local_server({"/page.mp4": Route(body=page, headers={"Content-Type": "text/html"})}) as source:
         videos = allowing(video_settings, source)
-        async with served(settings, videos) as (base, app), httpx.AsyncClient(base_url=base) as client:
+        async with (
+            served(settings, videos) as (base, app),
+            httpx.AsyncClient(base_url=base, headers=OWNER) as client,
+        ):
             video_id = (
                 await client.post("/api/videos", json={"title": "t", "url": source.url("/page.mp4")})
             ).json()["id"]

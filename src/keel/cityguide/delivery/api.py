@@ -13,6 +13,7 @@ from keel.cityguide.delivery.schemas import Prefetch
 from keel.cityguide.delivery.service import DeliveryService
 from keel.core.app import error_responses
 from keel.core.fastpath import FastResponse, FastRoute, simple_query
+from keel.core.identity import Authenticated, Authenticator
 from keel.core.link_guard import LinkGuard, link_guard
 from keel.core.storage.object_response import object_response
 
@@ -51,18 +52,24 @@ def _plain_query(scope: Scope) -> tuple[str, int, str | None] | None:
     return route_id, int(count), after
 
 
-def prefetch_fast_route(service: DeliveryService) -> FastRoute:
+def prefetch_fast_route(service: DeliveryService, authenticator: Authenticator) -> FastRoute:
     """The prefetch page at the edge when the query is plain: from this process's recent pages without
-    awaiting anything, else from the store."""
+    awaiting anything (for a caller known at once), else from the store. Any authenticated caller:
+    routes carry no user (seed 001), the route id is the capability."""
 
     def recent(scope: Scope, params: dict[str, str]) -> FastResponse | None:
+        if authenticator.known(scope) is None:
+            return None
         query = _plain_query(scope)
         body = None if query is None else service.recent_page(*query)
         return None if body is None else FastResponse(body)
 
     async def prefetch(scope: Scope, params: dict[str, str]) -> FastResponse | None:
         query = _plain_query(scope)
-        return None if query is None else FastResponse(await service.prefetch(*query))
+        if query is None:
+            return None
+        await authenticator.identify(scope)  # 401 in the envelope from the edge
+        return FastResponse(await service.prefetch(*query))
 
     return FastRoute(PREFETCH_PATH, prefetch, from_memory=recent)
 
@@ -74,10 +81,11 @@ def build_router() -> APIRouter:
         PREFETCH_PATH,
         response_model=Prefetch,
         summary="Up to `next` ready audio files of a route, in story order, as signed CDN links",
-        responses=error_responses(404, 422),
+        responses=error_responses(401, 404, 422),
     )
     async def prefetch(
         service: Service,
+        _: Authenticated,
         route_id: Annotated[str, Query(min_length=1, max_length=ROUTE_ID_MAX)],
         count: Annotated[
             int, Query(alias="next", ge=1, le=NEXT_MAX, description="how many (1..50)")

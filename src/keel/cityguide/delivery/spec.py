@@ -24,7 +24,8 @@ DESCRIPTION = """Cityguide delivery prefetch (seed 000): ready audio per route, 
 
 * Consumes `tts.completed` (key = audio id; a repeat overwrites, never duplicates) into a short-lived
   list per route in story order: Redis when `REDIS_URL` is set, in-process otherwise (`PREFETCH_TTL_SEC`).
-* `GET /delivery/prefetch?route_id=&next=&after=`: up to `next` (1..50, default 3) audio after `after`,
+* `GET /delivery/prefetch?route_id=&next=&after=` (any authenticated caller: a route carries no user,
+  its id is the capability): up to `next` (1..50, default 3) audio after `after`,
   each with a link signed for `LINK_TTL_SEC` with `SECRET` (8 base64url characters = 48 bits). A page
   polled again within `PREFETCH_PAGE_CACHE_SEC` (1 s) is answered from memory.
 * `GET /cdn/audio/{audio_id}?exp=&sig=&kid=`: the CDN-side check — 403 bad signature, 410 expired.
@@ -54,7 +55,9 @@ async def wire(infra: Infra) -> Wiring:
         base_url=s.public_base_url,
         recent_pages=RecentPages("delivery-pages", settings.page_cache_s) if settings.page_cache_s else None,
     )
-    wiring = Wiring(state={"delivery": service}, fast_routes=[prefetch_fast_route(service)])
+    wiring = Wiring(
+        state={"delivery": service}, fast_routes=[prefetch_fast_route(service, infra.authenticator)]
+    )
     if not s.uses_kafka and not infra.embedded:
         log.warning("KAFKA_BROKERS is not set: delivery-prefetch runs without a tts.completed consumer")
         return wiring

@@ -10,10 +10,12 @@ from keel.cityguide import topics
 from keel.cityguide.orchestrator.api import build_router
 from keel.cityguide.orchestrator.messages import inbox_key
 from keel.cityguide.orchestrator.service import OrchestratorService
+from keel.cityguide.orchestrator.settings import OrchestratorSettings
 from keel.core.consumer import Batch, ConsumerRunner, RetryPolicy
 from keel.core.db import UnitOfWork
 from keel.core.events import Event
 from keel.core.infra import Infra
+from keel.core.ratelimit import ClientLimits, shared_storage
 from keel.core.service import ServiceSpec, Wiring
 
 GROUP = "orchestrator"
@@ -27,9 +29,12 @@ DESCRIPTION = """Cityguide orchestrator (seed 001): a workflow per route in Post
 `tts.completed` → `delivery.prefetch`. Every event it emits is written through the outbox in the
 transaction of the state change. Duplicates are no-ops; events that arrive early are parked, not lost.
 
+* Callers: reads need an authenticated caller (`X-User-Id`, or a bearer token with `AUTH_MODE=jwt`),
+  within `WORKFLOW_READ_LIMIT` per user (429 with `Retry-After`); a restart needs the role `operator`
+  (403 without it). See docs/security.md.
 * `GET /workflows/{route_id}`: state, steps (`story_generate`, `tts_batch`, `delivery`), TTS jobs in
   story order, restarts. 404 for an unknown route.
-* `POST /workflows/{route_id}/restart?step=tts_batch` (`X-User-Id`, optional `{"reason"}`): the step
+* `POST /workflows/{route_id}/restart?step=tts_batch` (an operator, optional `{"reason"}`): the step
   back to pending with attempts + 1, an audit entry, `tts.requested` again for the unfinished jobs → 202.
   Unknown step 422, unknown route 404, a step that has not started or is already completed 409.
 """
@@ -59,7 +64,14 @@ def _consumer(infra: Infra, topic: str, handle: HandleBatch) -> ConsumerRunner:
 
 async def wire(infra: Infra) -> Wiring:
     service = OrchestratorService(infra.require_db(), infra.outbox)
-    wiring = Wiring(state={"orchestrator": service})
+    settings = OrchestratorSettings()
+    limits = ClientLimits(
+        "workflow-reads",
+        shared_storage(infra.settings),
+        per_address=settings.workflow_read_address_limit,
+        per_user=settings.workflow_read_limit,
+    )
+    wiring = Wiring(state={"orchestrator": service, "workflow_read_limits": limits})
     wiring.workers += [
         _consumer(infra, topics.ROUTE_CONFIRMED, service.on_route_confirmed),
         _consumer(infra, topics.STORY_GENERATED, service.on_stories_generated),
