@@ -74,23 +74,33 @@ async def test_a_poison_order_is_replayed_through_the_api_with_its_payload_fixed
     assert {"/ops/dlq", "/ops/workflows", "/ops/lag", "/ops/dlq/{topic}/replay"} <= set(openapi["paths"])
 
 
-async def test_the_console_refuses_callers_from_elsewhere_and_outside_keel_up(make_settings, fresh_pg_dsn):
-    settings = make_settings(postgres_dsn=fresh_pg_dsn)
+async def test_the_console_admits_operators_only(make_settings, fresh_pg_dsn):
+    """Under `keel up` a caller on this machine is an operator; elsewhere, and under `keel serve`, the
+    caller needs the `operator` role, believed from a trusted proxy only."""
+    settings = make_settings(postgres_dsn=fresh_pg_dsn, trusted_proxies=["10.9.0.0/16"])
+    alice = {"X-User-Id": "alice", "X-User-Roles": "operator"}
     async with serving_app([CONSOLE], settings, embedded=True) as (app, _):
         remote = httpx.AsyncClient(
             transport=httpx.ASGITransport(app, client=("10.1.2.3", 4000)), base_url="http://k"
         )
         async with remote:
-            from_elsewhere = await remote.get("/ops/dlq")
-            page = await remote.get("/ops/")
-    async with serving_app([CONSOLE], settings) as (_, client):
-        served_alone = await client.get("/ops/workflows")
+            anonymous = await remote.get("/ops/dlq")
+            page = await remote.get("/ops/", headers={"X-User-Id": "alice"})
+            claimed_role = await remote.get("/ops/dlq", headers=alice)
+    async with serving_app([CONSOLE], settings) as (app, client):
+        served_alone = await client.get("/ops/workflows", headers={"X-User-Id": "alice"})
+        gateway = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app, client=("10.9.0.1", 4000)), base_url="http://k"
+        )
+        async with gateway:
+            through_gateway = await gateway.get("/ops/workflows", headers=alice)
 
-    for response in (from_elsewhere, page, served_alone):
+    assert anonymous.status_code == 401
+    for response in (page, claimed_role, served_alone):
         assert response.status_code == 403
         assert set(response.json()["error"]) == {"code", "message", "request_id"}
-    assert "this machine" in from_elsewhere.json()["error"]["message"]
-    assert "keel up" in served_alone.json()["error"]["message"]
+    assert "operator" in served_alone.json()["error"]["message"]
+    assert through_gateway.status_code == 200
 
 
 async def test_keel_dlq_base_url_mode_drives_the_same_operations_through_the_api(make_settings, fresh_pg_dsn):

@@ -1,7 +1,7 @@
 """video owners; attachment bytes per user
 
 Revision ID: 0060
-Revises: 0050
+Revises: 0052
 Create Date: 2026-12-02 16:40:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0060"
-down_revision: str | None = "0050"
+down_revision: str | None = "0052"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
