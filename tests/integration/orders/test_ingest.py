@@ -7,6 +7,7 @@ import orjson
 from keel.core.bus import OutgoingMessage
 from keel.orders.fake import fake_order
 from tests.integration.orders.conftest import inbox_rows, row_counts, send, served, served_as, serving
+from tests.support.eventually import eventually
 
 
 async def test_produced_order_is_served_identical_from_cache_then_from_db(order_settings, producer, rng):
@@ -14,7 +15,13 @@ async def test_produced_order_is_served_identical_from_cache_then_from_db(order_
     order = fake_order(rng)
     async with serving(settings) as (_, client):
         await send(producer, settings.kafka_topic, [order])
-        cached = await served(client, order["order_uid"])
+        # The first 200 may come from the database: the cache learns an order just after its commit.
+        cached = await eventually(
+            lambda: client.get(f"/order/{order['order_uid']}"),
+            until=lambda r: r.status_code == 200 and r.headers["X-Source"] == "cache",
+            timeout_s=30,
+            what="the order served from the cache",
+        )
         from_db = await client.get(f"/order/{order['order_uid']}", params={"nocache": "1"})
 
     assert cached.headers["X-Source"] == "cache"
