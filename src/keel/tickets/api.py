@@ -22,8 +22,9 @@ from keel.core.errors import Unauthorized
 from keel.core.events import dumps
 from keel.core.fastpath import FastResponse, FastRoute
 from keel.core.ratelimit import RateLimiter
+from keel.tickets.model import Created
 from keel.tickets.schemas import Attachment, Ticket, TicketCreate, TicketStatus
-from keel.tickets.service import Created, TicketService
+from keel.tickets.service import TicketService
 
 UPLOAD_CHUNK = 256 * 1024
 JSON = "application/json"
@@ -74,12 +75,12 @@ def list_fast_routes(service: TicketService, limiter: RateLimiter | None = None)
             user = await current_user(header.decode("latin-1"))
         except Unauthorized:
             return None
-        body = service.recent_page(user, None, DEFAULT_LIMIT, 0)
-        if body is None:
+        page = service.recent_page(user, None, DEFAULT_LIMIT, 0)
+        if page is None:
             return None
         if limiter is not None:
             await limiter.check(user)  # over the limit: 429 in the envelope, from the edge
-        return FastResponse(body)
+        return FastResponse(page.json)
 
     # The limiter's store may be Redis: then the handler awaits I/O and the deadline applies.
     return [FastRoute(prefix, recent_first_page, awaits_io=limiter is not None) for prefix in PREFIXES]
@@ -119,7 +120,7 @@ async def _plain_create(request: Request) -> Response | None:
 
 def _created_response(created: Created) -> Response:
     headers = {"Idempotent-Replayed": "true"} if created.replayed else None
-    return Response(created.body, status_code=created.status_code, media_type=JSON, headers=headers)
+    return Response(dumps(created.ticket), status_code=201, media_type=JSON, headers=headers)
 
 
 class _PlainCreateRoute(APIRoute):
@@ -188,9 +189,8 @@ def build_router(
         limit: Annotated[int, Query(ge=1, le=200)] = DEFAULT_LIMIT,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> Response:
-        return Response(
-            await caller.service.list_tickets(caller.user, status, limit, offset), media_type=JSON
-        )
+        page = await caller.service.list_tickets(caller.user, status, limit, offset)
+        return Response(page.json, media_type=JSON)
 
     @router.get("/{ticket_id}", response_model=Ticket, summary="Get one of my tickets", responses=owned)
     async def get_ticket(ticket_id: str, caller: CallerDep) -> Response:

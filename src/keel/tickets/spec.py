@@ -16,6 +16,7 @@ from keel.tickets.idempotency import IdempotencyStore, MemoryIdempotencyStore, R
 from keel.tickets.schemas import TicketEvents
 from keel.tickets.service import TicketService
 from keel.tickets.settings import TicketSettings
+from keel.tickets.unit_of_work import PgTicketUnitOfWork
 
 NOTIFICATIONS_GROUP = "tickets-notifications"
 
@@ -49,15 +50,18 @@ async def wire(infra: Infra) -> Wiring:
     idempotency: IdempotencyStore = (
         RedisIdempotencyStore(infra.redis) if infra.redis is not None else MemoryIdempotencyStore()
     )
+    shards, wake = infra.settings.outbox_shards, infra.wake_relay
+
+    def unit_of_work() -> PgTicketUnitOfWork:
+        return PgTicketUnitOfWork(db, outbox_shards=shards, wake=wake)
+
     service = TicketService(
-        db,
+        unit_of_work,
         infra.cache("tickets"),
         idempotency,
         infra.storage,
-        outbox_shards=infra.settings.outbox_shards,
         link_ttl_s=settings.attachment_link_ttl_s,
         max_attachment_bytes=settings.max_attachment_bytes,
-        on_event_written=infra.wake_relay,
     )
     wiring = Wiring(state={"tickets": service})
     limiter = None
