@@ -68,6 +68,7 @@ def build_app(
     """One FastAPI app for the given services. `serve_routes=False` keeps only health and metrics
     (a `keel worker` process); `run_workers=False` serves HTTP only; `status` prints the live line;
     `dev_door=False` keeps the embedded platform's dev bus door shut (403: keel.core.devbus)."""
+    specs = [s.configured() for s in specs]  # each service's settings, read once for this app
     if settings.secret == DEFAULT_SECRET and not embedded:
         log.warning(
             "SECRET is the default %r (allowed by KEEL_INSECURE_DEFAULTS): signed links are forgeable; "

@@ -18,6 +18,7 @@ from starlette.types import Scope
 
 from keel.core.app import error_responses
 from keel.core.auth import CurrentUser, _user_header, current_user
+from keel.core.deps import wired
 from keel.core.errors import Unauthorized
 from keel.core.events import dumps
 from keel.core.fastpath import FastResponse, FastRoute
@@ -38,17 +39,21 @@ class Caller:
     service: TicketService
 
 
+# What the wiring built, typed (keel.core.deps).
+ticket_service = wired("tickets", TicketService)
+rate_limiter = wired("tickets_rate_limiter", RateLimiter)
+
+
 # One `async def` dependency for the caller and the service: every dependency costs a
 # `solve_dependencies` pass per request, and a plain `def` one a thread-pool hop on top
-# (bench/results/profile-tickets-create.md).
+# (bench/results/profile-tickets-create.md). So the service is awaited here, not declared.
 async def _caller(request: Request, user_id: Annotated[str | None, Depends(_user_header)]) -> Caller:
-    return Caller(await current_user(user_id), request.app.state.tickets)
+    return Caller(await current_user(user_id), await ticket_service(request))
 
 
+# Mounted only when a limit is configured, and then the wiring has built the limiter.
 async def _rate_limit(request: Request, user: CurrentUser) -> None:
-    limiter = getattr(request.app.state, "tickets_rate_limiter", None)
-    if limiter is not None:
-        await limiter.check(user)
+    await (await rate_limiter(request)).check(user)
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]
@@ -111,7 +116,7 @@ async def _plain_create(request: Request) -> Response | None:
         data = TicketCreate.model_validate_json(await request.body())
     except (Unauthorized, ValidationError):
         return None
-    service: TicketService = request.app.state.tickets
+    service = await ticket_service(request)
     created = await service.create(
         user, data, None if key is None else key.decode("latin-1"), _request_id(request)
     )

@@ -19,6 +19,7 @@ from keel.tickets.settings import TicketSettings
 from keel.tickets.unit_of_work import PgTicketUnitOfWork
 
 NOTIFICATIONS_GROUP = "tickets-notifications"
+TITLE = "Ticket service"
 
 DESCRIPTION = """Tickets (seed 002), served under `/v1/tickets` and, as the seed writes them, `/tickets`.
 
@@ -37,64 +38,69 @@ DESCRIPTION = """Tickets (seed 002), served under `/v1/tickets` and, as the seed
 """
 
 
-def routers() -> Sequence[APIRouter]:
-    settings = TicketSettings()
-    limit, rate_limited = settings.max_attachment_bytes, bool(settings.tickets_rate_limit)
-    return [build_router(p, max_upload_bytes=limit, rate_limited=rate_limited) for p in PREFIXES]
+def build_spec(settings: TicketSettings) -> ServiceSpec:
+    """The service on `settings` (read once per process by `SPEC.configured()`, or given by a test)."""
+    rate_limited = bool(settings.tickets_rate_limit)
 
+    def routers() -> Sequence[APIRouter]:
+        limit = settings.max_attachment_bytes
+        return [build_router(p, max_upload_bytes=limit, rate_limited=rate_limited) for p in PREFIXES]
 
-async def wire(infra: Infra) -> Wiring:
-    settings = TicketSettings()
-    db = infra.require_db()
-    infra.signer.allow_ttl(settings.attachment_link_ttl_s)  # attachment links (local storage)
-    idempotency: IdempotencyStore = (
-        RedisIdempotencyStore(infra.redis) if infra.redis is not None else MemoryIdempotencyStore()
-    )
-    shards, wake = infra.settings.outbox_shards, infra.wake_relay
-
-    def unit_of_work() -> PgTicketUnitOfWork:
-        return PgTicketUnitOfWork(db, outbox_shards=shards, wake=wake)
-
-    service = TicketService(
-        unit_of_work,
-        infra.cache("tickets"),
-        idempotency,
-        infra.storage,
-        link_ttl_s=settings.attachment_link_ttl_s,
-        max_attachment_bytes=settings.max_attachment_bytes,
-    )
-    wiring = Wiring(state={"tickets": service})
-    limiter = None
-    if settings.tickets_rate_limit:
-        storage = redis_storage(infra.settings.redis_url) if infra.settings.redis_url else memory_storage()
-        limiter = wiring.state["tickets_rate_limiter"] = RateLimiter(
-            settings.tickets_rate_limit, storage, name="tickets"
+    async def wire(infra: Infra) -> Wiring:
+        db = infra.require_db()
+        infra.signer.allow_ttl(settings.attachment_link_ttl_s)  # attachment links (local storage)
+        idempotency: IdempotencyStore = (
+            RedisIdempotencyStore(infra.redis) if infra.redis is not None else MemoryIdempotencyStore()
         )
-    # One code path: the fast list answers with or without a limit, and counts against it.
-    wiring.fast_routes = list_fast_routes(service, limiter)
-    wiring.workers.append(
-        ConsumerRunner(
-            infra.bus,
-            group_id=NOTIFICATIONS_GROUP,
-            topics=[TicketEvents.TOPIC],
-            wire="envelope",
-            handler=NOTIFICATIONS,
-            db=db,
-            dlq_topic=TicketEvents.DLQ,
-            retry=RetryPolicy.from_settings(infra.settings),
+        shards, wake = infra.settings.outbox_shards, infra.wake_relay
+
+        def unit_of_work() -> PgTicketUnitOfWork:
+            return PgTicketUnitOfWork(db, outbox_shards=shards, wake=wake)
+
+        service = TicketService(
+            unit_of_work,
+            infra.cache("tickets"),
+            idempotency,
+            infra.storage,
+            link_ttl_s=settings.attachment_link_ttl_s,
+            max_attachment_bytes=settings.max_attachment_bytes,
         )
+        wiring = Wiring(state={"tickets": service})
+        limiter = None
+        if rate_limited:
+            redis_url = infra.settings.redis_url
+            storage = redis_storage(redis_url) if redis_url else memory_storage()
+            limiter = RateLimiter(settings.tickets_rate_limit, storage, name="tickets")
+            wiring.state["tickets_rate_limiter"] = limiter
+        # One code path: the fast list answers with or without a limit, and counts against it.
+        wiring.fast_routes = list_fast_routes(service, limiter)
+        wiring.workers.append(
+            ConsumerRunner(
+                infra.bus,
+                group_id=NOTIFICATIONS_GROUP,
+                topics=[TicketEvents.TOPIC],
+                wire="envelope",
+                handler=NOTIFICATIONS,
+                db=db,
+                dlq_topic=TicketEvents.DLQ,
+                retry=RetryPolicy.from_settings(infra.settings),
+            )
+        )
+        return wiring
+
+    return ServiceSpec(
+        name="tickets",
+        title=TITLE,
+        routers=routers,
+        wire=wire,
+        topics=(TicketEvents.TOPIC, TicketEvents.DLQ),
+        uses_outbox=True,
+        uses_storage=True,
+        description=DESCRIPTION,
+        # The multipart envelope adds a little to the file itself.
+        max_body_bytes=settings.max_attachment_bytes + 64 * 1024,
     )
-    return wiring
 
 
-SPEC = ServiceSpec(
-    name="tickets",
-    title="Ticket service",
-    routers=routers,
-    wire=wire,
-    topics=(TicketEvents.TOPIC, TicketEvents.DLQ),
-    uses_outbox=True,
-    uses_storage=True,
-    description=DESCRIPTION,
-    max_body_bytes=TicketSettings().max_attachment_bytes + 64 * 1024,
-)
+# Only a name until a process is built from it: the settings are read then, once (ServiceSpec.configured).
+SPEC = ServiceSpec.deferred("tickets", TITLE, lambda: build_spec(TicketSettings()))
