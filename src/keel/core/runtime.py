@@ -16,7 +16,7 @@ from keel.core.devbus import dev_bus_router
 from keel.core.fastpath import FastRoutes
 from keel.core.health import SEED_LIVENESS_PATHS
 from keel.core.infra import Infra, open_infra
-from keel.core.outbox import OutboxRelay, OutboxRetention
+from keel.core.outbox import OutboxRelay, OutboxRetention, RelayOptions
 from keel.core.retention import InboxRetention
 from keel.core.saturation import SaturationSampler, sampling
 from keel.core.service import ServiceSpec, Worker
@@ -34,17 +34,8 @@ async def start_relay(infra: Infra, stack: AsyncExitStack) -> OutboxRelay:
     # so a process started during a broker outage serves, and its outbox drains once the broker is back.
     producer = infra.bus.producer()
     stack.push_async_callback(producer.stop)
-    s = infra.settings
     return OutboxRelay(
-        infra.require_db(),
-        producer,
-        shards=s.outbox_shards,
-        batch_size=s.outbox_batch_size,
-        poll_interval_s=s.outbox_poll_interval_s,
-        linger_s=s.outbox_linger_s,
-        # A send waits KAFKA_TIMEOUT_S for acks, then as long again to drop what it holds.
-        send_timeout_s=2 * s.kafka_timeout_s,
-        name="outbox-relay",
+        infra.require_db(), producer, RelayOptions.from_settings(infra.settings), name="outbox-relay"
     )
 
 

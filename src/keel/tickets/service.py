@@ -10,12 +10,11 @@ from datetime import UTC, datetime
 
 import orjson
 
-from keel.core.cache import Cache, RedisCache
-from keel.core.cache.recent import RecentPages
+from keel.core.cache import Cache, NearCache
 from keel.core.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unprocessable
 from keel.core.events import dumps
 from keel.core.storage import ObjectStore
-from keel.tickets.idempotency import IdempotencyStore, RedisIdempotencyStore, State
+from keel.tickets.idempotency import Completion, IdempotencyStore, State, completion
 from keel.tickets.model import (
     Attachment,
     Created,
@@ -69,23 +68,25 @@ class TicketService:
     def __init__(
         self,
         unit_of_work: UnitOfWorkFactory,
-        cache: Cache,
+        lists: NearCache[Cache],
         idempotency: IdempotencyStore,
         storage: ObjectStore,
         *,
+        complete_key: Completion | None = None,
         link_ttl_s: int = 900,
         max_attachment_bytes: int = 10 * 1024 * 1024,
         clock: Callable[[], datetime] = _now,
-        recent_pages: RecentPages | None = None,
     ) -> None:
+        """`lists`: the users' list pages. `complete_key`: how a create records its key as done along
+        with its lists' invalidation (by default one after the other)."""
         self.unit_of_work = unit_of_work
-        self.cache = cache
+        self.lists = lists
         self.idempotency = idempotency
+        self.complete_key = complete_key or completion(lists.shared, idempotency)
         self.storage = storage
         self.link_ttl_s = link_ttl_s
         self.max_attachment_bytes = max_attachment_bytes
         self.clock = clock
-        self.recent_pages = recent_pages or RecentPages("tickets-pages")
 
     # -- create -------------------------------------------------------------------------------
 
@@ -173,44 +174,24 @@ class TicketService:
             async with self.unit_of_work() as uow:
                 return dumps(await uow.tickets.owned_by(user, status, limit, offset))
 
-        page = list_page(status, limit, offset)
-        recent = self.recent_pages.get(user, page)
-        if recent is not None:
-            return Page(recent)
-        version = self.recent_pages.version(user)
-        body = await self.cache.get_or_load(list_key(user, page), load, LIST_TTL_S)
-        self.recent_pages.put(user, page, body, version)
-        return Page(body)
+        return Page(
+            await self.lists.get_or_load(list_key(user, list_page(status, limit, offset)), load, LIST_TTL_S)
+        )
 
     def recent_page(self, user: str, status: TicketStatus | None, limit: int, offset: int) -> Page | None:
-        """The page if this process served it a moment ago (see `RecentPages`), without any I/O."""
-        body = self.recent_pages.get(user, list_page(status, limit, offset))
+        """The page if this process served it a moment ago (the near cache), without any I/O."""
+        body = self.lists.peek(list_key(user, list_page(status, limit, offset)))
         return None if body is None else Page(body)
 
-    async def _invalidate_lists(self, user: str) -> None:
-        await self.cache.delete_prefix(_user_prefix(user))
-        # After the shared cache: a page loaded from it before its invalidation is refused here, one
-        # loaded after is fresh.
-        self.recent_pages.forget(user)
-
     async def _created(self, user: str, key: str | None, record: IdempotencyRecord | None) -> None:
-        """The user's lists invalidated, then the key recorded as done: one Redis round trip when
-        the cache and the idempotency store share a client."""
-        cache, store = self.cache, self.idempotency
-        if (
-            key is not None
-            and record is not None
-            and isinstance(cache, RedisCache)
-            and isinstance(store, RedisIdempotencyStore)
-            and cache.client is store.client
-        ):
-            done = store.complete_command(user, key, record.request_hash, CREATED, record.response)
-            await cache.delete_prefix(_user_prefix(user), also=[done])
-            self.recent_pages.forget(user)
+        """The user's lists invalidated, then the key recorded as done (one Redis round trip when
+        the spec wired a Redis completion)."""
+        prefix = _user_prefix(user)
+        if key is None or record is None:
+            await self.lists.invalidate(prefix)
             return
-        await self._invalidate_lists(user)
-        if key is not None and record is not None:
-            await store.complete(user, key, record.request_hash, CREATED, record.response)
+        done = self.complete_key(prefix, user, key, record.request_hash, CREATED, record.response)
+        await self.lists.invalidate(prefix, shared=done)
 
     # -- close --------------------------------------------------------------------------------
 
@@ -227,7 +208,7 @@ class TicketService:
             if closed is None:
                 # Unknown, someone else's, or already closed: answered as a read of it.
                 return await self._owned(uow, user, parsed)
-        await self._invalidate_lists(user)
+        await self.lists.invalidate(_user_prefix(user))
         return closed
 
     # -- attachments --------------------------------------------------------------------------

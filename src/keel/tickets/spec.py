@@ -6,13 +6,21 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter
 
-from keel.core.consumer import ConsumerRunner, RetryPolicy
+from keel.core.cache import Cache, NearCache, RedisCache
+from keel.core.cache.recent import RecentPages
+from keel.core.consumer import ConsumerOptions, ConsumerRunner
 from keel.core.infra import Infra
 from keel.core.ratelimit import RateLimiter, memory_storage, redis_storage
 from keel.core.service import ServiceSpec, Wiring
 from keel.tickets.api import PREFIXES, build_router, list_fast_routes
 from keel.tickets.handlers import NOTIFICATIONS
-from keel.tickets.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
+from keel.tickets.idempotency import (
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    RedisIdempotencyStore,
+    completion,
+    redis_completion,
+)
 from keel.tickets.schemas import TicketEvents
 from keel.tickets.service import TicketService
 from keel.tickets.settings import TicketSettings
@@ -49,9 +57,20 @@ def build_spec(settings: TicketSettings) -> ServiceSpec:
     async def wire(infra: Infra) -> Wiring:
         db = infra.require_db()
         infra.signer.allow_ttl(settings.attachment_link_ttl_s)  # attachment links (local storage)
-        idempotency: IdempotencyStore = (
-            RedisIdempotencyStore(infra.redis) if infra.redis is not None else MemoryIdempotencyStore()
-        )
+        # Both on the process's Redis client when there is one: a create then records its key and
+        # invalidates its lists in one round trip.
+        shared: Cache
+        idempotency: IdempotencyStore
+        if infra.redis is not None:
+            redis_cache, redis_store = (
+                RedisCache(infra.redis, name="tickets"),
+                RedisIdempotencyStore(infra.redis),
+            )
+            shared, idempotency = redis_cache, redis_store
+            complete_key = redis_completion(redis_cache, redis_store)
+        else:
+            shared, idempotency = infra.cache("tickets"), MemoryIdempotencyStore()
+            complete_key = completion(shared, idempotency)
         shards, wake = infra.settings.outbox_shards, infra.wake_relay
 
         def unit_of_work() -> PgTicketUnitOfWork:
@@ -59,9 +78,10 @@ def build_spec(settings: TicketSettings) -> ServiceSpec:
 
         service = TicketService(
             unit_of_work,
-            infra.cache("tickets"),
+            NearCache(shared, RecentPages("tickets-pages")),
             idempotency,
             infra.storage,
+            complete_key=complete_key,
             link_ttl_s=settings.attachment_link_ttl_s,
             max_attachment_bytes=settings.max_attachment_bytes,
         )
@@ -83,7 +103,7 @@ def build_spec(settings: TicketSettings) -> ServiceSpec:
                 handler=NOTIFICATIONS,
                 db=db,
                 dlq_topic=TicketEvents.DLQ,
-                retry=RetryPolicy.from_settings(infra.settings),
+                options=ConsumerOptions.from_settings(infra.settings),
             )
         )
         return wiring
