@@ -46,67 +46,70 @@ DESCRIPTION = """Tickets (seed 002), served under `/v1/tickets` and, as the seed
 """
 
 
+def _service(infra: Infra, settings: TicketSettings) -> TicketService:
+    db = infra.require_db()
+    shards, wake = infra.settings.outbox_shards, infra.wake_relay
+
+    def unit_of_work() -> PgTicketUnitOfWork:
+        return PgTicketUnitOfWork(db, outbox_shards=shards, wake=wake)
+
+    # Both on the process's Redis client when there is one: a create then records its key and
+    # invalidates its lists in one round trip.
+    shared: Cache
+    idempotency: IdempotencyStore
+    if infra.redis is not None:
+        redis_cache, redis_store = RedisCache(infra.redis, name="tickets"), RedisIdempotencyStore(infra.redis)
+        shared, idempotency = redis_cache, redis_store
+        complete_key = redis_completion(redis_cache, redis_store)
+    else:
+        shared, idempotency = infra.cache("tickets"), MemoryIdempotencyStore()
+        complete_key = completion(shared, idempotency)
+    return TicketService(
+        unit_of_work,
+        NearCache(shared, RecentPages("tickets-pages")),
+        idempotency,
+        infra.storage,
+        complete_key=complete_key,
+        link_ttl_s=settings.attachment_link_ttl_s,
+        max_attachment_bytes=settings.max_attachment_bytes,
+    )
+
+
+async def _wire(infra: Infra, settings: TicketSettings) -> Wiring:
+    infra.signer.allow_ttl(settings.attachment_link_ttl_s)  # attachment links (local storage)
+    service = _service(infra, settings)
+    wiring = Wiring(state={"tickets": service})
+    limiter = None
+    if settings.tickets_rate_limit:
+        redis_url = infra.settings.redis_url
+        storage = redis_storage(redis_url) if redis_url else memory_storage()
+        limiter = RateLimiter(settings.tickets_rate_limit, storage, name="tickets")
+        wiring.state["tickets_rate_limiter"] = limiter
+    # One code path: the fast list answers with or without a limit, and counts against it.
+    wiring.fast_routes = list_fast_routes(service, limiter)
+    notifications = ConsumerRunner(
+        infra.bus,
+        group_id=NOTIFICATIONS_GROUP,
+        topics=[TicketEvents.TOPIC],
+        wire="envelope",
+        handler=NOTIFICATIONS,
+        db=infra.require_db(),
+        dlq_topic=TicketEvents.DLQ,
+        options=ConsumerOptions.from_settings(infra.settings),
+    )
+    wiring.workers.append(notifications)
+    return wiring
+
+
 def build_spec(settings: TicketSettings) -> ServiceSpec:
     """The service on `settings` (read once per process by `SPEC.configured()`, or given by a test)."""
-    rate_limited = bool(settings.tickets_rate_limit)
 
     def routers() -> Sequence[APIRouter]:
-        limit = settings.max_attachment_bytes
+        limit, rate_limited = settings.max_attachment_bytes, bool(settings.tickets_rate_limit)
         return [build_router(p, max_upload_bytes=limit, rate_limited=rate_limited) for p in PREFIXES]
 
     async def wire(infra: Infra) -> Wiring:
-        db = infra.require_db()
-        infra.signer.allow_ttl(settings.attachment_link_ttl_s)  # attachment links (local storage)
-        # Both on the process's Redis client when there is one: a create then records its key and
-        # invalidates its lists in one round trip.
-        shared: Cache
-        idempotency: IdempotencyStore
-        if infra.redis is not None:
-            redis_cache, redis_store = (
-                RedisCache(infra.redis, name="tickets"),
-                RedisIdempotencyStore(infra.redis),
-            )
-            shared, idempotency = redis_cache, redis_store
-            complete_key = redis_completion(redis_cache, redis_store)
-        else:
-            shared, idempotency = infra.cache("tickets"), MemoryIdempotencyStore()
-            complete_key = completion(shared, idempotency)
-        shards, wake = infra.settings.outbox_shards, infra.wake_relay
-
-        def unit_of_work() -> PgTicketUnitOfWork:
-            return PgTicketUnitOfWork(db, outbox_shards=shards, wake=wake)
-
-        service = TicketService(
-            unit_of_work,
-            NearCache(shared, RecentPages("tickets-pages")),
-            idempotency,
-            infra.storage,
-            complete_key=complete_key,
-            link_ttl_s=settings.attachment_link_ttl_s,
-            max_attachment_bytes=settings.max_attachment_bytes,
-        )
-        wiring = Wiring(state={"tickets": service})
-        limiter = None
-        if rate_limited:
-            redis_url = infra.settings.redis_url
-            storage = redis_storage(redis_url) if redis_url else memory_storage()
-            limiter = RateLimiter(settings.tickets_rate_limit, storage, name="tickets")
-            wiring.state["tickets_rate_limiter"] = limiter
-        # One code path: the fast list answers with or without a limit, and counts against it.
-        wiring.fast_routes = list_fast_routes(service, limiter)
-        wiring.workers.append(
-            ConsumerRunner(
-                infra.bus,
-                group_id=NOTIFICATIONS_GROUP,
-                topics=[TicketEvents.TOPIC],
-                wire="envelope",
-                handler=NOTIFICATIONS,
-                db=db,
-                dlq_topic=TicketEvents.DLQ,
-                options=ConsumerOptions.from_settings(infra.settings),
-            )
-        )
-        return wiring
+        return await _wire(infra, settings)
 
     return ServiceSpec(
         name="tickets",
