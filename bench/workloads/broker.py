@@ -27,7 +27,7 @@ from keel.core.consumer import ConsumerRunner
 from keel.core.consumer.handlers import _CLAIM as INBOX_CLAIM  # the runner's own statement, for pgbench
 from keel.core.db import Database
 from keel.core.events import Event, encode
-from keel.core.outbox import OutboxRelay
+from keel.core.outbox import OutboxRelay, RelayOptions
 from keel.core.outbox.relay import to_message
 from keel.core.schema import upgrade
 from keel.core.settings import Settings
@@ -90,14 +90,12 @@ async def connected(ctx: Context) -> AsyncIterator[tuple[Database, KafkaBus, Set
 
 def relay_for(db: Database, bus: KafkaBus, settings: Settings) -> tuple[OutboxRelay, Producer]:
     producer = bus.producer()
-    relay = OutboxRelay(
-        db,
-        producer,
-        shards=settings.outbox_shards,
+    options = RelayOptions(
+        settings.outbox_shards,
         batch_size=settings.outbox_batch_size,
         poll_interval_s=settings.outbox_poll_interval_s,
-        name="bench-relay",
     )
+    relay = OutboxRelay(db, producer, options, name="bench-relay")
     return relay, producer
 
 

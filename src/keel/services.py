@@ -38,7 +38,7 @@ def load(name: str) -> ServiceSpec:
         )
     spec = importlib.import_module(MODULES[name]).SPEC
     assert isinstance(spec, ServiceSpec)
-    return spec
+    return spec.configured()  # the service's settings, read here once for the process
 
 
 def load_all() -> list[ServiceSpec]:

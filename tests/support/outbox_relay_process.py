@@ -10,7 +10,7 @@ import sys
 
 from keel.core.bus.kafka import KafkaBus
 from keel.core.db import Database
-from keel.core.outbox import OutboxRelay
+from keel.core.outbox import OutboxRelay, RelayOptions
 from tests.support.servers import idempotent_producers
 
 
@@ -19,9 +19,8 @@ async def main(dsn: str, brokers: str, shards: int, batch_size: int, concurrency
     bus = KafkaBus(brokers.split(","), idempotence=idempotent_producers())
     producer = bus.producer()
     await producer.start()
-    relay = OutboxRelay(
-        db, producer, shards=shards, batch_size=batch_size, concurrency=concurrency, name="relay-subprocess"
-    )
+    options = RelayOptions(shards, batch_size=batch_size, concurrency=concurrency)
+    relay = OutboxRelay(db, producer, options, name="relay-subprocess")
     try:
         await relay.run()
     finally:

@@ -34,7 +34,7 @@ GO = b"go\n"
 async def _workers(kind: str, infra: Infra, stack: AsyncExitStack) -> list[Worker]:
     if kind == "relay":
         return [await start_relay(infra, stack)]
-    wiring = await SPEC.wire(infra)
+    wiring = await SPEC.configured().wire(infra)
     for closer in wiring.closers:
         stack.push_async_callback(closer)
     return list(wiring.workers)

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 
 from keel.cityguide import topics
 from keel.core.bus.port import Producer
-from keel.core.consumer import ConsumerRunner, IdempotentBatch, RetryPolicy
+from keel.core.consumer import ConsumerOptions, ConsumerRunner, IdempotentBatch
 from keel.core.events import Event
 from keel.core.infra import Infra
 from keel.core.service import Wiring
@@ -43,9 +43,8 @@ def command_worker(
         topics=[topic],
         wire="bare",
         handler=IdempotentBatch(handle, priority=priority, lookahead=lookahead),
-        batch_size=batch_size,
         dlq_topic=topics.DLQ,
         default_event_type=topic,
-        retry=RetryPolicy.from_settings(infra.settings),
+        options=ConsumerOptions.from_settings(infra.settings, batch_size=batch_size),
     )
     return Wiring(workers=[runner], closers=[producer.stop])

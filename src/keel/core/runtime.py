@@ -17,7 +17,7 @@ from keel.core.fastpath import FastRoutes
 from keel.core.health import SEED_LIVENESS_PATHS
 from keel.core.identity import build_authenticator
 from keel.core.infra import Infra, open_infra
-from keel.core.outbox import OutboxRelay, OutboxRetention
+from keel.core.outbox import OutboxRelay, OutboxRetention, RelayOptions
 from keel.core.retention import InboxRetention
 from keel.core.saturation import SaturationSampler, sampling
 from keel.core.service import ServiceSpec, Worker
@@ -35,17 +35,8 @@ async def start_relay(infra: Infra, stack: AsyncExitStack) -> OutboxRelay:
     # so a process started during a broker outage serves, and its outbox drains once the broker is back.
     producer = infra.bus.producer()
     stack.push_async_callback(producer.stop)
-    s = infra.settings
     return OutboxRelay(
-        infra.require_db(),
-        producer,
-        shards=s.outbox_shards,
-        batch_size=s.outbox_batch_size,
-        poll_interval_s=s.outbox_poll_interval_s,
-        linger_s=s.outbox_linger_s,
-        # A send waits KAFKA_TIMEOUT_S for acks, then as long again to drop what it holds.
-        send_timeout_s=2 * s.kafka_timeout_s,
-        name="outbox-relay",
+        infra.require_db(), producer, RelayOptions.from_settings(infra.settings), name="outbox-relay"
     )
 
 
@@ -69,6 +60,7 @@ def build_app(
     """One FastAPI app for the given services. `serve_routes=False` keeps only health and metrics
     (a `keel worker` process); `run_workers=False` serves HTTP only; `status` prints the live line;
     `dev_door=False` keeps the embedded platform's dev bus door shut (403: keel.core.devbus)."""
+    specs = [s.configured() for s in specs]  # each service's settings, read once for this app
     if settings.secret == DEFAULT_SECRET and not embedded:
         log.warning(
             "SECRET is the default %r (allowed by KEEL_INSECURE_DEFAULTS): signed links are forgeable; "

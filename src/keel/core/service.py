@@ -51,3 +51,22 @@ class ServiceSpec:
     description: str = ""
     # The largest request body any of its routes accepts (uploads), if above the default.
     max_body_bytes: int | None = None
+    # Reads the service's own settings and returns the spec built on them. Called once when a process
+    # is assembled from the spec (`configured()`), never at import: the settings are read once and
+    # handed in, and a test that sets the environment first sees its values.
+    configure: Callable[[], ServiceSpec] | None = None
+
+    def configured(self) -> ServiceSpec:
+        return self if self.configure is None else self.configure()
+
+    @classmethod
+    def deferred(cls, name: str, title: str, configure: Callable[[], ServiceSpec]) -> ServiceSpec:
+        """A spec that is only a name until `configured()` builds it on its settings."""
+
+        def routers() -> Sequence[APIRouter]:
+            raise RuntimeError(f"service {name!r}: use spec.configured()")
+
+        async def wire(infra: Infra) -> Wiring:
+            raise RuntimeError(f"service {name!r}: use spec.configured()")
+
+        return cls(name=name, title=title, routers=routers, wire=wire, configure=configure)

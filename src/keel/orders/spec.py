@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter
 
-from keel.core.consumer import ConsumerRunner, RetryPolicy
+from keel.core.consumer import ConsumerOptions, ConsumerRunner
 from keel.core.infra import Infra, ensure_topics
 from keel.core.ratelimit import RateLimiter, address_of, memory_storage, shared_storage
 from keel.core.service import ServiceSpec, Wiring, Worker
@@ -85,10 +85,9 @@ async def wire(infra: Infra) -> Wiring:
         handler=ingest_handler(service),
         db=db,
         dlq_topic=settings.dlq_topic,
-        retry=RetryPolicy.from_settings(infra.settings),
-        batch_size=settings.order_batch_size,
         default_event_type=ORDER_EVENT,
         name="orders-ingest",
+        options=ConsumerOptions.from_settings(infra.settings, batch_size=settings.order_batch_size),
     )
     access = order_access(settings, infra)
     return Wiring(

@@ -17,12 +17,14 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from keel.core.app import error_responses
+from keel.core.deps import wired
 from keel.core.events import dumps
 from keel.core.fastpath import FastResponse, FastRoute
 from keel.core.identity import Authenticator, _user_header, authenticator_of
 from keel.core.ratelimit import RateLimiter
+from keel.tickets.model import Created
 from keel.tickets.schemas import Attachment, Ticket, TicketCreate, TicketStatus
-from keel.tickets.service import Created, TicketService
+from keel.tickets.service import TicketService
 
 UPLOAD_CHUNK = 256 * 1024
 JSON = "application/json"
@@ -36,22 +38,26 @@ class Caller:
     service: TicketService
 
 
+# What the wiring built, typed (keel.core.deps).
+ticket_service = wired("tickets", TicketService)
+rate_limiter = wired("tickets_rate_limiter", RateLimiter)
+
+
 # One `async def` dependency for the caller and the service: every dependency costs a
 # `solve_dependencies` pass per request, and a plain `def` one a thread-pool hop on top
-# (bench/results/profile-tickets-create.md).
+# (bench/results/profile-tickets-create.md). So the service is awaited here, not declared.
 # `_user_header` declares the header in the OpenAPI document; the authenticator reads the scope.
 async def _caller(request: Request, _: Annotated[str | None, Depends(_user_header)]) -> Caller:
     identity = await authenticator_of(request).identify(request.scope)
-    return Caller(identity.user, request.app.state.tickets)
+    return Caller(identity.user, await ticket_service(request))
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]
 
 
+# Mounted only when a limit is configured, and then the wiring has built the limiter.
 async def _rate_limit(request: Request, caller: CallerDep) -> None:
-    limiter = getattr(request.app.state, "tickets_rate_limiter", None)
-    if limiter is not None:
-        await limiter.check(caller.user)
+    await (await rate_limiter(request)).check(caller.user)
 
 
 def _request_id(request: Request) -> str | None:
@@ -74,12 +80,12 @@ def list_fast_routes(
         if identity is None:
             return None
         user = identity.user
-        body = service.recent_page(user, None, DEFAULT_LIMIT, 0)
-        if body is None:
+        page = service.recent_page(user, None, DEFAULT_LIMIT, 0)
+        if page is None:
             return None
         if limiter is not None:
             await limiter.check(user)  # over the limit: 429 in the envelope, from the edge
-        return FastResponse(body)
+        return FastResponse(page.json)
 
     # The limiter's store may be Redis: then the handler awaits I/O and the deadline applies.
     return [FastRoute(prefix, recent_first_page, awaits_io=limiter is not None) for prefix in PREFIXES]
@@ -110,7 +116,7 @@ async def _plain_create(request: Request) -> Response | None:
         data = TicketCreate.model_validate_json(await request.body())
     except ValidationError:
         return None
-    service: TicketService = request.app.state.tickets
+    service = await ticket_service(request)
     created = await service.create(
         identity.user, data, None if key is None else key.decode("latin-1"), _request_id(request)
     )
@@ -119,7 +125,7 @@ async def _plain_create(request: Request) -> Response | None:
 
 def _created_response(created: Created) -> Response:
     headers = {"Idempotent-Replayed": "true"} if created.replayed else None
-    return Response(created.body, status_code=created.status_code, media_type=JSON, headers=headers)
+    return Response(dumps(created.ticket), status_code=201, media_type=JSON, headers=headers)
 
 
 class _PlainCreateRoute(APIRoute):
@@ -188,9 +194,8 @@ def build_router(
         limit: Annotated[int, Query(ge=1, le=200)] = DEFAULT_LIMIT,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> Response:
-        return Response(
-            await caller.service.list_tickets(caller.user, status, limit, offset), media_type=JSON
-        )
+        page = await caller.service.list_tickets(caller.user, status, limit, offset)
+        return Response(page.json, media_type=JSON)
 
     @router.get("/{ticket_id}", response_model=Ticket, summary="Get one of my tickets", responses=owned)
     async def get_ticket(ticket_id: str, caller: CallerDep) -> Response:

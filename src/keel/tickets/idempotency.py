@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
 import orjson
 
+from keel.core.cache import Cache, RedisCache
 from keel.core.cache.redis import RedisCommand
 from keel.core.redis_topology import REDIS_FAILURES, RedisClient
 
@@ -161,3 +163,38 @@ class MemoryIdempotencyStore:
 
     async def release(self, user: str, key: str) -> None:
         self._entries.pop(redis_key(user, key), None)
+
+
+class Completion(Protocol):
+    """Records a key as done and invalidates a cache prefix: what a create does once it committed."""
+
+    def __call__(
+        self, prefix: str, user: str, key: str, request_hash: str, status_code: int, response: bytes
+    ) -> Awaitable[None]: ...
+
+
+def completion(cache: Cache, store: IdempotencyStore) -> Completion:
+    """The invalidation, then the key recorded (a record without its invalidation would replay a
+    ticket that a list read just before might not show yet)."""
+
+    async def complete(
+        prefix: str, user: str, key: str, request_hash: str, status_code: int, response: bytes
+    ) -> None:
+        await cache.delete_prefix(prefix)
+        await store.complete(user, key, request_hash, status_code, response)
+
+    return complete
+
+
+def redis_completion(cache: RedisCache, store: RedisIdempotencyStore) -> Completion:
+    """The same in one Redis round trip, for a cache and a store on one client (wired so by the spec)."""
+    if cache.client is not store.client:
+        raise ValueError("the cache and the idempotency store must share their Redis client")
+
+    async def complete(
+        prefix: str, user: str, key: str, request_hash: str, status_code: int, response: bytes
+    ) -> None:
+        done = store.complete_command(user, key, request_hash, status_code, response)
+        await cache.delete_prefix(prefix, also=[done])
+
+    return complete

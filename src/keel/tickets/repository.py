@@ -1,20 +1,29 @@
-"""The ticket service's SQL. Hot paths are single statements on the raw asyncpg connection:
-a data-modifying CTE writes the ticket, its outbox row and its idempotency record atomically in one
-round trip, so there is no window between them and nothing to roll back by hand."""
+"""The ticket service's SQL and the repository that runs it (the only code that does).
+
+A ticket change is one statement: a data-modifying CTE writes the ticket, its outbox row and its
+idempotency record atomically in one round trip, so there is no window between them and nothing to
+roll back by hand. The repository stages the change and the unit of work runs it at commit, with the
+outbox row of the event it collected (keel.tickets.unit_of_work)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from keel.core.outbox import OutboxRow
+from keel.tickets.model import IdempotencyRecord, StoredAttachment, Ticket
+from keel.tickets.schemas import TicketStatus
+
 TICKET_COLUMNS = "id::text, title, description, status, created_by, created_at, updated_at"
 
 
 def _outbox_insert(first: int, source: str, now: str) -> str:
-    """Insert the outbox row from parameters $first..$first+5, for each row of `source`."""
+    """Insert the outbox row from parameters $first..$first+5, for each row of `source`. The event's key
+    is the ticket id ($1) and its time the change's (`now`)."""
     p = [f"${first + i}" for i in range(6)]
     return f"""
     INSERT INTO outbox_events (event_id, topic, key, event_type, wire, payload, headers, shard, created_at)
@@ -80,7 +89,6 @@ INSERT_ATTACHMENT = """
 INSERT INTO attachments (id, ticket_id, filename, content_type, size_bytes, sha256, storage_key, uploaded_by, created_at)
 VALUES ($1::uuid, $2::uuid, $3, $4, $5, $6, $7, $8, $9)
 """
-# What the quotas count before an upload: the ticket's attachments, and the uploader's bytes.
 ATTACHMENT_USAGE = """
 SELECT (SELECT count(*) FROM attachments WHERE ticket_id = $1::uuid) AS on_ticket,
        (SELECT coalesce(sum(size_bytes), 0) FROM attachments WHERE uploaded_by = $2)::bigint AS user_bytes
@@ -98,46 +106,105 @@ ON CONFLICT (event_id) DO NOTHING
 """
 
 
+def _ticket(row: Any) -> Ticket:
+    return Ticket(
+        row["id"],
+        row["title"],
+        row["description"],
+        TicketStatus(row["status"]),
+        row["created_by"],
+        row["created_at"],
+        row["updated_at"],
+    )
+
+
+def _outbox_params(row: OutboxRow) -> tuple[Any, ...]:
+    """The six outbox parameters of the statements above."""
+    return (row.event_id, row.topic, row.event_type, row.payload, row.headers, row.shard)
+
+
 @dataclass(frozen=True, slots=True)
-class OutboxFields:
-    """The outbox row that travels with a write (six parameters of the statements above)."""
-
-    event_id: str
-    topic: str
-    event_type: str
-    payload_json: str
-    headers_json: str
-    shard: int
-
-    def params(self) -> tuple[Any, ...]:
-        return (self.event_id, self.topic, self.event_type, self.payload_json, self.headers_json, self.shard)
+class _Staged:
+    statement: str
+    params: tuple[Any, ...]
+    ticket: Ticket | None = None  # what a create writes
+    key: str | None = None  # a ticket change's id: its event must be keyed by it (None: no event)
+    at: datetime | None = None  # and dated by the change
 
 
-async def create(
-    conn: asyncpg.Connection,
-    *,
-    ticket_id: str,
-    title: str,
-    description: str,
-    user: str,
-    now: datetime,
-    outbox: OutboxFields,
-    idempotency: tuple[str, str, str] | None,
-) -> bool:
-    """Insert the ticket and its event; with `(key, request_hash, response_json)` only if the key is new.
-    Returns False when the key already existed (nothing was written)."""
-    if idempotency is None:
-        count = await conn.fetchval(CREATE, ticket_id, title, description, user, now, *outbox.params())
-    else:
-        count = await conn.fetchval(
-            CREATE_IDEMPOTENT, ticket_id, title, description, user, now, *idempotency, *outbox.params()
-        )
-    return bool(count)
+class PgTicketRepository:
+    """Tickets, their idempotency records and attachments on one pooled connection (autocommit).
+    Reads run at once; a change is staged and runs when the unit of work commits."""
 
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._staged: _Staged | None = None
 
-async def close(
-    conn: asyncpg.Connection, *, ticket_id: str, user: str, now: datetime, outbox: OutboxFields
-) -> asyncpg.Record | None:
-    """The closed ticket, or None when nothing changed (unknown, someone else's, or already closed)."""
-    row: asyncpg.Record | None = await conn.fetchrow(CLOSE, ticket_id, user, now, *outbox.params())
-    return row
+    async def get(self, ticket_id: str) -> Ticket | None:
+        row = await self._conn.fetchrow(GET, ticket_id)
+        return None if row is None else _ticket(row)
+
+    async def owned_by(self, user: str, status: TicketStatus | None, limit: int, offset: int) -> list[Ticket]:
+        if status is None:
+            rows = await self._conn.fetch(LIST_ALL, user, limit, offset)
+        else:
+            rows = await self._conn.fetch(LIST_BY_STATUS, user, limit, offset, status.value)
+        return [_ticket(r) for r in rows]
+
+    async def idempotency_record(self, user: str, key: str) -> IdempotencyRecord | None:
+        row = await self._conn.fetchrow(IDEMPOTENCY_RECORD, user, key)
+        return None if row is None else IdempotencyRecord(row["request_hash"], row["response"].encode())
+
+    async def attachments(self, ticket_id: str) -> list[StoredAttachment]:
+        return [StoredAttachment(**dict(r)) for r in await self._conn.fetch(LIST_ATTACHMENTS, ticket_id)]
+
+    async def attachment_usage(self, ticket_id: str, user: str) -> tuple[int, int]:
+        """What the quotas count: the ticket's attachments, and the bytes `user` has uploaded."""
+        row = await self._conn.fetchrow(ATTACHMENT_USAGE, ticket_id, user)
+        return int(row["on_ticket"]), int(row["user_bytes"])
+
+    def add(self, ticket: Ticket, idempotency: tuple[str, IdempotencyRecord] | None) -> None:
+        """Stage the new ticket; with `(key, record)` it is written only if the key is new."""
+        head = (ticket.id, ticket.title, ticket.description, ticket.created_by, ticket.created_at)
+        if idempotency is None:
+            self._stage(_Staged(CREATE, head, ticket, ticket.id, ticket.created_at))
+        else:
+            key, record = idempotency
+            params = (*head, key, record.request_hash, record.response.decode())
+            self._stage(_Staged(CREATE_IDEMPOTENT, params, ticket, ticket.id, ticket.created_at))
+
+    def close(self, ticket_id: str, user: str, now: datetime) -> None:
+        """Stage the close of an OPEN ticket of `user`; anything else is left as it is."""
+        self._stage(_Staged(CLOSE, (ticket_id, user, now), None, ticket_id, now))
+
+    def add_attachment(self, attachment: StoredAttachment, user: str) -> None:
+        a = attachment
+        params = (a.id, a.ticket_id, a.filename, a.content_type, a.size_bytes, a.sha256, a.storage_key, user)
+        self._stage(_Staged(INSERT_ATTACHMENT, (*params, a.created_at)))
+
+    def _stage(self, staged: _Staged) -> None:
+        if self._staged is not None:
+            raise RuntimeError("one change per unit of work: it is one statement")
+        self._staged = staged
+
+    async def write(self, events: Sequence[OutboxRow]) -> Ticket | None:
+        """Run the staged change with the outbox row of its event, as one statement (one transaction).
+        The written ticket; None when the change's condition did not hold and nothing was written."""
+        staged, self._staged = self._staged, None
+        if staged is None:
+            if events:
+                raise RuntimeError("events without a change to carry them")
+            return None
+        if staged.key is None:  # an attachment: no event
+            if events:
+                raise RuntimeError("an attachment carries no event")
+            await self._conn.execute(staged.statement, *staged.params)
+            return None
+        if len(events) != 1 or events[0].key != staged.key or events[0].created_at != staged.at:
+            # The statement has room for one row keyed by the ticket, at the change's time.
+            raise RuntimeError("a ticket change carries exactly one event, keyed by the ticket, at its time")
+        if staged.statement == CLOSE:
+            row = await self._conn.fetchrow(CLOSE, *staged.params, *_outbox_params(events[0]))
+            return None if row is None else _ticket(row)
+        count = await self._conn.fetchval(staged.statement, *staged.params, *_outbox_params(events[0]))
+        return staged.ticket if count else None

@@ -6,18 +6,28 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter
 
-from keel.core.consumer import ConsumerRunner, RetryPolicy
+from keel.core.cache import Cache, NearCache, RedisCache
+from keel.core.cache.recent import RecentPages
+from keel.core.consumer import ConsumerOptions, ConsumerRunner
 from keel.core.infra import Infra
 from keel.core.ratelimit import RateLimiter, shared_storage
 from keel.core.service import ServiceSpec, Wiring
 from keel.tickets.api import PREFIXES, build_router, list_fast_routes
 from keel.tickets.handlers import NOTIFICATIONS
-from keel.tickets.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
+from keel.tickets.idempotency import (
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    RedisIdempotencyStore,
+    completion,
+    redis_completion,
+)
 from keel.tickets.schemas import TicketEvents
 from keel.tickets.service import TicketService
 from keel.tickets.settings import TicketSettings
+from keel.tickets.unit_of_work import PgTicketUnitOfWork
 
 NOTIFICATIONS_GROUP = "tickets-notifications"
+TITLE = "Ticket service"
 
 DESCRIPTION = """Tickets (seed 002), served under `/v1/tickets` and, as the seed writes them, `/tickets`.
 
@@ -38,62 +48,84 @@ DESCRIPTION = """Tickets (seed 002), served under `/v1/tickets` and, as the seed
 """
 
 
-def routers() -> Sequence[APIRouter]:
-    settings = TicketSettings()
-    limit, rate_limited = settings.max_attachment_bytes, bool(settings.tickets_rate_limit)
-    return [build_router(p, max_upload_bytes=limit, rate_limited=rate_limited) for p in PREFIXES]
-
-
-async def wire(infra: Infra) -> Wiring:
-    settings = TicketSettings()
+def _service(infra: Infra, settings: TicketSettings) -> TicketService:
     db = infra.require_db()
-    infra.signer.allow_ttl(settings.attachment_link_ttl_s)  # attachment links (local storage)
-    idempotency: IdempotencyStore = (
-        RedisIdempotencyStore(infra.redis) if infra.redis is not None else MemoryIdempotencyStore()
-    )
-    service = TicketService(
-        db,
-        infra.cache("tickets"),
+    shards, wake = infra.settings.outbox_shards, infra.wake_relay
+
+    def unit_of_work() -> PgTicketUnitOfWork:
+        return PgTicketUnitOfWork(db, outbox_shards=shards, wake=wake)
+
+    # Both on the process's Redis client when there is one: a create then records its key and
+    # invalidates its lists in one round trip.
+    shared: Cache
+    idempotency: IdempotencyStore
+    if infra.redis is not None:
+        redis_cache, redis_store = RedisCache(infra.redis, name="tickets"), RedisIdempotencyStore(infra.redis)
+        shared, idempotency = redis_cache, redis_store
+        complete_key = redis_completion(redis_cache, redis_store)
+    else:
+        shared, idempotency = infra.cache("tickets"), MemoryIdempotencyStore()
+        complete_key = completion(shared, idempotency)
+    return TicketService(
+        unit_of_work,
+        NearCache(shared, RecentPages("tickets-pages")),
         idempotency,
         infra.storage,
-        outbox_shards=infra.settings.outbox_shards,
+        complete_key=complete_key,
         link_ttl_s=settings.attachment_link_ttl_s,
         max_attachment_bytes=settings.max_attachment_bytes,
         attachments_per_ticket=settings.attachments_per_ticket,
         attachment_bytes_per_user=settings.attachment_bytes_per_user,
-        on_event_written=infra.wake_relay,
     )
+
+
+async def _wire(infra: Infra, settings: TicketSettings) -> Wiring:
+    infra.signer.allow_ttl(settings.attachment_link_ttl_s)  # attachment links (local storage)
+    service = _service(infra, settings)
     wiring = Wiring(state={"tickets": service})
     limiter = None
     if settings.tickets_rate_limit:
-        limiter = wiring.state["tickets_rate_limiter"] = RateLimiter(
-            settings.tickets_rate_limit, shared_storage(infra.settings), name="tickets"
-        )
+        limiter = RateLimiter(settings.tickets_rate_limit, shared_storage(infra.settings), name="tickets")
+        wiring.state["tickets_rate_limiter"] = limiter
     # One code path: the fast list answers with or without a limit, and counts against it.
     wiring.fast_routes = list_fast_routes(service, infra.authenticator, limiter)
-    wiring.workers.append(
-        ConsumerRunner(
-            infra.bus,
-            group_id=NOTIFICATIONS_GROUP,
-            topics=[TicketEvents.TOPIC],
-            wire="envelope",
-            handler=NOTIFICATIONS,
-            db=db,
-            dlq_topic=TicketEvents.DLQ,
-            retry=RetryPolicy.from_settings(infra.settings),
-        )
+    notifications = ConsumerRunner(
+        infra.bus,
+        group_id=NOTIFICATIONS_GROUP,
+        topics=[TicketEvents.TOPIC],
+        wire="envelope",
+        handler=NOTIFICATIONS,
+        db=infra.require_db(),
+        dlq_topic=TicketEvents.DLQ,
+        options=ConsumerOptions.from_settings(infra.settings),
     )
+    wiring.workers.append(notifications)
     return wiring
 
 
-SPEC = ServiceSpec(
-    name="tickets",
-    title="Ticket service",
-    routers=routers,
-    wire=wire,
-    topics=(TicketEvents.TOPIC, TicketEvents.DLQ),
-    uses_outbox=True,
-    uses_storage=True,
-    description=DESCRIPTION,
-    max_body_bytes=TicketSettings().max_attachment_bytes + 64 * 1024,
-)
+def build_spec(settings: TicketSettings) -> ServiceSpec:
+    """The service on `settings` (read once per process by `SPEC.configured()`, or given by a test)."""
+
+    def routers() -> Sequence[APIRouter]:
+        limit, rate_limited = settings.max_attachment_bytes, bool(settings.tickets_rate_limit)
+        return [build_router(p, max_upload_bytes=limit, rate_limited=rate_limited) for p in PREFIXES]
+
+    async def wire(infra: Infra) -> Wiring:
+        return await _wire(infra, settings)
+
+    return ServiceSpec(
+        name="tickets",
+        title=TITLE,
+        routers=routers,
+        wire=wire,
+        topics=(TicketEvents.TOPIC, TicketEvents.DLQ),
+        uses_outbox=True,
+        uses_storage=True,
+        description=DESCRIPTION,
+        # The multipart envelope adds a little to the file itself.
+        max_body_bytes=settings.max_attachment_bytes + 64 * 1024,
+    )
+
+
+# Only a name until a process is built from it: the settings are read then, once (ServiceSpec.configured).
+SPEC = ServiceSpec.deferred("tickets", TITLE, lambda: build_spec(TicketSettings()))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter
 
 from keel.core.cache import Cache
-from keel.core.consumer import ConsumerRunner, RetryPolicy, Transactional
+from keel.core.consumer import ConsumerOptions, ConsumerRunner, RetryPolicy, Transactional
 from keel.core.infra import Infra
 from keel.core.ratelimit import ClientLimits, RateLimiter, shared_storage
 from keel.core.service import ServiceSpec, Wiring
@@ -70,9 +70,8 @@ def build_spec(settings: VideoSettings | None = None) -> ServiceSpec:
             handler=Transactional(job),
             db=db,
             dlq_topic=chosen.dlq_topic,
-            retry=retry,
             # HLS jobs are heavy: a few at a time, whatever the number of partitions owned.
-            concurrency=4,
+            options=ConsumerOptions(retry=retry, concurrency=4),
         )
         reaper = StuckJobReaper(
             db,

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from keel.core.bus import Bus, OutgoingMessage
 from keel.core.bus.memory import MemoryBus
-from keel.core.consumer import Batch, ConsumerRunner, IdempotentBatch, RetryPolicy
+from keel.core.consumer import Batch, ConsumerOptions, ConsumerRunner, IdempotentBatch, RetryPolicy
 from keel.core.db import Database
 from keel.core.events import Event, PoisonMessage
 from tests.integration.consumer.conftest import dead_letters, event_record, running, unique
@@ -28,8 +28,7 @@ def _runner(bus: Bus, db: Database, script: Script, topic: str, dlq: str) -> Con
         handler=Batch(script.handle_batch),
         db=db,
         dlq_topic=dlq,
-        retry=RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05),
-        batch_size=500,
+        options=ConsumerOptions(retry=RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05), batch_size=500),
     )
 
 
@@ -122,8 +121,7 @@ async def test_an_idempotent_batch_handler_takes_a_backlog_in_few_calls_without_
         wire="envelope",
         handler=IdempotentBatch(handle_batch),
         dlq_topic=dlq,
-        retry=RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05),
-        batch_size=100,
+        options=ConsumerOptions(retry=RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05), batch_size=100),
     )
     async with dead_letters(memory_bus, dlq) as letters, running(runner):
         await eventually(lambda: _len(seen), until=lambda n: n >= 199, timeout_s=20, what="199 records")
@@ -175,9 +173,9 @@ async def test_with_a_priority_the_most_urgent_fetched_records_go_first_and_ever
             wire="envelope",
             handler=IdempotentBatch(handle_batch, priority=lambda e: e.payload["rank"], lookahead=300),
             dlq_topic=unique("urgent.dlq"),
-            retry=RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05),
-            batch_size=10,
-            lag_interval_s=0.02,
+            options=ConsumerOptions(
+                retry=RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05), batch_size=10, lag_interval_s=0.02
+            ),
         )
 
     urgent = {f"u{n}" for n in range(0, 300, 10)}

@@ -9,7 +9,7 @@ from aiokafka import TopicPartition as KafkaTopicPartition
 from keel.core.bus import Bus, OutgoingMessage
 from keel.core.bus.kafka import KafkaBus
 from keel.core.bus.memory import MemoryBus
-from keel.core.consumer import ConsumerRunner, RetryPolicy, Transactional
+from keel.core.consumer import ConsumerOptions, ConsumerRunner, RetryPolicy, Transactional
 from keel.core.db import Database
 from tests.integration.consumer.conftest import (
     PARTITIONS,
@@ -40,7 +40,7 @@ def _runner(
         db=db,
         dlq_topic=dlq,
         dlq_bus=dlq_bus,
-        retry=RETRY,
+        options=ConsumerOptions(retry=RETRY),
     )
 
 

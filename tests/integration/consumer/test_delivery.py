@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from keel.core.bus import Bus, OutgoingMessage, Producer
-from keel.core.consumer import ConsumerRunner, RetryPolicy, Transactional
+from keel.core.consumer import ConsumerOptions, ConsumerRunner, RetryPolicy, Transactional
 from keel.core.db import Database
 from keel.core.events import Event, encode
 from tests.integration.consumer.conftest import (
@@ -62,7 +62,7 @@ async def harness(request: pytest.FixtureRequest, pg_dsn: str) -> AsyncIterator[
         handler=Transactional(script.handle),
         db=db,
         dlq_topic=dlq_topic,
-        retry=retry,
+        options=ConsumerOptions(retry=retry),
     )
     bare_runner = ConsumerRunner(
         bus,
@@ -72,7 +72,7 @@ async def harness(request: pytest.FixtureRequest, pg_dsn: str) -> AsyncIterator[
         handler=Transactional(script.handle, natural_key=lambda e: e.payload["id"]),
         db=db,
         dlq_topic=dlq_topic,
-        retry=retry,
+        options=ConsumerOptions(retry=retry),
     )
     await bus.ensure_topics([topic, bare_topic, dlq_topic])
     async with (

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from keel.core.bus.memory import MemoryBus
-from keel.core.consumer import ConsumerRunner, Idempotent, RetryPolicy, Transactional
+from keel.core.consumer import ConsumerOptions, ConsumerRunner, Idempotent, RetryPolicy, Transactional
 from keel.core.db import Database
 from keel.core.events import Event
 from tests.integration.consumer.conftest import (
@@ -33,7 +33,7 @@ def _runner(bus: MemoryBus, db: Database, script: Script, topic: str, **options:
         handler=Transactional(script.handle),
         db=db,
         dlq_topic=f"{topic}.dlq",
-        **options,  # type: ignore[arg-type]
+        options=ConsumerOptions(**options),  # type: ignore[arg-type]
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from keel.core.bus import Bus
-from keel.core.consumer import ConsumerRunner, RetryPolicy, Transactional
+from keel.core.consumer import ConsumerOptions, ConsumerRunner, RetryPolicy, Transactional
 from keel.core.db import Database
 from tests.integration.consumer.conftest import PARTITIONS, event_record, running, unique
 from tests.integration.consumer.script import Effects, Script
@@ -33,8 +33,8 @@ async def test_message_on_another_partition_is_handled_while_a_partition_is_in_b
         handler=Transactional(script.handle),
         db=db,
         dlq_topic=unique("held.dlq"),
-        retry=RetryPolicy(max_attempts=10, base_s=BACKOFF_S, max_s=BACKOFF_S),
         rng=random.Random(JITTER_SEED),
+        options=ConsumerOptions(retry=RetryPolicy(max_attempts=10, base_s=BACKOFF_S, max_s=BACKOFF_S)),
     )
     await bus.ensure_topics([topic])
     async with started_producer(bus) as producer, running(runner):
@@ -69,7 +69,7 @@ async def test_later_messages_of_a_retrying_partition_wait_behind_it(
         handler=Transactional(script.handle),
         db=db,
         dlq_topic=unique("ordered.dlq"),
-        retry=RetryPolicy(max_attempts=5, base_s=0.05, max_s=0.1),
+        options=ConsumerOptions(retry=RetryPolicy(max_attempts=5, base_s=0.05, max_s=0.1)),
     )
     await bus.ensure_topics([topic])
     async with started_producer(bus) as producer, running(runner):

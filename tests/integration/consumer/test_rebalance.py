@@ -11,7 +11,7 @@ import pytest_asyncio
 
 from keel.core.bus import Bus
 from keel.core.bus.memory import MemoryBus
-from keel.core.consumer import ConsumerRunner, Transactional
+from keel.core.consumer import ConsumerOptions, ConsumerRunner, Transactional
 from keel.core.db import Database
 from tests.integration.consumer.conftest import (
     PARTITIONS,
@@ -43,9 +43,8 @@ def _runner(bus: Bus, db: Database, script: Script, topic: str, group: str) -> C
         handler=Transactional(script.handle),
         db=db,
         dlq_topic=f"{topic}.dlq",
-        batch_size=50,
         # Short, so the test sees the in-flight batch abandoned rather than waited for.
-        revoke_timeout_s=0.2,
+        options=ConsumerOptions(batch_size=50, revoke_timeout_s=0.2),
     )
 
 

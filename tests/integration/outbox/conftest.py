@@ -18,7 +18,7 @@ from keel.core.bus.kafka import KafkaBus
 from keel.core.bus.memory import MemoryBus
 from keel.core.db import Database
 from keel.core.events import Event, WireFormat
-from keel.core.outbox import Outbox, OutboxRelay
+from keel.core.outbox import Outbox, OutboxRelay, RelayOptions
 from keel.core.settings import Settings
 from tests.support.servers import idempotent_producers
 from tests.support.topic_log import TopicLog, open_topic_log
@@ -115,13 +115,13 @@ async def running(relay: OutboxRelay) -> AsyncIterator[asyncio.Task[None]]:
 @pytest.fixture
 def new_relay(settings: Settings) -> Callable[..., OutboxRelay]:
     def build(db: Database, producer: Producer, **options: Any) -> OutboxRelay:
+        name = options.pop("name", f"relay-{uuid.uuid4().hex[:6]}")
         values: dict[str, Any] = {
             "shards": settings.outbox_shards,
             "batch_size": settings.outbox_batch_size,
             "poll_interval_s": settings.outbox_poll_interval_s,
-            "name": f"relay-{uuid.uuid4().hex[:6]}",
+            **options,
         }
-        values.update(options)
-        return OutboxRelay(db, producer, **values)
+        return OutboxRelay(db, producer, RelayOptions(**values), name=name)
 
     return build

@@ -18,7 +18,7 @@ import pytest_asyncio
 from keel.core.bus import Bus, OutgoingMessage
 from keel.core.bus.memory import MemoryBus
 from keel.core.bus.message import TopicPartition
-from keel.core.consumer import Batch, ConsumerRunner, RetryPolicy
+from keel.core.consumer import Batch, ConsumerOptions, ConsumerRunner, RetryPolicy
 from keel.core.db import Database, UnitOfWork
 from keel.core.events import Event, encode
 from keel.tickets.handlers import NOTIFICATIONS, notify
@@ -76,7 +76,7 @@ def runner(bus: Bus, db: Database, topic: str, group: str, handler: Batch = NOTI
         handler=handler,
         db=db,
         dlq_topic=f"{topic}.dlq",
-        retry=RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05),
+        options=ConsumerOptions(retry=RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05)),
     )
 
 

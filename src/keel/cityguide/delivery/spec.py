@@ -13,7 +13,7 @@ from keel.cityguide.delivery.service import DeliveryService
 from keel.cityguide.delivery.settings import DeliverySettings
 from keel.cityguide.delivery.store import MemoryReadyAudioStore, ReadyAudioStore, RedisReadyAudioStore
 from keel.core.cache.recent import RecentPages
-from keel.core.consumer import ConsumerRunner, IdempotentBatch, RetryPolicy
+from keel.core.consumer import ConsumerOptions, ConsumerRunner, IdempotentBatch
 from keel.core.infra import Infra
 from keel.core.service import ServiceSpec, Wiring
 
@@ -70,7 +70,7 @@ async def wire(infra: Infra) -> Wiring:
             handler=IdempotentBatch(service.on_tts_completed),
             dlq_topic=topics.DLQ,
             default_event_type=topics.TTS_COMPLETED,
-            retry=RetryPolicy.from_settings(s),
+            options=ConsumerOptions.from_settings(s),
         )
     )
     return wiring

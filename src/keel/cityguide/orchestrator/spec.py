@@ -11,7 +11,7 @@ from keel.cityguide.orchestrator.api import build_router
 from keel.cityguide.orchestrator.messages import inbox_key
 from keel.cityguide.orchestrator.service import OrchestratorService
 from keel.cityguide.orchestrator.settings import OrchestratorSettings
-from keel.core.consumer import Batch, ConsumerRunner, RetryPolicy
+from keel.core.consumer import Batch, ConsumerOptions, ConsumerRunner
 from keel.core.db import UnitOfWork
 from keel.core.events import Event
 from keel.core.infra import Infra
@@ -54,11 +54,10 @@ def _consumer(infra: Infra, topic: str, handle: HandleBatch) -> ConsumerRunner:
         topics=[topic],
         wire="bare",
         handler=Batch(handle, natural_key=lambda e: inbox_key(topic, e.payload)),
-        batch_size=BATCH_SIZE,
         db=infra.require_db(),
         dlq_topic=topics.DLQ,
         default_event_type=topic,
-        retry=RetryPolicy.from_settings(infra.settings),
+        options=ConsumerOptions.from_settings(infra.settings, batch_size=BATCH_SIZE),
     )
 
 

@@ -12,7 +12,7 @@ A service wires one runner per consumer group in its wiring function and hands i
         handler=Transactional(notify),
         db=infra.db,
         dlq_topic="tickets.dlq",
-        retry=RetryPolicy.from_settings(settings),
+        options=ConsumerOptions.from_settings(settings),  # retries, batch size, timeouts
     )
     wiring.workers.append(runner)
 
@@ -27,10 +27,11 @@ publish a result per record take `IdempotentBatch(handle_batch)` (`async def han
 from keel.core.consumer.dlq import dead_letter_record
 from keel.core.consumer.handlers import Batch, Handler, Idempotent, IdempotentBatch, Transactional
 from keel.core.consumer.retry import RetryPolicy, is_transient
-from keel.core.consumer.runner import ConsumerRunner
+from keel.core.consumer.runner import ConsumerOptions, ConsumerRunner
 
 __all__ = [
     "Batch",
+    "ConsumerOptions",
     "ConsumerRunner",
     "Handler",
     "Idempotent",

@@ -10,6 +10,8 @@ import functools
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from keel.core.bus.errors import BusError, CommitFailed, ConsumerStopped
 from keel.core.bus.message import Message, TopicPartition
@@ -24,9 +26,31 @@ from keel.core.faults import crash_point
 from keel.core.logging import REPEATS
 from keel.core.metrics import KAFKA_CONSUMER_LAG
 
+if TYPE_CHECKING:
+    from keel.core.settings import Settings
+
 log = logging.getLogger("keel.core.consumer")
 # After a failed lag read, the next try comes this soon rather than a whole interval later.
 LAG_RETRY_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerOptions:
+    """How a runner retries, fetches and commits; `from_settings` for the process's own settings."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    batch_size: int = 500
+    # Partitions handled at once (None: every partition owned).
+    concurrency: int | None = None
+    poll_timeout_s: float = 1.0
+    commit_interval_s: float = 0.1
+    revoke_timeout_s: float = 10.0
+    stop_timeout_s: float = 10.0
+    lag_interval_s: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> ConsumerOptions:
+        return cls(**{"retry": RetryPolicy.from_settings(settings), **overrides})
 
 
 class ConsumerRunner:
@@ -45,20 +69,15 @@ class ConsumerRunner:
         handler: Handler,
         dlq_topic: str,
         db: Database | None = None,
-        retry: RetryPolicy | None = None,
-        batch_size: int = 500,
-        concurrency: int | None = None,
+        options: ConsumerOptions | None = None,
         name: str | None = None,
         inbox: str | None = None,
         default_event_type: str | None = None,
         dlq_bus: Bus | None = None,
-        poll_timeout_s: float = 1.0,
-        commit_interval_s: float = 0.1,
-        revoke_timeout_s: float = 10.0,
-        stop_timeout_s: float = 10.0,
-        lag_interval_s: float = 5.0,
         rng: random.Random | None = None,
     ) -> None:
+        o = options or ConsumerOptions()
+        batch_size, concurrency = o.batch_size, o.concurrency
         if not isinstance(handler, Idempotent | IdempotentBatch) and db is None:
             raise ValueError("a transactional or batch handler needs a database for its inbox")
         if batch_size < 1:
@@ -79,18 +98,18 @@ class ConsumerRunner:
             db=db,
             inbox=inbox or group_id,
             default_type=default_event_type,
-            retry=retry or RetryPolicy(),
+            retry=o.retry,
             rng=rng or random.Random(),  # jitter, not security
             # The dead-letter topic may live on another cluster; by default it is the source bus.
             dead_letters=DeadLetters(dlq_bus or bus, dlq_topic, group_id),
             batch_size=batch_size,
             slots=asyncio.Semaphore(concurrency) if concurrency else None,
         )
-        self._poll_timeout_s = poll_timeout_s
-        self._commit_interval_s = commit_interval_s
-        self._revoke_timeout_s = revoke_timeout_s
-        self._stop_timeout_s = stop_timeout_s
-        self._lag_interval_s = lag_interval_s
+        self._poll_timeout_s = o.poll_timeout_s
+        self._commit_interval_s = o.commit_interval_s
+        self._revoke_timeout_s = o.revoke_timeout_s
+        self._stop_timeout_s = o.stop_timeout_s
+        self._lag_interval_s = o.lag_interval_s
         self._workers: dict[TopicPartition, PartitionWorker] = {}
         # Workers that did not stop in time at a revoke; they finish their record in hand alone.
         self._abandoned: set[PartitionWorker] = set()

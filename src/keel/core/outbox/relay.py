@@ -19,6 +19,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
@@ -31,6 +32,9 @@ from keel.core.metrics import OUTBOX_LAG, OUTBOX_PENDING, OUTBOX_PUBLISHED
 from keel.core.outbox import sql
 from keel.core.outbox.wakeup import Listener
 from keel.core.outbox.writer import load_headers
+
+if TYPE_CHECKING:
+    from keel.core.settings import Settings
 
 log = logging.getLogger("keel.outbox")
 
@@ -86,6 +90,36 @@ async def outbox_stats(db: Database, shards: int) -> OutboxStats:
     return OutboxStats(pending=int(row["pending"]), lag_s=max(0.0, float(lag)) if lag is not None else 0.0)
 
 
+@dataclass(frozen=True, slots=True)
+class RelayOptions:
+    """How a relay claims and publishes; `from_settings` for the process's own settings."""
+
+    shards: int
+    batch_size: int = 500
+    poll_interval_s: float = 0.05
+    # Shards one relay locks at a time (default: half of them, at least one), so replicas share.
+    max_shards: int | None = None
+    send_timeout_s: float = 30.0
+    backoff_base_s: float = 0.1
+    backoff_max_s: float = 5.0
+    stats_interval_s: float = 1.0
+    listen: bool = True
+    concurrency: int = 2
+    linger_s: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> RelayOptions:
+        values: dict[str, Any] = {
+            "shards": settings.outbox_shards,
+            "batch_size": settings.outbox_batch_size,
+            "poll_interval_s": settings.outbox_poll_interval_s,
+            "linger_s": settings.outbox_linger_s,
+            # A send waits KAFKA_TIMEOUT_S for acks, then as long again to drop what it holds.
+            "send_timeout_s": 2 * settings.kafka_timeout_s,
+        }
+        return cls(**{**values, **overrides})
+
+
 class OutboxRelay:
     """A background worker (`run()` until `stop()`): publishes the outbox in batches.
 
@@ -94,23 +128,17 @@ class OutboxRelay:
     two share the backlog instead of taking turns."""
 
     def __init__(
-        self,
-        db: Database,
-        producer: Producer,
-        *,
-        shards: int,
-        batch_size: int = 500,
-        poll_interval_s: float = 0.05,
-        name: str = "outbox-relay",
-        max_shards: int | None = None,
-        send_timeout_s: float = 30.0,
-        backoff_base_s: float = 0.1,
-        backoff_max_s: float = 5.0,
-        stats_interval_s: float = 1.0,
-        listen: bool = True,
-        concurrency: int = 2,
-        linger_s: float = 0.0,
+        self, db: Database, producer: Producer, options: RelayOptions, *, name: str = "outbox-relay"
     ) -> None:
+        o = options
+        shards, batch_size, concurrency = o.shards, o.batch_size, o.concurrency
+        poll_interval_s, max_shards, send_timeout_s = o.poll_interval_s, o.max_shards, o.send_timeout_s
+        backoff_base_s, backoff_max_s, stats_interval_s = (
+            o.backoff_base_s,
+            o.backoff_max_s,
+            o.stats_interval_s,
+        )
+        listen, linger_s = o.listen, o.linger_s
         if shards < 1 or batch_size < 1 or concurrency < 1:
             raise ValueError("shards, batch_size and concurrency must be >= 1")
         self.name = name

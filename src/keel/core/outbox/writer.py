@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -71,6 +72,53 @@ def headers_json(headers: Headers) -> str:
         raise ValueError("outbox headers must be UTF-8 text") from None
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One `outbox_events` row as statement parameters: built by `outbox_row` alone, so every writer
+    (this module's statements, a service's own combined statement) gets the same guards."""
+
+    event_id: str
+    topic: str
+    key: str | None
+    event_type: str
+    wire: WireFormat
+    payload: str
+    headers: str
+    shard: int
+    created_at: Any
+
+    def params(self) -> tuple[Any, ...]:
+        """In `INSERT_ONE`'s parameter order."""
+        return (
+            self.event_id,
+            self.topic,
+            self.key,
+            self.event_type,
+            self.wire,
+            self.payload,
+            self.headers,
+            self.shard,
+            self.created_at,
+        )
+
+
+def outbox_row(event: Event, topic: str, shards: int, wire: WireFormat = "envelope") -> OutboxRow:
+    """The row for `event`; ValueError for a payload too large to publish or headers that are not text."""
+    # Keyless events have no order to keep: spread them by their id.
+    shard = shard_for(event.key if event.key is not None else event.event_id, shards)
+    return OutboxRow(
+        event.event_id,
+        topic,
+        event.key,
+        event.event_type,
+        wire,
+        payload_json(event.payload),
+        headers_json(event.headers),
+        shard,
+        event.created_at,
+    )
+
+
 class Outbox:
     """Adds events to the outbox in a unit of work. Built once at start-up with the shard count.
 
@@ -88,14 +136,13 @@ class Outbox:
         self._insert_one = _notifying(INSERT_ONE) if notify else INSERT_ONE
         self._insert_many = _notifying(INSERT_MANY) if notify else INSERT_MANY
 
-    def shard(self, event: Event) -> int:
-        # Keyless events have no order to keep: spread them by their id.
-        return shard_for(event.key if event.key is not None else event.event_id, self.shards)
+    def row(self, event: Event, topic: str, wire: WireFormat = "envelope") -> OutboxRow:
+        return outbox_row(event, topic, self.shards, wire)
 
     async def add(self, uow: UnitOfWork, event: Event, topic: str, wire: WireFormat = "envelope") -> None:
         """Insert one event, in one round trip, inside `uow`'s transaction."""
         conn = await uow.raw()
-        await conn.execute(self._insert_one, *self._row(event, topic, wire))
+        await conn.execute(self._insert_one, *self.row(event, topic, wire).params())
         self._after_commit(uow)
 
     async def add_many(
@@ -106,14 +153,15 @@ class Outbox:
             return
         columns: list[list[Any]] = [[] for _ in range(7)]
         for event in events:
+            row = self.row(event, topic, wire)
             values = (
-                event.event_id,
-                event.key,
-                event.event_type,
-                payload_json(event.payload),
-                headers_json(event.headers),
-                self.shard(event),
-                event.created_at,
+                row.event_id,
+                row.key,
+                row.event_type,
+                row.payload,
+                row.headers,
+                row.shard,
+                row.created_at,
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
@@ -123,19 +171,6 @@ class Outbox:
             self._insert_many, ids, topic, wire, keys, types, payloads, headers, shards, created
         )
         self._after_commit(uow)
-
-    def _row(self, event: Event, topic: str, wire: WireFormat) -> tuple[Any, ...]:
-        return (
-            event.event_id,
-            topic,
-            event.key,
-            event.event_type,
-            wire,
-            payload_json(event.payload),
-            headers_json(event.headers),
-            self.shard(event),
-            event.created_at,
-        )
 
     def _after_commit(self, uow: UnitOfWork) -> None:
         wake = self._wake
