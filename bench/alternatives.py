@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from bench import loadgen
+from bench import limits, loadgen
 from bench.config import RESULTS, ROOT, BenchConfig
 from bench.procs import free_port, postgres_server, private_redis, scratch_database, service
 from bench.run import git_sha
@@ -66,23 +66,7 @@ def _granian(target: str, port: int, *, factory: bool = False) -> list[str]:
 
 
 def _uvicorn(target: str, port: int) -> list[str]:
-    return [
-        str(VENV_BIN / "uvicorn"),
-        target,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--workers",
-        "1",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    return limits.uvicorn_argv(target, port, bin_dir=VENV_BIN)
 
 
 async def http_rows(ctx: Context) -> list[str]:

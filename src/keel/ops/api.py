@@ -4,15 +4,14 @@ Every route passes `require_operator`."""
 from __future__ import annotations
 
 from datetime import datetime
-from importlib import resources
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from starlette.responses import Response
 
 from keel.cityguide.orchestrator.schemas import RestartableStep, Workflow
+from keel.core import web
 from keel.core.app import error_responses
-from keel.core.errors import NotFound, Unprocessable
+from keel.core.errors import Unprocessable
 from keel.ops.access import require_operator
 from keel.ops.console import OpsConsole
 from keel.ops.records import Selection
@@ -157,19 +156,4 @@ def api_router() -> APIRouter:
 
 def page_router() -> APIRouter:
     """The console page: files shipped in the package, read once; no CDN."""
-    web = resources.files("keel.ops") / "web"
-    files = {name: (web / name).read_bytes() for name in WEB_FILES}
-    router = APIRouter(prefix="/ops", include_in_schema=False, dependencies=[Depends(require_operator)])
-    no_cache = {"Cache-Control": "no-cache"}
-
-    @router.get("/")
-    async def index() -> Response:
-        return Response(files["index.html"], media_type=WEB_FILES["index.html"], headers=no_cache)
-
-    @router.get("/static/{name}")
-    async def static(name: str) -> Response:
-        if name not in files:
-            raise NotFound(f"no static file {name!r}")
-        return Response(files[name], media_type=WEB_FILES[name], headers=no_cache)
-
-    return router
+    return web.page_router("keel.ops", WEB_FILES, prefix="/ops", dependencies=[Depends(require_operator)])

@@ -10,14 +10,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import RecordsToDelete
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from keel.core.bus.errors import BrokerUnavailable
-from keel.core.bus.kafka import KafkaBus
+from keel.core.bus.kafka import KafkaBus, message_of
 from keel.core.bus.memory import MemoryBus
 from keel.core.bus.message import Message, TopicPartition
 from keel.core.bus.port import Bus
@@ -141,7 +141,7 @@ class KafkaTopicAdmin:
                 async with asyncio.timeout(self._bus.timeout_s):
                     while await reader.position(theirs) < stop:
                         batch = await reader.getmany(theirs, timeout_ms=500, max_records=READ_BATCH)
-                        records += [_message(r) for r in batch.get(theirs, ()) if r.offset < stop]
+                        records += [message_of(r) for r in batch.get(theirs, ()) if r.offset < stop]
             except (TimeoutError, KafkaError, OSError) as exc:
                 raise BrokerUnavailable(f"cannot read {tp.topic}[{tp.partition}]: {exc!r}") from exc
         return records
@@ -206,15 +206,3 @@ class KafkaTopicAdmin:
         reader, self._reader = self._reader, None
         if reader is not None:
             await reader.stop()
-
-
-def _message(record: ConsumerRecord[bytes, bytes]) -> Message:
-    return Message(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        headers=tuple(record.headers),
-        timestamp_ms=record.timestamp,
-    )

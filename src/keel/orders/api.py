@@ -5,13 +5,13 @@ files under `/static/`."""
 from __future__ import annotations
 
 import time
-from importlib import resources
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from keel.core import web
 from keel.core.app import error_responses
 from keel.core.errors import NotFound
 from keel.core.fastpath import FastResponse, FastRoute
@@ -107,19 +107,4 @@ def order_router(orders_auth: str = "none") -> APIRouter:
 
 def page_router() -> APIRouter:
     """The lookup page: a few files shipped in the package, read once; nothing else is reachable."""
-    web = resources.files("keel.orders") / "web"
-    files = {name: (web / name).read_bytes() for name in WEB_FILES}
-    router = APIRouter(tags=["page"], include_in_schema=False)
-    no_cache = {"Cache-Control": "no-cache"}
-
-    @router.get("/")
-    async def index() -> Response:
-        return Response(files["index.html"], media_type=WEB_FILES["index.html"], headers=no_cache)
-
-    @router.get("/static/{name}")
-    async def static(name: str) -> Response:
-        if name not in files:
-            raise NotFound(f"no static file {name!r}")
-        return Response(files[name], media_type=WEB_FILES[name], headers=no_cache)
-
-    return router
+    return web.page_router("keel.orders", WEB_FILES)

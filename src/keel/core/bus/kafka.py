@@ -438,7 +438,8 @@ def _theirs(tp: TopicPartition) -> KafkaTopicPartition:
     return KafkaTopicPartition(tp.topic, tp.partition)
 
 
-def _message(record: ConsumerRecord[bytes, bytes]) -> Message:
+def message_of(record: ConsumerRecord[bytes, bytes]) -> Message:
+    """An aiokafka record as the bus's Message."""
     return Message(
         topic=record.topic,
         partition=record.partition,
@@ -508,7 +509,7 @@ class KafkaConsumer:
             batches = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except ConsumerStoppedError as exc:
             raise ConsumerStopped(f"consumer of group {self.group_id!r} stopped while reading") from exc
-        return [_message(record) for records in batches.values() for record in records]
+        return [message_of(record) for records in batches.values() for record in records]
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         consumer = self._consumer
