@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from keel.core.service import ServiceSpec
@@ -13,6 +14,14 @@ from keel.core.settings import Settings
 from tests.support.serving import serving_app
 
 READER = {"X-User-Id": "cityguide-reader"}
+
+
+@pytest.fixture(autouse=True)
+def unlimited_workflow_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests poll workflows as fast as they answer: the per-caller read limits (tested in
+    tests/security) would answer a read right after a poll with 429."""
+    monkeypatch.setenv("WORKFLOW_READ_LIMIT", "")
+    monkeypatch.setenv("WORKFLOW_READ_ADDRESS_LIMIT", "")
 
 
 def serving(
