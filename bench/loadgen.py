@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shlex
 import tempfile
 import uuid
@@ -80,7 +81,8 @@ async def wrk(cfg: BenchConfig, url: str, lua: str, args: Sequence[str], seconds
 
 def shown(argv: Sequence[str]) -> str:
     """The wrk command as printed in the table: the temp script shown by its source name."""
-    return shlex.join(argv).replace(f"{tempfile.gettempdir()}/keel-bench-{os.getpid()}-", "bench/lua/")
+    text = shlex.join(argv).replace(f"{tempfile.gettempdir()}/keel-bench-{os.getpid()}-", "bench/lua/")
+    return re.sub(r"Bearer [\w.-]+", "Bearer <token>", text)
 
 
 def cpu_seconds(pid: int | None) -> float:

@@ -1,13 +1,17 @@
 """The production configuration against the bench's: the cached ticket list and the cached order with
 tracing on at `keel serve`'s default sampling (parent-based 10 %, OTLP/HTTP to a receiver on
-loopback), the access log on and a rate limit on, beside the same service with all three off. The
+loopback), the access log on, a rate limit on and verified tokens (`AUTH_MODE=jwt`, HS256, each
+request with `Authorization: Bearer`), beside the same service with all four off (`X-User-Id`). The
 issue's budget: all of it together costs at most a quarter of a row."""
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Sequence
 
 import httpx
+import jwt
 from bench import loadgen
 from bench.procs import free_port, keel_bin, service
 from bench.report import Row, Sample, median
@@ -17,14 +21,38 @@ from bench.workloads.tickets import DESCRIPTION, LIST_TICKETS, TITLE, ticket_ser
 from tests.support.otlp import OtlpReceiver
 
 TARGET_RATIO = 0.75
-OFF = {"ACCESS_LOG": "false", "TICKETS_RATE_LIMIT": "", "OTEL_EXPORTER_OTLP_ENDPOINT": ""}
+OFF = {
+    "ACCESS_LOG": "false",
+    "TICKETS_RATE_LIMIT": "",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+    "AUTH_MODE": "header",
+}
 # A limit the load never reaches (a one-second window, so the moving window holds ~1 s of requests):
 # the limiter runs on every request, one Redis round trip each.
 LIMIT = "100000/second"
 
 
-def production(sink: OtlpReceiver) -> dict[str, str]:
-    return {"ACCESS_LOG": "true", "TICKETS_RATE_LIMIT": LIMIT, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}
+def production(sink: OtlpReceiver, jwt_secret: str) -> dict[str, str]:
+    return {
+        "ACCESS_LOG": "true",
+        "TICKETS_RATE_LIMIT": LIMIT,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+        "AUTH_MODE": "jwt",
+        "AUTH_JWT_SECRET": jwt_secret,
+    }
+
+
+def identity_args(user: str, env: dict[str, str]) -> list[str]:
+    """What bench/lua/get.lua sends as the caller: a signed token in jwt mode, else the user id."""
+    secret = env.get("AUTH_JWT_SECRET")
+    if secret is None:
+        return [user]
+    token = jwt.encode({"sub": user, "exp": int(time.time()) + 3600}, secret, algorithm="HS256")
+    return [f"Bearer {token}", "Authorization"]
+
+
+def identity_headers(args: list[str]) -> dict[str, str]:
+    return {args[1] if len(args) > 1 else "X-User-Id": args[0]}
 
 
 class ProductionConfig:
@@ -33,14 +61,15 @@ class ProductionConfig:
     async def run(self, ctx: Context) -> Sequence[Row]:
         rows: list[Row] = []
         with OtlpReceiver() as sink:
-            on = production(sink)
+            on = production(sink, secrets.token_urlsafe(32))
             ticket_figures = {k: await self._tickets(ctx, env) for k, env in (("off", OFF), ("on", on))}
             order_figures = {k: await self._order(ctx, env) for k, env in (("off", OFF), ("on", on))}
             spans = len(sink.spans)
         note = (
             f"on: OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> (default sampler: parent-based 10 %; "
-            f"{spans:,} spans received), ACCESS_LOG=true, TICKETS_RATE_LIMIT={LIMIT} (Redis); "
-            "limit column: the same service with all three off"
+            f"{spans:,} spans received), ACCESS_LOG=true, TICKETS_RATE_LIMIT={LIMIT} (Redis), "
+            "AUTH_MODE=jwt (HS256 bearer token on every request); limit column: the same service with "
+            "all four off (X-User-Id)"
         )
         for title, figures in (
             (f"GET /v1/tickets (list of {LIST_TICKETS}, cache hit), production config", ticket_figures),
@@ -51,14 +80,15 @@ class ProductionConfig:
 
     async def _tickets(self, ctx: Context, env: dict[str, str]) -> Sample:
         user, path = f"bench-prod-{ctx.run_id}", "/v1/tickets"
+        caller = identity_args(user, env)
         async with ticket_service(ctx, extra_env=env) as (child, base):
-            async with httpx.AsyncClient(base_url=base, headers={"X-User-Id": user}) as client:
+            async with httpx.AsyncClient(base_url=base, headers=identity_headers(caller)) as client:
                 if not (await client.get(path)).json():
                     for i in range(LIST_TICKETS):
                         body = {"title": f"{TITLE} {i}", "description": DESCRIPTION}
                         (await client.post(path, json=body)).raise_for_status()
                 (await client.get(path)).raise_for_status()  # fills the cache
-            figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, user], server_pid=child.pid)
+            figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, *caller], server_pid=child.pid)
         return median(figures)
 
     async def _order(self, ctx: Context, env: dict[str, str]) -> Sample:
@@ -70,7 +100,8 @@ class ProductionConfig:
             argv, {**ctx.service_env(), **env}, ctx.logdir, "keel-serve-orders", port
         ) as child:
             base = f"http://127.0.0.1:{port}"
-            async with httpx.AsyncClient(base_url=base) as client:
+            caller = identity_args("bench", env)
+            async with httpx.AsyncClient(base_url=base, headers=identity_headers(caller)) as client:
                 (await client.get(path)).raise_for_status()
-            figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, "bench"], server_pid=child.pid)
+            figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, *caller], server_pid=child.pid)
         return median(figures)
