@@ -101,9 +101,17 @@ async def test_event_loop_lag_records_a_call_that_blocks_the_loop() -> None:
         before = await eventually(
             lambda: scrape(client), until=lambda m: m[count] > first[count], what="this sampler ticking"
         )
-        time.sleep(0.3)  # a blocking call on the loop: what the lag measures, not a wait in the test
+        _hold_the_loop(0.3)
         await eventually(
             lambda: scrape(client),
             until=lambda m: slow_ticks(m) > slow_ticks(before),
             what="the blocked tick, late by more than 0.1 s",
         )
+
+
+def _hold_the_loop(seconds: float) -> None:
+    """A CPU-bound call that keeps the event loop from running anything for `seconds`: the fault the
+    lag histogram exists to show (the test's waits are the `eventually` around it)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass

@@ -9,7 +9,6 @@ warning at start)."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Collection
 from typing import Annotated
@@ -18,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
+from keel.core.addresses import is_loopback
 from keel.core.app import error_responses
 from keel.core.bus.message import OutgoingMessage
 from keel.core.bus.port import Producer
@@ -26,16 +26,6 @@ from keel.core.errors import Forbidden, NotFound, Unprocessable
 log = logging.getLogger("keel.devbus")
 
 PREFIX = "/_dev/bus"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding `host` keeps the server on this machine (a name other than localhost: no)."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def dev_door_opens(host: str, forced: bool) -> bool:

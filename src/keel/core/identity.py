@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 from starlette.types import Scope
 
+from keel.core.addresses import is_loopback
 from keel.core.errors import Forbidden, Unauthorized
 from keel.core.jwt_auth import Claims, JwtVerifier
 from keel.core.settings import IPNetwork, Settings
@@ -64,10 +65,7 @@ def parse_roles(value: Any) -> frozenset[str]:
 
 def is_loopback_client(scope: Scope) -> bool:
     client = scope.get("client")
-    try:
-        return client is not None and ipaddress.ip_address(client[0]).is_loopback
-    except ValueError:
-        return False
+    return client is not None and is_loopback(client[0])
 
 
 class Authenticator:

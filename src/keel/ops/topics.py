@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTopicPartition
@@ -91,17 +91,20 @@ class KafkaTopicAdmin:
         self._reader: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
 
+    def _client(self, **options: Any) -> AIOKafkaConsumer:
+        """A consumer of the bus's cluster that commits only when told (reads, or writes a mark)."""
+        return AIOKafkaConsumer(
+            bootstrap_servers=self._bus.brokers,
+            client_id=f"{self._bus.client_id}-ops",
+            enable_auto_commit=False,
+            request_timeout_ms=int(self._bus.timeout_s * 1000),
+            **self._bus.client_options,
+            **options,
+        )
+
     async def _consumer(self) -> AIOKafkaConsumer:
         if self._reader is None:
-            reader = AIOKafkaConsumer(
-                bootstrap_servers=self._bus.brokers,
-                client_id=f"{self._bus.client_id}-ops",
-                group_id=None,
-                enable_auto_commit=False,
-                request_timeout_ms=int(self._bus.timeout_s * 1000),
-                fetch_max_wait_ms=self._bus.fetch_max_wait_ms,
-                **self._bus.client_options,
-            )
+            reader = self._client(group_id=None, fetch_max_wait_ms=self._bus.fetch_max_wait_ms)
             await self._bus.start_client(reader, "operator reader")
             self._reader = reader
         return self._reader
@@ -163,14 +166,7 @@ class KafkaTopicAdmin:
     async def set_group_offsets(self, group_id: str, offsets: Mapping[TopicPartition, Committed]) -> None:
         # A consumer of the group with partitions assigned by hand commits without joining: Kafka takes
         # such commits from a group that has no live member, which a mark group never has.
-        committer = AIOKafkaConsumer(
-            bootstrap_servers=self._bus.brokers,
-            client_id=f"{self._bus.client_id}-ops",
-            group_id=group_id,
-            enable_auto_commit=False,
-            request_timeout_ms=int(self._bus.timeout_s * 1000),
-            **self._bus.client_options,
-        )
+        committer = self._client(group_id=group_id)
         await self._bus.start_client(committer, f"mark of group {group_id!r}")
         try:
             theirs = {KafkaTopicPartition(tp.topic, tp.partition): om for tp, om in offsets.items()}

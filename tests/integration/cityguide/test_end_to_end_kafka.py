@@ -122,9 +122,6 @@ async def flow(pg_dsn, redis_url, kafka_brokers, tmp_path_factory, app_database)
     )
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TTS_FAIL_STORIES", f"{failing_route}-s2")
-        # These tests poll workflows as fast as they can answer: the per-user read limit is not theirs.
-        env.setenv("WORKFLOW_READ_LIMIT", "")
-        env.setenv("WORKFLOW_READ_ADDRESS_LIMIT", "")
         app = build_app([ORCHESTRATOR, DELIVERY, STORY, TTS], settings)
         async with (
             app.router.lifespan_context(app),
