@@ -3,7 +3,6 @@ orchestrator's per-route advisory transaction locks and every consumer's inbox b
 
 from __future__ import annotations
 
-from tests.integration.cityguide.conftest import unlimited_workflow_reads  # noqa: F401 - autouse here too
 from tests.integration.cityguide.test_end_to_end_kafka import (  # noqa: F401 - fixture and tests
     flow,
     test_a_confirmed_route_ends_in_signed_links_to_real_speech,

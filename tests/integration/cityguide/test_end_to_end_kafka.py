@@ -122,6 +122,10 @@ async def flow(pg_dsn, redis_url, kafka_brokers, tmp_path_factory, app_database)
     )
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TTS_FAIL_STORIES", f"{failing_route}-s2")
+        # A module's app, built before the conftest's per-test `unlimited_workflow_reads` applies: these
+        # tests poll workflows as fast as they answer, so the read limit is lifted here too.
+        env.setenv("WORKFLOW_READ_LIMIT", "")
+        env.setenv("WORKFLOW_READ_ADDRESS_LIMIT", "")
         app = build_app([ORCHESTRATOR, DELIVERY, STORY, TTS], settings)
         async with (
             app.router.lifespan_context(app),
