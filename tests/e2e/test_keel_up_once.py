@@ -19,7 +19,9 @@ import pytest
 
 from tests.support.servers import free_port, wait_for_port
 
-REFUSAL_S = 20  # a refusal comes before PostgreSQL, migrations or services: seconds, not the start-up
+# A refusal comes before PostgreSQL, migrations or services (~2 s here: the interpreter and imports);
+# the bound only keeps a hang from holding the suite, with room for two busy xdist workers.
+REFUSAL_S = 60
 
 
 @dataclass
