@@ -41,9 +41,9 @@ fmt: $(VENV)/.synced
 bench: $(VENV)/.synced
 	$(BIN)/python -m bench.run
 
-# Keel's own HTTP protocol, cache and breaker beside the libraries that could replace them, added for
+# Keel's HTTP server, cache and breaker beside the libraries that could replace them, added for
 # the run only; bench/results/alternatives.md, quoted by docs/design-decisions.md.
-ALTERNATIVES := granian==2.8.7 cashews==7.6.0 aiobreaker==1.2.0 purgatory==3.0.1
+ALTERNATIVES := cashews==7.6.0 aiobreaker==1.2.0 purgatory==3.0.1 httptools==0.9.0
 bench-alternatives: $(VENV)/.synced
 	$(UV) run --locked $(foreach p,$(ALTERNATIVES),--with $(p)) python -m bench.alternatives
 

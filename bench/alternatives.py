@@ -1,8 +1,9 @@
 """`make bench-alternatives`: the maintained libraries that could replace a piece Keel wrote itself,
 measured beside Keel's piece in one run; docs/design-decisions.md quotes the figures.
 
-- HTTP server: granian against uvicorn + Keel's httptools protocol, the bare ASGI app and Keel's
-  hottest GET (an order from the cache) on each, one process, wrk as in `make bench`.
+- HTTP server: granian embedded in Keel's loop (what `keel serve` runs, keel.core.http_server) against
+  uvicorn and granian's own worker process, the bare ASGI app and Keel's hottest GET (an order from the
+  cache) on each, one process, wrk as in `make bench`.
 - Cache: cashews (the design's first choice) against keel.core.cache.RedisCache on one private Redis:
   a hit, and invalidating a prefix with 10,000 keys under it.
 - Circuit breaker: aiobreaker and purgatory against keel.core.breaker around a call that succeeds.
@@ -24,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from bench import limits, loadgen
+from bench import loadgen
 from bench.config import RESULTS, ROOT, BenchConfig
 from bench.procs import free_port, postgres_server, private_redis, scratch_database, service
 from bench.run import git_sha
@@ -65,8 +66,16 @@ def _granian(target: str, port: int, *, factory: bool = False) -> list[str]:
     ]
 
 
-def _uvicorn(target: str, port: int) -> list[str]:
-    return limits.uvicorn_argv(target, port, bin_dir=VENV_BIN)
+def _uvicorn(target: str, port: int, *, factory: bool = False) -> list[str]:
+    """uvicorn as it serves best here: uvloop, httptools, one worker, no access log."""
+    return [
+        str(VENV_BIN / "uvicorn"),
+        *("--host", "127.0.0.1", "--port", str(port)),
+        *("--loop", "uvloop", "--http", "httptools", "--workers", "1", "--no-access-log"),
+        *("--log-level", "warning"),
+        *(["--factory"] if factory else []),
+        target,
+    ]
 
 
 async def http_rows(ctx: Context) -> list[str]:
@@ -76,19 +85,18 @@ async def http_rows(ctx: Context) -> list[str]:
     keel_env = {**ctx.service_env(), "KEEL_BENCH_SERVICE": "orders", "PYTHONPATH": str(ROOT)}
     bare_env = {"BARE_BODY_FILE": str(body_file), "BARE_STATUS": "200", "PYTHONPATH": str(ROOT)}
     keel_on: dict[str, Callable[[int], list[str]]] = {
-        "uvicorn + Keel's protocol": lambda port: [
-            str(VENV_BIN / "keel"),
-            "serve",
-            "orders",
-            "--api-only",
-            "--port",
-            str(port),
+        "granian embedded (keel serve)": lambda port: [
+            *(str(VENV_BIN / "keel"), "serve", "orders", "--api-only", "--port", str(port)),
         ],
-        "granian": lambda port: _granian("bench.granian_app:service_app", port, factory=True),
+        "granian's worker process": lambda port: _granian(
+            "bench.service_app:service_app", port, factory=True
+        ),
+        "uvicorn": lambda port: _uvicorn("bench.service_app:service_app", port, factory=True),
     }
     bare_on: dict[str, Callable[[int], list[str]]] = {
+        "granian embedded (keel serve)": lambda port: [sys.executable, "-m", "bench.bare_asgi", str(port)],
+        "granian's worker process": lambda port: _granian("bench.bare_asgi:app", port),
         "uvicorn": lambda port: _uvicorn("bench.bare_asgi:app", port),
-        "granian": lambda port: _granian("bench.bare_asgi:app", port),
     }
     rows = []
     for title, argv, env, health in [

@@ -1,12 +1,14 @@
 """The HTTP limit: a raw ASGI app that answers every request with the same JSON bytes from memory.
 
-Served by the same server and settings as the service (uvicorn, uvloop + httptools, one worker), so
-the gap between it and an endpoint is what our framework, middleware and handler code cost.
-BARE_BODY_FILE holds the bytes, BARE_STATUS the status (201 for a create, 200 for a read)."""
+Served by the same server and settings as the service (`python -m bench.bare_asgi PORT`: granian
+embedded on uvloop, as `keel serve` runs it, keel.core.http_server), so the gap between it and an
+endpoint is what our framework, middleware and handler code cost. BARE_BODY_FILE holds the bytes,
+BARE_STATUS the status (201 for a create, 200 for a read)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +37,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         more = (await receive()).get("more_body", False)
     await send(_START)
     await send(_BODY_MESSAGE)
+
+
+if __name__ == "__main__":
+    from keel.core.http_server import serve
+    from keel.core.settings import Settings
+
+    serve(app, "127.0.0.1", int(sys.argv[1]), Settings())

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from bench.config import BenchConfig
+from bench.config import ROOT, BenchConfig
 from bench.procs import Child, free_port, pinned, service
 from bench.report import Sample
 
@@ -107,37 +107,16 @@ async def pgbench(
     return [Sample(await run(cfg.duration_s), shown) for _ in range(cfg.runs)]
 
 
-def uvicorn_argv(
-    target: str, port: int, *, app_dir: str | None = None, bin_dir: Path | None = None
-) -> list[str]:
-    """uvicorn as `keel serve` runs it: uvloop, httptools, one worker, no access log."""
-    uvicorn = (bin_dir or Path(sys.executable).parent) / "uvicorn"
-    options = ["--loop", "uvloop", "--http", "httptools", "--workers", "1", "--no-access-log"]
-    return [
-        str(uvicorn),
-        target,
-        *("--host", "127.0.0.1", "--port", str(port)),
-        *options,
-        *("--log-level", "warning"),
-        *(("--app-dir", app_dir) if app_dir else ()),
-    ]
-
-
 @asynccontextmanager
 async def bare_asgi(body: bytes, status: int, logdir: Path) -> AsyncIterator[tuple[Child, str]]:
-    """The bare app on uvicorn with the service's settings (uvloop, httptools, one worker)."""
+    """The bare app on the server `keel serve` runs, with the same settings (keel.core.http_server)."""
     body_file = logdir / f"bare-{uuid.uuid4().hex[:6]}.json"
     body_file.write_bytes(body)
     port = free_port()
-    argv = uvicorn_argv("bench.bare_asgi:app", port, app_dir=str(Path(__file__).resolve().parent.parent))
-    env = {"BARE_BODY_FILE": str(body_file), "BARE_STATUS": str(status)}
+    argv = [sys.executable, "-m", "bench.bare_asgi", str(port)]
+    env = {"BARE_BODY_FILE": str(body_file), "BARE_STATUS": str(status), "PYTHONPATH": str(ROOT)}
     async with service(argv, env, logdir, "bare-asgi", port, health="/") as child:
-        yield (
-            child,
-            f"bench/bare_asgi.py served by: uvicorn bench.bare_asgi:app {' '.join(argv[4:])}".replace(
-                str(port), "<port>"
-            ),
-        )
+        yield child, "bench/bare_asgi.py served as keel serve serves: python -m bench.bare_asgi <port>"
 
 
 async def raw_produce(

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from keel import services
+from keel.core import http_server
 from keel.core.bus.errors import BrokerUnavailable
 from keel.core.errors import StartupError
-from keel.core.http_server import server_config
 from keel.core.logging import setup_logging
 from keel.core.service import ServiceSpec
 from keel.core.settings import Settings, invalid_settings
@@ -29,7 +26,7 @@ from keel.orders.cli import app as orders_app
 
 # soft_wrap: a line is never cut at the terminal width, nor at 80 columns when stderr is a file or a pipe.
 console = Console(stderr=True, soft_wrap=True)
-STARTUP_FAILURE = 3  # what `uvicorn` itself exits with when the application's start-up fails
+STARTUP_FAILURE = 3  # what uvicorn and granian exit with when the application's start-up fails
 
 
 class _Options:
@@ -77,17 +74,6 @@ PortOpt = Annotated[int, typer.Option("--port", "-p", help="HTTP port")]
 HostOpt = Annotated[str, typer.Option("--host", help="interface to bind (0.0.0.0 in containers)")]
 
 
-class _GracefulServer(uvicorn.Server):
-    """Ctrl-C / SIGTERM drain the process (lifespan shutdown stops workers after their in-flight work)
-    and then exit normally, instead of re-raising the signal into the event loop as uvicorn does."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            yield
-            self._captured_signals.clear()
-
-
 def _serve_http(
     fastapi_app: object, host: str, port: int, settings: Settings, sock: socket.socket | None = None
 ) -> None:
@@ -98,13 +84,10 @@ def _serve_http(
         fastapi_app.one_line_startup_errors = False  # type: ignore[attr-defined]
     gc.collect()
     gc.freeze()
-    # httptools with a deadline on each request head (HTTP_HEADER_TIMEOUT_S): keel.core.http_server.
-    # `sock`: the listening socket a `--workers` parent bound and handed down (keel.core.processes).
-    server = _GracefulServer(server_config(fastapi_app, host, port, settings))
-    server.run(sockets=[sock] if sock else None)
-    if not server.started:
-        # The start-up failed (its one line is logged): exit non-zero as `uvicorn` itself does, so a
-        # supervisor sees the failure.
+    # granian with the head deadline and bound (keel.core.http_server); Ctrl-C / SIGTERM drain and
+    # return. `sock`: the listening socket a `--workers` parent bound and handed down.
+    if not http_server.serve(fastapi_app, host, port, settings, sock):
+        # The start-up failed (its one line is logged): exit non-zero, so a supervisor sees it.
         raise typer.Exit(STARTUP_FAILURE)
 
 

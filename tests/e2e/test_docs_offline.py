@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import re
-import socket
-import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
-import uvicorn
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -20,6 +17,7 @@ from keel import services
 from keel.core.app import create_app
 from keel.core.settings import Settings
 from tests.e2e.orders.test_order_page import WAIT_S, chromium
+from tests.support.serving import served
 
 # Every name resolves to nothing (a CDN host included): only the loopback address is reachable.
 OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
@@ -30,19 +28,8 @@ def platform_docs() -> Iterator[str]:
     """Every service's routes in one app (no lifespan: the docs need no infrastructure) on 127.0.0.1."""
     routers = [r for spec in services.load_all() for r in spec.routers()]
     app = create_app(title="Keel platform", settings=Settings(), routers=routers)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)  # connections wait in the backlog until the server thread accepts (no refusals)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with served(app) as base:
+        yield base
 
 
 def test_docs_pages_name_only_assets_of_the_app() -> None:

@@ -1,4 +1,4 @@
-"""The abuse smoke for CI: the five HTTP services served in one app by uvicorn as `keel serve` serves
+"""The abuse smoke for CI: the five HTTP services served in one app as `keel serve` serves
 them, on their defaults but for a small order-miss budget, and a handful of attacks across them, each
 answered with the status that stops it, in the envelope, and never a 5xx."""
 
@@ -14,7 +14,7 @@ from keel import services
 from keel.cityguide.audio import cdn_path
 from keel.core.runtime import build_app
 from keel.core.settings import Settings
-from tests.security.served import served
+from tests.support.serving import served
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -115,6 +115,9 @@ def test_attacks_across_the_services_get_the_status_that_stops_them_and_never_a_
         assert all(s < 500 for s in statuses), f"{name}: {statuses}"
         assert statuses == expected, f"{name}: {statuses} {[r.text[:200] for r in responses]}"
         for response in responses:
+            if response.status_code == 431:  # the server's own answer: the app never saw the request
+                assert response.content == b"" and response.headers["connection"] == "close"
+                continue
             assert set(response.json()["error"]) >= {"code", "message", "request_id"}, name
         if 429 in statuses:
             assert int(responses[-1].headers["Retry-After"]) >= 1

@@ -1,5 +1,5 @@
 """Who may call what (docs/security.md) and the per-client limits, on the five HTTP services served in
-one app by uvicorn as `keel serve` serves it (AUTH_MODE=header, no TRUSTED_PROXIES, ORDERS_AUTH=user),
+one app as `keel serve` serves it (AUTH_MODE=header, no TRUSTED_PROXIES, ORDERS_AUTH=user),
 with limits low enough to reach; and the trusted-peer rule for X-User-Roles on a small app served
 with and without TRUSTED_PROXIES."""
 
@@ -27,7 +27,7 @@ from keel.orders.fake import fake_order
 from keel.orders.schemas import Order
 from keel.videos.settings import VideoSettings
 from keel.videos.spec import build_spec
-from tests.security.served import served
+from tests.support.serving import served
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -1,4 +1,4 @@
-"""Abuse of every business route of the five HTTP services, each served by uvicorn on loopback as
+"""Abuse of every business route of the five HTTP services, each served on loopback as
 `keel serve` serves it: identity (401), list limits (422), body size (413, declared and chunked) and the
 tickets rate limit (429). Routes come from the service registry, so a new route is checked the day it
 lands; "requires a user" is read from its dependencies and must agree with its OpenAPI security."""
@@ -23,8 +23,8 @@ from fastapi.security import APIKeyHeader
 from keel import services
 from keel.core.runtime import build_app
 from keel.core.settings import Settings
-from tests.security.served import served
 from tests.support.servers import idempotent_producers
+from tests.support.serving import served
 
 # Five services start in the first test's fixture: room for a loaded machine.
 pytestmark = pytest.mark.timeout(600)

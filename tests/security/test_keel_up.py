@@ -42,7 +42,7 @@ def keel_up_on_all_interfaces(fresh_pg_dsn: str, tmp_path: Path) -> Iterator[tup
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        # uvicorn binds once the lifespan has started every service.
+        # The port opens once the lifespan has started every service.
         wait_for_port(port, deadline_s=180)
         assert proc.poll() is None, log.read_text()[-3000:]
         yield base, data

@@ -1,11 +1,9 @@
 """schemathesis against every HTTP service's exported OpenAPI (api/openapi/*.yaml), the app served
-by uvicorn on 127.0.0.1 with its lifespan: no 5xx, and every response matches its declared schema."""
+as `keel serve` serves it on 127.0.0.1: no 5xx, and every response matches its declared schema."""
 
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +11,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
@@ -22,7 +19,8 @@ from schemathesis.core.failures import FailureGroup
 from keel import services
 from keel.core.runtime import build_app
 from keel.core.settings import Settings
-from tests.support.servers import free_port, idempotent_producers, wait_for_port
+from tests.support.servers import idempotent_producers
+from tests.support.serving import served
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("KEEL_SCHEMATHESIS_EXAMPLES", "0") or 0) or 15 * max(
@@ -42,25 +40,11 @@ DERANDOMIZE = not os.environ.get("KEEL_SCHEMATHESIS_RANDOM")
 
 
 @contextmanager
-def served(name: str, values: dict[str, Any]) -> Iterator[str]:
-    """The service on uvicorn in a thread of its own (its own event loop and lifespan); its base URL."""
-    app = build_app([services.load(name)], Settings.model_validate(values))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{name}", daemon=True)
-    thread.start()
-    try:
-        wait_for_port(port)
-        deadline = time.monotonic() + 30
-        while not server.started:  # the port opens before the lifespan has finished starting
-            assert time.monotonic() < deadline and thread.is_alive(), f"{name} did not start within 30 s"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+def served_service(name: str, values: dict[str, Any]) -> Iterator[str]:
+    """The service as `keel serve` serves it, in a thread of its own (its own event loop and lifespan)."""
+    settings = Settings.model_validate(values)
+    with served(build_app([services.load(name)], settings), settings, start_within_s=30) as base:
+        yield base
 
 
 def fuzz_operation(operation: Any, mode: GenerationMode, base_url: str, failures: list[str]) -> int:
@@ -115,7 +99,7 @@ def test_no_server_errors_and_every_response_matches_its_schema(
         "data_dir": tmp_path / "keel",
         "kafka_idempotence": idempotent_producers(),
     }
-    with served(name, values) as base_url:
+    with served_service(name, values) as base_url:
         cases, failures = fuzz(ROOT / "api" / "openapi" / SERVICES[name], base_url)
     print(f"\nschemathesis {name}: {cases} cases, {len(failures)} failures (5xx or schema mismatches)")
     assert not failures, "\n".join(failures[:20])
@@ -136,7 +120,7 @@ def test_tickets_stateful_through_inferred_links_no_server_errors_and_schema_hol
     stats = {"scenarios": 0, "calls": 0, "linked": 0, "linked_2xx": 0}
     failures: list[str] = []
 
-    with served("tickets", {**values, "kafka_idempotence": idempotent_producers()}) as base_url:
+    with served_service("tickets", {**values, "kafka_idempotence": idempotent_producers()}) as base_url:
 
         class Tickets(schema.as_state_machine()):  # type: ignore[misc]
             def setup(self) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from keel.core.app import create_app
 from keel.core.settings import Settings
-from tests.security.served import served
+from tests.support.serving import served
 
 TIMEOUT_S = 1.0
 PARTIAL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: keel\r\n"
@@ -129,7 +129,7 @@ def test_the_next_request_on_a_kept_alive_connection_has_its_own_head_deadline(b
     with connect(base_url) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: keel\r\n\r\n")
         first = read_response(sock)
-        # Trickling bytes resets uvicorn's keep-alive timer; only the head deadline ends this.
+        # Trickling bytes would reset an idle-connection timer; only the head deadline ends this.
         closed_s = trickle_until_closed(sock)
     assert first.startswith(b"HTTP/1.1 200")
     print(

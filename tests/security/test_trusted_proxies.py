@@ -1,7 +1,7 @@
 """X-Forwarded-For is believed only from TRUSTED_PROXIES (default: nobody): from loopback with the setting
 unset, rotating the header does not change the address the per-client limits see — the signed-link
 failure budget stops the guesser — while with TRUSTED_PROXIES=127.0.0.1/32 each forwarded address is its
-own client. Served by uvicorn as `keel serve` serves (keel.core.http_server), over real sockets."""
+own client. Served as `keel serve` serves (keel.core.http_server), over real sockets."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from keel.cityguide.audio import cdn_path
 from keel.cityguide.delivery.spec import SPEC as DELIVERY
 from keel.core.runtime import build_app
 from keel.core.settings import Settings
-from tests.security.served import served
+from tests.support.serving import served
 
 BUDGET = 3
 

@@ -1,18 +1,26 @@
 """Services running in process (lifespan included: relays, consumers, warm-ups) and a client talking
-to them — the one way tests start an app."""
+to them — the one way tests start an app; and apps on a real loopback port, served as `keel serve`
+serves them (keel.core.http_server), for tests that need sockets: in a thread with its own event loop
+(`served`) or as a task of the test's loop (`serving_http`). Both yield the base URL once the app's
+lifespan has started and stop the server (draining, then the lifespan's shutdown) on exit."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
+from keel.core.http_server import HttpServer, bind
 from keel.core.runtime import build_app
 from keel.core.service import ServiceSpec
 from keel.core.settings import Settings
+from tests.support.eventually import eventually
 
 
 @asynccontextmanager
@@ -32,3 +40,46 @@ async def serving_app(
         httpx.AsyncClient(transport=transport, base_url="http://keel", headers=headers) as client,
     ):
         yield app, client
+
+
+@contextmanager
+def served(app: Any, settings: Settings | None = None, *, start_within_s: float = 60.0) -> Iterator[str]:
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = HttpServer(app, settings or Settings(_env_file=None), sock=sock)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(server.run(),), name=f"http-{port}", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + start_within_s
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), (
+                f"app did not start within {start_within_s}s"
+            )
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(server.stop)
+        thread.join(30)
+        loop.close()
+
+
+@asynccontextmanager
+async def serving_http(
+    app: Any, settings: Settings | None = None, *, start_within_s: float = 30.0
+) -> AsyncIterator[str]:
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = HttpServer(app, settings or Settings(_env_file=None), sock=sock)
+    task = asyncio.create_task(server.run())
+    try:
+        await eventually(
+            lambda: server.started or task.done(), until=bool, timeout_s=start_within_s, what="app up"
+        )
+        assert server.started, "the app did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        await task

@@ -53,7 +53,7 @@ def check_port_free(host: str, port: int) -> None:
     checked before the database, the migrations and the services start."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # As uvicorn binds: a port left in TIME_WAIT by a previous run is free.
+        # As the server binds: a port left in TIME_WAIT by a previous run is free.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))

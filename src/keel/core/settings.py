@@ -106,11 +106,13 @@ class Settings(BaseSettings):
     # what keeps guessing a 48-bit signature online hopeless (docs/cdn-signed-links.md).
     link_failure_limit: str = Field(default="30/minute", validation_alias="LINK_FAILURE_LIMIT")
     # A connection whose request head (request line + headers) is not complete within this is closed:
-    # uvicorn has no such timeout, and without it a slowloris client holds connections open forever.
+    # Without it a slowloris client holds connections open forever. An idle kept-alive connection is
+    # closed after it too.
     http_header_timeout_s: float = Field(default=10.0, gt=0, validation_alias="HTTP_HEADER_TIMEOUT_S")
     # The largest request head (request line + headers) read; a longer one gets 431 and the connection
-    # is closed, so a client cannot make the server buffer an endless header line.
-    max_header_bytes: int = Field(default=16 * 1024, ge=1024, validation_alias="MAX_HEADER_BYTES")
+    # is closed, so a client cannot make the server buffer an endless header line. The server's read
+    # buffer cannot be smaller than 8 KiB.
+    max_header_bytes: int = Field(default=16 * 1024, ge=8192, validation_alias="MAX_HEADER_BYTES")
     # Peers (CIDRs, comma-separated) whose X-Forwarded-For / X-Forwarded-Proto are believed: the proxies
     # in front of Keel. Empty (default): nobody's, the client is the TCP peer. Every per-client limit
     # keys on the address this yields.

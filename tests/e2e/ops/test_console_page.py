@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,7 +14,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -34,6 +31,7 @@ from keel.orders.spec import SPEC as ORDERS
 from tests.e2e.orders.test_order_page import WAIT_S, chromium
 from tests.support.eventually import eventually_sync
 from tests.support.servers import idempotent_producers
+from tests.support.serving import served
 
 FAILING_ROUTE = f"ops-{uuid.uuid4().hex[:8]}"
 
@@ -53,18 +51,8 @@ def platform(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             }
         )
         app = build_app([ORCHESTRATOR, STORY, TTS, ORDERS, CONSOLE], settings, embedded=True)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        try:
-            eventually_sync(lambda: server.started, until=bool, timeout_s=60, what="platform started")
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
-            sock.close()
+        with served(app, settings) as base:
+            yield base
 
 
 @pytest.fixture(scope="module")

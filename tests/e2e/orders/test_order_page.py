@@ -1,17 +1,15 @@
 """The lookup page in a real browser: headless Chromium (Debian's, driven by selenium through
-/usr/bin/chromedriver) against the order service served by uvicorn on 127.0.0.1, fed through Kafka."""
+/usr/bin/chromedriver) against the order service served as `keel serve` serves it on 127.0.0.1, fed
+through Kafka."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import tempfile
-import threading
 from collections.abc import Iterator
 
 import httpx
-import uvicorn
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -21,10 +19,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from keel.core.runtime import build_app
 from keel.orders.fake import fake_order
-from keel.orders.settings import OrderSettings
 from keel.orders.spec import SPEC
 from tests.integration.orders.conftest import send
 from tests.support.eventually import eventually
+from tests.support.serving import served
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -37,25 +35,6 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
 )
 WAIT_S = 15
-
-
-@contextlib.contextmanager
-def uvicorn_serving(settings: OrderSettings) -> Iterator[tuple[str, uvicorn.Server]]:
-    """The app on a free port of 127.0.0.1, in a thread with its own event loop."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(build_app([SPEC], settings), lifespan="on", log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 @contextlib.contextmanager
@@ -122,8 +101,7 @@ def browse(base_url: str, order: dict) -> dict:
 async def test_the_page_finds_an_order_and_shows_it_readably(order_settings, producer, rng):
     settings = order_settings()
     order = fake_order(rng, items=3)
-    with uvicorn_serving(settings) as (base_url, server):
-        await eventually(lambda: server.started, until=bool, timeout_s=30, what="uvicorn started")
+    with served(build_app([SPEC], settings), settings) as base_url:
         await send(producer, settings.kafka_topic, [order])
         async with httpx.AsyncClient(base_url=base_url) as client:
             await eventually(

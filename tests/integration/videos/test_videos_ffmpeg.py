@@ -14,7 +14,6 @@ import httpx
 import imageio_ffmpeg
 import orjson
 import pytest
-import uvicorn
 
 from keel.core.runtime import build_app
 from keel.core.settings import Settings
@@ -24,7 +23,7 @@ from tests.integration.videos.conftest import OWNER, status_of, video_row
 from tests.integration.videos.hls_check import parse_media_playlist
 from tests.integration.videos.local_http import Route, local_server
 from tests.support.eventually import eventually
-from tests.support.servers import free_port
+from tests.support.serving import serving_http
 from tests.support.topic_log import open_topic_log
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -46,16 +45,8 @@ def test_video(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 async def served(settings: Settings, videos: VideoSettings) -> AsyncIterator[tuple[str, object]]:
     """The video service on a real port (ffmpeg must reach it over HTTP); its base URL and app."""
     app = build_app([build_spec(videos)], settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started or task.done(), until=bool, timeout_s=20, what="uvicorn up")
-        assert not task.done(), "uvicorn exited at start"
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        await task
+    async with serving_http(app, settings) as base:
+        yield base, app
 
 
 def ffmpeg_mode(video_settings, **overrides) -> VideoSettings:

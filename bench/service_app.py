@@ -1,5 +1,5 @@
-"""A Keel service app for granian (`--factory bench.granian_app:service_app`): the same app `keel serve
-SERVICE --api-only` builds, for bench/alternatives.py to compare the two servers on one hot path."""
+"""A Keel service app for other servers (`--factory bench.service_app:service_app`): the same app `keel
+serve SERVICE --api-only` builds, for bench/alternatives.py to compare servers on one hot path."""
 
 from __future__ import annotations
 

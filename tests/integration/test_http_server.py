@@ -1,0 +1,90 @@
+"""The server under every Keel process (keel.core.http_server), on loopback: the port opens only once
+the app has started, a stop lets the requests in flight finish before the app's shutdown runs, and a
+start-up that fails is a False and the app's own one line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import httpx
+import pytest
+
+from keel.core.http_server import HttpServer, bind
+from keel.core.settings import Settings
+from tests.support.eventually import eventually
+
+SETTINGS = Settings(_env_file=None)
+
+
+class Recorder:
+    """An ASGI app that notes its lifespan and answers `/slow` after `release` is set."""
+
+    def __init__(self, *, fail_start: str | None = None) -> None:
+        self.events: list[str] = []
+        self.release = asyncio.Event()
+        self.fail_start = fail_start
+        self.start_gate = asyncio.Event()
+        self.start_gate.set()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                kind = (await receive())["type"]
+                if kind == "lifespan.startup":
+                    await self.start_gate.wait()
+                    if self.fail_start:
+                        await send({"type": "lifespan.startup.failed", "message": self.fail_start})
+                        return
+                self.events.append(kind)
+                await send({"type": f"{kind}.complete"})
+                if kind == "lifespan.shutdown":
+                    return
+        if scope["path"] == "/slow":
+            self.events.append("slow began")
+            await self.release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+        self.events.append(f"answered {scope['path']}")
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_the_port_opens_after_the_start_and_a_stop_lets_requests_in_flight_finish() -> None:
+    app = Recorder()
+    app.start_gate.clear()
+    port = bind("127.0.0.1", 0).getsockname()[1]  # a free port, closed again at once
+    server = HttpServer(app, SETTINGS, host="127.0.0.1", port=port)
+    running = asyncio.create_task(server.run())
+    await asyncio.sleep(0)
+    assert refused(port), "the port must stay shut while the app starts"
+    app.start_gate.set()
+    await eventually(lambda: server.started, until=bool, timeout_s=10, what="server started")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        slow = asyncio.create_task(client.get("/slow"))
+        await eventually(lambda: app.events, until=lambda e: "slow began" in e, timeout_s=10)
+        server.stop()
+        await eventually(lambda: refused(port), until=bool, timeout_s=10, what="no new connections")
+        assert "lifespan.shutdown" not in app.events, "the app stopped under a request in flight"
+        app.release.set()
+        response = await slow
+    assert await running is True
+    assert response.status_code == 200 and response.text == "ok"
+    assert app.events == ["lifespan.startup", "slow began", "answered /slow", "lifespan.shutdown"]
+    assert refused(port)
+
+
+async def test_a_failed_start_is_false_with_the_app_s_one_line_and_no_port(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = Recorder(fail_start="cannot connect to PostgreSQL at 127.0.0.1:1; check POSTGRES_DSN")
+    port = bind("127.0.0.1", 0).getsockname()[1]
+    with caplog.at_level(logging.ERROR, logger="keel.http"):
+        started = await HttpServer(app, SETTINGS, port=port).run()
+    assert started is False
+    assert [r.getMessage() for r in caplog.records if r.name == "keel.http"] == [app.fail_start]
+    assert refused(port)
