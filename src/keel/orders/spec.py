@@ -24,6 +24,7 @@ from keel.orders.settings import OrderSettings
 
 log = logging.getLogger("keel.orders")
 
+TITLE = "Order service"
 DESCRIPTION = """Orders (seed 004): consumes the bare order JSON from `KAFKA_TOPIC` (default `orders`, group
 `KAFKA_GROUP_ID`, default `order-svc`), validates it strictly and upserts it into `orders`, `deliveries`,
 `payments` and `items` in batches. Invalid messages go to `<topic>.dlq` with the reason in `dlq-*` headers.
@@ -40,18 +41,30 @@ DESCRIPTION = """Orders (seed 004): consumes the bare order JSON from `KAFKA_TOP
 """
 
 
-def routers() -> Sequence[APIRouter]:
-    return [order_router(OrderSettings().orders_auth), page_router()]
+def build_spec(settings: OrderSettings | None = None) -> ServiceSpec:
+    """The service on `settings`, read once per process by `SPEC.configured()` unless given."""
+    chosen = settings or OrderSettings()
+
+    def routers() -> Sequence[APIRouter]:
+        return [order_router(chosen.orders_auth), page_router()]
+
+    async def wire_service(infra: Infra) -> Wiring:
+        # A process built on the order service's own settings (a test's topics) uses those.
+        own = infra.settings if isinstance(infra.settings, OrderSettings) else chosen
+        return await wire(infra, own)
+
+    return ServiceSpec(
+        name="orders",
+        title=TITLE,
+        routers=routers,
+        wire=wire_service,
+        # As configured (KAFKA_TOPIC) when the process starts.
+        topics=(chosen.kafka_topic, chosen.dlq_topic),
+        description=DESCRIPTION,
+    )
 
 
-def order_settings(infra: Infra) -> OrderSettings:
-    """The process's settings when they are the order service's own (tests, `keel serve orders`), else
-    read from the environment (`keel up` builds the shared settings only)."""
-    return infra.settings if isinstance(infra.settings, OrderSettings) else OrderSettings()
-
-
-async def wire(infra: Infra) -> Wiring:
-    settings = order_settings(infra)
+async def wire(infra: Infra, settings: OrderSettings) -> Wiring:
     db = infra.require_db()
     # A replica's cache is only as fresh as its LISTEN feed of the others' writes: with no direct DSN
     # to listen on (behind a pooler), every read goes to PostgreSQL rather than risk a stale order.
@@ -110,14 +123,5 @@ def order_access(settings: OrderSettings, infra: Infra) -> OrderAccess:
     )
 
 
-_TOPICS = OrderSettings()
-
-SPEC = ServiceSpec(
-    name="orders",
-    title="Order service",
-    routers=routers,
-    wire=wire,
-    # As configured (KAFKA_TOPIC) when the process starts.
-    topics=(_TOPICS.kafka_topic, _TOPICS.dlq_topic),
-    description=DESCRIPTION,
-)
+# Only a name until a process is built from it: the settings are read then, once (ServiceSpec.configured).
+SPEC = ServiceSpec.deferred("orders", TITLE, build_spec)

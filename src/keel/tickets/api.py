@@ -6,13 +6,11 @@ Access rule: a ticket is visible only to the user who created it. Another user's
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
-from fastapi.routing import APIRoute
-from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -94,52 +92,9 @@ def list_fast_routes(
 MAX_IDEMPOTENCY_KEY_HEADER = 200
 
 
-async def _plain_create(request: Request) -> Response | None:
-    """`POST /v1/tickets` for the plain request (JSON body that validates, a valid user, a key within
-    its limit) without FastAPI's dependency solving and body parsing, ~20 % of the route's own CPU.
-    None for anything else: the FastAPI handler then answers it (and every error it would raise) as
-    the reference. Mounted only without a rate limit, a router dependency this would skip."""
-    content_type = key = None
-    for name, value in request.scope["headers"]:
-        if name == b"content-type":
-            content_type = value if content_type is None else content_type
-        elif name == b"idempotency-key":
-            key = value if key is None else key
-    if content_type != b"application/json":
-        return None
-    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_HEADER:
-        return None
-    identity = authenticator_of(request).known(request.scope)
-    if identity is None:
-        return None
-    try:
-        data = TicketCreate.model_validate_json(await request.body())
-    except ValidationError:
-        return None
-    service = await ticket_service(request)
-    created = await service.create(
-        identity.user, data, None if key is None else key.decode("latin-1"), _request_id(request)
-    )
-    return _created_response(created)
-
-
 def _created_response(created: Created) -> Response:
     headers = {"Idempotent-Replayed": "true"} if created.replayed else None
     return Response(dumps(created.ticket), status_code=201, media_type=JSON, headers=headers)
-
-
-class _PlainCreateRoute(APIRoute):
-    """The create route, its plain requests answered by `_plain_create` ahead of FastAPI's handler;
-    the OpenAPI document still comes from the declared signature."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        full = super().get_route_handler()
-
-        async def handler(request: Request) -> Response:
-            # The body read here is kept on the request: the full handler reads the same bytes.
-            return await _plain_create(request) or await full(request)
-
-        return handler
 
 
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
@@ -183,8 +138,6 @@ def build_router(
         "(header `Idempotent-Replayed: true`); another body with the same key is 422; the same key while "
         "the first request is still running is 409.",
         responses={**common, **error_responses(409, 413)},
-        # A rate limit is a router dependency: every create then takes FastAPI's handler.
-        route_class_override=APIRoute if rate_limited else _PlainCreateRoute,
     )
 
     @router.get("", response_model=list[Ticket], summary="List my tickets, newest first", responses=common)

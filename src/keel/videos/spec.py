@@ -19,6 +19,7 @@ from keel.videos.reaper import StuckJobReaper
 from keel.videos.service import VideoService
 from keel.videos.settings import VideoSettings
 
+TITLE = "Video service"
 DESCRIPTION = """Videos (seed 003).
 
 * `POST /api/videos` `{"title", "url"}` → 201 `{"id", "title", "playlist_url"}`; 409 when a video with
@@ -44,7 +45,8 @@ DESCRIPTION = """Videos (seed 003).
 
 
 def build_spec(settings: VideoSettings | None = None) -> ServiceSpec:
-    """The service on these settings (tests pass their own topics and group)."""
+    """The service on `settings`, read once per process by `SPEC.configured()` unless given (tests
+    pass their own topics and group)."""
     chosen = settings or VideoSettings()
 
     async def wire(infra: Infra) -> Wiring:
@@ -96,7 +98,7 @@ def build_spec(settings: VideoSettings | None = None) -> ServiceSpec:
 
     return ServiceSpec(
         name="videos",
-        title="Video service",
+        title=TITLE,
         routers=routers,
         wire=wire,
         topics=(chosen.topic, chosen.dlq_topic),
@@ -129,4 +131,5 @@ def build_job(infra: Infra, cache: Cache, settings: VideoSettings, max_attempts:
     )
 
 
-SPEC = build_spec()
+# Only a name until a process is built from it: the settings are read then, once (ServiceSpec.configured).
+SPEC = ServiceSpec.deferred("videos", TITLE, build_spec)
