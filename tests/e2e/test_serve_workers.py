@@ -139,8 +139,13 @@ async def test_two_api_processes_share_the_port_and_their_metrics_and_the_worker
             )
             assert response.status_code == 201, response.text
 
-    per_process = _creates_per_process(Path(env["PROMETHEUS_MULTIPROC_DIR"]), tmp_path)
-    assert sum(per_process.values()) == CREATES
+    # A request is counted just after its response has gone out: the last one may still be counting.
+    per_process = await eventually(
+        lambda: _creates_per_process(Path(env["PROMETHEUS_MULTIPROC_DIR"]), tmp_path),
+        until=lambda counts: sum(counts.values()) == CREATES,
+        timeout_s=10,
+        what=f"{CREATES} creates counted",
+    )
     assert len([n for n in per_process.values() if n]) == 2, per_process  # both processes served
     for _ in range(6):  # whichever process answers the scrape reports the sum
         async with httpx.AsyncClient(base_url=base) as scraper:

@@ -88,3 +88,32 @@ async def test_a_failed_start_is_false_with_the_app_s_one_line_and_no_port(
     assert started is False
     assert [r.getMessage() for r in caplog.records if r.name == "keel.http"] == [app.fail_start]
     assert refused(port)
+
+
+STOP_AND_EXIT = """
+import httpx
+from keel.core.app import create_app
+from keel.core.settings import Settings
+from tests.support.serving import served
+settings = Settings(_env_file=None)
+with served(create_app(title="t", settings=settings), settings) as base, httpx.Client() as client:
+    for _ in range(20):
+        client.get(base + "/healthz").raise_for_status()
+"""
+
+
+def test_a_process_that_served_and_stopped_exits_cleanly() -> None:
+    """granian's runtime threads outlive its serve task by a moment: a process that finalized while
+    one still ran aborted (exit 134), 14 times in 120 runs of this script from a shell. A stop now
+    waits for them (none in 150)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    runs = [
+        subprocess.Popen([sys.executable, "-c", STOP_AND_EXIT], cwd=root, stderr=subprocess.PIPE)
+        for _ in range(8)
+    ]
+    codes = [(run.wait(60), run.stderr.read().decode()[-300:] if run.stderr else "") for run in runs]
+    assert [code for code, _ in codes] == [0] * len(runs), codes

@@ -156,6 +156,8 @@ async def test_requests_are_allowed_while_the_redis_store_is_down(private_redis:
         assert [(await client.get("/things")).status_code for _ in range(3)] == [200, 200, 429]
 
         private_redis.stop()
+        # Another caller (this one's refusal is remembered for a moment, store or not).
+        client.headers["X-User-Id"] = "another"
         timings = []
         for _ in range(50):
             began = time.perf_counter()
@@ -180,3 +182,61 @@ async def test_the_sliding_window_counter_limits_too(key_prefix: str, redis_url:
         statuses = [(await client.get("/things", headers={"X-User-Id": "u"})).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
         assert decisions(limiter, "allowed") == 3 and decisions(limiter, "limited") == 1
+
+
+def store_calls(port: int) -> int:
+    """Scripts the Redis server on `port` has run (its own statistics): the limiter's round trips."""
+    import redis
+
+    with redis.Redis(port=port) as client:
+        stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+async def test_a_busy_caller_takes_permits_in_leases_and_the_store_sees_few_requests(
+    private_redis: servers.ChildServer,
+) -> None:
+    storage = redis_storage(f"redis://127.0.0.1:{private_redis.port}/0", timeout_s=2.0)
+    limiter = RateLimiter("100000/second", storage, name=unique_name())
+    before = store_calls(private_redis.port)
+    for _ in range(2_000):
+        await limiter.check("busy")
+    calls = store_calls(private_redis.port) - before
+    assert decisions(limiter, "allowed") == 2_000
+    # Batches double up to 256: 1 + 2 + ... + 256 covers the first 511, then one call per 256.
+    assert 0 < calls <= 20, f"{calls} store round trips for 2,000 requests"
+    print(f"\nrate limit leases: 2,000 requests of one caller, {calls} Redis round trips")
+
+
+async def test_leases_refuse_exactly_at_the_limit_in_one_process_even_under_concurrency(
+    storage: Storage,
+) -> None:
+    import asyncio
+
+    from keel.core.errors import TooManyRequests
+
+    limiter = RateLimiter("40/minute", storage, name=unique_name())  # leases of up to 4
+    outcomes = await asyncio.gather(*(limiter.check("alice") for _ in range(50)), return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, TooManyRequests)]
+    assert outcomes.count(None) == 40 and len(refused) == 10
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+
+
+async def test_two_processes_leasing_one_window_never_pass_the_limit(redis_url: str, key_prefix: str) -> None:
+    from keel.core.errors import TooManyRequests
+
+    name = unique_name()
+    first, second = (
+        RateLimiter("40/minute", redis_storage(redis_url, key_prefix=key_prefix, timeout_s=2.0), name=name)
+        for _ in range(2)
+    )
+    allowed = 0
+    for n in range(80):
+        try:
+            await (first if n % 2 else second).check("alice")
+            allowed += 1
+        except TooManyRequests:
+            pass
+    # Permits one process leased and did not use are lost to the other: never more, at most two
+    # leases (4 each) fewer.
+    assert 32 <= allowed <= 40, allowed

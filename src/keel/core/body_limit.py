@@ -8,10 +8,19 @@ JSON routes still stop at MAX_BODY_BYTES, and the answer must be the envelope li
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import Message, Receive, Scope, Send
 
 from keel.core.envelope import error_body
+
+# Before a 413 is sent, what is left of the body is read and dropped, up to this much and this long: a
+# server that closes a connection with unread bytes in it resets it, and the client, still sending,
+# may lose the answer. Past either bound the connection is closed anyway.
+DRAIN_BYTES = 2 * 1024 * 1024
+DRAIN_S = 2.0
 
 
 class EnvelopedBodyLimitMiddleware(RequestBodyLimitMiddleware):
@@ -20,10 +29,13 @@ class EnvelopedBodyLimitMiddleware(RequestBodyLimitMiddleware):
             await self.app(scope, receive, send)
             return
         body: bytes | None = None  # the envelope, once Starlette's plain-text 413 has started
+        read = _Read(done=True)
 
         async def enveloped(message: Message) -> None:
             nonlocal body
             if message["type"] == "http.response.start" and message["status"] == 413:
+                if not read.done:
+                    await _drain(receive)
                 content_type = dict(message.get("headers", ())).get(b"content-type", b"")
                 if content_type.startswith(b"text/plain"):
                     body = error_body(
@@ -41,6 +53,9 @@ class EnvelopedBodyLimitMiddleware(RequestBodyLimitMiddleware):
                         "headers": [
                             (b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()),
+                            # What is left of the body is not read: the connection cannot carry
+                            # another request, and the client must not send one on it.
+                            (b"connection", b"close"),
                         ],
                     }
                 )
@@ -55,7 +70,40 @@ class EnvelopedBodyLimitMiddleware(RequestBodyLimitMiddleware):
             # still applies (its middleware counts by itself then), and its 413 is enveloped here.
             await self.app(scope, receive, enveloped)
         else:
+            # A streamed body (or one over the limit): note whether it was read to its end.
+            read.done = False
+            receive = read.tracking(receive)
             await super().__call__(scope, receive, enveloped)
+
+
+class _Read:
+    """Whether the request body has been read to its end (or the client went away)."""
+
+    def __init__(self, *, done: bool) -> None:
+        self.done = done
+
+    def tracking(self, receive: Receive) -> Receive:
+        async def tracked() -> Message:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                self.done = True
+            return message
+
+        return tracked
+
+
+async def _drain(receive: Receive) -> None:
+    """Reads the rest of the request body, within DRAIN_BYTES and DRAIN_S."""
+    left = DRAIN_BYTES
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            while left > 0:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                left -= len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
 
 
 def _declared_length(scope: Scope) -> int | None:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
+import time
 from typing import Any
 
 from granian._granian import SocketHolder
@@ -208,7 +210,9 @@ class HttpServer:
             websockets=False,
             log_enabled=False,
         )
+        before = _thread_ids()
         serving = asyncio.create_task(server.serve())
+        ours = await _new_threads(before)
         asked = asyncio.create_task(self._stop.wait())
         self.started = True
         try:
@@ -217,10 +221,43 @@ class HttpServer:
             asked.cancel()
             server.stop()  # type: ignore[no-untyped-call]
             await serving
+            await _gone(ours)
             if not await self.in_flight.drained(DRAIN_S):
                 log.warning("stopped with %d requests still running after %gs", self.in_flight.count, DRAIN_S)
             await lifespan.shutdown()
         return True
+
+
+# granian's runtime threads finish after its serve task has returned; one still running when the
+# interpreter finalizes aborts the process (exit 134). So a stop waits for the threads the server
+# started (Linux: /proc; elsewhere nothing is waited for).
+THREADS_START_S = 1.0
+THREADS_STOP_S = 5.0
+
+
+def _thread_ids() -> set[str]:
+    try:
+        return set(os.listdir("/proc/self/task"))
+    except FileNotFoundError:
+        return set()
+
+
+async def _new_threads(before: set[str]) -> set[str]:
+    """The threads started since `before` was taken, once there are some (the OS is polled: no event)."""
+    deadline = time.monotonic() + THREADS_START_S
+    while True:
+        new = _thread_ids() - before
+        if new or not before or time.monotonic() > deadline:
+            return new
+        await asyncio.sleep(0.005)
+
+
+async def _gone(threads: set[str]) -> None:
+    deadline = time.monotonic() + THREADS_STOP_S
+    while True:
+        if not threads & _thread_ids() or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.005)
 
 
 def serve(app: Any, host: str, port: int, settings: Settings, sock: socket.socket | None = None) -> bool:

@@ -96,7 +96,9 @@ class EdgeMiddleware:
         in_flight = None if scope["path"] in QUIET_PATHS else self.metrics.in_flight
         begin = time.perf_counter()
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _send_error(send, 413, "payload_too_large", "request body is too large", rid_header)
+            # The body is left unread, so the server closes the connection after this answer: say so,
+            # or a client could send its next request on a connection being closed.
+            await _send_error(send, 413, "payload_too_large", "request body is too large", rid_header, CLOSE)
             if span is not None:
                 spans.finish_server_span(span, scope["method"], "unmatched", 413)
             HTTP_REQUESTS.labels(scope["method"], "unmatched", "413").inc()
@@ -185,6 +187,11 @@ async def send_response(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_error(send: Send, status: int, code: str, message: str, rid_header: Header) -> None:
+CLOSE: Header = (b"connection", b"close")
+
+
+async def _send_error(
+    send: Send, status: int, code: str, message: str, rid_header: Header, *headers: Header
+) -> None:
     body = error_body(code, message, request_id=rid_header[1].decode())
-    await send_response(send, status, body, b"application/json", [], rid_header)
+    await send_response(send, status, body, b"application/json", list(headers), rid_header)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import Request
@@ -86,12 +88,45 @@ def address_of(request: Request) -> str:
     return f"ip:{request.client.host if request.client else 'unknown'}"
 
 
+# The most permits one lease takes from the store, and the share of the limit it may take.
+MAX_LEASE = 256
+LEASE_SHARE = 10
+# Leased permits are used within this share of the window (and at most a second), then dropped.
+LEASE_WINDOW_SHARE = 10
+MAX_LEASE_S = 1.0
+# Callers whose lease this process remembers; the oldest is forgotten past it.
+MAX_LEASES = 10_000
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Permits of one caller this process took from the store ahead of its requests."""
+
+    permits: int = 0
+    used: int = 0
+    size: int = 1
+    expires: float = 0.0
+    refused_until: float = 0.0
+    retry_after: int = 1
+    fetching: asyncio.Future[None] | None = None
+
+
 class RateLimiter:
     """`limit` per caller (`"100/second"`, `"5 per minute"`), e.g. `dependencies=[Depends(lim.dependency)]`.
 
     The moving window (default) keeps one timestamp per request in the window: exact, and Retry-After
     is exactly when the oldest one leaves it. The sliding window counter keeps two counters per caller
     (cheaper for large limits) and approximates. Routes using it should list 429 in `responses=`.
+
+    Leases keep the store off most requests: a caller who keeps coming takes permits in batches (one
+    round trip for up to `MAX_LEASE` requests, at most a tenth of the limit, doubling while they are
+    used up in time and shrinking to what was used when not), used within a tenth of the window.
+    A batch is taken whole or not at all, and when it does not fit a single permit is asked for, so
+    one process refuses exactly at the limit. Permits a process leased and did not use are lost to the
+    others until they leave the window: with several processes a busy caller may be refused a little
+    before the limit, and a lease used late may let one process exceed it by at most its batch.
+    Under 20 per window (twice `LEASE_SHARE`) there are no batches: the store sees every request. A
+    refusal is remembered for the rest of the lease period, so a refused caller costs no round trip.
 
     If the store fails the request is allowed: a rate limiter must not take the API down with its
     store. Failures are counted (`rate_limit_decisions_total{outcome="failed_open"}`), logged at most
@@ -122,6 +157,9 @@ class RateLimiter:
         self._allowed = RATE_LIMIT_DECISIONS.labels(name, "allowed")
         self._limited = RATE_LIMIT_DECISIONS.labels(name, "limited")
         self._failed_open = RATE_LIMIT_DECISIONS.labels(name, "failed_open")
+        self._leases: dict[str, _Lease] = {}
+        self._max_lease = min(MAX_LEASE, max(1, self.item.amount // LEASE_SHARE))
+        self._lease_s = min(MAX_LEASE_S, self.item.get_expiry() / LEASE_WINDOW_SHARE)
 
     async def dependency(self, request: Request) -> None:
         """The FastAPI dependency: raises TooManyRequests (429, Retry-After) when the caller is over."""
@@ -150,27 +188,75 @@ class RateLimiter:
             headers={"Retry-After": str(retry_after)},
         )
 
+    def take_leased(self, caller: str) -> bool:
+        """Counts one request of `caller` against a permit this process holds, without awaiting;
+        False when there is none in hand (then `check` decides)."""
+        lease = self._leases.get(caller)
+        if lease is None or not lease.permits or time.monotonic() >= lease.expires:
+            return False
+        lease.permits -= 1
+        lease.used += 1
+        self._allowed.inc()
+        return True
+
     async def check(self, caller: str) -> None:
+        """Counts one request of `caller`; 429 with Retry-After when it is over the limit."""
+        lease = self._leases.get(caller)
+        if lease is None:
+            lease = self._leases[caller] = _Lease()
+            if len(self._leases) > MAX_LEASES:
+                del self._leases[next(iter(self._leases))]
+        while True:
+            now = time.monotonic()
+            if lease.permits and now < lease.expires:
+                lease.permits -= 1
+                lease.used += 1
+                self._allowed.inc()
+                return
+            if now < lease.refused_until:
+                self._limited.inc()
+                raise self._too_many(lease.retry_after)
+            if lease.fetching is None:
+                break
+            await asyncio.shield(lease.fetching)  # another request of this caller is leasing: share it
         if not self._breaker.allow():
             self._failed_open.inc()
             return
+        fetching = lease.fetching = asyncio.get_running_loop().create_future()
         try:
-            if await self._strategy.hit(self.item, self.name, caller):
-                retry_after = None
-            else:
-                stats = await self._strategy.get_window_stats(self.item, self.name, caller)
-                retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+            granted = await self._lease(caller, lease, now)
         except UNAVAILABLE as exc:
             self._breaker.record_failure()
             self._error_log.error(exc, "check")
             self._failed_open.inc()
             return
+        finally:
+            lease.fetching = None
+            fetching.set_result(None)
         self._breaker.record_success()
-        if retry_after is None:
+        if granted:
             self._allowed.inc()
             return
         self._limited.inc()
-        raise self._too_many(retry_after)
+        raise self._too_many(lease.retry_after)
+
+    async def _lease(self, caller: str, lease: _Lease, now: float) -> bool:
+        """Takes a batch of permits (or the one this request needs) from the store, the first for this
+        request; False, with when to retry noted on the lease, when not even one is left."""
+        if lease.permits:  # expired with permits left: the caller needs fewer
+            lease.size = max(1, lease.used)
+        elif lease.used:  # used up in time: the caller needs more
+            lease.size = min(self._max_lease, lease.size * 2)
+        lease.permits = lease.used = 0
+        for size in (lease.size, 1) if lease.size > 1 else (1,):
+            if await self._strategy.hit(self.item, self.name, caller, cost=size):
+                lease.permits, lease.used, lease.expires = size - 1, 1, now + self._lease_s
+                return True
+        stats = await self._strategy.get_window_stats(self.item, self.name, caller)
+        lease.retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        lease.refused_until = now + min(self._lease_s, lease.retry_after)
+        lease.size = 1
+        return False
 
 
 class ClientLimits:

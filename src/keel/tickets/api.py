@@ -71,22 +71,35 @@ def list_fast_routes(
     FastAPI route, which stays the reference. With a rate limit, a page answered here is counted
     here, once (a declined one is counted by the route)."""
 
-    async def recent_first_page(scope: Scope, params: dict[str, str]) -> FastResponse | None:
+    def first_page(scope: Scope) -> tuple[str, bytes] | None:
         if scope["query_string"]:
             return None
         identity = authenticator.known(scope)
         if identity is None:
             return None
-        user = identity.user
-        page = service.recent_page(user, None, DEFAULT_LIMIT, 0)
-        if page is None:
+        page = service.recent_page(identity.user, None, DEFAULT_LIMIT, 0)
+        return None if page is None else (identity.user, page.json)
+
+    def from_memory(scope: Scope, params: dict[str, str]) -> FastResponse | None:
+        found = first_page(scope)
+        if found is None or (limiter is not None and not limiter.take_leased(found[0])):
+            return None  # no page in hand, or the limiter must ask its store: `recent_first_page`
+        return FastResponse(found[1])
+
+    async def recent_first_page(scope: Scope, params: dict[str, str]) -> FastResponse | None:
+        found = first_page(scope)
+        if found is None:
             return None
         if limiter is not None:
-            await limiter.check(user)  # over the limit: 429 in the envelope, from the edge
-        return FastResponse(page.json)
+            await limiter.check(found[0])  # over the limit: 429 in the envelope, from the edge
+        return FastResponse(found[1])
 
-    # The limiter's store may be Redis: then the handler awaits I/O and the deadline applies.
-    return [FastRoute(prefix, recent_first_page, awaits_io=limiter is not None) for prefix in PREFIXES]
+    # The limiter's store may be Redis: then the handler awaits I/O and the deadline applies; a page
+    # in hand whose caller holds a leased permit is answered without either.
+    return [
+        FastRoute(prefix, recent_first_page, awaits_io=limiter is not None, from_memory=from_memory)
+        for prefix in PREFIXES
+    ]
 
 
 MAX_IDEMPOTENCY_KEY_HEADER = 200
