@@ -7,13 +7,15 @@ outbox row of the event it collected (keel.tickets.unit_of_work)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from keel.core.batching import GroupCommit
+from keel.core.db import Database
 from keel.core.outbox import OutboxRow
 from keel.tickets.model import IdempotencyRecord, StoredAttachment, Ticket
 from keel.tickets.schemas import TicketStatus
@@ -31,31 +33,33 @@ def _outbox_insert(first: int, source: str, now: str) -> str:
     FROM {source}"""
 
 
-# $1 id, $2 title, $3 description, $4 user, $5 now, $6..$11 the outbox row.
-CREATE = f"""
-WITH t AS (
-    INSERT INTO tickets (id, title, description, status, created_by, created_at, updated_at)
-    VALUES ($1::uuid, $2, $3, 'OPEN', $4, $5, $5)
-    RETURNING id
-), o AS ({_outbox_insert(6, "t", "$5")} RETURNING 1)
-SELECT count(*) FROM o
-"""
-
-# With an Idempotency-Key ($6 key, $7 request hash, $8 response) the ticket exists only if its key
-# was new: the idempotency insert gates the ticket insert, which gates the outbox insert.
-# 0 rows back means the key was taken and nothing was written.
-CREATE_IDEMPOTENT = f"""
-WITH k AS (
+# Many creates in one statement (group commit, keel.core.batching): one array per column, rows zipped
+# by position. A keyed row's ticket exists only if its key was new; every ticket written gets its
+# outbox row, keyed by the ticket and dated by it. The ids written come back.
+CREATE_MANY = """
+WITH i AS (
+    SELECT * FROM unnest(
+        $1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[],
+        $8::text[], $9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::int[]
+    ) AS i(id, title, description, user_id, at, key, request_hash, response,
+           event_id, topic, event_type, payload, headers, shard)
+), k AS (
     INSERT INTO ticket_idempotency (user_id, key, request_hash, ticket_id, status_code, response)
-    VALUES ($4, $6, $7, $1::uuid, 201, $8::jsonb)
+    SELECT user_id, key, request_hash, id, 201, response::jsonb FROM i WHERE key IS NOT NULL
     ON CONFLICT (user_id, key) DO NOTHING
     RETURNING ticket_id
 ), t AS (
     INSERT INTO tickets (id, title, description, status, created_by, created_at, updated_at)
-    SELECT $1::uuid, $2, $3, 'OPEN', $4, $5, $5 FROM k
+    SELECT id, title, description, 'OPEN', user_id, at, at FROM i
+    WHERE key IS NULL OR id IN (SELECT ticket_id FROM k)
     RETURNING id
-), o AS ({_outbox_insert(9, "t", "$5")} RETURNING 1)
-SELECT count(*) FROM o
+), o AS (
+    INSERT INTO outbox_events (event_id, topic, key, event_type, wire, payload, headers, shard, created_at)
+    SELECT i.event_id, i.topic, i.id::text, i.event_type, 'envelope', i.payload::jsonb, i.headers::jsonb,
+           i.shard, i.at
+    FROM i JOIN t USING (id)
+)
+SELECT id::text FROM t
 """
 
 IDEMPOTENCY_RECORD = """
@@ -124,54 +128,85 @@ def _outbox_params(row: OutboxRow) -> tuple[Any, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingCreate:
+    """One create of a group commit: the ticket, its key's record (keyed creates) and its outbox row."""
+
+    ticket: Ticket
+    idempotency: tuple[str, IdempotencyRecord] | None
+    event: OutboxRow
+
+
+async def create_many(db: Database, creates: Sequence[PendingCreate]) -> list[bool]:
+    """Writes `creates` in one statement (one transaction); for each, whether its ticket was written
+    (False: its key was taken, and nothing of it was written)."""
+    columns: list[list[Any]] = [[] for _ in range(14)]
+    for create in creates:
+        t, e = create.ticket, create.event
+        key, record = create.idempotency or (None, None)
+        row = (
+            *(t.id, t.title, t.description, t.created_by, t.created_at),
+            *(key, record and record.request_hash, record and record.response.decode()),
+            *(e.event_id, e.topic, e.event_type, e.payload, e.headers, e.shard),
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    async with db.connection() as conn:
+        written = {r[0] for r in await conn.fetch(CREATE_MANY, *columns)}
+    return [c.ticket.id in written for c in creates]
+
+
+Creates = GroupCommit[PendingCreate, bool]
+
+
+@dataclass(frozen=True, slots=True)
 class _Staged:
     statement: str
     params: tuple[Any, ...]
     ticket: Ticket | None = None  # what a create writes
     key: str | None = None  # a ticket change's id: its event must be keyed by it (None: no event)
     at: datetime | None = None  # and dated by the change
+    idempotency: tuple[str, IdempotencyRecord] | None = None  # a create's key and its record
 
 
 class PgTicketRepository:
-    """Tickets, their idempotency records and attachments on one pooled connection (autocommit).
-    Reads run at once; a change is staged and runs when the unit of work commits."""
+    """Tickets, their idempotency records and attachments on one pooled connection (autocommit),
+    taken when first needed. Reads run at once; a change is staged and runs when the unit of work
+    commits: a create with the creates of other requests (group commit), anything else alone."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], creates: Creates) -> None:
+        self._connect = connect
+        self._creates = creates
         self._staged: _Staged | None = None
 
     async def get(self, ticket_id: str) -> Ticket | None:
-        row = await self._conn.fetchrow(GET, ticket_id)
+        row = await (await self._connect()).fetchrow(GET, ticket_id)
         return None if row is None else _ticket(row)
 
     async def owned_by(self, user: str, status: TicketStatus | None, limit: int, offset: int) -> list[Ticket]:
         if status is None:
-            rows = await self._conn.fetch(LIST_ALL, user, limit, offset)
+            rows = await (await self._connect()).fetch(LIST_ALL, user, limit, offset)
         else:
-            rows = await self._conn.fetch(LIST_BY_STATUS, user, limit, offset, status.value)
+            rows = await (await self._connect()).fetch(LIST_BY_STATUS, user, limit, offset, status.value)
         return [_ticket(r) for r in rows]
 
     async def idempotency_record(self, user: str, key: str) -> IdempotencyRecord | None:
-        row = await self._conn.fetchrow(IDEMPOTENCY_RECORD, user, key)
+        row = await (await self._connect()).fetchrow(IDEMPOTENCY_RECORD, user, key)
         return None if row is None else IdempotencyRecord(row["request_hash"], row["response"].encode())
 
     async def attachments(self, ticket_id: str) -> list[StoredAttachment]:
-        return [StoredAttachment(**dict(r)) for r in await self._conn.fetch(LIST_ATTACHMENTS, ticket_id)]
+        return [
+            StoredAttachment(**dict(r))
+            for r in await (await self._connect()).fetch(LIST_ATTACHMENTS, ticket_id)
+        ]
 
     async def attachment_usage(self, ticket_id: str, user: str) -> tuple[int, int]:
         """What the quotas count: the ticket's attachments, and the bytes `user` has uploaded."""
-        row = await self._conn.fetchrow(ATTACHMENT_USAGE, ticket_id, user)
+        row = await (await self._connect()).fetchrow(ATTACHMENT_USAGE, ticket_id, user)
         return int(row["on_ticket"]), int(row["user_bytes"])
 
     def add(self, ticket: Ticket, idempotency: tuple[str, IdempotencyRecord] | None) -> None:
         """Stage the new ticket; with `(key, record)` it is written only if the key is new."""
-        head = (ticket.id, ticket.title, ticket.description, ticket.created_by, ticket.created_at)
-        if idempotency is None:
-            self._stage(_Staged(CREATE, head, ticket, ticket.id, ticket.created_at))
-        else:
-            key, record = idempotency
-            params = (*head, key, record.request_hash, record.response.decode())
-            self._stage(_Staged(CREATE_IDEMPOTENT, params, ticket, ticket.id, ticket.created_at))
+        self._stage(_Staged(CREATE_MANY, (), ticket, ticket.id, ticket.created_at, idempotency))
 
     def close(self, ticket_id: str, user: str, now: datetime) -> None:
         """Stage the close of an OPEN ticket of `user`; anything else is left as it is."""
@@ -198,13 +233,15 @@ class PgTicketRepository:
         if staged.key is None:  # an attachment: no event
             if events:
                 raise RuntimeError("an attachment carries no event")
-            await self._conn.execute(staged.statement, *staged.params)
+            await (await self._connect()).execute(staged.statement, *staged.params)
             return None
         if len(events) != 1 or events[0].key != staged.key or events[0].created_at != staged.at:
             # The statement has room for one row keyed by the ticket, at the change's time.
             raise RuntimeError("a ticket change carries exactly one event, keyed by the ticket, at its time")
         if staged.statement == CLOSE:
-            row = await self._conn.fetchrow(CLOSE, *staged.params, *_outbox_params(events[0]))
+            conn = await self._connect()
+            row = await conn.fetchrow(CLOSE, *staged.params, *_outbox_params(events[0]))
             return None if row is None else _ticket(row)
-        count = await self._conn.fetchval(staged.statement, *staged.params, *_outbox_params(events[0]))
-        return staged.ticket if count else None
+        assert staged.ticket is not None
+        written = await self._creates.submit(PendingCreate(staged.ticket, staged.idempotency, events[0]))
+        return staged.ticket if written else None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from fastapi import APIRouter
 
+from keel.core.batching import GroupCommit
 from keel.core.cache import Cache, NearCache, RedisCache
 from keel.core.cache.recent import RecentPages
 from keel.core.consumer import ConsumerOptions, ConsumerRunner
@@ -21,6 +23,7 @@ from keel.tickets.idempotency import (
     completion,
     redis_completion,
 )
+from keel.tickets.repository import Creates, create_many
 from keel.tickets.schemas import TicketEvents
 from keel.tickets.service import TicketService
 from keel.tickets.settings import TicketSettings
@@ -52,8 +55,11 @@ def _service(infra: Infra, settings: TicketSettings) -> TicketService:
     db = infra.require_db()
     shards, wake = infra.settings.outbox_shards, infra.wake_relay
 
+    # Concurrent creates of this process go to PostgreSQL together (keel.core.batching).
+    creates: Creates = GroupCommit("ticket-creates", functools.partial(create_many, db))
+
     def unit_of_work() -> PgTicketUnitOfWork:
-        return PgTicketUnitOfWork(db, outbox_shards=shards, wake=wake)
+        return PgTicketUnitOfWork(db, outbox_shards=shards, wake=wake, creates=creates)
 
     # Both on the process's Redis client when there is one: a create then records its key and
     # invalidates its lists in one round trip.

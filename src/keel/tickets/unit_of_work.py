@@ -3,7 +3,7 @@
 A unit of work holds one ticket change (staged by the repository) and the events the use case
 collected; `commit()` writes both atomically, and leaving it without a commit writes nothing. The
 PostgreSQL adapter writes them as one statement on an autocommit connection, which is one transaction
-in one round trip: the create's cost is that round trip (bench/results/profile-tickets-create.md).
+in one round trip; concurrent creates share that statement (group commit, keel.core.batching).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from keel.core.db import Database
 from keel.core.events import Event
 from keel.core.outbox import outbox_row
 from keel.tickets.model import IdempotencyRecord, StoredAttachment, Ticket
-from keel.tickets.repository import PgTicketRepository
+from keel.tickets.repository import Creates, PgTicketRepository
 from keel.tickets.schemas import TicketEvents, TicketStatus
 
 
@@ -83,26 +83,37 @@ UnitOfWorkFactory = Callable[[], TicketUnitOfWork]
 
 
 class PgTicketUnitOfWork(TicketUnitOfWork):
-    """On a pooled connection in autocommit (keel.core.db.Database.connection). `wake` is called once
-    an event is committed (an in-process outbox relay then publishes it at once)."""
+    """On a pooled connection in autocommit (keel.core.db.Database.connection), taken when a read or
+    a change other than a create first needs it; creates go to PostgreSQL with other requests'
+    (`creates`, a group commit on connections of its own). `wake` is called once an event is
+    committed (an in-process outbox relay then publishes it at once)."""
 
-    def __init__(self, db: Database, *, outbox_shards: int, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, db: Database, *, outbox_shards: int, wake: Callable[[], None], creates: Creates
+    ) -> None:
         super().__init__()
         self._db = db
         self._shards = outbox_shards
         self._wake = wake
+        self._creates = creates
         self._connection: AbstractAsyncContextManager[asyncpg.Connection] | None = None
+        self._conn: asyncpg.Connection | None = None
 
     async def __aenter__(self) -> PgTicketUnitOfWork:
-        self._connection = self._db.connection()
-        self.tickets = self._repository = PgTicketRepository(await self._connection.__aenter__())
+        self.tickets = self._repository = PgTicketRepository(self._connect, self._creates)
         return self
+
+    async def _connect(self) -> asyncpg.Connection:
+        if self._conn is None:
+            self._connection = self._db.connection()
+            self._conn = await self._connection.__aenter__()
+        return self._conn
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await super().__aexit__(exc_type, exc, tb)
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._conn = self._connection, None, None
         if connection is not None:
             await connection.__aexit__(exc_type, exc, tb)
 
