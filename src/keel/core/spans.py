@@ -153,34 +153,57 @@ def start_sending(messages: Sequence[OutgoingMessage]) -> Sending | None:
 # --- serving ---
 
 
-@contextmanager
-def server_span(scope: MutableMapping[str, Any]) -> Iterator[Span]:
+_NO_CONTEXT = otel_context.Context()
+
+
+class server_span:
     """The one server span of a request, a child of the caller's `traceparent`; the route template
-    and status are set by the edge once known."""
-    tracing = telemetry.active()
-    assert tracing is not None
-    carried = {
-        k.decode("latin-1"): v.decode("latin-1")
-        for k, v in scope.get("headers", ())
-        if k in (b"traceparent", b"tracestate")
-    }
-    method = scope["method"]
-    with tracing.tracer.start_as_current_span(
-        method,
-        context=propagate.extract(carried) if carried else otel_context.Context(),
-        kind=SpanKind.SERVER,
-        attributes={
-            "http.request.method": method,
-            "url.path": scope["path"],
-            "url.scheme": scope.get("scheme", "http"),
-        },
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        yield span
+    and status are set by the edge once known. Most requests are not sampled: their span records
+    nothing, so its attributes are only built for a span that records (a class rather than a
+    generator-based context manager: this runs on every request)."""
+
+    __slots__ = ("_scope", "_span", "_token")
+
+    def __init__(self, scope: MutableMapping[str, Any]) -> None:
+        self._scope = scope
+
+    def __enter__(self) -> Span:
+        tracing = telemetry.active()
+        assert tracing is not None
+        scope = self._scope
+        carried: dict[str, str] | None = None
+        for name, value in scope.get("headers", ()):
+            if name == b"traceparent" or name == b"tracestate":
+                carried = carried or {}
+                carried[name.decode("latin-1")] = value.decode("latin-1")
+        method = scope["method"]
+        span = tracing.tracer.start_span(
+            method,
+            context=propagate.extract(carried) if carried else _NO_CONTEXT,
+            kind=SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "http.request.method": method,
+                    "url.path": scope["path"],
+                    "url.scheme": scope.get("scheme", "http"),
+                }
+            )
+        self._span = span
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)
+        self._span.end()
 
 
 def finish_server_span(span: Span, method: str, route: str, status: int) -> None:
+    if not span.is_recording():
+        return
     span.update_name(f"{method} {route}")
     span.set_attribute("http.route", route)
     span.set_attribute("http.response.status_code", status)
