@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
 import orjson
 
-from keel.core.batching import GroupCommit
 from keel.core.cache import Cache, RedisCache
 from keel.core.cache.redis import RedisCommand
 from keel.core.redis_topology import REDIS_FAILURES, RedisClient
@@ -84,26 +83,12 @@ class RedisIdempotencyStore:
         self._redis = client
         self._ttl_s = ttl_s
         self._pending_ttl_s = pending_ttl_s
-        # Concurrent creates' reservations share a pipeline (keel.core.batching).
-        self._reservations: GroupCommit[tuple[str, bytes], object] = GroupCommit(
-            "idempotency-reservations", self._reserve_many
-        )
-
-    async def _reserve_many(self, batch: Sequence[tuple[str, bytes]]) -> list[object]:
-        """SET NX of each (name, value): True, None (taken) or the error of that command."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for name, value in batch:
-                pipe.set(name, value, nx=True, ex=self._pending_ttl_s)
-            return list(await pipe.execute(raise_on_error=False))
 
     async def reserve(self, user: str, key: str, request_hash: str) -> Reservation:
         name = redis_key(user, key)
         try:
             # SET NX then GET on a miss: one round trip in the common (new key) case.
-            reserved = await self._reservations.submit((name, _pending(request_hash)))
-            if isinstance(reserved, Exception):
-                raise reserved
-            if reserved:
+            if await self._redis.set(name, _pending(request_hash), nx=True, ex=self._pending_ttl_s):
                 return Reservation(State.NEW, request_hash)
             raw = await self._redis.get(name)
         except REDIS_FAILURES as exc:

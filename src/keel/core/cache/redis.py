@@ -13,7 +13,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from keel.core.batching import GroupCommit
 from keel.core.breaker import CircuitBreaker, ThrottledErrorLog
 from keel.core.cache.port import Loader, SingleFlightCache, check_prefix, invalidation_points
 from keel.core.redis_topology import REDIS_FAILURES, RedisClient, RedisTopology, hash_tagged
@@ -25,8 +24,6 @@ MAX_PENDING_INVALIDATIONS = 10_000
 T = TypeVar("T")
 # A raw command on the caller's own keys, e.g. ("SET", key, value, "EX", 3600).
 RedisCommand = tuple[str | bytes | int, ...]
-# An invalidation: its points, its value keys, and the caller's commands sent with it.
-_Invalidation = tuple[list[str], tuple[str, ...], tuple[RedisCommand, ...]]
 
 # KEYS: the value, its lock, its generation keys. Returns the raw value ('' when absent), the current
 # stamp and, when ARGV[1] holds a token, whether this call took the lock. One script rather than a
@@ -126,11 +123,6 @@ class RedisCache(SingleFlightCache[bytes]):
         self._set_now = client.register_script(_SET_NOW)
         self._invalidate = client.register_script(_INVALIDATE)
         self._unlock_script = client.register_script(_UNLOCK)
-        # Concurrent invalidations (every ticket create makes one) share a pipeline: one round trip,
-        # and a quarter of the client's CPU per command (docs/design-decisions.md).
-        self._invalidations: GroupCommit[_Invalidation, Exception | None] = GroupCommit(
-            f"cache-invalidations:{name}", self._invalidate_many
-        )
         # Invalidations that failed while Redis was unreachable, replayed before the next call once
         # it answers: a partition that loses no data must not leave stale entries live after it.
         self._pending: set[str] = set()
@@ -207,27 +199,19 @@ class RedisCache(SingleFlightCache[bytes]):
     async def _run_invalidate(
         self, points: list[str], keys: tuple[str, ...], also: Sequence[RedisCommand] = ()
     ) -> None:
-        failure = await self._invalidations.submit((points, keys, tuple(also)))
-        if failure is not None:
-            raise failure
-
-    async def _invalidate_many(self, batch: Sequence[_Invalidation]) -> list[Exception | None]:
-        """Each invalidation (its script and the caller's own commands) in one pipeline. EVAL, not
-        the registered script: a pipeline sends SCRIPT EXISTS first for those, a round trip of its own.
-        A command that failed fails its own caller only; a lost connection fails them all."""
+        gen_keys = [self._gen_key(p) for p in points]
+        all_keys = [self._ns + "seq", *gen_keys, *(self._value_key(k) for k in keys)]
+        args = [int(self.max_ttl_s * 1000), len(gen_keys)]
+        if not also:
+            await self._invalidate(keys=all_keys, args=args)
+            return
+        # EVAL, not the registered script: a pipeline sends SCRIPT EXISTS first for those, a round
+        # trip of its own.
         async with self._client.pipeline(transaction=False) as pipe:
-            for points, keys, also in batch:
-                gen_keys = [self._gen_key(p) for p in points]
-                all_keys = [self._ns + "seq", *gen_keys, *(self._value_key(k) for k in keys)]
-                pipe.eval(_INVALIDATE, len(all_keys), *all_keys, int(self.max_ttl_s * 1000), len(gen_keys))
-                for command in also:
-                    pipe.execute_command(*command)
-            replies = iter(await pipe.execute(raise_on_error=False))
-        failures: list[Exception | None] = []
-        for _, _, also in batch:
-            failed = [r for r in (next(replies) for _ in range(1 + len(also))) if isinstance(r, Exception)]
-            failures.append(failed[0] if failed else None)
-        return failures
+            pipe.eval(_INVALIDATE, len(all_keys), *all_keys, *args)
+            for command in also:
+                pipe.execute_command(*command)
+            await pipe.execute()
 
     # -- cross-process stampede lock --------------------------------------------------------------
 
