@@ -27,12 +27,14 @@ class Recorder:
         self.fail_start = fail_start
         self.start_gate = asyncio.Event()
         self.start_gate.set()
+        self.starting = asyncio.Event()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 kind = (await receive())["type"]
                 if kind == "lifespan.startup":
+                    self.starting.set()
                     await self.start_gate.wait()
                     if self.fail_start:
                         await send({"type": "lifespan.startup.failed", "message": self.fail_start})
@@ -60,7 +62,7 @@ async def test_the_port_opens_after_the_start_and_a_stop_lets_requests_in_flight
     port = bind("127.0.0.1", 0).getsockname()[1]  # a free port, closed again at once
     server = HttpServer(app, SETTINGS, host="127.0.0.1", port=port)
     running = asyncio.create_task(server.run())
-    await asyncio.sleep(0)
+    await asyncio.wait_for(app.starting.wait(), 10)
     assert refused(port), "the port must stay shut while the app starts"
     app.start_gate.set()
     await eventually(lambda: server.started, until=bool, timeout_s=10, what="server started")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -20,7 +19,7 @@ from keel.core.http_server import HttpServer, bind
 from keel.core.runtime import build_app
 from keel.core.service import ServiceSpec
 from keel.core.settings import Settings
-from tests.support.eventually import eventually
+from tests.support.eventually import eventually, eventually_sync
 
 
 @asynccontextmanager
@@ -53,12 +52,13 @@ def served(app: Any, settings: Settings | None = None, *, start_within_s: float 
     )
     thread.start()
     try:
-        deadline = time.monotonic() + start_within_s
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), (
-                f"app did not start within {start_within_s}s"
-            )
-            time.sleep(0.01)
+        eventually_sync(
+            lambda: server.started or not thread.is_alive(),
+            until=bool,
+            timeout_s=start_within_s,
+            what="app started",
+        )
+        assert server.started, "the app did not start"
         yield f"http://127.0.0.1:{port}"
     finally:
         loop.call_soon_threadsafe(server.stop)

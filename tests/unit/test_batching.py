@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from keel.core.batching import GroupCommit
+from tests.support.eventually import eventually
 
 
 class Store:
@@ -36,10 +37,9 @@ async def test_a_lone_item_goes_at_once_and_concurrent_ones_share_batches() -> N
 
     store.gate.clear()
     first = asyncio.create_task(commits.submit(2))
-    await asyncio.sleep(0)  # the batcher's turn: [2] is sent and held at the gate
-    await asyncio.sleep(0)
+    await eventually(lambda: len(store.batches), until=lambda n: n == 2, timeout_s=5, what="[2] sent")
     rest = [asyncio.create_task(commits.submit(n)) for n in range(3, 23)]
-    await asyncio.sleep(0)
+    await eventually(lambda: commits.waiting, until=lambda n: n == 20, timeout_s=5, what="20 waiting")
     store.gate.set()
     assert await asyncio.gather(first, *rest) == [n * 10 for n in range(2, 23)]
     # While [2] ran, the other 20 waited, then went in batches of at most 8, in order.
@@ -61,10 +61,9 @@ async def test_a_caller_cancelled_before_its_batch_is_left_out() -> None:
     store.gate.clear()
     commits = GroupCommit("t", store.write, max_batch=8, max_in_flight=1)
     running = asyncio.create_task(commits.submit(1))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await eventually(lambda: store.batches, until=lambda b: b == [[1]], timeout_s=5, what="[1] sent")
     waiting = [asyncio.create_task(commits.submit(n)) for n in (2, 3)]
-    await asyncio.sleep(0)
+    await eventually(lambda: commits.waiting, until=lambda n: n == 2, timeout_s=5, what="2 waiting")
     waiting[0].cancel()
     store.gate.set()
     assert await running == 10 and await waiting[1] == 30

@@ -49,6 +49,11 @@ class GroupCommit(Generic[T, R]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._sizes = BATCH_SIZES.labels(name)
 
+    @property
+    def waiting(self) -> int:
+        """Items submitted and not yet in a batch."""
+        return len(self._pending)
+
     async def submit(self, item: T) -> R:
         loop = asyncio.get_running_loop()
         result: asyncio.Future[R] = loop.create_future()

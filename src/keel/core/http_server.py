@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from granian._granian import SocketHolder
@@ -243,20 +244,25 @@ def _thread_ids() -> set[str]:
 
 
 async def _new_threads(before: set[str]) -> set[str]:
-    """The threads started since `before` was taken, once there are some (the OS is polled: no event)."""
-    deadline = time.monotonic() + THREADS_START_S
-    while True:
-        new = _thread_ids() - before
-        if new or not before or time.monotonic() > deadline:
-            return new
-        await asyncio.sleep(0.005)
+    """The threads started since `before` was taken, once there are some (none where /proc is not)."""
+    if not before:
+        return set()
+    return await _polled(lambda: _thread_ids() - before, until=bool, timeout_s=THREADS_START_S)
 
 
 async def _gone(threads: set[str]) -> None:
-    deadline = time.monotonic() + THREADS_STOP_S
+    await _polled(lambda: threads & _thread_ids(), until=lambda alive: not alive, timeout_s=THREADS_STOP_S)
+
+
+async def _polled(
+    probe: Callable[[], set[str]], *, until: Callable[[set[str]], bool], timeout_s: float
+) -> set[str]:
+    """`probe()` every 5 ms until `until` holds or `timeout_s` passes (the OS is polled: no event)."""
+    deadline = time.monotonic() + timeout_s
     while True:
-        if not threads & _thread_ids() or time.monotonic() > deadline:
-            return
+        value = probe()
+        if until(value) or time.monotonic() > deadline:
+            return value
         await asyncio.sleep(0.005)
 
 

@@ -192,7 +192,10 @@ class RateLimiter:
         """Counts one request of `caller` against a permit this process holds, without awaiting;
         False when there is none in hand (then `check` decides)."""
         lease = self._leases.get(caller)
-        if lease is None or not lease.permits or time.monotonic() >= lease.expires:
+        return lease is not None and self._take(lease, time.monotonic())
+
+    def _take(self, lease: _Lease, now: float) -> bool:
+        if not lease.permits or now >= lease.expires:
             return False
         lease.permits -= 1
         lease.used += 1
@@ -208,10 +211,7 @@ class RateLimiter:
                 del self._leases[next(iter(self._leases))]
         while True:
             now = time.monotonic()
-            if lease.permits and now < lease.expires:
-                lease.permits -= 1
-                lease.used += 1
-                self._allowed.inc()
+            if self._take(lease, now):
                 return
             if now < lease.refused_until:
                 self._limited.inc()
