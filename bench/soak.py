@@ -1,4 +1,5 @@
-"""`make soak`: `keel up` under the ticket create load for 10 minutes, RSS sampled with psutil; memory
+"""`make soak`: `keel up` under the ticket create load for 10 minutes, as deployed (tracing at the
+default sampling to a loopback OTLP receiver, access log on), RSS sampled with psutil; memory
 may grow at most 10 % from its level after the warm-up (issue 7). Prints start/peak/end RSS and the
 growth, and appends the result to bench/results/soak.md.
 
@@ -23,6 +24,7 @@ from bench.procs import free_port, keel_bin, postgres_server, private_redis, scr
 from bench.run import git_sha
 from bench.workloads import Context
 from bench.workloads.memory import MIB, rss
+from tests.support.otlp import OtlpReceiver
 
 TARGET_GROWTH = 0.10  # the issue's bound
 DURATION_S = float(os.environ.get("SOAK_DURATION_S", 600))
@@ -45,6 +47,7 @@ class Soak:
     errors: int
     # RSS once a minute of the measured part, for the shape of the curve.
     minutes: list[int]
+    spans: int  # received by the loopback OTLP receiver
 
     @property
     def growth(self) -> float:
@@ -74,9 +77,11 @@ def per_minute(samples: list[tuple[float, int]]) -> list[int]:
     return [r for minute, r in sorted(by_minute.items()) if (minute + 1) * 60 <= samples[-1][0] + SAMPLE_S]
 
 
-async def soak(ctx: Context, port: int) -> Soak:
+async def soak(ctx: Context, port: int, sink: OtlpReceiver) -> Soak:
+    """As deployed: traces exported at the default sampling and the access log on."""
     argv = [keel_bin(), "up", "--port", str(port)]
-    async with service(argv, ctx.service_env(), ctx.logdir, "keel-up-soak", port) as child:
+    env = {**ctx.service_env(), "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "ACCESS_LOG": "true"}
+    async with service(argv, env, ctx.logdir, "keel-up-soak", port) as child:
         base = f"http://127.0.0.1:{port}"
         user = f"bench-soak-{ctx.run_id}"
         # One wrk run covers warm-up and measurement: no gap in the load where memory could be returned.
@@ -94,6 +99,7 @@ async def soak(ctx: Context, port: int) -> Soak:
         requests=round(result.rps * (WARMUP_S + DURATION_S)),
         errors=result.errors + result.non2xx,
         minutes=per_minute(measured),
+        spans=sink.received,
     )
 
 
@@ -102,7 +108,9 @@ def report(result: Soak, started: datetime, command: str) -> str:
     curve = ", ".join(f"{m / MIB:.0f}" for m in result.minutes)
     return (
         f"## {started:%Y-%m-%d %H:%M} UTC · `{git_sha()}` · {os.cpu_count()} cores\n\n"
-        f"`{command}`: `keel up` (memory bus, private Redis, scratch database) under `wrk` POST /v1/tickets "
+        f"`{command}`: `keel up` (memory bus, private Redis, scratch database; tracing on at the default "
+        f"sampling to a loopback OTLP receiver, {result.spans:,} spans received; access log on) under "
+        "`wrk` POST /v1/tickets "
         f"for {WARMUP_S:g} s of warm-up + {DURATION_S:g} s measured; RSS (process + children) by psutil "
         f"every {SAMPLE_S:g} s; start/end = median of the last {LEVEL_WINDOW_S:g} s of warm-up / of the run.\n\n"
         "| start RSS | peak RSS | end RSS | growth | target | met? | load |\n"
@@ -121,7 +129,8 @@ async def main() -> int:
     with postgres_server(cfg.admin_dsn) as admin_dsn, private_redis() as redis_url:
         async with scratch_database(admin_dsn) as dsn:
             ctx = Context(cfg=cfg, dsn=dsn, redis_url=redis_url, brokers="", logdir=logdir)
-            result = await soak(ctx, free_port())
+            with OtlpReceiver(keep=False) as sink:
+                result = await soak(ctx, free_port(), sink)
     command = "make soak" if DURATION_S == 600 and WARMUP_S == 60 else "python -m bench.soak"
     text = report(result, started, command) + f"\nServer log: `{logdir}`\n"
     print(text)

@@ -217,3 +217,67 @@ async def test_a_fast_route_keeps_its_server_span_and_a_declined_one_makes_no_se
         ("/items/{item_id}", TRACE_ID),
         ("/items/{item_id}", format(servers[1].context.trace_id, "032x")),
     ]
+
+
+@pytest.fixture
+def ratio_spans() -> Iterator[tuple[Finished, TraceIdRatioBased]]:
+    exporter = InMemorySpanExporter()
+    root = TraceIdRatioBased(0.5)
+    telemetry.setup_tracing("test", None, sampler=ParentBased(root), exporter=exporter)
+
+    def finished() -> Sequence[ReadableSpan]:
+        telemetry.active().provider.force_flush()  # type: ignore[union-attr]
+        return exporter.get_finished_spans()
+
+    yield finished, root
+    telemetry.shutdown_tracing()
+
+
+async def test_server_spans_keep_the_traces_the_sampler_keeps_and_every_request_has_trace_ids(
+    ratio_spans: tuple[Finished, TraceIdRatioBased], log_lines
+):
+    """A new trace's sampling is decided without an SDK span (keel.core.spans): the traces recorded
+    are the ones the SDK's own sampler keeps, and an unsampled request still logs its trace ids."""
+    finished, root = ratio_spans
+    app = create_app(title="t", settings=Settings(_env_file=None))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        for _ in range(200):
+            await client.get("/nowhere")
+    lines = [line for line in log_lines() if line["logger"] == "keel.access"]
+    traces = [int(str(line["trace_id"]), 16) for line in lines]
+    assert len(set(traces)) == 200
+    kept = {t for t in traces if root.should_sample(None, t, "GET").decision.is_sampled()}
+    recorded = finished()
+    assert 40 < len(kept) < 160  # half, give or take
+    assert {span.context.trace_id for span in recorded} == kept
+    assert all(span.parent is None and span.name == "GET unmatched" for span in recorded)
+
+
+async def test_a_caller_s_decision_and_trace_state_are_followed(
+    ratio_spans: tuple[Finished, TraceIdRatioBased], log_lines
+):
+    finished, _ = ratio_spans
+    router = APIRouter()
+
+    @router.get("/carried")
+    async def carried() -> dict[str, str]:
+        return dict(telemetry.carrier(Event("t", {}).headers))
+
+    app = create_app(title="t", settings=Settings(_env_file=None), routers=[router])
+    caller = "00f067aa0ba902b7"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        dropped = await client.get("/carried", headers={"traceparent": f"00-{TRACE_ID}-{caller}-00"})
+        kept = await client.get(
+            "/carried",
+            headers={"traceparent": f"00-{TRACE_ID}-{caller}-01", "tracestate": "vendor=v1"},
+        )
+    # The events a request emits continue its trace, under its span, with the caller's state.
+    _, trace_id, span_id, flags = dropped.json()["traceparent"].split("-")
+    assert (trace_id, flags) == (TRACE_ID, "00") and span_id != caller
+    assert kept.json()["traceparent"].split("-")[3] == "01"
+    assert kept.json()["tracestate"] == "vendor=v1"
+    (server,) = finished()  # the caller kept one trace: that request's span only
+    assert server.parent is not None and format(server.parent.span_id, "016x") == caller
+    assert kept.json()["traceparent"].split("-")[2] == format(server.context.span_id, "016x")
+    assert server.name == "GET /carried" and server.attributes is not None
+    assert server.attributes["http.route"] == "/carried" and server.attributes["url.path"] == "/carried"

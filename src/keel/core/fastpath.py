@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from re import Pattern
 from urllib.parse import unquote_plus
 
-from opentelemetry.trace import Span
 from starlette.convertors import StringConvertor
 from starlette.routing import compile_path
 from starlette.types import Scope, Send
@@ -155,7 +154,7 @@ class FastEdge:
         scope: Scope,
         send: Send,
         matched: tuple[FastRoute, dict[str, str]] | None = None,
-        span: Span | None = None,
+        span: spans.server_span | None = None,
     ) -> bool:
         """True when a fast route answered; False when nothing was sent or counted (the app answers).
         `span`: the request's server span (tracing on), named and closed out here when it answers."""
@@ -184,7 +183,7 @@ class FastEdge:
                 expired = deadline is not None and deadline.expired()
                 status = await send_failure(send, exc, expired, self.timeout_s, rid_header)
                 if span is not None:
-                    spans.finish_server_span(span, "GET", route.path, status)
+                    span.finish("GET", route.path, status)
                 self.metrics.observe("GET", route.path, status, time.perf_counter() - begin)
                 return True
             if answer is None:
@@ -195,7 +194,7 @@ class FastEdge:
                 )
             finally:
                 if span is not None:
-                    spans.finish_server_span(span, "GET", route.path, answer.status)
+                    span.finish("GET", route.path, answer.status)
                 self.metrics.observe("GET", route.path, answer.status, time.perf_counter() - begin)
             return True
         finally:

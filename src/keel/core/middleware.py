@@ -8,7 +8,6 @@ import asyncio
 import logging
 import time
 
-from opentelemetry.trace import Span
 from prometheus_client.metrics import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -85,7 +84,9 @@ class EdgeMiddleware:
         else:
             await self._serve(scope, receive, send, None)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, span: Span | None) -> None:
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, span: spans.server_span | None
+    ) -> None:
         given_id, declared = request_headers(scope)
         request_id = accept_request_id(given_id)
         token = set_request_id(request_id)
@@ -100,7 +101,7 @@ class EdgeMiddleware:
             # or a client could send its next request on a connection being closed.
             await _send_error(send, 413, "payload_too_large", "request body is too large", rid_header, CLOSE)
             if span is not None:
-                spans.finish_server_span(span, scope["method"], "unmatched", 413)
+                span.finish(scope["method"], "unmatched", 413)
             HTTP_REQUESTS.labels(scope["method"], "unmatched", "413").inc()
             reset_request_id(token)
             return
@@ -129,7 +130,7 @@ class EdgeMiddleware:
                 in_flight.count -= 1
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             if span is not None:
-                spans.finish_server_span(span, scope["method"], route, status)
+                span.finish(scope["method"], route, status)
             self.metrics.observe(scope["method"], route, status, time.perf_counter() - begin)
             reset_request_id(token)
 

@@ -6,14 +6,25 @@ handled alone, one per batch (linked to every record) when a batch is handled in
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.trace.sampling import Sampler
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, TraceIdRatioBased
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 from keel.core import telemetry
 from keel.core.bus.message import Message, OutgoingMessage
@@ -153,21 +164,36 @@ def start_sending(messages: Sequence[OutgoingMessage]) -> Sending | None:
 # --- serving ---
 
 
-_NO_CONTEXT = otel_context.Context()
+_LOW_64 = TraceIdRatioBased.TRACE_ID_LIMIT
+_RANDOM = TraceFlags.RANDOM_TRACE_ID  # W3C level 2: the trace id's low bits are random (ours are)
+_FLAGS = {
+    (sampled, random): TraceFlags((TraceFlags.SAMPLED if sampled else 0) | (_RANDOM if random else 0))
+    for sampled in (False, True)
+    for random in (False, True)
+}
+_ERROR = Status(StatusCode.ERROR)
+_UNSET = Status(StatusCode.UNSET)
 
 
 class server_span:
-    """The one server span of a request, a child of the caller's `traceparent`; the route template
-    and status are set by the edge once known. Most requests are not sampled: their span records
-    nothing, so its attributes are only built for a span that records (a class rather than a
-    generator-based context manager: this runs on every request)."""
+    """The one server span of a request, a child of the caller's `traceparent`; the edge names it
+    after the route and sets the status once known (`finish_server_span`).
 
-    __slots__ = ("_scope", "_span", "_token")
+    The SDK's `Tracer.start_span` is not used here: it costs more than a cached GET's own work (bench
+    /results/changes.md). The sampler's decision is made the SDK's way — its ratio rule on a fresh
+    root, else the sampler itself — and the request runs under a bare span context carrying that
+    decision (what the logs, the client spans and the events' `traceparent` read). A sampled span is
+    recorded as the SDK's `ReadableSpan` at the end and handed to the same batch processor as every
+    other span, so the collector sees what the SDK would have sent. A class rather than a generator-based
+    context manager: this runs on every request."""
+
+    __slots__ = ("_attributes", "_context", "_name", "_parent", "_scope", "_start", "_status", "_token")
 
     def __init__(self, scope: MutableMapping[str, Any]) -> None:
         self._scope = scope
+        self._start = 0  # the start time of a recorded span; 0: not sampled
 
-    def __enter__(self) -> Span:
+    def __enter__(self) -> server_span:
         tracing = telemetry.active()
         assert tracing is not None
         scope = self._scope
@@ -177,38 +203,75 @@ class server_span:
                 carried = carried or {}
                 carried[name.decode("latin-1")] = value.decode("latin-1")
         method = scope["method"]
-        span = tracing.tracer.start_span(
-            method,
-            context=propagate.extract(carried) if carried else _NO_CONTEXT,
-            kind=SpanKind.SERVER,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    "http.request.method": method,
-                    "url.path": scope["path"],
-                    "url.scheme": scope.get("scheme", "http"),
-                }
+        parent: SpanContext | None = None
+        if carried is not None:
+            parent_context = propagate.extract(carried)
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if not parent.is_valid:
+                parent = None
+        ids = tracing.provider.id_generator
+        state = None
+        if parent is None and tracing.root_bound is not None:
+            trace_id = ids.generate_trace_id()
+            sampled = trace_id & _LOW_64 < tracing.root_bound
+            random = True
+        else:
+            trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
+            decision = tracing.sampler.should_sample(
+                parent_context if parent is not None else None, trace_id, method, SpanKind.SERVER
             )
-        self._span = span
-        self._token = otel_context.attach(trace.set_span_in_context(span))
-        return span
+            sampled, state = decision.decision is Decision.RECORD_AND_SAMPLE, decision.trace_state
+            random = parent.trace_flags.random_trace_id if parent is not None else True
+        context = SpanContext(trace_id, ids.generate_span_id(), False, _FLAGS[sampled, random], state)
+        self._context = context
+        if sampled:
+            self._start = time.time_ns()
+            self._parent = parent
+            self._name = method
+            self._status = _UNSET
+            self._attributes = {
+                "http.request.method": method,
+                "url.path": scope["path"],
+                "url.scheme": scope.get("scheme", "http"),
+            }
+        self._token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(context)))
+        return self
+
+    def is_recording(self) -> bool:
+        return self._start != 0
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def finish(self, method: str, route: str, status: int) -> None:
+        """Name the span after its route and set the status (the edge knows them at the end)."""
+        if self._start:
+            self._name = f"{method} {route}"
+            self._attributes["http.route"] = route
+            self._attributes["http.response.status_code"] = status
+            if status >= 500:
+                self._status = _ERROR
 
     def __exit__(self, *exc: object) -> None:
         otel_context.detach(self._token)
-        self._span.end()
-
-
-def finish_server_span(span: Span, method: str, route: str, status: int) -> None:
-    if not span.is_recording():
-        return
-    span.update_name(f"{method} {route}")
-    span.set_attribute("http.route", route)
-    span.set_attribute("http.response.status_code", status)
-    if status >= 500:
-        span.set_status(Status(StatusCode.ERROR))
+        if self._start:
+            tracing = telemetry.active()
+            if tracing is None:  # tracing was shut down while the request ran
+                return
+            tracing.processor.on_end(
+                ReadableSpan(
+                    self._name,
+                    self._context,
+                    self._parent,
+                    tracing.resource,
+                    self._attributes,
+                    kind=SpanKind.SERVER,
+                    status=self._status,
+                    start_time=self._start,
+                    end_time=time.time_ns(),
+                    instrumentation_scope=tracing.scope,
+                )
+            )
 
 
 # --- command-line tools ---

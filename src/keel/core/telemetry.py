@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 log = logging.getLogger("keel.telemetry")
 
@@ -50,6 +51,23 @@ class Tracing:
     tracer: trace.Tracer
     # Database and Redis client spans: only under a span of ours (a relay's poll starts no trace).
     clients: TracerProvider | None
+    # What the server span (keel.core.spans) records through without an SDK span: see there.
+    sampler: Sampler
+    processor: SpanProcessor
+    resource: Resource
+    scope: InstrumentationScope
+    # A root is sampled when the low 64 bits of its trace id are under this bound (the SDK's
+    # TraceIdRatioBased rule; 0 for always_off), so a server span decides it in one comparison.
+    # None for a sampler of another kind: it is asked.
+    root_bound: int | None
+
+
+def root_bound(sampler: Sampler) -> int | None:
+    """`Tracing.root_bound` for the samplers make_sampler builds; None for any other."""
+    root = sampler._root if isinstance(sampler, ParentBased) else sampler
+    if isinstance(root, TraceIdRatioBased):
+        return root.bound
+    return 0 if root is ALWAYS_OFF else None
 
 
 _tracing: Tracing | None = None
@@ -95,7 +113,8 @@ def setup_tracing(
     shutdown_tracing()  # a second app in one process (tests) replaces the first's provider
     resource = Resource.create({"service.name": service_name})
     processor = BatchSpanProcessor(exporter)
-    provider = TracerProvider(resource=resource, sampler=sampler or make_sampler(None, None))
+    sampler = sampler or make_sampler(None, None)
+    provider = TracerProvider(resource=resource, sampler=sampler)
     provider.add_span_processor(processor)
     clients = None
     if client_spans:
@@ -104,7 +123,16 @@ def setup_tracing(
         _instrument_clients(clients)
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)  # for code that asks the global one; set once per process
-    _tracing = Tracing(provider, provider.get_tracer("keel"), clients)
+    _tracing = Tracing(
+        provider,
+        provider.get_tracer("keel"),
+        clients,
+        sampler,
+        processor,
+        resource,
+        InstrumentationScope("keel"),
+        root_bound(sampler),
+    )
     return True
 
 
