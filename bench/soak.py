@@ -1,5 +1,5 @@
-"""`make soak`: `keel up` under the ticket create load for 10 minutes, as deployed (tracing at the
-default sampling to a loopback OTLP receiver, access log on), RSS sampled with psutil; memory
+"""`make soak`: `keel up` under the ticket create load for 10 minutes, with tracing on (every trace
+kept, as `keel up` does, to a loopback OTLP receiver) and the access log on, RSS sampled with psutil; memory
 may grow at most 10 % from its level after the warm-up (issue 7). Prints start/peak/end RSS and the
 growth, and appends the result to bench/results/soak.md.
 
@@ -78,7 +78,7 @@ def per_minute(samples: list[tuple[float, int]]) -> list[int]:
 
 
 async def soak(ctx: Context, port: int, sink: OtlpReceiver) -> Soak:
-    """As deployed: traces exported at the default sampling and the access log on."""
+    """Traces exported (`keel up` keeps every one) and the access log on."""
     argv = [keel_bin(), "up", "--port", str(port)]
     env = {**ctx.service_env(), "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "ACCESS_LOG": "true"}
     async with service(argv, env, ctx.logdir, "keel-up-soak", port) as child:
@@ -108,8 +108,9 @@ def report(result: Soak, started: datetime, command: str) -> str:
     curve = ", ".join(f"{m / MIB:.0f}" for m in result.minutes)
     return (
         f"## {started:%Y-%m-%d %H:%M} UTC · `{git_sha()}` · {os.cpu_count()} cores\n\n"
-        f"`{command}`: `keel up` (memory bus, private Redis, scratch database; tracing on at the default "
-        f"sampling to a loopback OTLP receiver, {result.spans:,} spans received; access log on) under "
+        f"`{command}`: `keel up` (memory bus, private Redis, scratch database; tracing on, every trace "
+        f"kept as `keel up` does, to a loopback OTLP receiver: {result.spans:,} spans received; access "
+        "log on) under "
         "`wrk` POST /v1/tickets "
         f"for {WARMUP_S:g} s of warm-up + {DURATION_S:g} s measured; RSS (process + children) by psutil "
         f"every {SAMPLE_S:g} s; start/end = median of the last {LEVEL_WINDOW_S:g} s of warm-up / of the run.\n\n"

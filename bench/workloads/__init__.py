@@ -62,6 +62,7 @@ def all_workloads() -> list[Workload]:
     from bench.workloads.memory import MemoryWorkload
     from bench.workloads.orders import OrderGet
     from bench.workloads.production import ProductionConfig
+    from bench.workloads.scale import ScaleOut
     from bench.workloads.tickets import TicketCreate, TicketCreatePgBouncer, TicketList
 
     return [
@@ -70,6 +71,7 @@ def all_workloads() -> list[Workload]:
         TicketList(),
         OrderGet(),
         ProductionConfig(),
+        ScaleOut(),
         DeliveryPrefetch(),
         RelayWorkload(),
         ConsumerWorkload(),

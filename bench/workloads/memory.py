@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 import psutil
 from bench import loadgen
@@ -17,6 +18,7 @@ SAMPLE_S = 0.1
 # How long `keel up` sits idle (after it answers /healthz) before the idle figure is taken.
 IDLE_S = 3.0
 MIB = 1024 * 1024
+T = TypeVar("T")
 
 
 def rss(pid: int) -> int:
@@ -38,6 +40,16 @@ async def peak_rss(pid: int, seconds: float) -> int:
         peak = max(peak, rss(pid))
         await asyncio.sleep(SAMPLE_S)
     return peak
+
+
+async def peak_while(pid: int, work: Awaitable[T]) -> tuple[T, int]:
+    """`work`'s result and the peak RSS of `pid` while it ran."""
+    task = asyncio.ensure_future(work)
+    peak = rss(pid)
+    while not task.done():
+        peak = max(peak, rss(pid))
+        await asyncio.wait({task}, timeout=SAMPLE_S)
+    return task.result(), peak
 
 
 class MemoryWorkload:

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 import httpx
 import jwt
 from bench import loadgen
-from bench.procs import free_port, keel_bin, service
+from bench.procs import Child, free_port, keel_bin, service
 from bench.report import Row, Sample, median
 from bench.workloads import Context
+from bench.workloads.memory import MIB, SAMPLE_S, peak_while, rss
 from bench.workloads.orders import stored_order
 from bench.workloads.tickets import DESCRIPTION, LIST_TICKETS, TITLE, ticket_service
 from tests.support.otlp import OtlpReceiver
@@ -61,7 +62,8 @@ class ProductionConfig:
 
     async def run(self, ctx: Context) -> Sequence[Row]:
         rows: list[Row] = []
-        with OtlpReceiver() as sink:
+        self.memory: dict[str, tuple[int, int]] = {}
+        with OtlpReceiver(keep=False) as sink:
             on = production(sink, secrets.token_urlsafe(32))
             # Tracing alone, at the default sampling; and everything with every trace kept (no target).
             tracing = {**OFF, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}
@@ -71,9 +73,9 @@ class ProductionConfig:
                 ("tracing", tracing),
                 ("all", {**on, "OTEL_TRACES_SAMPLER": "always_on"}),
             )
-            ticket_figures = {k: await self._tickets(ctx, env) for k, env in configs}
-            order_figures = {k: await self._order(ctx, env) for k, env in configs}
-            spans = len(sink.spans)
+            ticket_figures = {k: await self._tickets(ctx, env, k) for k, env in configs}
+            order_figures = {k: await self._order(ctx, env, k) for k, env in configs}
+            spans = sink.received
         note = (
             f"on: OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> (default sampler: parent-based 10 %; "
             f"{spans:,} spans received), ACCESS_LOG=true, TICKETS_RATE_LIMIT={LIMIT} (Redis), "
@@ -106,9 +108,36 @@ class ProductionConfig:
                     note="as above with OTEL_TRACES_SAMPLER=always_on: the cost of tracing every request",
                 )
             )
+        rows.append(self._memory_row())
         return rows
 
-    async def _tickets(self, ctx: Context, env: dict[str, str]) -> Sample:
+    async def _measure(self, ctx: Context, child: Child, base: str, args: list[str], name: str) -> Sample:
+        """The load's figures; RSS of the process idle (just before) and at its peak under the load."""
+        idle = rss(child.pid)
+        (figures, _), peak = await peak_while(
+            child.pid, loadgen.measure(ctx.cfg, base, "get", args, server_pid=child.pid)
+        )
+        if name.endswith(("(off)", "(on)")):
+            self.memory[name] = (idle, peak)
+        return median(figures)
+
+    def _memory_row(self) -> Row:
+        text = "; ".join(
+            f"{name}: idle {idle / MIB:.0f} MiB, peak {peak / MIB:.0f} MiB under load"
+            for name, (idle, peak) in self.memory.items()
+        )
+        return Row(
+            "RSS per service process, production config (tracing, access log, limit, jwt)",
+            None,
+            None,
+            "",
+            None,
+            text=text,
+            note="psutil (process and children): idle = after its warm-up requests, before the load; "
+            f"peak sampled every {SAMPLE_S}s under the rows' load above",
+        )
+
+    async def _tickets(self, ctx: Context, env: dict[str, str], config: str) -> Sample:
         user, path = f"bench-prod-{ctx.run_id}", "/v1/tickets"
         caller = identity_args(user, env)
         async with ticket_service(ctx, extra_env=env) as (child, base):
@@ -118,10 +147,9 @@ class ProductionConfig:
                         body = {"title": f"{TITLE} {i}", "description": DESCRIPTION}
                         (await client.post(path, json=body)).raise_for_status()
                 (await client.get(path)).raise_for_status()  # fills the cache
-            figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, *caller], server_pid=child.pid)
-        return median(figures)
+            return await self._measure(ctx, child, base, [path, *caller], f"`keel serve tickets` ({config})")
 
-    async def _order(self, ctx: Context, env: dict[str, str]) -> Sample:
+    async def _order(self, ctx: Context, env: dict[str, str], config: str) -> Sample:
         order = await stored_order(ctx, f"benchprod{ctx.run_id}")
         port = free_port()
         argv = [keel_bin(), "serve", "orders", "--port", str(port)]
@@ -133,5 +161,4 @@ class ProductionConfig:
             caller = identity_args("bench", env)
             async with httpx.AsyncClient(base_url=base, headers=identity_headers(caller)) as client:
                 (await client.get(path)).raise_for_status()
-            figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, *caller], server_pid=child.pid)
-        return median(figures)
+            return await self._measure(ctx, child, base, [path, *caller], f"`keel serve orders` ({config})")

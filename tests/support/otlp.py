@@ -1,5 +1,6 @@
 """An OTLP/HTTP trace receiver on loopback, in process: what a collector would get from Keel's
-exporter, decoded into plain records that tests query by trace."""
+exporter (OTLP's JSON encoding, keel.core.otlp_json), decoded into plain records that tests query by
+trace."""
 
 from __future__ import annotations
 
@@ -9,11 +10,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
+import orjson
 
 
 @dataclass(frozen=True)
@@ -28,9 +25,42 @@ class ReceivedSpan:
     links: tuple[tuple[str, str], ...] = ()  # (trace id, span id)
 
 
-def _value(v: Any) -> Any:
-    kind = v.WhichOneof("value")
-    return getattr(v, kind) if kind else None
+_KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+
+
+def _json_value(v: dict[str, Any]) -> Any:
+    ((kind, value),) = v.items()
+    if kind == "intValue":
+        return int(value)
+    if kind == "arrayValue":
+        return [_json_value(x) for x in value.get("values", [])]
+    return value
+
+
+def _json_attributes(attributes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {a["key"]: _json_value(a["value"]) for a in attributes}
+
+
+def _from_json(request: dict[str, Any]) -> list[ReceivedSpan]:
+    """An ExportTraceServiceRequest in OTLP's JSON encoding (what Keel's exporter sends)."""
+    got = []
+    for resource_spans in request["resourceSpans"]:
+        resource = _json_attributes(resource_spans["resource"]["attributes"])
+        for scope_spans in resource_spans["scopeSpans"]:
+            for s in scope_spans["spans"]:
+                got.append(
+                    ReceivedSpan(
+                        service=str(resource.get("service.name")),
+                        name=s["name"],
+                        kind=_KINDS[s["kind"]],
+                        trace_id=s["traceId"],
+                        span_id=s["spanId"],
+                        parent_id=s.get("parentSpanId") or None,
+                        attributes=_json_attributes(s.get("attributes", [])),
+                        links=tuple((link["traceId"], link["spanId"]) for link in s.get("links", [])),
+                    )
+                )
+    return got
 
 
 class OtlpReceiver:
@@ -48,10 +78,10 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 if self.headers.get("content-encoding") == "gzip":
                     body = gzip.decompress(body)
-                receiver._take(body)
-                reply = ExportTraceServiceResponse().SerializeToString()
+                receiver._add(_from_json(orjson.loads(body)))
+                reply = b"{}"  # an ExportTraceServiceResponse: nothing rejected
                 self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
@@ -71,33 +101,11 @@ class OtlpReceiver:
         self._server.shutdown()
         self._server.server_close()
 
-    def _take(self, body: bytes) -> None:
-        request = ExportTraceServiceRequest.FromString(body)
-        if not self._keep:
-            count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-            with self._lock:
-                self.received += count
-            return
-        got = []
-        for resource_spans in request.resource_spans:
-            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for s in scope_spans.spans:
-                    got.append(
-                        ReceivedSpan(
-                            service=str(resource.get("service.name")),
-                            name=s.name,
-                            kind=SpanProto.SpanKind.Name(s.kind).removeprefix("SPAN_KIND_"),
-                            trace_id=s.trace_id.hex(),
-                            span_id=s.span_id.hex(),
-                            parent_id=s.parent_span_id.hex() or None,
-                            attributes={a.key: _value(a.value) for a in s.attributes},
-                            links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in s.links),
-                        )
-                    )
+    def _add(self, got: list[ReceivedSpan]) -> None:
         with self._lock:
-            self.spans.extend(got)
             self.received += len(got)
+            if self._keep:
+                self.spans.extend(got)
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         with self._lock:

@@ -25,6 +25,8 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from keel.core.otlp_json import JsonSpanExporter
+
 log = logging.getLogger("keel.telemetry")
 
 Headers = Iterable[tuple[str, bytes]]
@@ -107,9 +109,8 @@ def setup_tracing(
     if exporter is None and not endpoint:
         return False
     if exporter is None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")  # type: ignore[union-attr]
+        assert endpoint is not None
+        exporter = JsonSpanExporter(f"{endpoint.rstrip('/')}/v1/traces")
     shutdown_tracing()  # a second app in one process (tests) replaces the first's provider
     resource = Resource.create({"service.name": service_name})
     processor = BatchSpanProcessor(exporter)

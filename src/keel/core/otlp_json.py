@@ -1,0 +1,198 @@
+"""Spans to an OTLP/HTTP receiver in the protocol's JSON encoding (`application/json`, OTLP 1.x: ids
+in hex, 64-bit integers as strings), which every OTLP/HTTP receiver accepts beside protobuf.
+
+Why not the SDK's OTLP/HTTP exporter: its protobuf encoder builds a message object per span,
+attribute and value in Python, several times the cost of the span itself; the batch processor runs it
+on a thread of the serving process, under the same GIL as the requests. Built as plain dicts and
+serialised by orjson, a batch costs a fraction of that (docs/design-decisions.md, with the figure).
+Like the SDK's exporter: OTEL_EXPORTER_OTLP_HEADERS (and _TRACES_HEADERS), gzip with
+OTEL_EXPORTER_OTLP_COMPRESSION=gzip, and a batch refused with 429/502/503/504 or not delivered is
+retried with backoff until the export timeout."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+import orjson
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanContext
+from opentelemetry.util.re import parse_env_headers
+
+log = logging.getLogger("keel.telemetry")
+
+RETRYABLE = frozenset({429, 502, 503, 504})
+TIMEOUT_S = 10.0
+# OTLP SpanFlags: the parent's remoteness is known (bit 8) and the parent is remote (bit 9).
+_HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
+_NO_PARENT_FLAGS = _HAS_IS_REMOTE
+
+
+def _value(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"stringValue": value}
+    if isinstance(value, bool):  # before int: a bool is an int
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, bytes):
+        return {"stringValue": value.decode("utf-8", "replace")}
+    if isinstance(value, Sequence):
+        return {"arrayValue": {"values": [_value(v) for v in value]}}
+    return {"stringValue": str(value)}
+
+
+def _attributes(attributes: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    return [{"key": k, "value": _value(v)} for k, v in attributes.items()] if attributes else []
+
+
+def _flags(parent: SpanContext | None) -> int:
+    if parent is None:
+        return _NO_PARENT_FLAGS
+    return _HAS_IS_REMOTE | _IS_REMOTE if parent.is_remote else _HAS_IS_REMOTE
+
+
+def _span(span: ReadableSpan) -> dict[str, Any]:
+    context = span.context
+    assert context is not None
+    out: dict[str, Any] = {
+        "traceId": format(context.trace_id, "032x"),
+        "spanId": format(context.span_id, "016x"),
+        "name": span.name,
+        "kind": span.kind.value + 1,  # the API's enum starts at INTERNAL = 0; OTLP's at UNSPECIFIED
+        "startTimeUnixNano": str(span.start_time),
+        "endTimeUnixNano": str(span.end_time),
+        "attributes": _attributes(span.attributes),
+        "flags": _flags(span.parent),
+    }
+    if span.parent is not None:
+        out["parentSpanId"] = format(span.parent.span_id, "016x")
+    if context.trace_state:
+        out["traceState"] = context.trace_state.to_header()
+    status = span.status
+    if status.status_code.value:
+        out["status"] = {"code": status.status_code.value, "message": status.description or ""}
+    if span.events:
+        out["events"] = [
+            {"timeUnixNano": str(e.timestamp), "name": e.name, "attributes": _attributes(e.attributes)}
+            for e in span.events
+        ]
+    if span.links:
+        out["links"] = [
+            {
+                "traceId": format(link.context.trace_id, "032x"),
+                "spanId": format(link.context.span_id, "016x"),
+                "attributes": _attributes(link.attributes),
+                "flags": _flags(link.context),
+            }
+            for link in span.links
+        ]
+    for name, field in (
+        ("droppedAttributesCount", span.dropped_attributes),
+        ("droppedEventsCount", span.dropped_events),
+        ("droppedLinksCount", span.dropped_links),
+    ):
+        if field:
+            out[name] = field
+    return out
+
+
+def encode(spans: Sequence[ReadableSpan]) -> bytes:
+    """An ExportTraceServiceRequest: spans grouped by resource, then by instrumentation scope."""
+    grouped: dict[Any, dict[Any, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    resources: dict[int, Any] = {}
+    for span in spans:
+        # Resources compared by identity: a process has one (hashing one serialises its attributes).
+        resources.setdefault(id(span.resource), span.resource)
+        grouped[id(span.resource)][span.instrumentation_scope].append(_span(span))
+    request = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": _attributes(resources[key].attributes)},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": scope.name, "version": scope.version or ""} if scope else {},
+                        "spans": encoded,
+                    }
+                    for scope, encoded in by_scope.items()
+                ],
+            }
+            for key, by_scope in grouped.items()
+        ]
+    }
+    return orjson.dumps(request)
+
+
+def env_headers() -> dict[str, str]:
+    """The standard variables, the traces-only one winning (what the SDK's exporter reads)."""
+    return {
+        **parse_env_headers(os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", ""), liberal=True),
+        **parse_env_headers(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS", ""), liberal=True),
+    }
+
+
+class JsonSpanExporter(SpanExporter):
+    """POSTs each batch to `endpoint` (…/v1/traces); called by the batch processor's one thread."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        compression: str | None = None,
+        timeout_s: float = TIMEOUT_S,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        compression = compression or os.environ.get("OTEL_EXPORTER_OTLP_COMPRESSION", "")
+        self.gzip = compression.strip().lower() == "gzip"
+        sent = {"content-type": "application/json", **(env_headers() if headers is None else headers)}
+        if self.gzip:
+            sent["content-encoding"] = "gzip"
+        self._client = httpx.Client(headers=sent, timeout=timeout_s)
+        self._stopped = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._stopped.is_set():
+            return SpanExportResult.FAILURE
+        body = encode(spans)
+        if self.gzip:
+            body = gzip.compress(body, compresslevel=6)
+        deadline = time.monotonic() + self.timeout_s
+        delay = 1.0
+        while True:
+            try:
+                left = max(0.1, deadline - time.monotonic())
+                status = self._client.post(self.endpoint, content=body, timeout=left).status_code
+            except httpx.HTTPError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                if status < 300:
+                    return SpanExportResult.SUCCESS
+                reason = f"HTTP {status}"
+                if status not in RETRYABLE:
+                    log.warning("trace export refused: %s, %d spans dropped", reason, len(spans))
+                    return SpanExportResult.FAILURE
+            wait = delay * random.uniform(0.8, 1.2)
+            if time.monotonic() + wait > deadline or self._stopped.wait(wait):
+                log.warning("trace export failed: %s, %d spans dropped", reason, len(spans))
+                return SpanExportResult.FAILURE
+            delay *= 2
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self._stopped.set()
+        self._client.close()
