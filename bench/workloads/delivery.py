@@ -17,6 +17,8 @@ from bench import limits, loadgen
 from bench.procs import free_port, keel_bin, service
 from bench.report import Row, Sample, median
 from bench.workloads import Context
+from bench.workloads.production import TRACING_TARGET
+from tests.support.otlp import OtlpReceiver
 
 from keel.cityguide.delivery.settings import DeliverySettings
 from keel.cityguide.delivery.store import ReadyAudio, RedisReadyAudioStore
@@ -44,6 +46,8 @@ class DeliveryPrefetch:
         path = f"/delivery/prefetch?route_id={route}&next={NEXT}"
         figures, body = await self.measure(ctx, path, {})
         from_store, _ = await self.measure(ctx, path, {"PREFETCH_PAGE_CACHE_SEC": "0"})
+        with OtlpReceiver(keep=False) as sink:
+            traced, _ = await self.measure(ctx, path, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint})
         async with limits.bare_asgi(body, 200, ctx.logdir) as (bare, command):
             limit, _ = await loadgen.measure(
                 ctx.cfg, f"http://127.0.0.1:{bare.port}", "get", [path, "bench"], server_pid=bare.pid
@@ -58,6 +62,15 @@ class DeliveryPrefetch:
                 best,
                 "req/s",
                 None,
+            ),
+            Row(
+                f"{name}: tracing on (default sampling) vs the same untraced",
+                median(traced),
+                median(figures),
+                "req/s",
+                TRACING_TARGET,
+                note="OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> (parent-based 10 %); limit column: "
+                "the first row's figure, this run",
             ),
         ]
 

@@ -18,7 +18,7 @@ from bench.report import Row, Sample, median
 from bench.workloads import Context
 from bench.workloads.memory import MIB, SAMPLE_S, peak_while, rss
 from bench.workloads.orders import stored_order
-from bench.workloads.tickets import DESCRIPTION, LIST_TICKETS, TITLE, ticket_service
+from bench.workloads.tickets import DESCRIPTION, LIST_TICKETS, TITLE, TicketCreate, ticket_service
 from tests.support.otlp import OtlpReceiver
 
 TARGET_RATIO = 0.75
@@ -73,6 +73,12 @@ class ProductionConfig:
                 ("tracing", tracing),
                 ("all", {**on, "OTEL_TRACES_SAMPLER": "always_on"}),
             )
+            create = {
+                k: median(
+                    (await TicketCreate().measure(ctx, f"bench-prod-create-{k}-{ctx.run_id}", env, False))[0]
+                )
+                for k, env in (("off", {}), ("tracing", {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}))
+            }
             ticket_figures = {k: await self._tickets(ctx, env, k) for k, env in configs}
             order_figures = {k: await self._order(ctx, env, k) for k, env in configs}
             spans = sink.received
@@ -108,6 +114,17 @@ class ProductionConfig:
                     note="as above with OTEL_TRACES_SAMPLER=always_on: the cost of tracing every request",
                 )
             )
+        rows.append(
+            Row(
+                "POST /v1/tickets + Idempotency-Key: tracing alone",
+                create["tracing"],
+                create["off"],
+                "req/s",
+                TRACING_TARGET,
+                note="the create row's setup (API and worker apart) with OTEL_EXPORTER_OTLP_ENDPOINT=<loopback "
+                "receiver> (parent-based 10 %) on both, against the same untraced, this run",
+            )
+        )
         rows.append(self._memory_row())
         return rows
 
