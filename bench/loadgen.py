@@ -98,6 +98,48 @@ def cpu_seconds(pid: int | None) -> float:
     return total
 
 
+@dataclass(frozen=True)
+class Target:
+    """One server of an interleaved comparison and the wrk arguments it is driven with."""
+
+    url: str
+    args: Sequence[str]
+    server_pid: int | None = None
+
+
+async def measure_interleaved(cfg: BenchConfig, lua: str, targets: Sequence[Target]) -> list[list[Sample]]:
+    """Servers compared on this noisy machine: each warmed up, then `cfg.runs` rounds of one run per
+    server in turn, so a slow minute of the machine falls on all of them alike (run back to back, a
+    row could move by a third between its figure and its limit). One list of samples per target."""
+    for target in targets:
+        await wrk(cfg, target.url, lua, list(target.args), cfg.warmup_s)
+    samples: list[list[Sample]] = [[] for _ in targets]
+    for _ in range(cfg.runs):
+        for i, target in enumerate(targets):
+            sample, _ = await _one_run(cfg, target.url, lua, list(target.args), target.server_pid)
+            samples[i].append(sample)
+    return samples
+
+
+async def _one_run(
+    cfg: BenchConfig,
+    url: str,
+    lua: str,
+    args: list[str],
+    server_pid: int | None,
+    shown_args: list[str] | None = None,
+) -> tuple[Sample, WrkResult]:
+    cpu_before = cpu_seconds(server_pid)
+    result = await wrk(cfg, url, lua, args, cfg.duration_s)
+    cpu = cpu_seconds(server_pid) - cpu_before
+    requests = result.rps * max(1, round(cfg.duration_s))
+    cpu_ms = cpu / requests * 1000 if server_pid is not None and requests else None
+    if result.errors or result.non2xx:
+        raise RuntimeError(f"{url}: {result.errors} socket errors, {result.non2xx} non-2xx responses")
+    argv = wrk_argv(cfg, url, lua, shown_args or args, cfg.duration_s)
+    return Sample(result.rps, shown(argv), result.p99_ms, cpu_ms), result
+
+
 async def measure(
     cfg: BenchConfig,
     url: str,
@@ -118,14 +160,8 @@ async def measure(
     samples, results = [], []
     for _ in range(cfg.runs):
         a = run_args()
-        cpu_before = cpu_seconds(server_pid)
-        result = await wrk(cfg, url, lua, a, cfg.duration_s)
-        cpu = cpu_seconds(server_pid) - cpu_before
-        requests = result.rps * max(1, round(cfg.duration_s))
-        cpu_ms = cpu / requests * 1000 if server_pid is not None and requests else None
-        if result.errors or result.non2xx:
-            raise RuntimeError(f"{url}: {result.errors} socket errors, {result.non2xx} non-2xx responses")
-        argv = wrk_argv(cfg, url, lua, ["<run-id>", *a[1:]] if fresh_args else a, cfg.duration_s)
-        samples.append(Sample(result.rps, shown(argv), result.p99_ms, cpu_ms))
+        shown_args = ["<run-id>", *a[1:]] if fresh_args else a
+        sample, result = await _one_run(cfg, url, lua, a, server_pid, shown_args)
+        samples.append(sample)
         results.append(result)
     return samples, results

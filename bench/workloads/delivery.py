@@ -8,8 +8,9 @@ signatures), the cost of a page nobody asked for a moment ago."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
 import httpx
@@ -47,7 +48,12 @@ class DeliveryPrefetch:
         figures, body = await self.measure(ctx, path, {})
         from_store, _ = await self.measure(ctx, path, {"PREFETCH_PAGE_CACHE_SEC": "0"})
         with OtlpReceiver(keep=False) as sink:
-            traced, _ = await self.measure(ctx, path, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint})
+            # Traced and untraced side by side, measured in turns: the comparison is the row.
+            async with (
+                self.served(ctx, path, {}) as (plain, _),
+                self.served(ctx, path, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}) as (traced_target, _),
+            ):
+                untraced, traced = await loadgen.measure_interleaved(ctx.cfg, "get", [plain, traced_target])
         async with limits.bare_asgi(body, 200, ctx.logdir) as (bare, command):
             limit, _ = await loadgen.measure(
                 ctx.cfg, f"http://127.0.0.1:{bare.port}", "get", [path, "bench"], server_pid=bare.pid
@@ -66,15 +72,26 @@ class DeliveryPrefetch:
             Row(
                 f"{name}: tracing on (default sampling) vs the same untraced",
                 median(traced),
-                median(figures),
+                median(untraced),
                 "req/s",
                 TRACING_TARGET,
                 note="OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> (parent-based 10 %); limit column: "
-                "the first row's figure, this run",
+                "the same service untraced, both running, measured in turns",
             ),
         ]
 
     async def measure(self, ctx: Context, path: str, env: dict[str, str]) -> tuple[list[Sample], bytes]:
+        async with self.served(ctx, path, env) as (target, body):
+            figures, _ = await loadgen.measure(
+                ctx.cfg, target.url, "get", target.args, server_pid=target.server_pid
+            )
+        return figures, body
+
+    @contextlib.asynccontextmanager
+    async def served(
+        self, ctx: Context, path: str, env: dict[str, str]
+    ) -> AsyncIterator[tuple[loadgen.Target, bytes]]:
+        """`keel serve delivery-prefetch`, its first page read (and checked) once."""
         port = free_port()
         argv = [keel_bin(), "serve", "delivery-prefetch", "--port", str(port)]
         async with service(
@@ -86,5 +103,4 @@ class DeliveryPrefetch:
                 body = (await http.get(path)).raise_for_status().content
             if body.count(b"sig=") < 1:
                 raise RuntimeError(f"no signed links in the prefetch answer: {body[:200]!r}")
-            figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, "bench"], server_pid=child.pid)
-        return figures, body
+            yield loadgen.Target(base, [path, "bench"], child.pid), body

@@ -42,14 +42,15 @@ async def peak_rss(pid: int, seconds: float) -> int:
     return peak
 
 
-async def peak_while(pid: int, work: Awaitable[T]) -> tuple[T, int]:
-    """`work`'s result and the peak RSS of `pid` while it ran."""
+async def peak_while(pids: Sequence[int], work: Awaitable[T]) -> tuple[T, dict[int, int]]:
+    """`work`'s result and the peak RSS of each of `pids` while it ran."""
     task = asyncio.ensure_future(work)
-    peak = rss(pid)
+    peaks = {pid: rss(pid) for pid in pids}
     while not task.done():
-        peak = max(peak, rss(pid))
+        for pid in pids:
+            peaks[pid] = max(peaks[pid], rss(pid))
         await asyncio.wait({task}, timeout=SAMPLE_S)
-    return task.result(), peak
+    return task.result(), peaks
 
 
 class MemoryWorkload:

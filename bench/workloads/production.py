@@ -6,14 +6,17 @@ issue's budget: all of it together costs at most a quarter of a row."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 import jwt
 from bench import loadgen
-from bench.procs import Child, free_port, keel_bin, service
+from bench.loadgen import Target
+from bench.procs import free_port, keel_bin, service
 from bench.report import Row, Sample, median
 from bench.workloads import Context
 from bench.workloads.memory import MIB, SAMPLE_S, peak_while, rss
@@ -79,8 +82,8 @@ class ProductionConfig:
                 )
                 for k, env in (("off", {}), ("tracing", {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}))
             }
-            ticket_figures = {k: await self._tickets(ctx, env, k) for k, env in configs}
-            order_figures = {k: await self._order(ctx, env, k) for k, env in configs}
+            ticket_figures = await self._interleaved(ctx, "tickets", self._tickets, configs)
+            order_figures = await self._interleaved(ctx, "orders", self._order, configs)
             spans = sink.received
         note = (
             f"on: OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> (default sampler: parent-based 10 %; "
@@ -128,15 +131,27 @@ class ProductionConfig:
         rows.append(self._memory_row())
         return rows
 
-    async def _measure(self, ctx: Context, child: Child, base: str, args: list[str], name: str) -> Sample:
-        """The load's figures; RSS of the process idle (just before) and at its peak under the load."""
-        idle = rss(child.pid)
-        (figures, _), peak = await peak_while(
-            child.pid, loadgen.measure(ctx.cfg, base, "get", args, server_pid=child.pid)
-        )
-        if name.endswith(("(off)", "(on)")):
-            self.memory[name] = (idle, peak)
-        return median(figures)
+    async def _interleaved(
+        self,
+        ctx: Context,
+        service_name: str,
+        started: Callable[[Context, dict[str, str]], AbstractAsyncContextManager[Target]],
+        configs: Sequence[tuple[str, dict[str, str]]],
+    ) -> dict[str, Sample]:
+        """Every configuration's service running at once, measured in turns (loadgen.measure_interleaved);
+        RSS of each idle (before the load) and at its peak under it."""
+        async with contextlib.AsyncExitStack() as stack:
+            targets = [await stack.enter_async_context(started(ctx, env)) for _, env in configs]
+            pids = [t.server_pid for t in targets if t.server_pid is not None]
+            idle = {pid: rss(pid) for pid in pids}
+            samples, peaks = await peak_while(pids, loadgen.measure_interleaved(ctx.cfg, "get", targets))
+        for (config, _), target in zip(configs, targets, strict=True):
+            if config in ("off", "on") and target.server_pid is not None:
+                self.memory[f"`keel serve {service_name}` ({config})"] = (
+                    idle[target.server_pid],
+                    peaks[target.server_pid],
+                )
+        return {config: median(got) for (config, _), got in zip(configs, samples, strict=True)}
 
     def _memory_row(self) -> Row:
         text = "; ".join(
@@ -151,10 +166,12 @@ class ProductionConfig:
             None,
             text=text,
             note="psutil (process and children): idle = after its warm-up requests, before the load; "
-            f"peak sampled every {SAMPLE_S}s under the rows' load above",
+            f"peak sampled every {SAMPLE_S}s under the rows' load above (each configuration's service "
+            "runs through the whole interleaved measurement)",
         )
 
-    async def _tickets(self, ctx: Context, env: dict[str, str], config: str) -> Sample:
+    @contextlib.asynccontextmanager
+    async def _tickets(self, ctx: Context, env: dict[str, str]) -> AsyncIterator[Target]:
         user, path = f"bench-prod-{ctx.run_id}", "/v1/tickets"
         caller = identity_args(user, env)
         async with ticket_service(ctx, extra_env=env) as (child, base):
@@ -164,9 +181,10 @@ class ProductionConfig:
                         body = {"title": f"{TITLE} {i}", "description": DESCRIPTION}
                         (await client.post(path, json=body)).raise_for_status()
                 (await client.get(path)).raise_for_status()  # fills the cache
-            return await self._measure(ctx, child, base, [path, *caller], f"`keel serve tickets` ({config})")
+            yield Target(base, [path, *caller], child.pid)
 
-    async def _order(self, ctx: Context, env: dict[str, str], config: str) -> Sample:
+    @contextlib.asynccontextmanager
+    async def _order(self, ctx: Context, env: dict[str, str]) -> AsyncIterator[Target]:
         order = await stored_order(ctx, f"benchprod{ctx.run_id}")
         port = free_port()
         argv = [keel_bin(), "serve", "orders", "--port", str(port)]
@@ -178,4 +196,4 @@ class ProductionConfig:
             caller = identity_args("bench", env)
             async with httpx.AsyncClient(base_url=base, headers=identity_headers(caller)) as client:
                 (await client.get(path)).raise_for_status()
-            return await self._measure(ctx, child, base, [path, *caller], f"`keel serve orders` ({config})")
+            yield Target(base, [path, *caller], child.pid)
