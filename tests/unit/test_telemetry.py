@@ -12,10 +12,12 @@ import httpx
 import orjson
 import pytest
 from fastapi import APIRouter
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from starlette.types import Scope
 
 from keel.core import telemetry
@@ -281,3 +283,24 @@ async def test_a_caller_s_decision_and_trace_state_are_followed(
     assert kept.json()["traceparent"].split("-")[2] == format(server.context.span_id, "016x")
     assert server.name == "GET /carried" and server.attributes is not None
     assert server.attributes["http.route"] == "/carried" and server.attributes["url.path"] == "/carried"
+
+
+def test_client_spans_are_made_only_under_a_sampled_span(spans: Finished):
+    """A Redis command or a statement under an unsampled request costs no SDK span (most requests
+    are not sampled); under a sampled one it is a child span as before."""
+    clients = telemetry.active().clients  # type: ignore[union-attr]
+    assert clients is None  # the fixture's setup has none: build the wrapper over the main provider
+    provider = telemetry.active().provider  # type: ignore[union-attr]
+    tracer = telemetry.UnderSampled(provider).get_tracer("client")
+    unsampled = SpanContext(int(TRACE_ID, 16), 0xAB, True, TraceFlags(0))
+    under_unsampled = trace.set_span_in_context(NonRecordingSpan(unsampled))
+    with tracer.start_as_current_span("GET", context=under_unsampled) as span:
+        assert not span.is_recording() and span.get_span_context() == unsampled
+    assert not tracer.start_span("GET", context=under_unsampled).is_recording()
+    assert not tracer.start_span("GET", context=otel_context.Context()).is_recording()  # no parent at all
+    main = telemetry.active().tracer  # type: ignore[union-attr]
+    with main.start_as_current_span("request"), tracer.start_as_current_span("SELECT") as span:
+        assert span.is_recording()
+    select, request = spans()
+    assert select.name == "SELECT" and select.parent is not None
+    assert select.parent.span_id == request.context.span_id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -121,7 +122,7 @@ def setup_tracing(
     if client_spans:
         clients = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_OFF))
         clients.add_span_processor(_Shared(processor))
-        _instrument_clients(clients)
+        _instrument_clients(UnderSampled(clients))
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)  # for code that asks the global one; set once per process
     _tracing = Tracing(
@@ -161,7 +162,38 @@ class _Shared(SpanProcessor):
         self._processor.on_end(span)
 
 
-def _instrument_clients(provider: TracerProvider) -> None:
+class UnderSampled(trace.TracerProvider):
+    """The client instrumentations' provider: a Redis command or a statement gets a span only under a
+    sampled span. Under any other the SDK would start (and drop) one per call, a cost on every request
+    most of which are not sampled; here the call runs under its parent's context as it is."""
+
+    def __init__(self, provider: TracerProvider) -> None:
+        self._provider = provider
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        return _UnderSampledTracer(self._provider.get_tracer(*args, **kwargs))
+
+
+class _UnderSampledTracer(trace.Tracer):
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def start_span(self, name: str, context: Context | None = None, *args: Any, **kwargs: Any) -> trace.Span:
+        parent = trace.get_current_span(context).get_span_context()
+        if not parent.trace_flags.sampled:
+            return trace.NonRecordingSpan(parent)
+        return self._tracer.start_span(name, context, *args, **kwargs)
+
+    def start_as_current_span(
+        self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        parent = trace.get_current_span(context).get_span_context()
+        if not parent.trace_flags.sampled:
+            return nullcontext(trace.NonRecordingSpan(parent))
+        return self._tracer.start_as_current_span(name, context, *args, **kwargs)
+
+
+def _instrument_clients(provider: trace.TracerProvider) -> None:
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
