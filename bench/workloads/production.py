@@ -21,7 +21,7 @@ from bench.report import Row, Sample, median
 from bench.workloads import Context
 from bench.workloads.memory import MIB, SAMPLE_S, peak_while, rss
 from bench.workloads.orders import stored_order
-from bench.workloads.tickets import DESCRIPTION, LIST_TICKETS, TITLE, TicketCreate, ticket_service
+from bench.workloads.tickets import LIST_TICKETS, TicketCreate, filled_list, ticket_service
 from tests.support.otlp import OtlpReceiver
 
 TARGET_RATIO = 0.75
@@ -176,11 +176,7 @@ class ProductionConfig:
         caller = identity_args(user, env)
         async with ticket_service(ctx, extra_env=env) as (child, base):
             async with httpx.AsyncClient(base_url=base, headers=identity_headers(caller)) as client:
-                if not (await client.get(path)).json():
-                    for i in range(LIST_TICKETS):
-                        body = {"title": f"{TITLE} {i}", "description": DESCRIPTION}
-                        (await client.post(path, json=body)).raise_for_status()
-                (await client.get(path)).raise_for_status()  # fills the cache
+                await filled_list(client, path)
             yield Target(base, [path, *caller], child.pid)
 
     @contextlib.asynccontextmanager

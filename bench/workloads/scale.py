@@ -11,7 +11,7 @@ import httpx
 from bench import loadgen
 from bench.report import Row, Sample, median
 from bench.workloads import Context
-from bench.workloads.tickets import DESCRIPTION, LIST_TICKETS, TITLE, TicketCreate, ticket_service
+from bench.workloads.tickets import LIST_TICKETS, TicketCreate, filled_list, ticket_service
 
 PROCESSES = 2
 
@@ -52,12 +52,6 @@ class ScaleOut:
         args = ("--workers", str(processes)) if processes > 1 else ()
         async with ticket_service(ctx, extra_args=args) as (child, base):
             async with httpx.AsyncClient(base_url=base, headers={"X-User-Id": user}) as client:
-                if not (await client.get(path)).json():
-                    for i in range(LIST_TICKETS):
-                        body = {"title": f"{TITLE} {i}", "description": DESCRIPTION}
-                        (await client.post(path, json=body)).raise_for_status()
-                # Each process fills its own near cache on its first read: read until all have.
-                for _ in range(8 * processes):
-                    (await client.get(path)).raise_for_status()
+                await filled_list(client, path, reads=8 * processes)  # until every process has read it
             figures, _ = await loadgen.measure(ctx.cfg, base, "get", [path, user], server_pid=child.pid)
         return median(figures)

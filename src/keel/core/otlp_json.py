@@ -34,7 +34,6 @@ RETRYABLE = frozenset({429, 502, 503, 504})
 TIMEOUT_S = 10.0
 # OTLP SpanFlags: the parent's remoteness is known (bit 8) and the parent is remote (bit 9).
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
-_NO_PARENT_FLAGS = _HAS_IS_REMOTE
 
 
 def _value(value: Any) -> dict[str, Any]:
@@ -58,9 +57,7 @@ def _attributes(attributes: Mapping[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def _flags(parent: SpanContext | None) -> int:
-    if parent is None:
-        return _NO_PARENT_FLAGS
-    return _HAS_IS_REMOTE | _IS_REMOTE if parent.is_remote else _HAS_IS_REMOTE
+    return _HAS_IS_REMOTE | _IS_REMOTE if parent is not None and parent.is_remote else _HAS_IS_REMOTE
 
 
 def _span(span: ReadableSpan) -> dict[str, Any]:
@@ -110,16 +107,15 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
 
 def encode(spans: Sequence[ReadableSpan]) -> bytes:
     """An ExportTraceServiceRequest: spans grouped by resource, then by instrumentation scope."""
-    grouped: dict[Any, dict[Any, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    resources: dict[int, Any] = {}
+    # Resources compared by identity: a process has one (hashing one serialises its attributes).
+    grouped: dict[int, tuple[Any, dict[Any, list[dict[str, Any]]]]] = {}
     for span in spans:
-        # Resources compared by identity: a process has one (hashing one serialises its attributes).
-        resources.setdefault(id(span.resource), span.resource)
-        grouped[id(span.resource)][span.instrumentation_scope].append(_span(span))
+        _, by_scope = grouped.setdefault(id(span.resource), (span.resource, defaultdict(list)))
+        by_scope[span.instrumentation_scope].append(_span(span))
     request = {
         "resourceSpans": [
             {
-                "resource": {"attributes": _attributes(resources[key].attributes)},
+                "resource": {"attributes": _attributes(resource.attributes)},
                 "scopeSpans": [
                     {
                         "scope": {"name": scope.name, "version": scope.version or ""} if scope else {},
@@ -128,7 +124,7 @@ def encode(spans: Sequence[ReadableSpan]) -> bytes:
                     for scope, encoded in by_scope.items()
                 ],
             }
-            for key, by_scope in grouped.items()
+            for resource, by_scope in grouped.values()
         ]
     }
     return orjson.dumps(request)

@@ -177,7 +177,7 @@ _UNSET = Status(StatusCode.UNSET)
 
 class server_span:
     """The one server span of a request, a child of the caller's `traceparent`; the edge names it
-    after the route and sets the status once known (`finish_server_span`).
+    after the route and sets the status once known (`finish`).
 
     The SDK's `Tracer.start_span` is not used here: it costs more than a cached GET's own work (bench
     /results/changes.md). The sampler's decision is made the SDK's way — its ratio rule on a fresh
@@ -210,18 +210,16 @@ class server_span:
             if not parent.is_valid:
                 parent = None
         ids = tracing.provider.id_generator
+        trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
         state = None
         if parent is None and tracing.root_bound is not None:
-            trace_id = ids.generate_trace_id()
             sampled = trace_id & _LOW_64 < tracing.root_bound
-            random = True
         else:
-            trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
             decision = tracing.sampler.should_sample(
                 parent_context if parent is not None else None, trace_id, method, SpanKind.SERVER
             )
             sampled, state = decision.decision is Decision.RECORD_AND_SAMPLE, decision.trace_state
-            random = parent.trace_flags.random_trace_id if parent is not None else True
+        random = parent.trace_flags.random_trace_id if parent is not None else True
         context = SpanContext(trace_id, ids.generate_span_id(), False, _FLAGS[sampled, random], state)
         self._context = context
         if sampled:

@@ -179,18 +179,22 @@ class _UnderSampledTracer(trace.Tracer):
         self._tracer = tracer
 
     def start_span(self, name: str, context: Context | None = None, *args: Any, **kwargs: Any) -> trace.Span:
-        parent = trace.get_current_span(context).get_span_context()
-        if not parent.trace_flags.sampled:
-            return trace.NonRecordingSpan(parent)
-        return self._tracer.start_span(name, context, *args, **kwargs)
+        skipped = _unsampled(context)
+        return skipped if skipped is not None else self._tracer.start_span(name, context, *args, **kwargs)
 
     def start_as_current_span(
         self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
     ) -> Any:
-        parent = trace.get_current_span(context).get_span_context()
-        if not parent.trace_flags.sampled:
-            return nullcontext(trace.NonRecordingSpan(parent))
+        skipped = _unsampled(context)
+        if skipped is not None:
+            return nullcontext(skipped)
         return self._tracer.start_as_current_span(name, context, *args, **kwargs)
+
+
+def _unsampled(context: Context | None) -> trace.Span | None:
+    """The parent as a span that records nothing, when it is not sampled; None when it is."""
+    parent = trace.get_current_span(context).get_span_context()
+    return None if parent.trace_flags.sampled else trace.NonRecordingSpan(parent)
 
 
 def _instrument_clients(provider: trace.TracerProvider) -> None:
