@@ -262,8 +262,10 @@ async def test_a_caller_s_decision_and_trace_state_are_followed(
     router = APIRouter()
 
     @router.get("/carried")
-    async def carried() -> dict[str, str]:
-        return dict(telemetry.carrier(Event("t", {}).headers))
+    async def carried() -> dict[str, object]:
+        logging.getLogger("test").info("handled")
+        recording = trace.get_current_span().is_recording()
+        return {**telemetry.carrier(Event("t", {}).headers), "recording": recording}
 
     app = create_app(title="t", settings=Settings(_env_file=None), routers=[router])
     caller = "00f067aa0ba902b7"
@@ -278,6 +280,14 @@ async def test_a_caller_s_decision_and_trace_state_are_followed(
     assert (trace_id, flags) == (TRACE_ID, "00") and span_id != caller
     assert kept.json()["traceparent"].split("-")[3] == "01"
     assert kept.json()["tracestate"] == "vendor=v1"
+    # The span a handler sees records nothing itself (the edge records a sampled one); a line it logs,
+    # the access line and its events name the same span.
+    assert dropped.json()["recording"] is False and kept.json()["recording"] is False
+    lines = log_lines()
+    handled = [(line["trace_id"], line["span_id"]) for line in lines if line["event"] == "handled"]
+    accessed = [(line["trace_id"], line["span_id"]) for line in lines if line["logger"] == "keel.access"]
+    assert handled == accessed
+    assert [span for _, span in accessed] == [r.json()["traceparent"].split("-")[2] for r in (dropped, kept)]
     (server,) = finished()  # the caller kept one trace: that request's span only
     assert server.parent is not None and format(server.parent.span_id, "016x") == caller
     assert kept.json()["traceparent"].split("-")[2] == format(server.context.span_id, "016x")

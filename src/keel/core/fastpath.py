@@ -184,7 +184,7 @@ class FastEdge:
                 status = await send_failure(send, exc, expired, self.timeout_s, rid_header)
                 if span is not None:
                     span.finish("GET", route.path, status)
-                self.metrics.observe("GET", route.path, status, time.perf_counter() - begin)
+                self.metrics.observe("GET", route.path, status, time.perf_counter() - begin, span)
                 return True
             if answer is None:
                 return False
@@ -195,7 +195,7 @@ class FastEdge:
             finally:
                 if span is not None:
                     span.finish("GET", route.path, answer.status)
-                self.metrics.observe("GET", route.path, answer.status, time.perf_counter() - begin)
+                self.metrics.observe("GET", route.path, answer.status, time.perf_counter() - begin, span)
             return True
         finally:
             in_flight.count -= 1

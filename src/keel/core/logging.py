@@ -10,13 +10,16 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 
 from keel.core.context import current_request_id
 from keel.core.telemetry import add_trace_ids
+
+if TYPE_CHECKING:
+    from keel.core.spans import server_span
 
 
 def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -45,7 +48,10 @@ class AccessLog(logging.StreamHandler):  # type: ignore[type-arg]
         self._stamp = ""
         atexit.register(self.write_pending)
 
-    def request(self, method: str, route: str, status: int, duration_ms: float) -> None:
+    def request(
+        self, method: str, route: str, status: int, duration_ms: float, span: server_span | None = None
+    ) -> None:
+        """`span`: the request's server span, whose ids the line carries (else the context's)."""
         line: dict[str, Any] = {
             "method": method,
             "route": route,
@@ -58,7 +64,10 @@ class AccessLog(logging.StreamHandler):  # type: ignore[type-arg]
         request_id = current_request_id()
         if request_id is not None:
             line["request_id"] = request_id
-        add_trace_ids(None, "", line)
+        if span is not None:
+            line["trace_id"], line["span_id"] = span.log_ids()
+        else:
+            add_trace_ids(None, "", line)
         line["timestamp"] = self._timestamp(time.time())
         self._pending.append(
             orjson.dumps(line).decode() if self.json else " ".join(f"{k}={v}" for k, v in line.items())

@@ -41,7 +41,9 @@ class HttpMetrics:
         # Requests being handled, probes and scrapes left out: read by keel.core.saturation.
         self.in_flight = InFlight()
 
-    def observe(self, method: str, route: str, status: int, elapsed_s: float) -> None:
+    def observe(
+        self, method: str, route: str, status: int, elapsed_s: float, span: spans.server_span | None = None
+    ) -> None:
         key = (method, route, status)
         series = self._series.get(key)
         if series is None:
@@ -50,10 +52,10 @@ class HttpMetrics:
         series[0].inc()
         series[1].observe(elapsed_s)
         if self.access_log and route not in QUIET_PATHS:
-            # The request id and the trace ids come from the context (keel.core.logging.AccessLog).
+            # The request id comes from the context, the trace ids from the span (keel.core.logging.AccessLog).
             writer = access_log()
             if writer is not None:
-                writer.request(method, route, status, round(elapsed_s * 1000, 3))
+                writer.request(method, route, status, round(elapsed_s * 1000, 3), span)
             else:
                 access.info("%s %s %s %sms", method, route, status, round(elapsed_s * 1000, 3))
 
@@ -131,7 +133,7 @@ class EdgeMiddleware:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             if span is not None:
                 span.finish(scope["method"], route, status)
-            self.metrics.observe(scope["method"], route, status, time.perf_counter() - begin)
+            self.metrics.observe(scope["method"], route, status, time.perf_counter() - begin, span)
             reset_request_id(token)
 
 

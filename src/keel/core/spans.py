@@ -181,17 +181,32 @@ class server_span:
 
     The SDK's `Tracer.start_span` is not used here: it costs more than a cached GET's own work (bench
     /results/changes.md). The sampler's decision is made the SDK's way — its ratio rule on a fresh
-    root, else the sampler itself — and the request runs under a bare span context carrying that
-    decision (what the logs, the client spans and the events' `traceparent` read). A sampled span is
+    root, else the sampler itself — and the request runs under a span that records nothing and carries
+    that decision (what the logs, the client spans and the events' `traceparent` read; its
+    `SpanContext` is built when first read, which a cached GET never does). A sampled span is
     recorded as the SDK's `ReadableSpan` at the end and handed to the same batch processor as every
     other span, so the collector sees what the SDK would have sent. A class rather than a generator-based
     context manager: this runs on every request."""
 
-    __slots__ = ("_attributes", "_context", "_name", "_parent", "_scope", "_start", "_status", "_token")
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_flags",
+        "_name",
+        "_parent",
+        "_scope",
+        "_span_id",
+        "_start",
+        "_state",
+        "_status",
+        "_token",
+        "_trace_id",
+    )
 
     def __init__(self, scope: MutableMapping[str, Any]) -> None:
         self._scope = scope
         self._start = 0  # the start time of a recorded span; 0: not sampled
+        self._context: SpanContext | None = None
 
     def __enter__(self) -> server_span:
         tracing = telemetry.active()
@@ -220,8 +235,8 @@ class server_span:
             )
             sampled, state = decision.decision is Decision.RECORD_AND_SAMPLE, decision.trace_state
         random = parent.trace_flags.random_trace_id if parent is not None else True
-        context = SpanContext(trace_id, ids.generate_span_id(), False, _FLAGS[sampled, random], state)
-        self._context = context
+        self._trace_id, self._span_id = trace_id, ids.generate_span_id()
+        self._flags, self._state = _FLAGS[sampled, random], state
         if sampled:
             self._start = time.time_ns()
             self._parent = parent
@@ -232,14 +247,24 @@ class server_span:
                 "url.path": scope["path"],
                 "url.scheme": scope.get("scheme", "http"),
             }
-        self._token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(context)))
+        self._token = otel_context.attach(trace.set_span_in_context(_InContext(self)))
         return self
 
     def is_recording(self) -> bool:
         return self._start != 0
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        context = self._context
+        if context is None:
+            context = self._context = SpanContext(
+                self._trace_id, self._span_id, False, self._flags, self._state
+            )
+        return context
+
+    def log_ids(self) -> tuple[str, str]:
+        """`trace_id` and `span_id` as the log lines write them (the access log's, read here rather
+        than through the context: it writes one line per request)."""
+        return format(self._trace_id, "032x"), format(self._span_id, "016x")
 
     def finish(self, method: str, route: str, status: int) -> None:
         """Name the span after its route and set the status (the edge knows them at the end)."""
@@ -259,7 +284,7 @@ class server_span:
             tracing.processor.on_end(
                 ReadableSpan(
                     self._name,
-                    self._context,
+                    self.get_span_context(),
                     self._parent,
                     tracing.resource,
                     self._attributes,
@@ -270,6 +295,20 @@ class server_span:
                     instrumentation_scope=tracing.scope,
                 )
             )
+
+
+class _InContext(NonRecordingSpan):
+    """The request's span as the context holds it: records nothing, like any unsampled span, and asks
+    the server span for its `SpanContext` only when something reads it."""
+
+    def __init__(self, span: server_span) -> None:
+        self._span = span
+
+    def get_span_context(self) -> SpanContext:
+        return self._span.get_span_context()
+
+    def __repr__(self) -> str:
+        return f"NonRecordingSpan({self._span.get_span_context()!r})"
 
 
 # --- command-line tools ---
