@@ -49,11 +49,17 @@ class DeliveryPrefetch:
         from_store, _ = await self.measure(ctx, path, {"PREFETCH_PAGE_CACHE_SEC": "0"})
         with OtlpReceiver(keep=False) as sink:
             # Traced and untraced side by side, measured in turns: the comparison is the row.
+            traced_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}
+            # Nothing sampled: what every request pays, no span recorded or exported.
+            unsampled_env = {**traced_env, "OTEL_TRACES_SAMPLER": "parentbased_always_off"}
             async with (
                 self.served(ctx, path, {}) as (plain, _),
-                self.served(ctx, path, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}) as (traced_target, _),
+                self.served(ctx, path, traced_env) as (traced_target, _),
+                self.served(ctx, path, unsampled_env) as (unsampled_target, _),
             ):
-                untraced, traced = await loadgen.measure_interleaved(ctx.cfg, "get", [plain, traced_target])
+                untraced, traced, unsampled = await loadgen.measure_interleaved(
+                    ctx.cfg, "get", [plain, traced_target, unsampled_target]
+                )
         async with limits.bare_asgi(body, 200, ctx.logdir) as (bare, command):
             limit, _ = await loadgen.measure(
                 ctx.cfg, f"http://127.0.0.1:{bare.port}", "get", [path, "bench"], server_pid=bare.pid
@@ -77,6 +83,15 @@ class DeliveryPrefetch:
                 TRACING_TARGET,
                 note="OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> (parent-based 10 %); limit column: "
                 "the same service untraced, both running, measured in turns",
+            ),
+            Row(
+                f"{name}: tracing on, nothing sampled, vs the same untraced",
+                median(unsampled),
+                median(untraced),
+                "req/s",
+                None,
+                note="as above with OTEL_TRACES_SAMPLER=parentbased_always_off, measured in the same turns: "
+                "the per-request path alone, no span recorded or exported",
             ),
         ]
 

@@ -74,6 +74,8 @@ class ProductionConfig:
                 ("off", OFF),
                 ("on", on),
                 ("tracing", tracing),
+                # Tracing with nothing sampled: the per-request path alone, no span recorded or sent.
+                ("unsampled", {**tracing, "OTEL_TRACES_SAMPLER": "parentbased_always_off"}),
                 ("all", {**on, "OTEL_TRACES_SAMPLER": "always_on"}),
             )
             create = {
@@ -105,6 +107,17 @@ class ProductionConfig:
                     TRACING_TARGET,
                     note="OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> only (default sampler, "
                     "parent-based 10 %); the other three off",
+                )
+            )
+            rows.append(
+                Row(
+                    f"{title}: tracing alone, nothing sampled",
+                    figures["unsampled"],
+                    figures["off"],
+                    "req/s",
+                    None,
+                    note="as tracing alone with OTEL_TRACES_SAMPLER=parentbased_always_off: what every request "
+                    "pays (its span's ids and context) without a span recorded or exported",
                 )
             )
             rows.append(
