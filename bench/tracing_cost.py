@@ -1,7 +1,9 @@
 """The CPU a request's server span costs its process, by sampler: the span entered and finished as the
 edge does (keel.core.spans.server_span), spans exported as in production (batch processor, OTLP/JSON)
 to a receiver in another process that only reads them, at a steady 5,000 requests a second so the
-exporter keeps up. The pacing loop's own CPU is measured alone and subtracted.
+exporter keeps up. The pacing loop's own CPU is measured alone and subtracted. Then the same with
+the request's access line (on by default), which carries the span's ids: tracing's share of it is
+the traced figure less the line alone with tracing off.
 
 Run: .venv/bin/python -m bench.tracing_cost [--requests 100000]
 """
@@ -9,6 +11,7 @@ Run: .venv/bin/python -m bench.tracing_cost [--requests 100000]
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -16,6 +19,7 @@ import time
 from bench.procs import free_port
 
 from keel.core import spans, telemetry
+from keel.core.logging import AccessLog
 
 RATE = 5_000  # every trace kept, the exporter keeps up at this rate (no span dropped)
 # (OTEL_TRACES_SAMPLER, its argument): never, `keel serve`'s default, always.
@@ -47,22 +51,40 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """
 
 
-def request() -> None:
+ROUTE = "/order/{order_uid}"
+
+
+def request(line: AccessLog | None) -> None:
+    """A request's span as the edge makes it, and its access line (with the span's ids) if `line`."""
+    if telemetry.active() is None:  # tracing off: the line alone, the baseline of its cost
+        assert line is not None
+        line.request("GET", ROUTE, 200, 0.5)
+        return
     with spans.server_span(SCOPE) as span:
-        span.finish("GET", "/order/{order_uid}", 200)
+        span.finish("GET", ROUTE, 200)
+        if line is not None:
+            line.request("GET", ROUTE, 200, 0.5, span)
 
 
-def paced_cpu_us(requests: int, work: bool) -> float:
+def paced_cpu_us(requests: int, work: bool, line: AccessLog | None = None) -> float:
     """CPU µs per request of `requests` at RATE per second, then the exporter's 5 s batch timer."""
     began_cpu, began = time.process_time(), time.perf_counter()
     for i in range(requests):
         if work:
-            request()
+            request(line)
         if i % 200 == 199:
             while time.perf_counter() - began < (i + 1) / RATE:
                 time.sleep(0.0005)
     time.sleep(5.5)
     return (time.process_time() - began_cpu) / requests * 1e6
+
+
+def traced(requests: int, endpoint: str, sampler: str, ratio: float | None, line: AccessLog | None) -> float:
+    telemetry.setup_tracing("tracing-cost", endpoint, sampler=telemetry.make_sampler(sampler, ratio))
+    try:
+        return paced_cpu_us(requests, work=True, line=line)
+    finally:
+        telemetry.shutdown_tracing()
 
 
 def main() -> int:
@@ -79,15 +101,24 @@ def main() -> int:
         print(
             f"server span CPU per request ({args.requests:,} requests at {RATE:,}/s; pacing {pacing:.2f} µs subtracted)"
         )
+        endpoint = f"http://127.0.0.1:{port}"
         for sampler, ratio in SAMPLERS:
-            telemetry.setup_tracing(
-                "tracing-cost", f"http://127.0.0.1:{port}", sampler=telemetry.make_sampler(sampler, ratio)
+            print(
+                f"  {sampler} {ratio or ''}".ljust(34)
+                + f"{traced(args.requests, endpoint, sampler, ratio, None) - pacing:6.2f} µs"
             )
-            try:
-                cost = paced_cpu_us(args.requests, work=True) - pacing
-            finally:
-                telemetry.shutdown_tracing()
-            print(f"  {sampler} {ratio or ''}".ljust(34) + f"{cost:6.2f} µs")
+        # The access line (on by default) carries the span's ids: what tracing adds to it.
+        with open(os.devnull, "w") as devnull:
+            line = AccessLog(json=True)
+            line.setStream(devnull)
+            alone = paced_cpu_us(args.requests, work=True, line=line) - pacing
+            print(f"with its access line (JSON); tracing off, the line alone: {alone:.2f} µs")
+            for sampler, ratio in SAMPLERS:
+                cost = traced(args.requests, endpoint, sampler, ratio, line) - pacing
+                print(
+                    f"  {sampler} {ratio or ''}".ljust(34)
+                    + f"{cost:6.2f} µs (tracing's share {cost - alone:.2f})"
+                )
     finally:
         receiver.kill()
     return 0
