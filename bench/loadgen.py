@@ -107,14 +107,20 @@ class Target:
     server_pid: int | None = None
 
 
+# Rounds of a comparison in turns, at least: on this machine one run moves by up to a third, so
+# three rounds leave a ratio's median at the mercy of one slow minute.
+INTERLEAVED_ROUNDS = 5
+
+
 async def measure_interleaved(cfg: BenchConfig, lua: str, targets: Sequence[Target]) -> list[list[Sample]]:
-    """Servers compared on this noisy machine: each warmed up, then `cfg.runs` rounds of one run per
-    server in turn, so a slow minute of the machine falls on all of them alike (run back to back, a
-    row could move by a third between its figure and its limit). One list of samples per target."""
+    """Servers compared on this noisy machine: each warmed up, then rounds (`cfg.runs`, at least
+    INTERLEAVED_ROUNDS) of one run per server in turn, so a slow minute of the machine falls on all of
+    them alike (run back to back, a row could move by a third between its figure and its limit). One
+    list of samples per target, in round order (report.per_round pairs them)."""
     for target in targets:
         await wrk(cfg, target.url, lua, list(target.args), cfg.warmup_s)
     samples: list[list[Sample]] = [[] for _ in targets]
-    for _ in range(cfg.runs):
+    for _ in range(max(cfg.runs, INTERLEAVED_ROUNDS)):
         for i, target in enumerate(targets):
             sample, _ = await _one_run(cfg, target.url, lua, list(target.args), target.server_pid)
             samples[i].append(sample)

@@ -25,6 +25,16 @@ def median(samples: Sequence[Sample]) -> Sample:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def per_round(figures: Sequence[Sample], limits: Sequence[Sample]) -> str:
+    """Each round's ratio of two targets measured in turns (loadgen.measure_interleaved), for a
+    row's note: the spread says how far to trust the ratio of the medians."""
+    ratios = sorted(f.rate / lim.rate for f, lim in zip(figures, limits, strict=True) if lim.rate)
+    if not ratios:
+        return ""
+    middle = ratios[(len(ratios) - 1) // 2]
+    return f"per round {', '.join(f'{r:.0%}' for r in ratios)} (median {middle:.0%})"
+
+
 @dataclass(frozen=True)
 class Row:
     workload: str

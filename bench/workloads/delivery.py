@@ -16,7 +16,7 @@ from dataclasses import replace
 import httpx
 from bench import limits, loadgen
 from bench.procs import free_port, keel_bin, service
-from bench.report import Row, Sample, median
+from bench.report import Row, Sample, median, per_round
 from bench.workloads import Context
 from bench.workloads.production import TRACING_TARGET
 from tests.support.otlp import OtlpReceiver
@@ -82,7 +82,7 @@ class DeliveryPrefetch:
                 "req/s",
                 TRACING_TARGET,
                 note="OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> (parent-based 10 %); limit column: "
-                "the same service untraced, both running, measured in turns",
+                f"the same service untraced, both running, measured in turns; {per_round(traced, untraced)}",
             ),
             Row(
                 f"{name}: tracing on, nothing sampled, vs the same untraced",
@@ -91,7 +91,7 @@ class DeliveryPrefetch:
                 "req/s",
                 None,
                 note="as above with OTEL_TRACES_SAMPLER=parentbased_always_off, measured in the same turns: "
-                "the per-request path alone, no span recorded or exported",
+                f"the per-request path alone, no span recorded or exported; {per_round(unsampled, untraced)}",
             ),
         ]
 

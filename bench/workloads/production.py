@@ -17,7 +17,7 @@ import jwt
 from bench import loadgen
 from bench.loadgen import Target
 from bench.procs import free_port, keel_bin, service
-from bench.report import Row, Sample, median
+from bench.report import Row, Sample, median, per_round
 from bench.workloads import Context
 from bench.workloads.memory import MIB, SAMPLE_S, peak_while, rss
 from bench.workloads.orders import stored_order
@@ -60,6 +60,15 @@ def identity_headers(args: list[str]) -> dict[str, str]:
     return {args[1] if len(args) > 1 else "X-User-Id": args[0]}
 
 
+def against_off(
+    samples: dict[str, list[Sample]], name: str, config: str, target: float | None, why: str
+) -> Row:
+    """A configuration's row against the service with all four off, measured in the same turns."""
+    off = samples["off"]
+    rounds = per_round(samples[config], off)
+    return Row(name, median(samples[config]), median(off), "req/s", target, note=f"{why}; {rounds}")
+
+
 class ProductionConfig:
     name = "production-config"
 
@@ -93,43 +102,36 @@ class ProductionConfig:
             "AUTH_MODE=jwt (HS256 bearer token on every request); limit column: the same service with "
             "all four off (X-User-Id)"
         )
-        for title, figures in (
+        for title, samples in (
             (f"GET /v1/tickets (list of {LIST_TICKETS}, cache hit), production config", ticket_figures),
             ("GET /order/{id} from cache, production config", order_figures),
         ):
-            rows.append(Row(title, figures["on"], figures["off"], "req/s", TARGET_RATIO, note=note))
-            rows.append(
-                Row(
+            rows += [
+                against_off(samples, title, "on", TARGET_RATIO, note),
+                against_off(
+                    samples,
                     f"{title}: tracing alone",
-                    figures["tracing"],
-                    figures["off"],
-                    "req/s",
+                    "tracing",
                     TRACING_TARGET,
-                    note="OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> only (default sampler, "
-                    "parent-based 10 %); the other three off",
-                )
-            )
-            rows.append(
-                Row(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> only (default sampler, parent-based "
+                    "10 %); the other three off",
+                ),
+                against_off(
+                    samples,
                     f"{title}: tracing alone, nothing sampled",
-                    figures["unsampled"],
-                    figures["off"],
-                    "req/s",
+                    "unsampled",
                     None,
-                    note="as tracing alone with OTEL_TRACES_SAMPLER=parentbased_always_off: what every request "
+                    "as tracing alone with OTEL_TRACES_SAMPLER=parentbased_always_off: what every request "
                     "pays (its span's ids and context) without a span recorded or exported",
-                )
-            )
-            rows.append(
-                Row(
+                ),
+                against_off(
+                    samples,
                     f"{title}, every trace kept",
-                    figures["all"],
-                    figures["off"],
-                    "req/s",
+                    "all",
                     None,
-                    note="as above with OTEL_TRACES_SAMPLER=always_on: the cost of tracing every request",
-                )
-            )
+                    "as above with OTEL_TRACES_SAMPLER=always_on: the cost of tracing every request",
+                ),
+            ]
         rows.append(
             Row(
                 "POST /v1/tickets + Idempotency-Key: tracing alone",
@@ -150,9 +152,10 @@ class ProductionConfig:
         service_name: str,
         started: Callable[[Context, dict[str, str]], AbstractAsyncContextManager[Target]],
         configs: Sequence[tuple[str, dict[str, str]]],
-    ) -> dict[str, Sample]:
-        """Every configuration's service running at once, measured in turns (loadgen.measure_interleaved);
-        RSS of each idle (before the load) and at its peak under it."""
+    ) -> dict[str, list[Sample]]:
+        """Every configuration's service running at once, measured in turns (loadgen.measure_interleaved):
+        each configuration's samples in round order; RSS of each idle (before the load) and at its
+        peak under it."""
         async with contextlib.AsyncExitStack() as stack:
             targets = [await stack.enter_async_context(started(ctx, env)) for _, env in configs]
             pids = [t.server_pid for t in targets if t.server_pid is not None]
@@ -164,7 +167,7 @@ class ProductionConfig:
                     idle[target.server_pid],
                     peaks[target.server_pid],
                 )
-        return {config: median(got) for (config, _), got in zip(configs, samples, strict=True)}
+        return {config: got for (config, _), got in zip(configs, samples, strict=True)}
 
     def _memory_row(self) -> Row:
         text = "; ".join(
