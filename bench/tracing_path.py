@@ -1,0 +1,154 @@
+"""What tracing costs a cached GET's whole path through the app, in process: the order service built as
+`keel serve orders` builds it (edge, fast route, cache in Redis, access log on), called straight
+through ASGI with no server and no socket, with tracing off, at the default sampling (parent-based
+10 %, spans exported to a receiver in another process) and with nothing sampled — one round of each
+in turn, CPU per request by `time.process_time`.
+
+Served, a row moved by up to 5x between rounds on this machine (bench/README.md); in process the
+same comparison moves far less. Left out is the server's own share of a served request (granian
+parses and writes in Rust), which tracing does not add to: the ratio here weighs tracing against the
+app's own path only.
+
+Run: .venv/bin/python -m bench.tracing_path [--requests 4000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.config import BenchConfig
+from bench.procs import free_port, postgres_server, private_redis, scratch_database
+from bench.tracing_cost import RECEIVER
+from bench.workloads import Context
+from bench.workloads.orders import stored_order
+
+from keel.core import telemetry
+from keel.core.logging import setup_logging
+from keel.core.telemetry import SamplerName
+
+# (name, OTEL_TRACES_SAMPLER and its argument) per configuration; None: tracing off.
+CONFIGS: tuple[tuple[str, tuple[SamplerName, float | None] | None], ...] = (
+    ("off", None),
+    ("default 10 %", ("parentbased_traceidratio", 0.1)),
+    ("nothing sampled", ("parentbased_always_off", None)),
+)
+
+
+def scope_for(path: str) -> Callable[[], dict[str, Any]]:
+    """A fresh ASGI scope per request (the edge writes into `state`), as wrk's GET sends it."""
+    headers = [(b"host", b"127.0.0.1"), (b"user-agent", b"wrk"), (b"x-user-id", b"bench")]
+
+    def scope() -> dict[str, Any]:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+        }
+
+    return scope
+
+
+async def cpu_per_request(app: Any, scope: Callable[[], dict[str, Any]], requests: int) -> float:
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    began = time.process_time()
+    for _ in range(requests):
+        await app(scope(), receive, send)
+    spent = time.process_time() - began
+    if set(statuses) != {200}:
+        raise RuntimeError(f"statuses {sorted(set(statuses))}: the order is not answered")
+    return spent / requests * 1e6
+
+
+async def measure(requests: int, rounds: int, endpoint: str) -> dict[str, list[float]]:
+    from keel.core.runtime import build_app
+    from keel.core.settings import Settings
+    from keel.orders.spec import SPEC
+
+    cfg = BenchConfig()
+    with postgres_server(cfg.admin_dsn) as admin, private_redis() as redis_url:
+        async with scratch_database(admin) as dsn:
+            ctx = Context(cfg=cfg, dsn=dsn, redis_url=redis_url, brokers="", logdir=Path("."))
+            order = await stored_order(ctx, f"path{uuid.uuid4().hex[:8]}")
+            os.environ.update(ctx.service_env())
+            app = build_app([SPEC], Settings(), run_workers=False)
+            scope = scope_for(f"/order/{order.order_uid}")
+            figures: dict[str, list[float]] = {name: [] for name, _ in CONFIGS}
+            async with app.router.lifespan_context(app):
+                await cpu_per_request(app, scope, requests)  # warm-up: the cache, the code paths
+                for _ in range(rounds):
+                    for name, sampler in CONFIGS:
+                        if sampler is not None:
+                            telemetry.setup_tracing(
+                                "orders",
+                                endpoint,
+                                sampler=telemetry.make_sampler(*sampler),
+                                client_spans=True,
+                            )
+                        try:
+                            figures[name].append(await cpu_per_request(app, scope, requests))
+                        finally:
+                            telemetry.shutdown_tracing()
+            return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=4_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    # The access line as `keel serve` writes it, to nowhere.
+    setup_logging("INFO", json=True)
+    devnull = open(os.devnull, "w")  # noqa: SIM115 (open for the process's life)
+    for logger in (logging.getLogger(), logging.getLogger("keel.access")):
+        logger.handlers[0].setStream(devnull)  # type: ignore[attr-defined]
+    port = free_port()
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
+    try:
+        time.sleep(0.5)
+        figures = asyncio.run(measure(args.requests, args.rounds, f"http://127.0.0.1:{port}"))
+    finally:
+        receiver.kill()
+    off = figures["off"]
+    print(f"GET /order/{{id}} from cache, in process: CPU per request ({args.requests:,} requests a round)")
+    for name, values in figures.items():
+        ratios = sorted(o / v for o, v in zip(off, values, strict=True))
+        print(
+            f"  {name:<16} median {statistics.median(values):6.1f} µs"
+            f"  rounds {', '.join(f'{v:.1f}' for v in values)}"
+            f"  throughput vs off per round {', '.join(f'{r:.0%}' for r in ratios)}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
