@@ -1,5 +1,5 @@
 """The CPU a request's server span costs its process, by sampler: the span entered and finished as the
-edge does (keel.core.spans.server_span), spans exported as in production (batch processor, OTLP/JSON)
+edge does (keel.core.server_spans.server_span), spans exported as in production (batch processor, OTLP/JSON)
 to a receiver in another process that only reads them, at a steady 5,000 requests a second so the
 exporter keeps up. The pacing loop's own CPU is measured alone and subtracted. Then the same with
 the request's access line (on by default), which carries the span's ids: tracing's share of it is
@@ -18,7 +18,7 @@ import time
 
 from bench.procs import free_port
 
-from keel.core import spans, telemetry
+from keel.core import server_spans, telemetry
 from keel.core.logging import AccessLog
 
 RATE = 5_000  # every trace kept, the exporter keeps up at this rate (no span dropped)
@@ -60,7 +60,7 @@ def request(line: AccessLog | None) -> None:
         assert line is not None
         line.request("GET", ROUTE, 200, 0.5)
         return
-    with spans.server_span(SCOPE) as span:
+    with server_spans.server_span(SCOPE) as span:
         span.finish("GET", ROUTE, 200)
         if line is not None:
             line.request("GET", ROUTE, 200, 0.5, span)

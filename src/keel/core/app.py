@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from keel import __version__
-from keel.core import spans, telemetry
+from keel.core import server_spans, telemetry
 from keel.core.body_limit import EnvelopedBodyLimitMiddleware
 from keel.core.bus.errors import BrokerUnavailable
 from keel.core.docs import install_offline_docs
@@ -53,7 +53,7 @@ class KeelApp(FastAPI):
             if matched is not None and telemetry.enabled():
                 # Traced like any request: one server span, which the stack takes over (ADOPTED_SPAN)
                 # when the fast route declines (a cache miss) and the app answers instead.
-                with spans.server_span(scope) as span:
+                with server_spans.server_span(scope) as span:
                     if await edge(scope, send, matched, span):
                         return
                     scope.setdefault("state", {})[ADOPTED_SPAN] = span

@@ -23,7 +23,7 @@ from starlette.convertors import StringConvertor
 from starlette.routing import compile_path
 from starlette.types import Scope, Send
 
-from keel.core import spans
+from keel.core import server_spans
 from keel.core.context import accept_request_id, reset_request_id, set_request_id
 from keel.core.envelope import error_body
 from keel.core.errors import AppError
@@ -154,7 +154,7 @@ class FastEdge:
         scope: Scope,
         send: Send,
         matched: tuple[FastRoute, dict[str, str]] | None = None,
-        span: spans.server_span | None = None,
+        span: server_spans.server_span | None = None,
     ) -> bool:
         """True when a fast route answered; False when nothing was sent or counted (the app answers).
         `span`: the request's server span (tracing on), named and closed out here when it answers."""

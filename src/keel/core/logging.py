@@ -19,7 +19,7 @@ from keel.core.context import current_request_id
 from keel.core.telemetry import add_trace_ids
 
 if TYPE_CHECKING:
-    from keel.core.spans import server_span
+    from keel.core.server_spans import server_span
 
 
 def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:

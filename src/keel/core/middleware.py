@@ -11,7 +11,7 @@ import time
 from prometheus_client.metrics import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keel.core import spans, telemetry
+from keel.core import server_spans, telemetry
 from keel.core.context import accept_request_id, reset_request_id, set_request_id
 from keel.core.envelope import error_body
 from keel.core.logging import access_log
@@ -42,7 +42,12 @@ class HttpMetrics:
         self.in_flight = InFlight()
 
     def observe(
-        self, method: str, route: str, status: int, elapsed_s: float, span: spans.server_span | None = None
+        self,
+        method: str,
+        route: str,
+        status: int,
+        elapsed_s: float,
+        span: server_spans.server_span | None = None,
     ) -> None:
         key = (method, route, status)
         series = self._series.get(key)
@@ -81,13 +86,13 @@ class EdgeMiddleware:
             if adopted is not None:  # opened for a fast route that declined: the same request's span
                 await self._serve(scope, receive, send, adopted)
                 return
-            with spans.server_span(scope) as span:
+            with server_spans.server_span(scope) as span:
                 await self._serve(scope, receive, send, span)
         else:
             await self._serve(scope, receive, send, None)
 
     async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, span: spans.server_span | None
+        self, scope: Scope, receive: Receive, send: Send, span: server_spans.server_span | None
     ) -> None:
         given_id, declared = request_headers(scope)
         request_id = accept_request_id(given_id)

@@ -1,0 +1,162 @@
+"""The one server span of each request, after the OpenTelemetry HTTP conventions (the messaging spans
+are in keel.core.spans)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from keel.core import telemetry
+
+_LOW_64 = TraceIdRatioBased.TRACE_ID_LIMIT
+_RANDOM = TraceFlags.RANDOM_TRACE_ID  # W3C level 2: the trace id's low bits are random (ours are)
+_FLAGS = {
+    (sampled, random): TraceFlags((TraceFlags.SAMPLED if sampled else 0) | (_RANDOM if random else 0))
+    for sampled in (False, True)
+    for random in (False, True)
+}
+_ERROR = Status(StatusCode.ERROR)
+_UNSET = Status(StatusCode.UNSET)
+
+
+class server_span:
+    """The one server span of a request, a child of the caller's `traceparent`; the edge names it
+    after the route and sets the status once known (`finish`).
+
+    The SDK's `Tracer.start_span` is not used here: it costs more than a cached GET's own work (bench
+    /results/changes.md). The sampler's decision is made the SDK's way — its ratio rule on a fresh
+    root, else the sampler itself — and the request runs under a span that records nothing and carries
+    that decision (what the logs, the client spans and the events' `traceparent` read; its
+    `SpanContext` is built when first read, which a cached GET never does). A sampled span is
+    recorded as the SDK's `ReadableSpan` at the end and handed to the same batch processor as every
+    other span, so the collector sees what the SDK would have sent. A class rather than a generator-based
+    context manager: this runs on every request."""
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_flags",
+        "_name",
+        "_parent",
+        "_scope",
+        "_span_id",
+        "_start",
+        "_state",
+        "_status",
+        "_token",
+        "_trace_id",
+    )
+
+    def __init__(self, scope: MutableMapping[str, Any]) -> None:
+        self._scope = scope
+        self._start = 0  # the start time of a recorded span; 0: not sampled
+        self._context: SpanContext | None = None
+
+    def __enter__(self) -> server_span:
+        tracing = telemetry.active()
+        assert tracing is not None
+        scope = self._scope
+        carried: dict[str, str] | None = None
+        for name, value in scope.get("headers", ()):
+            if name == b"traceparent" or name == b"tracestate":
+                carried = carried or {}
+                carried[name.decode("latin-1")] = value.decode("latin-1")
+        method = scope["method"]
+        parent: SpanContext | None = None
+        if carried is not None:
+            parent_context = propagate.extract(carried)
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if not parent.is_valid:
+                parent = None
+        ids = tracing.provider.id_generator
+        trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
+        state = None
+        if parent is None and tracing.root_bound is not None:
+            sampled = trace_id & _LOW_64 < tracing.root_bound
+        else:
+            decision = tracing.sampler.should_sample(
+                parent_context if parent is not None else None, trace_id, method, SpanKind.SERVER
+            )
+            sampled, state = decision.decision is Decision.RECORD_AND_SAMPLE, decision.trace_state
+        random = parent.trace_flags.random_trace_id if parent is not None else True
+        self._trace_id, self._span_id = trace_id, ids.generate_span_id()
+        self._flags, self._state = _FLAGS[sampled, random], state
+        if sampled:
+            self._start = time.time_ns()
+            self._parent = parent
+            self._name = method
+            self._status = _UNSET
+            self._attributes = {
+                "http.request.method": method,
+                "url.path": scope["path"],
+                "url.scheme": scope.get("scheme", "http"),
+            }
+        self._token = otel_context.attach(trace.set_span_in_context(_InContext(self)))
+        return self
+
+    def is_recording(self) -> bool:
+        return self._start != 0
+
+    def get_span_context(self) -> SpanContext:
+        context = self._context
+        if context is None:
+            context = self._context = SpanContext(
+                self._trace_id, self._span_id, False, self._flags, self._state
+            )
+        return context
+
+    def log_ids(self) -> tuple[str, str]:
+        """`trace_id` and `span_id` as the log lines write them (the access log's, read here rather
+        than through the context: it writes one line per request)."""
+        return format(self._trace_id, "032x"), format(self._span_id, "016x")
+
+    def finish(self, method: str, route: str, status: int) -> None:
+        """Name the span after its route and set the status (the edge knows them at the end)."""
+        if self._start:
+            self._name = f"{method} {route}"
+            self._attributes["http.route"] = route
+            self._attributes["http.response.status_code"] = status
+            if status >= 500:
+                self._status = _ERROR
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)
+        if self._start:
+            tracing = telemetry.active()
+            if tracing is None:  # tracing was shut down while the request ran
+                return
+            tracing.processor.on_end(
+                ReadableSpan(
+                    self._name,
+                    self.get_span_context(),
+                    self._parent,
+                    tracing.resource,
+                    self._attributes,
+                    kind=SpanKind.SERVER,
+                    status=self._status,
+                    start_time=self._start,
+                    end_time=time.time_ns(),
+                    instrumentation_scope=tracing.scope,
+                )
+            )
+
+
+class _InContext(NonRecordingSpan):
+    """The request's span as the context holds it: records nothing, like any unsampled span, and asks
+    the server span for its `SpanContext` only when something reads it."""
+
+    def __init__(self, span: server_span) -> None:
+        self._span = span
+
+    def get_span_context(self) -> SpanContext:
+        return self._span.get_span_context()
+
+    def __repr__(self) -> str:
+        return f"NonRecordingSpan({self._span.get_span_context()!r})"
