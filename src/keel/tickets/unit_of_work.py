@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AsyncExitStack
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol
@@ -96,7 +96,9 @@ class PgTicketUnitOfWork(TicketUnitOfWork):
         self._shards = outbox_shards
         self._wake = wake
         self._creates = creates
-        self._connection: AbstractAsyncContextManager[asyncpg.Connection] | None = None
+        # Holds the pooled connection once it is open (and only then: a connect that failed has
+        # nothing to release, and its context manager must not be exited).
+        self._held = AsyncExitStack()
         self._conn: asyncpg.Connection | None = None
 
     async def __aenter__(self) -> PgTicketUnitOfWork:
@@ -105,17 +107,15 @@ class PgTicketUnitOfWork(TicketUnitOfWork):
 
     async def _connect(self) -> asyncpg.Connection:
         if self._conn is None:
-            self._connection = self._db.connection()
-            self._conn = await self._connection.__aenter__()
+            self._conn = await self._held.enter_async_context(self._db.connection())
         return self._conn
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await super().__aexit__(exc_type, exc, tb)
-        connection, self._connection, self._conn = self._connection, None, None
-        if connection is not None:
-            await connection.__aexit__(exc_type, exc, tb)
+        self._conn = None
+        await self._held.__aexit__(exc_type, exc, tb)
 
     async def _write(self, events: Sequence[Event]) -> Ticket | None:
         rows = [outbox_row(e, TicketEvents.TOPIC, self._shards) for e in events]
