@@ -17,7 +17,6 @@ import sys
 import time
 
 from bench.procs import free_port
-from opentelemetry.trace import SpanKind
 
 from keel.core import server_spans, telemetry
 from keel.core.logging import AccessLog
@@ -53,13 +52,6 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 
 
 ROUTE = "/order/{order_uid}"
-REDIS_ATTRIBUTES = {
-    "db.system": "redis",
-    "db.statement": "EVALSHA ? ? ?",
-    "net.peer.name": "127.0.0.1",
-    "net.peer.port": 6379,
-    "db.redis.database_index": 0,
-}
 
 
 def request(line: AccessLog | None) -> None:
@@ -91,37 +83,6 @@ def traced(requests: int, endpoint: str, sampler: str, ratio: float | None, line
     telemetry.setup_tracing("tracing-cost", endpoint, sampler=telemetry.make_sampler(sampler, ratio))
     try:
         return paced_cpu_us(requests, work=True, line=line)
-    finally:
-        telemetry.shutdown_tracing()
-
-
-def client_span_us(endpoint: str, spans: int = 20_000) -> float:
-    """CPU µs of one client span under a sampled request, as the Redis instrumentation makes one
-    (five attributes), recorded and handed to the exporter (whose thread's share is counted)."""
-    telemetry.setup_tracing(
-        "tracing-cost",
-        endpoint,
-        sampler=telemetry.make_sampler("parentbased_always_on", None),
-        client_spans=True,
-    )
-    tracing = telemetry.active()
-    assert tracing is not None and tracing.clients is not None
-    tracer = tracing.clients.get_tracer("opentelemetry.instrumentation.redis")
-
-    def run(count: int) -> None:
-        with server_spans.server_span(SCOPE):
-            for i in range(count):
-                with tracer.start_as_current_span("EVALSHA", kind=SpanKind.CLIENT) as span:
-                    span.set_attributes(REDIS_ATTRIBUTES)
-                if i % 200 == 199:
-                    time.sleep(200 / RATE)  # paced as the requests are, so the exporter keeps up
-        tracing.provider.force_flush()
-
-    try:
-        run(2_000)  # the exporter's connection, first calls
-        began = time.process_time()
-        run(spans)
-        return (time.process_time() - began) / spans * 1e6
     finally:
         telemetry.shutdown_tracing()
 
@@ -158,7 +119,6 @@ def main() -> int:
                     f"  {sampler} {ratio or ''}".ljust(34)
                     + f"{cost:6.2f} µs (tracing's share {cost - alone:.2f})"
                 )
-        print(f"a client span under a sampled request (Redis command): {client_span_us(endpoint):.2f} µs")
     finally:
         receiver.kill()
     return 0
