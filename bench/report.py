@@ -35,6 +35,15 @@ def per_round(figures: Sequence[Sample], limits: Sequence[Sample]) -> str:
     return f"per round {', '.join(f'{r:.0%}' for r in ratios)} (median {middle:.0%})"
 
 
+def in_turns(
+    name: str, figures: Sequence[Sample], limits: Sequence[Sample], target: float | None, note: str
+) -> Row:
+    """A row of two targets measured in turns: the medians, and each round's ratio in the note."""
+    return Row(
+        name, median(figures), median(limits), "req/s", target, note=f"{note}; {per_round(figures, limits)}"
+    )
+
+
 @dataclass(frozen=True)
 class Row:
     workload: str

@@ -11,10 +11,12 @@ Run: .venv/bin/python -m bench.tracing_cost [--requests 100000]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 from bench.procs import free_port
 
@@ -52,6 +54,18 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 
 
 ROUTE = "/order/{order_uid}"
+
+
+@contextlib.contextmanager
+def receiving() -> Iterator[str]:
+    """The OTLP endpoint of a RECEIVER in a process of its own, for as long as the block runs."""
+    port = free_port()
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
+    try:
+        time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        receiver.kill()
 
 
 def request(line: AccessLog | None) -> None:
@@ -93,15 +107,11 @@ def main() -> int:
     )
     parser.add_argument("--requests", type=int, default=50_000)
     args = parser.parse_args()
-    port = free_port()
-    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
-    try:
-        time.sleep(0.5)
+    with receiving() as endpoint:
         pacing = paced_cpu_us(args.requests, work=False)
         print(
             f"server span CPU per request ({args.requests:,} requests at {RATE:,}/s; pacing {pacing:.2f} µs subtracted)"
         )
-        endpoint = f"http://127.0.0.1:{port}"
         for sampler, ratio in SAMPLERS:
             print(
                 f"  {sampler} {ratio or ''}".ljust(34)
@@ -119,8 +129,6 @@ def main() -> int:
                     f"  {sampler} {ratio or ''}".ljust(34)
                     + f"{cost:6.2f} µs (tracing's share {cost - alone:.2f})"
                 )
-    finally:
-        receiver.kill()
     return 0
 
 

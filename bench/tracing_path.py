@@ -19,7 +19,6 @@ import asyncio
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -28,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchConfig
-from bench.procs import free_port, postgres_server, private_redis, scratch_database
-from bench.tracing_cost import RECEIVER
+from bench.procs import postgres_server, private_redis, scratch_database
+from bench.tracing_cost import receiving
 from bench.workloads import Context
 from bench.workloads.orders import stored_order
 
@@ -131,13 +130,8 @@ def main() -> int:
     devnull = open(os.devnull, "w")  # noqa: SIM115 (open for the process's life)
     for logger in (logging.getLogger(), logging.getLogger("keel.access")):
         logger.handlers[0].setStream(devnull)  # type: ignore[attr-defined]
-    port = free_port()
-    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
-    try:
-        time.sleep(0.5)
-        figures = asyncio.run(measure(args.requests, args.rounds, f"http://127.0.0.1:{port}"))
-    finally:
-        receiver.kill()
+    with receiving() as endpoint:
+        figures = asyncio.run(measure(args.requests, args.rounds, endpoint))
     off = figures["off"]
     print(f"GET /order/{{id}} from cache, in process: CPU per request ({args.requests:,} requests a round)")
     for name, values in figures.items():

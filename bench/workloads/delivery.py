@@ -16,7 +16,7 @@ from dataclasses import replace
 import httpx
 from bench import limits, loadgen
 from bench.procs import free_port, keel_bin, service
-from bench.report import Row, Sample, median, per_round
+from bench.report import Row, Sample, in_turns, median
 from bench.workloads import Context
 from bench.workloads.production import TRACING_TARGET
 from tests.support.otlp import OtlpReceiver
@@ -75,23 +75,21 @@ class DeliveryPrefetch:
                 "req/s",
                 None,
             ),
-            Row(
+            in_turns(
                 f"{name}: tracing on (default sampling) vs the same untraced",
-                median(traced),
-                median(untraced),
-                "req/s",
+                traced,
+                untraced,
                 TRACING_TARGET,
-                note="OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> (parent-based 10 %); limit column: "
-                f"the same service untraced, both running, measured in turns; {per_round(traced, untraced)}",
+                "OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> (parent-based 10 %); limit column: "
+                "the same service untraced, both running, measured in turns",
             ),
-            Row(
+            in_turns(
                 f"{name}: tracing on, nothing sampled, vs the same untraced",
-                median(unsampled),
-                median(untraced),
-                "req/s",
+                unsampled,
+                untraced,
                 None,
-                note="as above with OTEL_TRACES_SAMPLER=parentbased_always_off, measured in the same turns: "
-                f"the per-request path alone, no span recorded or exported; {per_round(unsampled, untraced)}",
+                "as above with OTEL_TRACES_SAMPLER=parentbased_always_off, measured in the same turns: "
+                "the per-request path alone, no span recorded or exported",
             ),
         ]
 

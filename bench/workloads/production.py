@@ -17,7 +17,7 @@ import jwt
 from bench import loadgen
 from bench.loadgen import Target
 from bench.procs import free_port, keel_bin, service
-from bench.report import Row, Sample, median, per_round
+from bench.report import Row, Sample, in_turns, median
 from bench.workloads import Context
 from bench.workloads.memory import MIB, SAMPLE_S, peak_while, rss
 from bench.workloads.orders import stored_order
@@ -60,15 +60,6 @@ def identity_headers(args: list[str]) -> dict[str, str]:
     return {args[1] if len(args) > 1 else "X-User-Id": args[0]}
 
 
-def against_off(
-    samples: dict[str, list[Sample]], name: str, config: str, target: float | None, why: str
-) -> Row:
-    """A configuration's row against the service with all four off, measured in the same turns."""
-    off = samples["off"]
-    rounds = per_round(samples[config], off)
-    return Row(name, median(samples[config]), median(off), "req/s", target, note=f"{why}; {rounds}")
-
-
 class ProductionConfig:
     name = "production-config"
 
@@ -107,27 +98,27 @@ class ProductionConfig:
             ("GET /order/{id} from cache, production config", order_figures),
         ):
             rows += [
-                against_off(samples, title, "on", TARGET_RATIO, note),
-                against_off(
-                    samples,
+                in_turns(title, samples["on"], samples["off"], TARGET_RATIO, note),
+                in_turns(
                     f"{title}: tracing alone",
-                    "tracing",
+                    samples["tracing"],
+                    samples["off"],
                     TRACING_TARGET,
                     "OTEL_EXPORTER_OTLP_ENDPOINT=<loopback receiver> only (default sampler, parent-based "
                     "10 %); the other three off",
                 ),
-                against_off(
-                    samples,
+                in_turns(
                     f"{title}: tracing alone, nothing sampled",
-                    "unsampled",
+                    samples["unsampled"],
+                    samples["off"],
                     None,
                     "as tracing alone with OTEL_TRACES_SAMPLER=parentbased_always_off: what every request "
                     "pays (its span's ids and context) without a span recorded or exported",
                 ),
-                against_off(
-                    samples,
+                in_turns(
                     f"{title}, every trace kept",
-                    "all",
+                    samples["all"],
+                    samples["off"],
                     None,
                     "as above with OTEL_TRACES_SAMPLER=always_on: the cost of tracing every request",
                 ),

@@ -182,8 +182,6 @@ class FastEdge:
             except Exception as exc:
                 expired = deadline is not None and deadline.expired()
                 status = await send_failure(send, exc, expired, self.timeout_s, rid_header)
-                if span is not None:
-                    span.finish("GET", route.path, status)
                 self.metrics.observe("GET", route.path, status, time.perf_counter() - begin, span)
                 return True
             if answer is None:
@@ -193,8 +191,6 @@ class FastEdge:
                     send, answer.status, answer.body, answer.media_type, answer.headers, rid_header
                 )
             finally:
-                if span is not None:
-                    span.finish("GET", route.path, answer.status)
                 self.metrics.observe("GET", route.path, answer.status, time.perf_counter() - begin, span)
             return True
         finally:

@@ -49,6 +49,9 @@ class HttpMetrics:
         elapsed_s: float,
         span: server_spans.server_span | None = None,
     ) -> None:
+        """A request's end: its span named and given its status, its metrics, its access line."""
+        if span is not None:
+            span.finish(method, route, status)
         key = (method, route, status)
         series = self._series.get(key)
         if series is None:
@@ -136,8 +139,6 @@ class EdgeMiddleware:
             if in_flight is not None:
                 in_flight.count -= 1
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            if span is not None:
-                span.finish(scope["method"], route, status)
             self.metrics.observe(scope["method"], route, status, time.perf_counter() - begin, span)
             reset_request_id(token)
 
