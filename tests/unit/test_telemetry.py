@@ -17,12 +17,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 from starlette.types import Scope
 
 from keel.core import telemetry
 from keel.core.app import create_app
 from keel.core.bus.message import Message, OutgoingMessage
+from keel.core.client_spans import UnderSampled
 from keel.core.events import Event, encode
 from keel.core.fastpath import FastResponse, FastRoute, FastRoutes
 from keel.core.logging import access_log, setup_logging
@@ -295,13 +296,17 @@ async def test_a_caller_s_decision_and_trace_state_are_followed(
     assert server.attributes["http.route"] == "/carried" and server.attributes["url.path"] == "/carried"
 
 
+def _client_tracer() -> trace.Tracer:
+    """The client instrumentations' tracer over the fixture's processor (its setup installs none)."""
+    tracing = telemetry.active()
+    assert tracing is not None and tracing.clients is None
+    return UnderSampled(tracing.processor, tracing.resource).get_tracer("client", "1.0")
+
+
 def test_client_spans_are_made_only_under_a_sampled_span(spans: Finished):
-    """A Redis command or a statement under an unsampled request costs no SDK span (most requests
-    are not sampled); under a sampled one it is a child span as before."""
-    clients = telemetry.active().clients  # type: ignore[union-attr]
-    assert clients is None  # the fixture's setup has none: build the wrapper over the main provider
-    provider = telemetry.active().provider  # type: ignore[union-attr]
-    tracer = telemetry.UnderSampled(provider).get_tracer("client")
+    """A Redis command or a statement under an unsampled request costs no span (most requests are
+    not sampled); under a sampled one it is a child span."""
+    tracer = _client_tracer()
     unsampled = SpanContext(int(TRACE_ID, 16), 0xAB, True, TraceFlags(0))
     under_unsampled = trace.set_span_in_context(NonRecordingSpan(unsampled))
     with tracer.start_as_current_span("GET", context=under_unsampled) as span:
@@ -314,3 +319,34 @@ def test_client_spans_are_made_only_under_a_sampled_span(spans: Finished):
     select, request = spans()
     assert select.name == "SELECT" and select.parent is not None
     assert select.parent.span_id == request.context.span_id
+
+
+def test_a_client_span_is_recorded_as_the_sdk_records_one(spans: Finished):
+    """Under a sampled span the client span is Keel's (no SDK span): the collector still gets its
+    name, kind, attributes, scope, status and the exception of a failed call."""
+    tracer = _client_tracer()
+    main = telemetry.active().tracer  # type: ignore[union-attr]
+    with main.start_as_current_span("request") as request:
+        with tracer.start_as_current_span(
+            "SELECT", kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"}
+        ) as ok:
+            ok.set_attribute("db.statement", "SELECT 1")
+            inner = trace.get_current_span()
+        with pytest.raises(ConnectionError), tracer.start_as_current_span("GET", kind=SpanKind.CLIENT):
+            raise ConnectionError("refused")
+    assert inner is ok  # current while the call runs
+    select, get, outer = spans()
+    assert outer.context.span_id == request.get_span_context().span_id
+    for client in (select, get):
+        assert client.kind is SpanKind.CLIENT and client.parent is not None
+        assert client.parent.span_id == outer.context.span_id
+        assert client.context.trace_id == outer.context.trace_id and client.context.trace_flags.sampled
+        assert client.instrumentation_scope is not None and client.instrumentation_scope.name == "client"
+        assert client.start_time is not None and client.end_time is not None
+        assert client.start_time <= client.end_time
+    assert dict(select.attributes or {}) == {"db.system": "postgresql", "db.statement": "SELECT 1"}
+    assert select.status.status_code is StatusCode.UNSET
+    assert get.status.status_code is StatusCode.ERROR and "refused" in (get.status.description or "")
+    (exception,) = get.events
+    assert exception.name == "exception" and exception.attributes is not None
+    assert exception.attributes["exception.type"] == "ConnectionError"

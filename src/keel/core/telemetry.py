@@ -2,13 +2,13 @@
 context carried across the bus in message headers, so one trace spans HTTP → outbox → relay → consumers.
 
 Tracing off (no endpoint) costs one global read at each hook: no provider, no spans, no headers.
-The span shapes (server, send, process) are in `keel.core.spans`; docs/observability.md shows a trace."""
+The span shapes: the server span in `keel.core.server_spans`, send and process in `keel.core.spans`, client
+spans in `keel.core.client_spans`; docs/observability.md shows a trace."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from keel.core.client_spans import UnderSampled
 from keel.core.otlp_json import JsonSpanExporter
 
 log = logging.getLogger("keel.telemetry")
@@ -52,8 +53,8 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 class Tracing:
     provider: TracerProvider
     tracer: trace.Tracer
-    # Database and Redis client spans: only under a span of ours (a relay's poll starts no trace).
-    clients: TracerProvider | None
+    # Database and Redis client spans: only under a sampled span (keel.core.client_spans).
+    clients: UnderSampled | None
     # What the server span (keel.core.spans) records through without an SDK span: see there.
     sampler: Sampler
     processor: SpanProcessor
@@ -120,9 +121,8 @@ def setup_tracing(
     provider.add_span_processor(processor)
     clients = None
     if client_spans:
-        clients = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_OFF))
-        clients.add_span_processor(_Shared(processor))
-        _instrument_clients(UnderSampled(clients))
+        clients = UnderSampled(processor, resource)
+        _instrument_clients(clients)
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)  # for code that asks the global one; set once per process
     _tracing = Tracing(
@@ -147,54 +147,6 @@ def shutdown_tracing() -> None:
     if current.clients is not None:
         _uninstrument_clients()
     current.provider.shutdown()
-
-
-class _Shared(SpanProcessor):
-    """The main provider's exporter, fed by the client-span provider; shut down by its owner only."""
-
-    def __init__(self, processor: SpanProcessor) -> None:
-        self._processor = processor
-
-    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
-        self._processor.on_start(span, parent_context)
-
-    def on_end(self, span: Any) -> None:
-        self._processor.on_end(span)
-
-
-class UnderSampled(trace.TracerProvider):
-    """The client instrumentations' provider: a Redis command or a statement gets a span only under a
-    sampled span. Under any other the SDK would start (and drop) one per call, a cost on every request
-    most of which are not sampled; here the call runs under its parent's context as it is."""
-
-    def __init__(self, provider: TracerProvider) -> None:
-        self._provider = provider
-
-    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
-        return _UnderSampledTracer(self._provider.get_tracer(*args, **kwargs))
-
-
-class _UnderSampledTracer(trace.Tracer):
-    def __init__(self, tracer: trace.Tracer) -> None:
-        self._tracer = tracer
-
-    def start_span(self, name: str, context: Context | None = None, *args: Any, **kwargs: Any) -> trace.Span:
-        skipped = _unsampled(context)
-        return skipped if skipped is not None else self._tracer.start_span(name, context, *args, **kwargs)
-
-    def start_as_current_span(
-        self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
-    ) -> Any:
-        skipped = _unsampled(context)
-        if skipped is not None:
-            return nullcontext(skipped)
-        return self._tracer.start_as_current_span(name, context, *args, **kwargs)
-
-
-def _unsampled(context: Context | None) -> trace.Span | None:
-    """The parent as a span that records nothing, when it is not sampled; None when it is."""
-    parent = trace.get_current_span(context).get_span_context()
-    return None if parent.trace_flags.sampled else trace.NonRecordingSpan(parent)
 
 
 def _instrument_clients(provider: trace.TracerProvider) -> None:
