@@ -33,6 +33,17 @@ def test_the_wav_is_a_riff_wave_file_of_the_same_audio():
         assert reader.readframes(reader.getnframes()) == pcm
 
 
+def test_the_wav_is_byte_for_byte_what_the_standard_library_writes():
+    pcm = bytes(range(256)) * 9
+    expected = io.BytesIO()
+    with wave.open(expected, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(pcm)
+    assert to_wav(pcm, 16_000) == expected.getvalue()
+
+
 def test_concurrent_calls_from_threads_each_get_their_own_whole_utterance():
     """eSpeak varies a few samples between runs, so lengths are compared with a tolerance: samples of
     one call leaking into another would change a length by a whole utterance."""
