@@ -68,27 +68,16 @@ class _UnderSampledTracer(trace.Tracer):
         return ClientSpan(name, parent, kind, attributes, start_time, self)
 
     def start_as_current_span(  # type: ignore[override]
-        self,
-        name: str,
-        context: Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-        end_on_exit: bool = True,
+        self, name: str, context: Context | None = None, **options: Any
     ) -> Iterator[trace.Span]:
-        span = self.start_span(name, context, kind, attributes, links, start_time)
+        """`start_span`'s arguments by keyword (as the instrumentations pass them), and `use_span`'s."""
+        use = {k: options.pop(k) for k in ("record_exception", "set_status_on_exception") if k in options}
+        end_on_exit = options.pop("end_on_exit", True)
+        span = self.start_span(name, context, **options)
         if not span.is_recording():
             # The parent's context is current already: nothing to attach, nothing to end.
             return nullcontext(span)  # type: ignore[return-value]
-        return trace.use_span(  # type: ignore[return-value]
-            span,
-            end_on_exit=end_on_exit,
-            record_exception=record_exception,
-            set_status_on_exception=set_status_on_exception,
-        )
+        return trace.use_span(span, end_on_exit=end_on_exit, **use)  # type: ignore[return-value]
 
     def end(self, span: ClientSpan) -> None:
         self._processor.on_end(
