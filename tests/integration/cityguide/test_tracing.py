@@ -9,6 +9,7 @@ import uuid
 from keel.cityguide import topics
 from keel.cityguide.delivery.spec import SPEC as DELIVERY
 from keel.cityguide.orchestrator.spec import SPEC as ORCHESTRATOR
+from keel.cityguide.story.generator import MIN_STORIES
 from keel.cityguide.story.spec import SPEC as STORY
 from keel.cityguide.tts.spec import SPEC as TTS
 from keel.core.bus.kafka import KafkaBus
@@ -20,6 +21,8 @@ from tests.support.servers import idempotent_producers
 from tests.support.serving import serving_app
 
 POINTS = [{"name": "Кремль"}, {"name": "Озеро Кабан"}]
+# A route gets a story per point and at least MIN_STORIES: two points make three audios.
+STORIES = max(len(POINTS), MIN_STORIES)
 HOPS = [
     ("process route.confirmed", "send route.confirmed"),
     ("send story.generate", "process route.confirmed"),
@@ -74,7 +77,7 @@ async def test_the_cityguide_flow_is_one_trace_to_the_delivery_page(
                 params={"route_id": route_id, "next": 10},
                 headers={"traceparent": traceparent(trace_id)},
             ),
-            until=lambda r: r.status_code == 200 and len(r.json()["items"]) == len(POINTS),
+            until=lambda r: r.status_code == 200 and len(r.json()["items"]) == STORIES,
             timeout_s=120,
             what="every audio of the route on the delivery page",
         )
