@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -125,7 +124,6 @@ def main() -> int:
     parser.add_argument("--routes", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    os.environ.pop("KAFKA_BROKERS", None)
     return asyncio.run(run(args.routes, args.rounds))
 
 
