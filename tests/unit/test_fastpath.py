@@ -4,17 +4,19 @@ error envelope, metrics), and the full stack for everything they do not answer."
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import APIRouter
 from prometheus_client import REGISTRY
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 from starlette.types import Scope
 
 from keel.core.app import create_app
 from keel.core.errors import NotFound
-from keel.core.fastpath import FastResponse, FastRoute, FastRoutes, raw_headers, simple_query
+from keel.core.fastpath import FastPost, FastResponse, FastRoute, FastRoutes, raw_headers, simple_query
 from keel.core.settings import Settings
 
 TEMPLATE = "/fast-things/{name}"
@@ -62,7 +64,7 @@ def client(calls: Calls) -> httpx.AsyncClient:
         return FastResponse(body, headers=raw_headers(headers))
 
     routes = FastRoutes()
-    routes.add([FastRoute(TEMPLATE, fast_thing)], served=[TEMPLATE])
+    routes.add([FastRoute(TEMPLATE, fast_thing)], served=[("GET", TEMPLATE)])
     settings = Settings(_env_file=None, request_timeout_s=0.2)
     app = create_app(title="fast", settings=settings, routers=[_router()], fast_routes=routes)
     return httpx.AsyncClient(
@@ -143,7 +145,7 @@ async def test_fast_answers_are_counted_under_the_route_template(client):
 def test_a_fast_route_must_shadow_a_get_route_of_the_app():
     route = FastRoute("/elsewhere/{id}", lambda scope, params: None)  # type: ignore[arg-type, return-value]
     with pytest.raises(ValueError, match="no FastAPI GET route"):
-        FastRoutes().add([route], served=[TEMPLATE])
+        FastRoutes().add([route], served=[("GET", TEMPLATE)])
 
 
 def test_only_string_parameters_are_taken():
@@ -183,7 +185,7 @@ async def test_a_memory_hit_answers_before_the_awaiting_handler_and_a_miss_reach
         return FastResponse(body, headers=raw_headers(headers))
 
     routes = FastRoutes()
-    routes.add([FastRoute(TEMPLATE, load, from_memory=from_memory)], served=[TEMPLATE])
+    routes.add([FastRoute(TEMPLATE, load, from_memory=from_memory)], served=[("GET", TEMPLATE)])
     app = create_app(title="fast", settings=Settings(_env_file=None), routers=[_router()], fast_routes=routes)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
         hits_before = _count("200")
@@ -194,3 +196,112 @@ async def test_a_memory_hit_answers_before_the_awaiting_handler_and_a_miss_reach
     assert awaited == ["zz"]  # the hit never reached the loader
     assert missing.status_code == 404 and missing.json()["error"]["request_id"] == "mem-miss"
     assert _count("200") == hits_before + 1
+
+
+# -- POST routes with a JSON body ----------------------------------------------------------------
+
+POST_TEMPLATE = "/fast-notes"
+
+
+class Note(BaseModel):
+    text: str
+
+
+def _post_app(seen: list[bytes], max_body_bytes: int = 64) -> Any:
+    router = APIRouter()
+
+    @router.post(POST_TEMPLATE, status_code=201)
+    async def add_note(note: Note) -> Response:
+        return Response(note.model_dump_json(), status_code=201, media_type="application/json")
+
+    async def fast_note(scope: Scope, params: dict[str, str], body: bytes) -> FastResponse | None:
+        seen.append(body)
+        try:
+            note = Note.model_validate_json(body)
+        except ValidationError:
+            return None
+        return FastResponse(note.model_dump_json().encode(), 201)
+
+    routes = FastRoutes()
+    routes.add([FastPost(POST_TEMPLATE, fast_note, max_body_bytes)], served=[("POST", POST_TEMPLATE)])
+    return create_app(title="fast", settings=Settings(_env_file=None), routers=[router], fast_routes=routes)
+
+
+async def test_a_fast_post_answers_what_the_route_answers_and_declines_into_the_route_with_its_body():
+    seen: list[bytes] = []
+    app = _post_app(seen)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        before = (
+            REGISTRY.get_sample_value(
+                "http_requests_total", {"method": "POST", "route": POST_TEMPLATE, "status": "201"}
+            )
+            or 0.0
+        )
+        fast = await client.post(POST_TEMPLATE, json={"text": "hi"})
+        refused = await client.post(POST_TEMPLATE, json={"text": 5})  # the handler declines: the route's 422
+        too_long = await client.post(POST_TEMPLATE, json={"text": "x" * 100})  # past the limit: unread
+        as_text = await client.post(
+            POST_TEMPLATE, content=b'{"text": "hi"}', headers={"content-type": "text/plain"}
+        )
+
+    assert fast.status_code == 201 and fast.json() == {"text": "hi"}
+    assert len(fast.headers["x-request-id"]) == 32
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "validation_error"
+    assert refused.json()["error"]["details"][0]["field"] == "body.text"  # the route read the same body
+    assert too_long.status_code == 201 and too_long.json() == {
+        "text": "x" * 100
+    }  # the route's own limit is larger
+    assert as_text.status_code == 422  # a text body is the route's to refuse
+    assert seen == [b'{"text":"hi"}', b'{"text":5}']  # the edge read only the two bodies it could take
+    counted = REGISTRY.get_sample_value(
+        "http_requests_total", {"method": "POST", "route": POST_TEMPLATE, "status": "201"}
+    )
+    assert counted == before + 2  # the fast answer and the route's, under the one template
+
+
+async def _call(app: Any, chunks: list[bytes]) -> tuple[int, bytes]:
+    """A POST whose body comes in `chunks` (one ASGI message each), with its length declared."""
+    body = b"".join(chunks)
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
+    ]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": POST_TEMPLATE,
+        "raw_path": POST_TEMPLATE.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+async def test_a_body_in_several_messages_is_read_whole_and_replayed_whole_to_the_route():
+    seen: list[bytes] = []
+    app = _post_app(seen)
+    assert await _call(app, [b'{"te', b'xt": "a', b'b"}']) == (201, b'{"text":"ab"}')
+    status, body = await _call(app, [b'{"text"', b": 7}"])  # declined after the edge read both messages
+    assert status == 422 and b'"field":"body.text"' in body
+    assert seen == [b'{"text": "ab"}', b'{"text": 7}']
+
+
+def test_a_fast_post_must_shadow_a_post_route_of_the_app():
+    route = FastPost(POST_TEMPLATE, lambda scope, params, body: None, 64)  # type: ignore[arg-type, return-value]
+    with pytest.raises(ValueError, match="no FastAPI POST route"):
+        FastRoutes().add([route], served=[("GET", POST_TEMPLATE)])

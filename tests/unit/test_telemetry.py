@@ -206,7 +206,9 @@ async def test_a_fast_route_keeps_its_server_span_and_a_declined_one_makes_no_se
 
     fast = FastRoutes()
     app = create_app(title="t", settings=Settings(_env_file=None), routers=[router], fast_routes=fast)
-    fast.add([FastRoute("/items/{item_id}", from_cache, awaits_io=False)], served=["/items/{item_id}"])
+    fast.add(
+        [FastRoute("/items/{item_id}", from_cache, awaits_io=False)], served=[("GET", "/items/{item_id}")]
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
         hot = await client.get("/items/hot", headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"})
         cold = await client.get("/items/cold")

@@ -54,13 +54,17 @@ class KeelApp(FastAPI):
                 # Traced like any request: one server span, which the stack takes over (ADOPTED_SPAN)
                 # when the fast route declines (a cache miss) and the app answers instead.
                 with server_spans.server_span(scope) as span:
-                    if await edge(scope, send, matched, span):
+                    rest = await edge(scope, receive, send, matched, span)
+                    if rest is None:
                         return
                     scope.setdefault("state", {})[ADOPTED_SPAN] = span
-                    await super().__call__(scope, receive, send)
+                    await super().__call__(scope, rest, send)
                 return
-            if matched is not None and await edge(scope, send, matched):
-                return
+            if matched is not None:
+                rest = await edge(scope, receive, send, matched)
+                if rest is None:
+                    return
+                receive = rest
         if scope["type"] == "lifespan" and self.one_line_startup_errors:
             send = _startup_failure_in_one_line(send)
         await super().__call__(scope, receive, send)
@@ -115,7 +119,7 @@ def create_app(
     authenticator: Authenticator | None = None,
 ) -> FastAPI:
     """`max_route_body_bytes`: the largest body any route accepts (upload routes set their own limit);
-    `fast_routes`: GET routes answered before the FastAPI stack (filled once the services are wired);
+    `fast_routes`: routes answered before the FastAPI stack (filled once the services are wired);
     `liveness_aliases`: paths answering as `/healthz` (keel.core.health.SEED_LIVENESS_PATHS);
     `authenticator`: who the callers are (keel.core.identity), by default built from `settings`."""
     app = KeelApp(

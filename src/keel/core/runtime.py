@@ -40,10 +40,10 @@ async def start_relay(infra: Infra, stack: AsyncExitStack) -> OutboxRelay:
     )
 
 
-def _get_templates(routers: Sequence[APIRouter]) -> set[str]:
-    """The path templates of the routers' GET routes (included in the app without a prefix)."""
+def _route_templates(routers: Sequence[APIRouter]) -> set[tuple[str, str]]:
+    """(method, path template) of the routers' routes (included in the app without a prefix)."""
     routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
-    return {r.path for r in routes if "GET" in (r.methods or ())}
+    return {(method, r.path) for r in routes for method in r.methods or ()}
 
 
 def build_app(
@@ -147,7 +147,7 @@ def build_app(
         routers.append(signed_files_router())
     if serve_routes and embedded and topics:
         routers.append(dev_bus_router(topics, door_open=dev_door))
-    served = _get_templates(routers)
+    served = _route_templates(routers)
     max_route_body = max((s.max_body_bytes or 0 for s in specs), default=0) or None
     tracing = setup_tracing(
         f"keel-{names.replace(', ', '-')}",

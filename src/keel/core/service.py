@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from fastapi import APIRouter
 
 if TYPE_CHECKING:
-    from keel.core.fastpath import FastRoute
+    from keel.core.fastpath import Fast
     from keel.core.infra import Infra
 
 
@@ -32,8 +32,8 @@ class Wiring:
     workers: list[Worker] = field(default_factory=list)
     # Called on shutdown after the workers stopped (close clients the service opened itself).
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    # Hot GET routes answered ahead of the FastAPI stack (keel.core.fastpath).
-    fast_routes: list[FastRoute] = field(default_factory=list)
+    # Hot routes answered ahead of the FastAPI stack (keel.core.fastpath).
+    fast_routes: list[Fast] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

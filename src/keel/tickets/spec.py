@@ -14,7 +14,7 @@ from keel.core.consumer import ConsumerOptions, ConsumerRunner
 from keel.core.infra import Infra
 from keel.core.ratelimit import RateLimiter, shared_storage
 from keel.core.service import ServiceSpec, Wiring
-from keel.tickets.api import PREFIXES, build_router, list_fast_routes
+from keel.tickets.api import PREFIXES, build_router, create_fast_routes, list_fast_routes
 from keel.tickets.handlers import NOTIFICATIONS
 from keel.tickets.idempotency import (
     IdempotencyStore,
@@ -93,8 +93,11 @@ async def _wire(infra: Infra, settings: TicketSettings) -> Wiring:
     if settings.tickets_rate_limit:
         limiter = RateLimiter(settings.tickets_rate_limit, shared_storage(infra.settings), name="tickets")
         wiring.state["tickets_rate_limiter"] = limiter
-    # One code path: the fast list answers with or without a limit, and counts against it.
-    wiring.fast_routes = list_fast_routes(service, infra.authenticator, limiter)
+    # One code path: the fast routes answer with or without a limit, and count against it.
+    wiring.fast_routes = [
+        *list_fast_routes(service, infra.authenticator, limiter),
+        *create_fast_routes(service, infra.authenticator, limiter, infra.settings.max_body_bytes),
+    ]
     notifications = ConsumerRunner(
         infra.bus,
         group_id=NOTIFICATIONS_GROUP,
