@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from keel.core.breaker import CircuitBreaker, ThrottledErrorLog
 from keel.core.cache.port import Loader, SingleFlightCache, check_prefix, invalidation_points
+from keel.core.redis_batch import RedisBatch, RedisCommand
 from keel.core.redis_topology import REDIS_FAILURES, RedisClient, RedisTopology, hash_tagged
 
 log = logging.getLogger("keel.cache")
@@ -22,8 +23,6 @@ log = logging.getLogger("keel.cache")
 UNAVAILABLE = REDIS_FAILURES
 MAX_PENDING_INVALIDATIONS = 10_000
 T = TypeVar("T")
-# A raw command on the caller's own keys, e.g. ("SET", key, value, "EX", 3600).
-RedisCommand = tuple[str | bytes | int, ...]
 
 # KEYS: the value, its lock, its generation keys. Returns the raw value ('' when absent), the current
 # stamp and, when ARGV[1] holds a token, whether this call took the lock. One script rather than a
@@ -121,7 +120,8 @@ class RedisCache(SingleFlightCache[bytes]):
         self._error_log = ThrottledErrorLog(log, f"redis cache {name!r}")
         self._read_script = client.register_script(_READ)
         self._set_now = client.register_script(_SET_NOW)
-        self._invalidate = client.register_script(_INVALIDATE)
+        # Invalidations (a create's, with its key recorded) go with other requests' in one pipeline.
+        self._batch = RedisBatch(client, f"cache-{name}")
         self._unlock_script = client.register_script(_UNLOCK)
         # Invalidations that failed while Redis was unreachable, replayed before the next call once
         # it answers: a partition that loses no data must not leave stale entries live after it.
@@ -202,16 +202,9 @@ class RedisCache(SingleFlightCache[bytes]):
         gen_keys = [self._gen_key(p) for p in points]
         all_keys = [self._ns + "seq", *gen_keys, *(self._value_key(k) for k in keys)]
         args = [int(self.max_ttl_s * 1000), len(gen_keys)]
-        if not also:
-            await self._invalidate(keys=all_keys, args=args)
-            return
-        # EVAL, not the registered script: a pipeline sends SCRIPT EXISTS first for those, a round
-        # trip of its own.
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.eval(_INVALIDATE, len(all_keys), *all_keys, *args)
-            for command in also:
-                pipe.execute_command(*command)
-            await pipe.execute()
+        # EVAL, not a registered script: in a pipeline redis-py sends SCRIPT EXISTS first for those,
+        # a round trip of its own.
+        await self._batch.execute(("EVAL", _INVALIDATE, len(all_keys), *all_keys, *args), *also)
 
     # -- cross-process stampede lock --------------------------------------------------------------
 
