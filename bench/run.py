@@ -27,7 +27,10 @@ from tests.support import servers
 def git_sha() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "src", "bench"], cwd=ROOT, capture_output=True, text=True
+        ["git", "status", "--porcelain", "--", "src", "bench", ":!bench/results"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
