@@ -1,23 +1,22 @@
 """What a ticket create costs the API process in process: the tickets app built as `keel serve tickets
 --api-only` builds it (edge, fast routes, group commit, Redis), called straight through ASGI by 32
 concurrent callers with fresh Idempotency-Keys, no server and no socket; CPU per create by
-`time.process_time`, per round.
+`time.process_time`, per round, with tracing off, at the default sampling (parent-based 10 %, spans
+exported to a receiver in another process) and with nothing sampled, in turns.
 
 Served, the create row moves by 2x with the VM's phase (bench/README.md); in process the figure moves
 far less, so a change to the create path is weighed here first. Left out: the server's share of a
 served request (granian reads and writes in Rust; the bare app's POST costs it about 60 µs), the
 worker's relay and consumer, and PostgreSQL's and Redis's own CPU.
 
-Run: .venv/bin/python -m bench.create_path [--creates 4000] [--rounds 5]
+Run: .venv/bin/python -m bench.create_path [--creates 4000] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -27,10 +26,10 @@ from typing import Any
 import uvloop
 from bench.config import BenchConfig
 from bench.procs import postgres_server, private_redis, scratch_database
+from bench.tracing_cost import receiving
+from bench.tracing_path import access_log_to_nowhere, in_turns, print_figures
 from bench.workloads import Context
 from bench.workloads.tickets import DESCRIPTION, TITLE
-
-from keel.core.logging import setup_logging
 
 CALLERS = 32  # as the served row's connections
 BODY = f'{{"title": "{TITLE}", "description": "{DESCRIPTION}"}}'.encode()
@@ -84,7 +83,7 @@ async def cpu_per_create(app: Any, user: str, creates: int) -> float:
     return spent / creates * 1e6
 
 
-async def measure(creates: int, rounds: int) -> list[float]:
+async def measure(creates: int, rounds: int, endpoint: str) -> dict[str, list[float]]:
     from keel.core.runtime import build_app
     from keel.core.settings import Settings
     from keel.tickets.spec import SPEC
@@ -98,7 +97,7 @@ async def measure(creates: int, rounds: int) -> list[float]:
             user = f"path-{ctx.run_id}"
             async with app.router.lifespan_context(app):
                 await cpu_per_create(app, user, 1_000)  # warm-up: pools, code paths
-                return [await cpu_per_create(app, user, creates) for _ in range(rounds)]
+                return await in_turns("tickets", endpoint, rounds, lambda: cpu_per_create(app, user, creates))
 
 
 def main() -> int:
@@ -106,17 +105,13 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--creates", type=int, default=4_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    setup_logging("INFO", json=True)
-    devnull = open(os.devnull, "w")  # noqa: SIM115 (open for the process's life)
-    for logger in (logging.getLogger(), logging.getLogger("keel.access")):
-        logger.handlers[0].setStream(devnull)  # type: ignore[attr-defined]
-    figures = uvloop.run(measure(args.creates, args.rounds))
-    print(
-        f"POST /v1/tickets with Idempotency-Key, in process, {CALLERS} callers: CPU per create "
-        f"median {statistics.median(figures):.0f} µs, rounds {', '.join(f'{f:.0f}' for f in figures)}"
-    )
+    access_log_to_nowhere()
+    with receiving() as endpoint:
+        figures = uvloop.run(measure(args.creates, args.rounds, endpoint))
+    title = f"POST /v1/tickets with Idempotency-Key, in process, {CALLERS} callers: CPU per create"
+    print_figures(title, figures, decimals=0)
     return 0
 
 

@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,23 +99,49 @@ async def measure(requests: int, rounds: int, endpoint: str) -> dict[str, list[f
             os.environ.update(ctx.service_env())
             app = build_app([SPEC], Settings(), run_workers=False)
             scope = scope_for(f"/order/{order.order_uid}")
-            figures: dict[str, list[float]] = {name: [] for name, _ in CONFIGS}
             async with app.router.lifespan_context(app):
                 await cpu_per_request(app, scope, requests)  # warm-up: the cache, the code paths
-                for _ in range(rounds):
-                    for name, sampler in CONFIGS:
-                        if sampler is not None:
-                            telemetry.setup_tracing(
-                                "orders",
-                                endpoint,
-                                sampler=telemetry.make_sampler(*sampler),
-                                client_spans=True,
-                            )
-                        try:
-                            figures[name].append(await cpu_per_request(app, scope, requests))
-                        finally:
-                            telemetry.shutdown_tracing()
-            return figures
+                return await in_turns(
+                    "orders", endpoint, rounds, lambda: cpu_per_request(app, scope, requests)
+                )
+
+
+async def in_turns(
+    service: str, endpoint: str, rounds: int, round_cpu: Callable[[], Awaitable[float]]
+) -> dict[str, list[float]]:
+    """`rounds` of `round_cpu` under each configuration in turn: {configuration: figure per round}."""
+    figures: dict[str, list[float]] = {name: [] for name, _ in CONFIGS}
+    for _ in range(rounds):
+        for name, sampler in CONFIGS:
+            if sampler is not None:
+                telemetry.setup_tracing(
+                    service, endpoint, sampler=telemetry.make_sampler(*sampler), client_spans=True
+                )
+            try:
+                figures[name].append(await round_cpu())
+            finally:
+                telemetry.shutdown_tracing()
+    return figures
+
+
+def access_log_to_nowhere() -> None:
+    """The access line as `keel serve` writes it, to nowhere."""
+    setup_logging("INFO", json=True)
+    devnull = open(os.devnull, "w")  # noqa: SIM115 (open for the process's life)
+    for logger in (logging.getLogger(), logging.getLogger("keel.access")):
+        logger.handlers[0].setStream(devnull)  # type: ignore[attr-defined]
+
+
+def print_figures(title: str, figures: dict[str, list[float]], decimals: int) -> None:
+    off = figures["off"]
+    print(title)
+    for name, values in figures.items():
+        ratios = sorted(o / v for o, v in zip(off, values, strict=True))
+        print(
+            f"  {name:<16} median {statistics.median(values):6.{decimals}f} µs"
+            f"  rounds {', '.join(f'{v:.{decimals}f}' for v in values)}"
+            f"  throughput vs off per round {', '.join(f'{r:.0%}' for r in ratios)}"
+        )
 
 
 def main() -> int:
@@ -125,22 +151,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=4_000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    # The access line as `keel serve` writes it, to nowhere.
-    setup_logging("INFO", json=True)
-    devnull = open(os.devnull, "w")  # noqa: SIM115 (open for the process's life)
-    for logger in (logging.getLogger(), logging.getLogger("keel.access")):
-        logger.handlers[0].setStream(devnull)  # type: ignore[attr-defined]
+    access_log_to_nowhere()
     with receiving() as endpoint:
         figures = asyncio.run(measure(args.requests, args.rounds, endpoint))
-    off = figures["off"]
-    print(f"GET /order/{{id}} from cache, in process: CPU per request ({args.requests:,} requests a round)")
-    for name, values in figures.items():
-        ratios = sorted(o / v for o, v in zip(off, values, strict=True))
-        print(
-            f"  {name:<16} median {statistics.median(values):6.1f} µs"
-            f"  rounds {', '.join(f'{v:.1f}' for v in values)}"
-            f"  throughput vs off per round {', '.join(f'{r:.0%}' for r in ratios)}"
-        )
+    title = f"GET /order/{{id}} from cache, in process: CPU per request ({args.requests:,} requests a round)"
+    print_figures(title, figures, decimals=1)
     return 0
 
 
