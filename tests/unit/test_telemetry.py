@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
+from pydantic import BaseModel, ValidationError
 from starlette.types import Scope
 
 from keel.core import telemetry
@@ -25,7 +26,7 @@ from keel.core.app import create_app
 from keel.core.bus.message import Message, OutgoingMessage
 from keel.core.client_spans import UnderSampled
 from keel.core.events import Event, encode
-from keel.core.fastpath import FastResponse, FastRoute, FastRoutes
+from keel.core.fastpath import FastPost, FastResponse, FastRoute, FastRoutes
 from keel.core.logging import access_log, setup_logging
 from keel.core.settings import Settings
 from keel.core.spans import process_batch, process_one, start_sending
@@ -222,6 +223,39 @@ async def test_a_fast_route_keeps_its_server_span_and_a_declined_one_makes_no_se
         ("/items/{item_id}", TRACE_ID),
         ("/items/{item_id}", format(servers[1].context.trace_id, "032x")),
     ]
+
+
+class Note(BaseModel):
+    text: str
+
+
+async def test_a_fast_post_keeps_its_server_span_and_one_it_declines_makes_no_second(spans: Finished):
+    """The same for a POST at the edge: answered there, or declined (a body its model refuses) and
+    answered by the route that reads the same body: one server span each, under the route."""
+    router = APIRouter()
+
+    @router.post("/notes", status_code=201)
+    async def add_note(note: Note) -> dict[str, str]:
+        return {"text": note.text, "source": "stack"}
+
+    async def at_edge(scope: Scope, params: Mapping[str, str], body: bytes) -> FastResponse | None:
+        try:
+            note = Note.model_validate_json(body)
+        except ValidationError:
+            return None
+        return FastResponse(orjson.dumps({"text": note.text, "source": "fast"}), 201)
+
+    fast = FastRoutes()
+    app = create_app(title="t", settings=Settings(_env_file=None), routers=[router], fast_routes=fast)
+    fast.add([FastPost("/notes", at_edge, 1024)], served=[("POST", "/notes")])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        answered = await client.post("/notes", json={"text": "hi"})
+        declined = await client.post("/notes", json={"text": 5})
+    assert answered.status_code == 201 and answered.json() == {"text": "hi", "source": "fast"}
+    assert declined.status_code == 422 and declined.json()["error"]["details"][0]["field"] == "body.text"
+    servers = [s for s in spans() if s.kind == SpanKind.SERVER]
+    assert [s.name for s in servers] == ["POST /notes", "POST /notes"]
+    assert [s.attributes["http.response.status_code"] for s in servers if s.attributes] == [201, 422]
 
 
 @pytest.fixture
