@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,66 +45,88 @@ CONFIGS: tuple[tuple[str, tuple[SamplerName, float | None] | None], ...] = (
 )
 
 
+def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """An ASGI HTTP scope as the server builds it; a fresh one per request (the edge writes `state`)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
 def scope_for(path: str) -> Callable[[], dict[str, Any]]:
-    """A fresh ASGI scope per request (the edge writes into `state`), as wrk's GET sends it."""
+    """A GET of `path` as wrk sends it."""
     headers = [(b"host", b"127.0.0.1"), (b"user-agent", b"wrk"), (b"x-user-id", b"bench")]
-
-    def scope() -> dict[str, Any]:
-        return {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 40000),
-            "server": ("127.0.0.1", 8000),
-        }
-
-    return scope
+    return lambda: http_scope("GET", path, headers)
 
 
-async def cpu_per_request(app: Any, scope: Callable[[], dict[str, Any]], requests: int) -> float:
+async def cpu_per_request(
+    app: Any,
+    scope: Callable[[], dict[str, Any]],
+    requests: int,
+    *,
+    body: bytes = b"",
+    status: int = 200,
+    callers: int = 1,
+) -> float:
+    """CPU µs per request of `requests` sent by `callers` concurrent callers, each answered `status`."""
     statuses: list[int] = []
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
 
+    left = iter(range(requests))
+
+    async def caller() -> None:
+        for _ in left:
+            await app(scope(), receive, send)
+
     began = time.process_time()
-    for _ in range(requests):
-        await app(scope(), receive, send)
+    await asyncio.gather(*(caller() for _ in range(callers)))
     spent = time.process_time() - began
-    if set(statuses) != {200}:
-        raise RuntimeError(f"statuses {sorted(set(statuses))}: the order is not answered")
+    if set(statuses) != {status}:
+        raise RuntimeError(f"statuses {sorted(set(statuses))}, not all {status}")
     return spent / requests * 1e6
 
 
-async def measure(requests: int, rounds: int, endpoint: str) -> dict[str, list[float]]:
+@contextlib.asynccontextmanager
+async def in_process_app(spec: Any) -> AsyncIterator[tuple[Any, Context]]:
+    """`spec`'s app as `keel serve NAME --api-only` builds it, started, on a private PostgreSQL and
+    Redis: called straight through ASGI, no server and no socket."""
     from keel.core.runtime import build_app
     from keel.core.settings import Settings
-    from keel.orders.spec import SPEC
 
     cfg = BenchConfig()
     with postgres_server(cfg.admin_dsn) as admin, private_redis() as redis_url:
         async with scratch_database(admin) as dsn:
             ctx = Context(cfg=cfg, dsn=dsn, redis_url=redis_url, brokers="", logdir=Path("."))
-            order = await stored_order(ctx, f"path{uuid.uuid4().hex[:8]}")
             os.environ.update(ctx.service_env())
-            app = build_app([SPEC], Settings(), run_workers=False)
-            scope = scope_for(f"/order/{order.order_uid}")
+            app = build_app([spec], Settings(), run_workers=False)
             async with app.router.lifespan_context(app):
-                await cpu_per_request(app, scope, requests)  # warm-up: the cache, the code paths
-                return await in_turns(
-                    "orders", endpoint, rounds, lambda: cpu_per_request(app, scope, requests)
-                )
+                yield app, ctx
+
+
+async def measure(requests: int, rounds: int, endpoint: str) -> dict[str, list[float]]:
+    from keel.orders.spec import SPEC
+
+    async with in_process_app(SPEC) as (app, ctx):
+        order = await stored_order(ctx, f"path{uuid.uuid4().hex[:8]}")
+        scope = scope_for(f"/order/{order.order_uid}")
+        await cpu_per_request(app, scope, requests)  # warm-up: the cache, the code paths
+        return await in_turns("orders", endpoint, rounds, lambda: cpu_per_request(app, scope, requests))
 
 
 async def in_turns(

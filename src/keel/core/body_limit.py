@@ -62,7 +62,7 @@ class EnvelopedBodyLimitMiddleware(RequestBodyLimitMiddleware):
             elif not message.get("more_body", False):
                 await send({"type": "http.response.body", "body": body})
 
-        declared = _declared_length(scope)
+        declared = declared_length(scope)
         if declared is not None and declared <= self.max_body_size:
             # The server hands the app exactly the declared number of bytes, so Starlette's counting
             # could never refuse this body: skip its per-request responder and the wrappers around
@@ -106,7 +106,7 @@ async def _drain(receive: Receive) -> None:
                     return
 
 
-def _declared_length(scope: Scope) -> int | None:
+def declared_length(scope: Scope) -> int | None:
     """The Content-Length of a request that has no Transfer-Encoding, when it is plain digits."""
     length = None
     for name, value in scope["headers"]:

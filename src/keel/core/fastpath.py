@@ -28,6 +28,7 @@ from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
 from keel.core import server_spans
+from keel.core.body_limit import declared_length
 from keel.core.context import accept_request_id, reset_request_id, set_request_id
 from keel.core.envelope import error_body
 from keel.core.errors import AppError
@@ -204,10 +205,9 @@ class FastEdge:
         if matched is None:
             return receive
         route, params = matched
-        given_id, declared = request_headers(scope)
-        if isinstance(route, FastPost) and not _takes_body(route, scope, declared):
+        if isinstance(route, FastPost) and not _takes_body(route, scope):
             return receive
-        request_id = accept_request_id(given_id)
+        request_id = accept_request_id(request_headers(scope)[0])
         token = set_request_id(request_id)
         rid_header = (b"x-request-id", request_id.encode())
         begin = time.perf_counter()
@@ -251,15 +251,13 @@ class FastEdge:
             reset_request_id(token)
 
 
-def _takes_body(route: FastPost, scope: Scope, declared: str | None) -> bool:
+def _takes_body(route: FastPost, scope: Scope) -> bool:
     """A JSON body whose declared length is within the route's limit."""
-    if declared is None or not declared.isdigit() or int(declared) > route.max_body_bytes:
+    length = declared_length(scope)
+    if length is None or length > route.max_body_bytes:
         return False
-    for key, value in scope["headers"]:
-        if key == b"content-type":
-            media_type: bytes = value.split(b";", 1)[0].strip().lower()
-            return media_type == b"application/json"
-    return False
+    content_type = header(scope, b"content-type")
+    return content_type is not None and content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
 async def _read_body(receive: Receive, read: list[Message]) -> bytes | None:

@@ -23,7 +23,7 @@ Commands = tuple[RedisCommand, ...]
 
 class RedisBatch:
     def __init__(self, client: RedisClient, name: str, *, max_batch: int = 128) -> None:
-        self.client = client
+        self._client = client
         self._group: GroupCommit[Commands, list[Any]] = GroupCommit(
             f"redis-{name}", self._send, max_batch=max_batch
         )
@@ -37,7 +37,7 @@ class RedisBatch:
         return replies
 
     async def _send(self, batch: Sequence[Commands]) -> list[list[Any]]:
-        async with self.client.pipeline(transaction=False) as pipe:
+        async with self._client.pipeline(transaction=False) as pipe:
             for commands in batch:
                 for command in commands:
                     pipe.execute_command(*command)
