@@ -27,7 +27,7 @@ from keel.core.consumer import ConsumerRunner
 from keel.core.consumer.handlers import _CLAIM as INBOX_CLAIM  # the runner's own statement, for pgbench
 from keel.core.db import Database
 from keel.core.events import Event, encode
-from keel.core.outbox import OutboxRelay, RelayOptions
+from keel.core.outbox import OutboxRelay, RelayOptions, sql
 from keel.core.outbox.relay import to_message
 from keel.core.schema import upgrade
 from keel.core.settings import Settings
@@ -62,10 +62,9 @@ SELECT gen_random_uuid(), $1, k::text, 'ticket.created', 'envelope',
 FROM (SELECT gen_random_uuid() AS k FROM generate_series(1, $2)) AS s
 """
 # The columns as the relay's claim reads them, so the raw producer sends byte-identical records.
-ROWS_AS_CLAIMED = """
-SELECT event_id::text AS event_id, topic, key, event_type, wire, payload::text AS payload,
-       headers::text AS headers, created_at
-FROM outbox_events WHERE topic = $1 ORDER BY id
+ROWS_AS_CLAIMED = f"""
+SELECT {sql.RECORD_COLUMNS}
+FROM outbox_events o WHERE o.topic = $1 ORDER BY o.id
 """
 SETTLE = "UPDATE outbox_events SET published_at = clock_timestamp() WHERE published_at IS NULL"
 LAG_P99 = """
@@ -227,7 +226,7 @@ class RelayWorkload:
                 raw.append(
                     Sample(
                         run.raw_rate,
-                        f"AIOKafkaProducer(acks=all, linger_ms={bus.linger_ms}): send all {events:,}, then await acks",
+                        f"AIOKafkaProducer(acks=all, linger_ms={bus.linger_ms}, partitioner=keel.core.bus.partitioner): send all {events:,}, then await acks",
                     )
                 )
             if ctx.cfg.profile:

@@ -13,16 +13,15 @@ import orjson
 from keel.core.bus.message import Message, OutgoingMessage
 from keel.core.db import Database
 from keel.core.events import Event, WireFormat, decode, encode
-from keel.core.outbox import Outbox, OutboxRelay
+from keel.core.outbox import Outbox, OutboxRelay, sql
 from keel.core.outbox.relay import to_message
 from keel.core.outbox.writer import load_headers
 from tests.integration.outbox.conftest import Broker, running, unpublished
 from tests.support.eventually import eventually
 
-# The claim's columns (sql.CLAIM), without its locking.
-CLAIMED = """
-SELECT o.id, o.event_id::text AS event_id, o.topic, o.key, o.event_type, o.wire,
-       o.payload::text AS payload, o.headers::text AS headers, o.created_at
+# The claim's columns (sql.CLAIM), without its locking, and what the old relay read.
+CLAIMED = f"""
+SELECT {sql.RECORD_COLUMNS}, o.payload::text AS payload, o.created_at
 FROM outbox_events o ORDER BY o.id
 """
 TRACE = (("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),)
@@ -38,7 +37,8 @@ PAYLOADS = [
 
 
 def before(row: Any) -> OutgoingMessage:
-    """What the relay sent before: the payload parsed, the envelope encoded again."""
+    """What the relay sent before the claim built the value: the payload parsed, the envelope encoded
+    again."""
     event = Event(
         event_type=row["event_type"],
         payload=orjson.loads(row["payload"]),

@@ -34,6 +34,7 @@ from keel.core.bus.errors import (
     PublishFailed,
 )
 from keel.core.bus.message import Message, OutgoingMessage, TopicPartition
+from keel.core.bus.partitioner import default_partitioner
 from keel.core.bus.port import RebalanceListener
 from keel.core.bus.refusal import refusal
 from keel.core.bus.security import PLAINTEXT, KafkaSecurity
@@ -266,6 +267,7 @@ class KafkaProducer:
             enable_idempotence=bus.idempotence,
             linger_ms=bus.linger_ms,
             request_timeout_ms=int(bus.timeout_s * 1000),
+            partitioner=default_partitioner,
             **bus.client_options,
         )
         try:

@@ -19,10 +19,9 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
-from aiokafka.partitioner import murmur2
-
 from keel.core.bus.errors import BrokerUnavailable, BusError, CommitFailed, ConsumerStopped, NotAssigned
 from keel.core.bus.message import Message, OutgoingMessage, TopicPartition
+from keel.core.bus.partitioner import partition_of
 from keel.core.bus.port import RebalanceListener
 from keel.core.spans import start_sending
 
@@ -35,8 +34,7 @@ def partition_for(key: bytes | None, partitions: int, counter: itertools.count[i
     """Kafka's default partitioner: murmur2 of the key for keyed records, spread otherwise."""
     if key is None:
         return next(counter) % partitions
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
+    return partition_of(key, partitions)
 
 
 class _Log:

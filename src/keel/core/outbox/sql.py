@@ -9,6 +9,18 @@ from __future__ import annotations
 # Advisory-lock namespace of outbox shards (the two-int form: class, shard), "keel" in ASCII.
 LOCK_CLASS = 0x6B65656C
 
+# What the relay sends of each row (`relay.to_message`), selected from `o`: the record's value built
+# here around the payload's stored text, by the server in C rather than by the relay in Python — the
+# envelope (`keel.core.events.encode`'s fields, created-at in its UTC form) for wire 'envelope', the
+# payload alone for 'bare' — and the bare wire's header texts.
+CREATED = """to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+RECORD_COLUMNS = f"""o.id, o.shard, o.topic, o.key, o.wire, o.event_id::text AS event_id, o.event_type,
+       {CREATED} AS created, o.headers::text AS headers,
+       convert_to(CASE o.wire WHEN 'bare' THEN o.payload::text ELSE
+           '{{"event_id":"' || o.event_id::text || '","event_type":' || to_json(o.event_type)::text
+           || ',"created_at":"' || {CREATED} || '","payload":' || o.payload::text || '}}'
+       END, 'UTF8') AS value"""
+
 # One statement, one round trip: take the advisory locks of up to $3 shards that have unpublished
 # rows, trying them in the order of $1 (shuffled by the caller, so relays spread over the shards),
 # then return each locked shard's oldest unpublished rows, all shards together in id order.
@@ -20,7 +32,7 @@ LOCK_CLASS = 0x6B65656C
 #    union at $4 in id order still leaves a prefix of each shard. FOR UPDATE rechecks `published_at` on
 #    the newest row version, so rows another relay committed as published since our snapshot was
 #    taken are dropped, not sent twice.
-CLAIM = """
+CLAIM = f"""
 WITH locked AS MATERIALIZED (
     SELECT c.s
     FROM unnest($1::int[]) AS c(s)
@@ -31,8 +43,7 @@ WITH locked AS MATERIALIZED (
     END
     LIMIT $3
 )
-SELECT o.id, o.event_id::text AS event_id, o.topic, o.key, o.event_type, o.wire,
-       o.payload::text AS payload, o.headers::text AS headers, o.created_at, o.shard
+SELECT {RECORD_COLUMNS}
 FROM locked l
 CROSS JOIN LATERAL (
     SELECT e.*
