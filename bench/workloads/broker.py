@@ -34,9 +34,10 @@ from keel.core.settings import Settings
 from keel.tickets import repository
 from keel.tickets.handlers import NOTIFICATIONS
 
-RELAY_TARGET_RATIO, LAG_TARGET_P99_S = 0.5, 1.0
-# The issue sets no consumer target of its own; its ingest target (60 % of pgbench running the same
-# SQL) is the nearest, so the notifications consumer is held to it.
+# Issue 21's: the relay at 80 % of a raw idempotent producer, its lag p99 under 100 ms at 5,000 events/s.
+RELAY_TARGET_RATIO, LAG_TARGET_P99_S = 0.8, 0.1
+# Neither performance issue sets a consumer target; the first one's ingest target (60 % of pgbench
+# running the same SQL) is the nearest, so the notifications consumer is held to it.
 CONSUMER_TARGET_RATIO = 0.6
 # Writer period for the lag workload: 50 inserts a second of rate/50 rows each, like many small commits.
 WRITE_PERIOD_S = 0.02
@@ -254,7 +255,7 @@ class RelayWorkload:
                 note="lag = published_at - created_at per row, "
                 f"writer: INSERT of {round(ctx.cfg.lag_write_rate * WRITE_PERIOD_S)} rows every {WRITE_PERIOD_S * 1000:g} ms for {ctx.cfg.duration_s:g} s",
                 met_override=lag_s < LAG_TARGET_P99_S,
-                target_text=f"p99 < {LAG_TARGET_P99_S:g} s",
+                target_text=f"p99 < {LAG_TARGET_P99_S * 1000:g} ms",
             ),
         ]
 
@@ -375,7 +376,7 @@ class ConsumerWorkload:
                 median(sql_limit),
                 "msg/s",
                 CONSUMER_TARGET_RATIO,
-                note="no consumer target in the issue: its ingest target (60 % of pgbench) applied",
+                note="no consumer target in the issues: the first one's ingest target (60 % of pgbench) applied",
             ),
             Row(
                 "tickets notifications consumer vs raw aiokafka consumer (context)",

@@ -25,7 +25,7 @@ from keel.cityguide.delivery.settings import DeliverySettings
 from keel.cityguide.delivery.store import ReadyAudio, RedisReadyAudioStore
 from keel.core.cache import redis_client
 
-TARGET_RATIO = 0.7  # the issue's target
+TARGET_RATIO = 0.85  # issue 21's target
 NEXT = 10  # the issue's page: ten signatures per request
 STORY_SECONDS = 30.0
 

@@ -20,9 +20,12 @@ from tests.support import servers
 
 from keel.tickets import repository
 
-# The issue's targets.
-CREATE_TARGET_RATIO, CREATE_TARGET_P99_MS = 0.5, 25.0
-LIST_TARGET_RATIO = 0.6
+# Issue 21's targets: the create row at 3,000 req/s or more with p99 within 25 ms (the ratio to
+# pgbench reported beside it); the list hit at 85 % of the bare app. The PgBouncer row keeps its own
+# issue's ratio.
+CREATE_TARGET_RATE, CREATE_TARGET_P99_MS = 3_000, 25.0
+PGBOUNCER_TARGET_RATIO = 0.5
+LIST_TARGET_RATIO = 0.85
 # What the list user owns: a typical first page, served from the cache after the first read.
 LIST_TICKETS = 10
 PROFILE_CREATE, PROFILE_LIST = "profile-tickets-create", "profile-tickets-list"
@@ -159,15 +162,20 @@ class TicketCreate:
         # The pool variant (DB_POOL_SIZE=32) of earlier runs is the default now: one measurement.
         figures, body, note = await self.measure(ctx, user)
         limit = median(await limits.pgbench(ctx.cfg, ctx.dsn, create_sql_for_pgbench(body), "ticket-create"))
+        created = median(figures)
         return [
             Row(
                 "POST /v1/tickets + Idempotency-Key, 32 conns, vs pgbench of its statement, one create per transaction",
-                median(figures),
+                created,
                 limit,
                 "req/s",
-                CREATE_TARGET_RATIO,
+                None,
                 CREATE_TARGET_P99_MS,
                 note=note,
+                met_override=created.rate >= CREATE_TARGET_RATE
+                and created.p99_ms is not None
+                and created.p99_ms <= CREATE_TARGET_P99_MS,
+                target_text=f"≥ {CREATE_TARGET_RATE:,} req/s, p99 ≤ {CREATE_TARGET_P99_MS:g} ms",
             )
         ]
 
@@ -235,7 +243,7 @@ class TicketCreatePgBouncer:
                 median(figures),
                 limit,
                 "req/s",
-                CREATE_TARGET_RATIO,
+                PGBOUNCER_TARGET_RATIO,
                 CREATE_TARGET_P99_MS,
                 note=f"{note}; DB_POOLER=pgbouncer, LISTEN direct",
             )
