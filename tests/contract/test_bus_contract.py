@@ -200,14 +200,18 @@ async def test_send_many_delivers_every_record_in_key_order(
     producer: Producer, readers: dict[str, Reader]
 ) -> None:
     reader = readers["send_many"]
-    batch = [OutgoingMessage(reader.topic, str(i).encode(), key=f"k{i % 7}".encode()) for i in range(300)]
+    # ~1 KB each: a key's ~43 records fill several of a producer's batches (16 KB), sent in turn.
+    batch = [
+        OutgoingMessage(reader.topic, b"%04d:" % i + b"x" * 1000, key=f"k{i % 7}".encode())
+        for i in range(300)
+    ]
 
     await producer.send_many(batch)
 
     got = await read(reader.consumer, 300)
     assert Counter(m.value for m in got) == Counter(m.value for m in batch)
     for n in range(7):
-        mine = [int(m.value or b"") for m in got if m.key == f"k{n}".encode()]
+        mine = [int((m.value or b"")[:4]) for m in got if m.key == f"k{n}".encode()]
         assert mine == sorted(mine)
 
 

@@ -84,10 +84,15 @@ def _loopback_without_ssl_setting(url: str) -> bool:
 
 
 async def _drop_if_dead(conn: AsyncConnection, driver: asyncpg.Connection) -> bool:
-    """Invalidate a connection the server closed (restart, failover, killed backend).
+    """Invalidate a connection the server closed (restart, failover, killed backend), or one whose
+    statement was cancelled mid-flight and is still cancelling (see `_check_in`).
 
     Statements sent on the driver connection bypass SQLAlchemy's disconnect detection, so without
-    this the pool would hand the dead connection out again and again."""
+    this the pool would hand the dead connection out again and again; a cancelling one fails its
+    next user with "another operation is in progress" (seen under a primary failover: a relay
+    attempt cut off by its bound, then a consumer's batch on the same connection)."""
+    if not driver.is_closed() and driver._protocol._is_cancelling():
+        driver.terminate()
     if not driver.is_closed():
         return False
     await conn.invalidate()

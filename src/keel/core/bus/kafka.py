@@ -390,12 +390,12 @@ async def _enqueue(producer: AIOKafkaProducer, messages: Sequence[OutgoingMessag
     appended in order, and aiokafka takes a partition's next batch only once the one before has
     gone to the broker — so the batches are handed over a round at a time (every partition's first,
     then every second one), not a partition's whole list before the next partition's."""
-    built = [
-        _batches(producer, topic, partition, messages, indexes)
-        for (topic, partition), indexes in (await _by_partition(producer, messages)).items()
-    ]
     sent: list[_Sent] = []
     try:
+        built = [
+            _batches(producer, topic, partition, messages, indexes)
+            for (topic, partition), indexes in (await _by_partition(producer, messages)).items()
+        ]
         for round_ in itertools.zip_longest(*built):
             for item in round_:
                 if item is not None:
