@@ -91,12 +91,18 @@ async def _drop_if_dead(conn: AsyncConnection, driver: asyncpg.Connection) -> bo
     this the pool would hand the dead connection out again and again; a cancelling one fails its
     next user with "another operation is in progress" (seen under a primary failover: a relay
     attempt cut off by its bound, then a consumer's batch on the same connection)."""
-    if not driver.is_closed() and driver._protocol._is_cancelling():
-        driver.terminate()
+    _terminate_if_cancelling(driver)
     if not driver.is_closed():
         return False
     await conn.invalidate()
     return True
+
+
+def _terminate_if_cancelling(driver: asyncpg.Connection) -> None:
+    """Close a connection whose statement was cancelled mid-flight and is still cancelling: until the
+    cancel ends, every use of it fails with "another operation is in progress"."""
+    if not driver.is_closed() and driver._protocol._is_cancelling():
+        driver.terminate()
 
 
 class Database:
@@ -179,8 +185,7 @@ async def _check_in(fairy: PoolProxiedConnection, driver: asyncpg.Connection) ->
     asyncpg sends the server a cancel request in the background, and until that ends every use of the
     connection fails with "another operation is in progress" (seen as 500s during a primary failover).
     asyncpg's own pool waits for that cancel; dropping the connection is cheaper than the wait."""
-    if not driver.is_closed() and driver._protocol._is_cancelling():
-        driver.terminate()
+    _terminate_if_cancelling(driver)
     if not driver.is_closed() and driver.is_in_transaction():
         try:
             await driver.execute("ROLLBACK")

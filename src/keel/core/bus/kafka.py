@@ -26,6 +26,7 @@ from aiokafka.errors import (
     KafkaError,
     TopicAlreadyExistsError,
 )
+from aiokafka.structs import RecordMetadata
 
 from keel.core.bus.errors import (
     BrokerUnavailable,
@@ -353,7 +354,7 @@ class KafkaProducer:
         self._bus.report("producer", None)
         positions: list[tuple[int, int] | None] = [None] * len(messages)
         for metadata, batch in zip(results, sent, strict=True):
-            if metadata is not None and not isinstance(metadata, BaseException):
+            if isinstance(metadata, RecordMetadata):  # None: the broker gave no offset
                 # A batch's records have consecutive offsets from its base.
                 for n, index in enumerate(batch.members):
                     positions[index] = (batch.partition, metadata.offset + n)
@@ -393,15 +394,13 @@ async def _enqueue(producer: AIOKafkaProducer, messages: Sequence[OutgoingMessag
     sent: list[_Sent] = []
     try:
         built = [
-            _batches(producer, topic, partition, messages, indexes)
-            for (topic, partition), indexes in (await _by_partition(producer, messages)).items()
+            [(tp, batch, members) for batch, members in _batches(producer, messages, indexes)]
+            for tp, indexes in (await _by_partition(producer, messages)).items()
         ]
         for round_ in itertools.zip_longest(*built):
-            for item in round_:
-                if item is not None:
-                    topic, partition, batch, members = item
-                    future = await producer.send_batch(batch, topic, partition=partition)
-                    sent.append(_Sent(future, partition, members))
+            for (topic, partition), batch, members in filter(None, round_):
+                future = await producer.send_batch(batch, topic, partition=partition)
+                sent.append(_Sent(future, partition, members))
     except BaseException as exc:
         for batch in sent:
             batch.future.add_done_callback(_discard_result)
@@ -412,26 +411,22 @@ async def _enqueue(producer: AIOKafkaProducer, messages: Sequence[OutgoingMessag
 
 
 def _batches(
-    producer: AIOKafkaProducer,
-    topic: str,
-    partition: int,
-    messages: Sequence[OutgoingMessage],
-    indexes: list[int],
-) -> list[tuple[str, int, Any, list[int]]]:
-    """One partition's records as closed aiokafka batches, in order: (topic, partition, batch, indexes)."""
-    out: list[tuple[str, int, Any, list[int]]] = []
+    producer: AIOKafkaProducer, messages: Sequence[OutgoingMessage], indexes: list[int]
+) -> list[tuple[Any, list[int]]]:
+    """One partition's records as closed aiokafka batches, in order, each with its records' indexes."""
+    out: list[tuple[Any, list[int]]] = []
     batch, members = producer.create_batch(), list[int]()
     for index in indexes:
         m = messages[index]
         record = {"key": m.key, "value": m.value, "timestamp": None, "headers": list(m.headers)}
         if batch.append(**record) is None:  # full: the record starts the next one
             batch.close()
-            out.append((topic, partition, batch, members))
+            out.append((batch, members))
             batch, members = producer.create_batch(), list[int]()
             batch.append(**record)  # an empty batch takes any record
         members.append(index)
     batch.close()
-    out.append((topic, partition, batch, members))
+    out.append((batch, members))
     return out
 
 
