@@ -3,12 +3,17 @@ are in keel.core.spans)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import MutableMapping
+from contextvars import Token
+from random import getrandbits
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -23,7 +28,30 @@ _FLAGS = {
     for random in (False, True)
 }
 _ERROR = Status(StatusCode.ERROR)
+_ROOT_FLAGS = (_FLAGS[False, True], _FLAGS[True, True])
 _UNSET = Status(StatusCode.UNSET)
+
+log = logging.getLogger("keel.telemetry")
+
+
+class _Attach:
+    """`otel_context`'s attach and detach as a ContextVar's get, set and reset: for a runtime context
+    other than the default one (OTEL_PYTHON_CONTEXT)."""
+
+    get = staticmethod(otel_context.get_current)
+    set = staticmethod(otel_context.attach)
+
+    @staticmethod
+    def reset(token: Token[Context]) -> None:
+        otel_context.detach(token)
+
+
+# The variable behind OpenTelemetry's current context: the server span sets it straight, as
+# `otel_context.attach` does through three calls. The key a context holds its span under, as
+# `trace.set_span_in_context` writes it.
+_RUNTIME = otel_context._RUNTIME_CONTEXT
+_CURRENT = _RUNTIME._current_context if isinstance(_RUNTIME, ContextVarsRuntimeContext) else _Attach
+_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 
 
 class server_span:
@@ -69,25 +97,34 @@ class server_span:
                 carried = carried or {}
                 carried[name.decode("latin-1")] = value.decode("latin-1")
         method = scope["method"]
+        ids = tracing.provider.id_generator
         parent: SpanContext | None = None
         if carried is not None:
             parent_context = propagate.extract(carried)
             parent = trace.get_current_span(parent_context).get_span_context()
             if not parent.is_valid:
                 parent = None
-        ids = tracing.provider.id_generator
-        trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
         state = None
-        if parent is None and tracing.root_bound is not None:
-            sampled = trace_id & _LOW_64 < tracing.root_bound
+        if parent is None:
+            # Both ids of a fresh root in one draw from the source of the provider's generator (the SDK's
+            # RandomIdGenerator, which `setup_tracing` keeps); neither may be 0.
+            bits = getrandbits(192)
+            trace_id, span_id = bits >> 64, bits & _LOW_64
+            if not (trace_id and span_id):
+                trace_id, span_id = ids.generate_trace_id(), ids.generate_span_id()
+            if tracing.root_bound is not None:
+                sampled = trace_id & _LOW_64 < tracing.root_bound
+            else:
+                decision = tracing.sampler.should_sample(None, trace_id, method, SpanKind.SERVER)
+                sampled, state = decision.decision is Decision.RECORD_AND_SAMPLE, decision.trace_state
+            flags = _ROOT_FLAGS[sampled]
         else:
-            decision = tracing.sampler.should_sample(
-                parent_context if parent is not None else None, trace_id, method, SpanKind.SERVER
-            )
+            trace_id = parent.trace_id
+            decision = tracing.sampler.should_sample(parent_context, trace_id, method, SpanKind.SERVER)
             sampled, state = decision.decision is Decision.RECORD_AND_SAMPLE, decision.trace_state
-        random = parent.trace_flags.random_trace_id if parent is not None else True
-        self._trace_id, self._span_id = trace_id, ids.generate_span_id()
-        self._flags, self._state = _FLAGS[sampled, random], state
+            flags = _FLAGS[sampled, parent.trace_flags.random_trace_id]
+            span_id = ids.generate_span_id()
+        self._trace_id, self._span_id, self._flags, self._state = trace_id, span_id, flags, state
         if sampled:
             self._start = time.time_ns()
             self._parent = parent
@@ -98,7 +135,13 @@ class server_span:
                 "url.path": scope["path"],
                 "url.scheme": scope.get("scheme", "http"),
             }
-        self._token = otel_context.attach(trace.set_span_in_context(_InContext(self)))
+        # What `otel_context.attach(trace.set_span_in_context(...))` does, without its three calls
+        # (this runs on every request): the current context with this span in it.
+        current = _CURRENT.get()
+        span = _InContext(self)
+        self._token = _CURRENT.set(
+            Context({**current, _SPAN_KEY: span}) if current else Context({_SPAN_KEY: span})
+        )
         return self
 
     def is_recording(self) -> bool:
@@ -115,7 +158,7 @@ class server_span:
     def log_ids(self) -> tuple[str, str]:
         """`trace_id` and `span_id` as the log lines write them (the access log's, read here rather
         than through the context: it writes one line per request)."""
-        return format(self._trace_id, "032x"), format(self._span_id, "016x")
+        return f"{self._trace_id:032x}", f"{self._span_id:016x}"
 
     def finish(self, method: str, route: str, status: int) -> None:
         """Name the span after its route and set the status (the edge knows them at the end)."""
@@ -127,7 +170,10 @@ class server_span:
                 self._status = _ERROR
 
     def __exit__(self, *exc: object) -> None:
-        otel_context.detach(self._token)
+        try:
+            _CURRENT.reset(self._token)
+        except ValueError:  # exited in another context than entered (what `otel_context.detach` logs)
+            log.exception("the server span's context could not be detached")
         if self._start:
             tracing = telemetry.active()
             if tracing is None:  # tracing was shut down while the request ran
