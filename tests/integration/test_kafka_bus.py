@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from keel.core import telemetry
 from keel.core.bus import OutgoingMessage
 from keel.core.bus.errors import BrokerUnavailable, PublishFailed
 from keel.core.bus.kafka import KafkaBus
@@ -143,3 +145,99 @@ async def test_a_record_sent_to_an_idle_consumer_arrives_within_a_fifth_of_a_sec
         await producer.stop()
         await bus.close()
     assert sorted(delays)[len(delays) // 2] < 0.2, delays
+
+
+async def test_concurrent_send_many_onto_the_same_partitions_all_go_through(kafka_brokers: list[str]) -> None:
+    """Many callers at once handing batches to the same partitions (the TTS worker's partition
+    workers, each publishing its results): aiokafka holds one batch per partition and has the others
+    wait for it to go out, and its wait takes the whole time waited so far off what is left at each
+    turn, so a caller that lost a few turns failed with KafkaTimeoutError long before the timeout. The
+    producer hands a partition's batches over one caller at a time."""
+    bus = KafkaBus(kafka_brokers, idempotence=servers.idempotent_producers(), partitions=6, timeout_s=3.0)
+    topic = f"contended-{uuid.uuid4().hex[:8]}"
+    producer = bus.producer()
+    await producer.start()
+    callers, rounds, per_send = 24, 4, 60
+    value = b"v" * 2_000
+
+    async def caller(n: int) -> None:
+        for r in range(rounds):
+            await producer.send_many(
+                [OutgoingMessage(topic, value, key=f"{n}-{r}-{i}".encode()) for i in range(per_send)]
+            )
+
+    try:
+        await asyncio.gather(*(caller(n) for n in range(callers)))
+        consumer = bus.consumer([topic], f"contended-{uuid.uuid4().hex[:8]}")
+        await consumer.start()
+        got: list[bytes] = []
+
+        async def read_all() -> int:
+            got.extend(m.key or b"" for m in await consumer.getmany(1.0, 5_000))
+            return len(got)
+
+        await eventually(
+            read_all, until=lambda n: n >= callers * rounds * per_send, timeout_s=30, what="every record"
+        )
+        assert len(set(got)) == callers * rounds * per_send
+        await consumer.stop()
+    finally:
+        await producer.stop()
+        await bus.close()
+
+
+async def test_concurrent_small_sends_share_batches_in_order_and_learn_their_offsets(
+    kafka_brokers: list[str],
+) -> None:
+    """Callers sending one or two records at once (a worker publishing each result as it is made)
+    join the partition's batch that waits for its turn: each key's records arrive in the order each
+    caller sent them, and every record's send span holds the partition and offset it was written at."""
+    exporter = InMemorySpanExporter()
+    telemetry.setup_tracing(
+        "test", None, sampler=telemetry.make_sampler("always_on", None), exporter=exporter
+    )
+    bus = KafkaBus(kafka_brokers, idempotence=servers.idempotent_producers(), partitions=3)
+    topic = f"shared-{uuid.uuid4().hex[:8]}"
+    producer = bus.producer()
+    await producer.start()
+    callers, sends = 40, 5
+
+    async def caller(n: int) -> None:
+        for i in range(sends):
+            batch = [
+                OutgoingMessage(topic, f"{n}:{i}:{j}".encode(), key=f"k{n}".encode())
+                for j in range(1 + i % 2)
+            ]
+            await producer.send_many(batch)
+
+    try:
+        await asyncio.gather(*(caller(n) for n in range(callers)))
+        tracing = telemetry.active()
+        assert tracing is not None
+        tracing.provider.force_flush()
+        consumer = bus.consumer([topic], f"shared-{uuid.uuid4().hex[:8]}")
+        await consumer.start()
+        got: list[tuple[bytes, int, int]] = []
+
+        async def read_all() -> int:
+            got.extend((m.value or b"", m.partition, m.offset) for m in await consumer.getmany(1.0, 5_000))
+            return len(got)
+
+        total = callers * sum(1 + i % 2 for i in range(sends))
+        await eventually(read_all, until=lambda n: n >= total, timeout_s=30, what="every record")
+        await consumer.stop()
+    finally:
+        await producer.stop()
+        await bus.close()
+        telemetry.shutdown_tracing()
+    for n in range(callers):
+        mine = [v.decode() for v, _, _ in sorted(got, key=lambda r: r[2]) if v.startswith(f"{n}:".encode())]
+        assert mine == [f"{n}:{i}:{j}" for i in range(sends) for j in range(1 + i % 2)]
+    where = {(p, o) for _, p, o in got}
+    spans = [s for s in exporter.get_finished_spans() if s.name == f"send {topic}"]
+    assert len(spans) == total
+    assert {
+        (int(str(s.attributes["messaging.destination.partition.id"])), s.attributes["messaging.kafka.offset"])
+        for s in spans
+        if s.attributes is not None
+    } == where

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -258,6 +259,8 @@ class KafkaProducer:
         self._bus = bus
         self._producer: AIOKafkaProducer | None = None
         self._restart = False  # set when a send abandoned the producer: the next send starts another
+        # Per aiokafka producer, the last batch Keel made for each partition (`_enqueue`).
+        self._last: weakref.WeakKeyDictionary[AIOKafkaProducer, dict[TP, _Open]] = weakref.WeakKeyDictionary()
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -332,7 +335,7 @@ class KafkaProducer:
     ) -> list[tuple[int, int] | None]:
         """Every record in flight, then every ack; each record's (partition, offset), in order (None
         where the broker gave no offset)."""
-        sent = await _enqueue(producer, messages)
+        sent = await _enqueue(producer, messages, self._last.setdefault(producer, {}), self._bus.timeout_s)
         # All records are in flight before the first ack is awaited: batching, not one round trip each.
         try:
             async with asyncio.timeout(self._bus.timeout_s):
@@ -356,8 +359,8 @@ class KafkaProducer:
         for metadata, batch in zip(results, sent, strict=True):
             if isinstance(metadata, RecordMetadata):  # None: the broker gave no offset
                 # A batch's records have consecutive offsets from its base.
-                for n, index in enumerate(batch.members):
-                    positions[index] = (batch.partition, metadata.offset + n)
+                for n, index in enumerate(batch.members, metadata.offset + batch.first):
+                    positions[index] = (batch.partition, n)
         return positions
 
     async def _abandon(self, producer: AIOKafkaProducer) -> None:
@@ -375,59 +378,141 @@ class KafkaProducer:
         await _drop_unacknowledged(producer, "producer abandoned")
 
 
+TP = tuple[str, int]
+
+
 @dataclass(frozen=True, slots=True)
 class _Sent:
-    """A batch handed to aiokafka: the future of its ack, its partition, its records' indexes."""
+    """A caller's records in a batch handed to aiokafka: the future of the batch's ack, its
+    partition, where the caller's records start in the batch and their indexes in the caller's list."""
 
     future: asyncio.Future[Any]
     partition: int
+    first: int
     members: list[int]
 
 
-async def _enqueue(producer: AIOKafkaProducer, messages: Sequence[OutgoingMessage]) -> list[_Sent]:
-    """Every record into aiokafka batches built here, a batch per partition (more where one fills),
-    each handed to the producer. A send and a future per record cost 24 µs of CPU against 10 this
-    way (bench/results/changes.md). A key keeps its partition and its order: its records are
-    appended in order, and aiokafka takes a partition's next batch only once the one before has
-    gone to the broker — so the batches are handed over a round at a time (every partition's first,
-    then every second one), not a partition's whole list before the next partition's."""
-    sent: list[_Sent] = []
+@dataclass(eq=False, slots=True)
+class _Open:
+    """A batch Keel builds for one partition. It takes records from any caller until its turn comes
+    (the batch before it handed to aiokafka): callers sending a few records at once share a batch, as
+    they do through aiokafka's own `send`, rather than each waiting a round trip for a batch of its own."""
+
+    tp: TP
+    builder: Any
+    after: asyncio.Future[asyncio.Future[Any]] | None  # the batch before it: handed over, or failed
+    handed: asyncio.Future[asyncio.Future[Any]]  # aiokafka's future of the ack, once handed over
+    size: int = 0
+    closed: bool = False
+
+
+async def _enqueue(
+    producer: AIOKafkaProducer, messages: Sequence[OutgoingMessage], last: dict[TP, _Open], timeout_s: float
+) -> list[_Sent]:
+    """Every record into batches Keel builds, handed to aiokafka within `timeout_s`. A send and a
+    future per record cost 24 µs of CPU against 10 this way (bench/results/changes.md).
+
+    A key keeps its partition and order: records are appended in order and a partition's batches go
+    to aiokafka in the order they were made, each once the one before it has (aiokafka holds one
+    batch per partition and has the next wait for it to go out; its wait takes all the time waited so
+    far off what is left at every turn it loses, so callers contending for a partition failed with
+    KafkaTimeoutError within a second of a 30 s timeout). A caller's records join the partition's
+    last batch while it still waits, else batches the caller makes and hands over, a round at a time
+    across partitions (every partition's first, then every second one)."""
+    made: list[_Open] = []
+    held: list[tuple[_Open, int, list[int]]] = []
     try:
-        built = [
-            [(tp, batch, members) for batch, members in _batches(producer, messages, indexes)]
-            for tp, indexes in (await _by_partition(producer, messages)).items()
-        ]
-        for round_ in itertools.zip_longest(*built):
-            for (topic, partition), batch, members in filter(None, round_):
-                future = await producer.send_batch(batch, topic, partition=partition)
-                sent.append(_Sent(future, partition, members))
+        async with asyncio.timeout(timeout_s):
+            built = [
+                _append(producer, messages, indexes, tp, last, made)
+                for tp, indexes in (await _by_partition(producer, messages)).items()
+            ]
+            for round_ in itertools.zip_longest(*built):
+                for batch, first, members in filter(None, round_):
+                    if not batch.closed and batch in made:
+                        await _hand_over(producer, batch)
+                    held.append((batch, first, members))
+            futures = [await asyncio.shield(batch.handed) for batch, _, _ in held]
     except BaseException as exc:
-        for batch in sent:
-            batch.future.add_done_callback(_discard_result)
+        _fail(made, last, exc)
+        for batch, _, _ in held:  # handed over now or later by its maker: nobody here awaits its ack
+            batch.handed.add_done_callback(_discard_ack)
+        if isinstance(exc, PublishFailed):
+            raise
         if isinstance(exc, KafkaError):
             raise PublishFailed(f"could not enqueue a record: {exc!r}") from exc
+        if isinstance(exc, TimeoutError):
+            raise PublishFailed(f"could not enqueue {len(messages)} records within {timeout_s}s") from None
         raise
-    return sent
+    # Each caller awaits its own shield of a shared batch's ack: one caller's cancelled wait must not
+    # cancel the others'.
+    return [
+        _Sent(asyncio.shield(future), batch.tp[1], first, members)
+        for future, (batch, first, members) in zip(futures, held, strict=True)
+    ]
 
 
-def _batches(
-    producer: AIOKafkaProducer, messages: Sequence[OutgoingMessage], indexes: list[int]
-) -> list[tuple[Any, list[int]]]:
-    """One partition's records as closed aiokafka batches, in order, each with its records' indexes."""
-    out: list[tuple[Any, list[int]]] = []
-    batch, members = producer.create_batch(), list[int]()
+def _append(
+    producer: AIOKafkaProducer,
+    messages: Sequence[OutgoingMessage],
+    indexes: list[int],
+    tp: TP,
+    last: dict[TP, _Open],
+    made: list[_Open],
+) -> list[tuple[_Open, int, list[int]]]:
+    """One partition's records, in order, into its last batch while that one waits for its turn,
+    then into new ones: (batch, where these records start in it, their indexes) per batch."""
+    out: list[tuple[_Open, int, list[int]]] = []
+    batch = last.get(tp)
+    if batch is None or batch.closed:
+        batch = _new_batch(producer, tp, last, made)
+    first, members = batch.size, list[int]()
     for index in indexes:
         m = messages[index]
         record = {"key": m.key, "value": m.value, "timestamp": None, "headers": list(m.headers)}
-        if batch.append(**record) is None:  # full: the record starts the next one
-            batch.close()
-            out.append((batch, members))
-            batch, members = producer.create_batch(), list[int]()
-            batch.append(**record)  # an empty batch takes any record
+        if batch.builder.append(**record) is None:  # full: the record starts the next one
+            if members:
+                out.append((batch, first, members))
+            batch = _new_batch(producer, tp, last, made)
+            first, members = 0, []
+            batch.builder.append(**record)  # an empty batch takes any record
+        batch.size += 1
         members.append(index)
-    batch.close()
-    out.append((batch, members))
+    out.append((batch, first, members))
     return out
+
+
+def _new_batch(producer: AIOKafkaProducer, tp: TP, last: dict[TP, _Open], made: list[_Open]) -> _Open:
+    before = last.get(tp)
+    loop = asyncio.get_running_loop()
+    batch = _Open(tp, producer.create_batch(), before.handed if before else None, loop.create_future())
+    last[tp] = batch
+    made.append(batch)
+    return batch
+
+
+async def _hand_over(producer: AIOKafkaProducer, batch: _Open) -> None:
+    """The batch to aiokafka once the one before it is there (if that one failed, so does this)."""
+    if batch.after is not None:
+        await asyncio.shield(batch.after)
+    batch.closed = True
+    batch.builder.close()
+    future = await producer.send_batch(batch.builder, batch.tp[0], partition=batch.tp[1])
+    batch.handed.set_result(future)
+
+
+def _fail(made: list[_Open], last: dict[TP, _Open], exc: BaseException) -> None:
+    """The caller's batches not yet handed over fail, and with them the other callers' records in
+    them; a partition whose last batch failed starts afresh with the next."""
+    failed = exc if isinstance(exc, PublishFailed) else PublishFailed(f"could not enqueue a record: {exc!r}")
+    for batch in made:
+        if batch.handed.done():
+            continue
+        batch.closed = True
+        batch.handed.set_exception(failed)
+        batch.handed.exception()  # retrieved: no "never retrieved" warning when no other caller waits
+        if last.get(batch.tp) is batch:
+            del last[batch.tp]
 
 
 async def _by_partition(
@@ -486,6 +571,11 @@ async def _drop_unacknowledged(producer: AIOKafkaProducer, reason: str) -> None:
             raise
     producer._message_accumulator.fail_all(PublishFailed(reason))
     await producer.stop()
+
+
+def _discard_ack(handed: asyncio.Future[asyncio.Future[Any]]) -> None:
+    if not handed.cancelled() and handed.exception() is None:
+        handed.result().add_done_callback(_discard_result)
 
 
 def _discard_result(future: asyncio.Future[Any]) -> None:
