@@ -339,7 +339,11 @@ class KafkaProducer:
         # All records are in flight before the first ack is awaited: batching, not one round trip each.
         try:
             async with asyncio.timeout(self._bus.timeout_s):
-                results = await asyncio.gather(*(batch.future for batch in sent), return_exceptions=True)
+                # Each caller awaits its own shield of a shared batch's ack: one caller's cancelled
+                # wait must not cancel the others'.
+                results = await asyncio.gather(
+                    *(asyncio.shield(batch.future) for batch in sent), return_exceptions=True
+                )
         except TimeoutError:
             for batch in sent:
                 batch.future.add_done_callback(_discard_result)
@@ -429,7 +433,7 @@ async def _enqueue(
             ]
             for round_ in itertools.zip_longest(*built):
                 for batch, first, members in filter(None, round_):
-                    if not batch.closed and batch in made:
+                    if batch in made:  # the caller's own: its to hand over, in turn
                         await _hand_over(producer, batch)
                     held.append((batch, first, members))
             futures = [await asyncio.shield(batch.handed) for batch, _, _ in held]
@@ -444,10 +448,8 @@ async def _enqueue(
         if isinstance(exc, TimeoutError):
             raise PublishFailed(f"could not enqueue {len(messages)} records within {timeout_s}s") from None
         raise
-    # Each caller awaits its own shield of a shared batch's ack: one caller's cancelled wait must not
-    # cancel the others'.
     return [
-        _Sent(asyncio.shield(future), batch.tp[1], first, members)
+        _Sent(future, batch.tp[1], first, members)
         for future, (batch, first, members) in zip(futures, held, strict=True)
     ]
 
@@ -517,11 +519,11 @@ def _fail(made: list[_Open], last: dict[TP, _Open], exc: BaseException) -> None:
 
 async def _by_partition(
     producer: AIOKafkaProducer, messages: Sequence[OutgoingMessage]
-) -> dict[tuple[str, int], list[int]]:
+) -> dict[TP, list[int]]:
     """The records' indexes per (topic, partition), in order: the partition aiokafka's `send` would
     pick (the producer's partitioner over the topic's partitions, keyless records any available)."""
     chosen: dict[str, tuple[list[int], list[int]]] = {}
-    groups: dict[tuple[str, int], list[int]] = {}
+    groups: dict[TP, list[int]] = {}
     for index, message in enumerate(messages):
         known = chosen.get(message.topic)
         if known is None:
