@@ -571,8 +571,17 @@ async def _drop_unacknowledged(producer: AIOKafkaProducer, reason: str) -> None:
         current = asyncio.current_task()
         if current is not None and current.cancelling():
             raise
-    producer._message_accumulator.fail_all(PublishFailed(reason))
+    _fail_held(producer, PublishFailed(reason))
     await producer.stop()
+
+
+def _fail_held(producer: AIOKafkaProducer, failure: PublishFailed) -> None:
+    """Every batch aiokafka holds failed. A batch it sent and queued again for a retry has left the
+    pending set that the done callback of its first send removes it from: `fail_all` alone logged a
+    KeyError for each (and asyncio "Future exception was never retrieved" lines with them)."""
+    accumulator = producer._message_accumulator
+    accumulator._pending_batches.update(itertools.chain.from_iterable(accumulator._batches.values()))
+    accumulator.fail_all(failure)
 
 
 def _discard_ack(handed: asyncio.Future[asyncio.Future[Any]]) -> None:
