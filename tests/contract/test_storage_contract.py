@@ -201,6 +201,28 @@ async def test_put_replaces_the_bytes_and_the_content_type(store: ObjectStore) -
     assert (await store.get("doc"), head.size, head.content_type) == (b"<p>new</p>", 10, "text/html")
 
 
+@pytest.mark.parametrize("key", ["speech/a.wav", "speech/a b#1.WAV"])
+async def test_a_key_whose_extension_names_a_type_keeps_whichever_type_and_name_it_was_last_given(
+    store: ObjectStore, key: str
+) -> None:
+    """Stored with its extension's type, with another, then with its own again (a local directory
+    keeps no sidecar for the first: the one the second left must go), then under a download name."""
+    for content_type, filename in [
+        ("audio/wav", None),
+        ("application/octet-stream", None),
+        ("audio/wav", None),
+        ("audio/wav", "речь.wav"),
+        ("audio/wav", None),
+    ]:
+        await store.put(key, b"RIFF", content_type=content_type, filename=filename)
+        head = await store.head(key)
+        disposition = attachment_disposition(filename) if filename is not None else None
+        assert (head.content_type, head.content_disposition) == (content_type, disposition)
+    await store.delete(key)
+    await store.put(key, b"RIFF", content_type="text/plain")
+    assert (await store.head(key)).content_type == "text/plain"  # no sidecar outlived the delete
+
+
 async def test_a_failed_streamed_upload_raises_its_error_and_stores_nothing(store: ObjectStore) -> None:
     class SourceBroke(Exception):
         pass
@@ -419,6 +441,27 @@ async def test_local_links_carry_the_public_base_url(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, object_store_dir=tmp_path, public_base_url="https://files.example/")
     url = await build_object_store(settings).download_url("a.txt", 60)
     assert url.startswith("https://files.example/files/a.txt?exp=")
+
+
+async def test_a_local_object_of_its_extensions_type_is_one_file_and_hand_placed_ones_get_that_type(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "objects"
+    store = build_object_store(Settings(_env_file=None, object_store_dir=root))
+    await store.put("cityguide/audio/x.wav", b"RIFF", content_type="audio/wav")
+    await store.put("videos/1/index.m3u8", b"#EXTM3U", content_type="application/vnd.apple.mpegurl")
+    await store.put("videos/1/0.ts", b"G", content_type="video/mp2t")
+    assert not (root / ".meta").exists()
+    await store.put("cityguide/audio/y.wav", b"RIFF", content_type="audio/x-wav")
+    assert (root / ".meta" / "cityguide" / "audio" / "y.wav").is_file()
+
+    (root / "hand").mkdir()
+    for name in ("placed.wav", "placed.html", "placed"):
+        (root / "hand" / name).write_bytes(b"x")
+    types = [
+        (await store.head(f"hand/{name}")).content_type for name in ("placed.wav", "placed.html", "placed")
+    ]
+    assert types == ["audio/wav", "application/octet-stream", "application/octet-stream"]
 
 
 # --- choosing an adapter ---------------------------------------------------------------------------

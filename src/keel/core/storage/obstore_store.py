@@ -4,6 +4,8 @@ builder that picks one from settings."""
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -33,13 +35,36 @@ STREAM_CHUNK = 256 * 1024
 MISSING = (FileNotFoundError, NotFoundError)
 
 
+# The types a key's extension names by itself. A local directory keeps no sidecar for an object of
+# its extension's type and no download name: one file written per object instead of two, the second
+# costing as much again (bench/results/changes.md). A fixed table, not `mimetypes`, whose answers
+# depend on the host's files: the process that writes and the one that reads must agree. Types a
+# browser would run (HTML, SVG) are left out: a hand-placed file of those is served as bytes.
+_NAMED_TYPES = {
+    "json": "application/json",
+    "m3u8": "application/vnd.apple.mpegurl",
+    "mp4": "video/mp4",
+    "ts": "video/mp2t",
+    "wav": "audio/wav",
+}
+# Keys that name the same file under a local store's root (obstore encodes other characters).
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9._/-]+")
+
+
 def _meta_key(key: str) -> str:
     return f"{RESERVED_PREFIX}/{key}"
 
 
+def named_type(key: str) -> str | None:
+    """The content type the key's extension names, if it is one of the table's."""
+    stem, dot, extension = key.rpartition("/")[2].rpartition(".")
+    return _NAMED_TYPES.get(extension.lower()) if dot and stem else None
+
+
 class ObstoreObjectStore:
     """The port on any obstore store. The content type rides as an object attribute where the store
-    keeps attributes (S3, memory) and in a small sidecar object where it cannot (a local directory).
+    keeps attributes (S3, memory) and in a small sidecar object where it cannot (a local directory),
+    unless the key's extension names it.
 
     Download links: S3 presigns them; other stores hand out links to our own `signed_files_router`
     mounted at `files_prefix`, signed with `signer`, under `public_base_url` ("" = relative)."""
@@ -81,8 +106,11 @@ class ObstoreObjectStore:
         if self._sidecar:
             # Bytes first: a failed upload leaves the old object and its type as they were.
             result = await obstore.put_async(self._store, key, body)
-            meta = {"content_type": content_type, "content_disposition": disposition}
-            await obstore.put_async(self._store, _meta_key(key), orjson.dumps(meta))
+            if disposition is None and content_type == named_type(key):
+                await self._drop_sidecar(key)  # one an earlier put of another type left
+            else:
+                meta = {"content_type": content_type, "content_disposition": disposition}
+                await obstore.put_async(self._store, _meta_key(key), orjson.dumps(meta))
         else:
             # S3 keeps both and sends them with the object, presigned links included.
             attributes: Attributes = {"Content-Type": content_type}
@@ -129,9 +157,10 @@ class ObstoreObjectStore:
 
     async def delete(self, key: str) -> None:
         check_key(key)
-        for path in [key, _meta_key(key)] if self._sidecar else [key]:
-            with contextlib.suppress(*MISSING):  # already gone: deleting is idempotent
-                await obstore.delete_async(self._store, path)
+        with contextlib.suppress(*MISSING):  # already gone: deleting is idempotent
+            await obstore.delete_async(self._store, key)
+        if self._sidecar:
+            await self._drop_sidecar(key)
 
     async def download_url(self, key: str, ttl_s: int) -> str:
         check_key(key)
@@ -172,11 +201,21 @@ class ObstoreObjectStore:
             content_disposition=disposition,
         )
 
+    async def _drop_sidecar(self, key: str) -> None:
+        root = self._store.prefix if isinstance(self._store, LocalStore) else None
+        # One stat of a local file on the loop: far cheaper than a delete through obstore's threads.
+        sidecar = root / _meta_key(key) if root is not None and _PLAIN_KEY.fullmatch(key) else None
+        if sidecar is not None and not os.path.lexists(sidecar):  # noqa: ASYNC240
+            return
+        with contextlib.suppress(*MISSING):
+            await obstore.delete_async(self._store, _meta_key(key))
+
     async def _sidecar_meta(self, key: str) -> tuple[str, str | None]:
         try:
             raw = await obstore.get_async(self._store, _meta_key(key))
         except MISSING:
-            return DEFAULT_CONTENT_TYPE, None  # written by hand into the directory: nothing known
+            # The type the key names, or written by hand into the directory: nothing known.
+            return named_type(key) or DEFAULT_CONTENT_TYPE, None
         meta = orjson.loads(bytes(await raw.bytes_async()))
         content_type, disposition = meta.get("content_type"), meta.get("content_disposition")
         return (
