@@ -61,3 +61,7 @@ def test_the_instant_mode_is_silence_about_as_long_as_the_speech():
     pcm = silence_for(SENTENCE, 22_050)
     assert _peak(pcm) == 0
     assert 2.0 < duration_s(pcm, 22_050) < 5.0
+    shorter = silence_for(SENTENCE[:20], 22_050)  # a view of the same zeros, as long as its own text
+    assert 0 < len(shorter) < len(pcm)
+    with wave.open(io.BytesIO(to_wav(shorter, 22_050))) as read:
+        assert (read.getframerate(), read.getnframes()) == (22_050, len(shorter) // 2)

@@ -14,13 +14,13 @@ from keel.cityguide.audio import AUDIO_CONTENT_TYPE, audio_key
 from keel.cityguide.events import optional_int, text_field
 from keel.cityguide.publisher import Publisher
 from keel.cityguide.tts.espeak import EspeakError
-from keel.cityguide.tts.wav import duration_s, to_wav
+from keel.cityguide.tts.wav import Pcm, duration_s, to_wav
 from keel.core.bus.message import Headers
 from keel.core.events import Event, PoisonMessage
 from keel.core.metrics import JOB_DURATION
 from keel.core.storage import ObjectStore
 
-Speech = tuple[bytes, int]  # 16-bit mono PCM, sample rate
+Speech = tuple[Pcm, int]  # 16-bit mono PCM, sample rate
 # (text, voice) → speech; blocking, run in a thread.
 Synthesize = Callable[[str, str], Speech]
 

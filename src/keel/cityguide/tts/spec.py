@@ -7,7 +7,7 @@ from keel.cityguide.publisher import Publisher
 from keel.cityguide.tts.espeak import Espeak
 from keel.cityguide.tts.service import FailureInjection, Synthesize, TtsWorker, urgency
 from keel.cityguide.tts.settings import TtsSettings
-from keel.cityguide.tts.wav import silence_for
+from keel.cityguide.tts.wav import Pcm, silence_for
 from keel.cityguide.workers import command_worker, no_routes, started_producer
 from keel.core.infra import Infra
 from keel.core.service import ServiceSpec, Wiring
@@ -23,7 +23,7 @@ LOOKAHEAD = 1_000
 SILENCE_RATE = 22_050
 
 
-def _instant(text: str, _voice: str) -> tuple[bytes, int]:
+def _instant(text: str, _voice: str) -> tuple[Pcm, int]:
     return silence_for(text, SILENCE_RATE), SILENCE_RATE
 
 

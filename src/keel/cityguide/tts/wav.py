@@ -1,8 +1,8 @@
 """PCM to WAV, and the silent stand-in the instant mode produces.
 
 The audio is the worker's whole volume (~0.5 MB per story): a WAV is its 44-byte header and the PCM
-after it, joined in one copy (the `wave` module's file interface copied it twice), and silence is
-allocated zeroed rather than written."""
+after it, joined in one copy (the `wave` module's file interface copied it twice), and silence is a
+view of one zeroed buffer, not a new one per story."""
 
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ SPEECH_CHARS_PER_S = 14.0  # roughly eSpeak's Russian speaking rate, for the ins
 _HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
 
 
-def to_wav(pcm: bytes, rate: int) -> bytes:
+Pcm = bytes | memoryview
+_zeros = bytes(0)  # grown to the longest silence asked for
+
+
+def to_wav(pcm: Pcm, rate: int) -> bytes:
     header = _HEADER.pack(
         b"RIFF",
         36 + len(pcm),
@@ -31,14 +35,18 @@ def to_wav(pcm: bytes, rate: int) -> bytes:
         b"data",
         len(pcm),
     )
-    return header + pcm
+    return b"".join((header, pcm))
 
 
-def duration_s(pcm: bytes, rate: int) -> float:
+def duration_s(pcm: Pcm, rate: int) -> float:
     return len(pcm) / SAMPLE_WIDTH / rate
 
 
-def silence_for(text: str, rate: int) -> bytes:
+def silence_for(text: str, rate: int) -> memoryview:
     """Silence as long as `text` would take to say: the instant mode, for benchmarks."""
+    global _zeros
     seconds = max(len(text) / SPEECH_CHARS_PER_S, 0.1)
-    return bytes(SAMPLE_WIDTH * int(seconds * rate))
+    size = SAMPLE_WIDTH * int(seconds * rate)
+    if size > len(_zeros):
+        _zeros = bytes(size)
+    return memoryview(_zeros)[:size]
