@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 
 import asyncpg
-from sqlalchemy import text
 from tests.support import servers
 
 from keel.core.bus import Bus
@@ -32,7 +31,7 @@ from keel.core.schema import upgrade
 
 
 async def effect(event: Event, uow: UnitOfWork) -> None:
-    await uow.execute(text("INSERT INTO bench_effects (id) VALUES (:id)"), {"id": event.payload["n"]})
+    await (await uow.raw()).execute("INSERT INTO bench_effects (id) VALUES ($1)", event.payload["n"])
 
 
 async def effects(events: Sequence[Event], uow: UnitOfWork) -> None:

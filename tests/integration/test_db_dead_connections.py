@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
 
 from keel.core.db import Database
 
@@ -53,19 +52,6 @@ async def test_unit_of_work_on_a_killed_connection_fails_once_then_gets_a_live_o
 
     async with one_connection.unit_of_work() as uow:
         assert await (await uow.raw()).fetchval("SELECT 1") == 1
-
-
-async def test_sqlalchemy_statement_on_a_killed_connection_fails_once_then_gets_a_live_one(
-    one_connection: Database, pg_server_dsn: str
-):
-    await _kill_pooled_connection(one_connection, pg_server_dsn)
-
-    with pytest.raises(Exception):  # noqa: B017 - whichever error the driver raises first
-        async with one_connection.unit_of_work() as uow:
-            await uow.execute(text("SELECT 1"))
-
-    async with one_connection.unit_of_work() as uow:
-        assert (await uow.execute(text("SELECT 1"))).scalar_one() == 1
 
 
 async def test_raw_connection_of_a_unit_of_work_is_inside_its_transaction(one_connection: Database):

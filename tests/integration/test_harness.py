@@ -2,13 +2,11 @@
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import text
 
 
 async def test_postgres_database_is_migrated(db):
     async with db.unit_of_work() as uow:
-        rows = await uow.execute(text("SELECT count(*) FROM outbox_events"))
-        assert rows.scalar_one() == 0
+        assert await (await uow.raw()).fetchval("SELECT count(*) FROM outbox_events") == 0
 
 
 async def test_fresh_databases_are_isolated(pg_dsn, fresh_pg_dsn):

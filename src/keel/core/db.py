@@ -1,8 +1,9 @@
-"""PostgreSQL access: the async engine, the unit of work, and DSN normalisation.
+"""PostgreSQL access: the engine, the unit of work, and DSN normalisation.
 
-SQLAlchemy Core on asyncpg everywhere; hot paths may take the raw asyncpg connection from a
-unit of work (`uow.raw()`), still inside the same transaction, and one-statement paths take a
-pooled driver connection in autocommit (`Database.connection()`).
+Use cases speak asyncpg: inside a unit of work's transaction (`uow.raw()`), or on a pooled driver
+connection in autocommit for one-statement paths (`Database.connection()`). SQLAlchemy keeps the
+pool (its size, timeouts and recycling, dead connections dropped), the tables' definitions and
+the migrations.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
@@ -81,21 +82,6 @@ def _loopback_without_ssl_setting(url: str) -> bool:
     has_ssl = any(key == "ssl" for key, _ in parse_qsl(urlsplit(url).query))
     hosts = {h.rpartition(":")[0].strip("[]") for h in dsn_hosts(url)}
     return not has_ssl and hosts <= {"127.0.0.1", "localhost", "::1"}
-
-
-async def _drop_if_dead(conn: AsyncConnection, driver: asyncpg.Connection) -> bool:
-    """Invalidate a connection the server closed (restart, failover, killed backend), or one whose
-    statement was cancelled mid-flight and is still cancelling (see `_check_in`).
-
-    Statements sent on the driver connection bypass SQLAlchemy's disconnect detection, so without
-    this the pool would hand the dead connection out again and again; a cancelling one fails its
-    next user with "another operation is in progress" (seen under a primary failover: a relay
-    attempt cut off by its bound, then a consumer's batch on the same connection)."""
-    _terminate_if_cancelling(driver)
-    if not driver.is_closed():
-        return False
-    await conn.invalidate()
-    return True
 
 
 def _terminate_if_cancelling(driver: asyncpg.Connection) -> None:
@@ -196,49 +182,53 @@ async def _check_in(fairy: PoolProxiedConnection, driver: asyncpg.Connection) ->
     await greenlet_spawn(fairy.close)
 
 
+class TransactionFailed(RuntimeError):
+    """COMMIT found the transaction failed (a statement in it had errored): it was rolled back."""
+
+
 class UnitOfWork:
     """One transaction. It rolls back unless the use case calls `commit()`; nothing else commits.
 
     Callbacks registered with `after_commit` run once the commit succeeded (cache invalidation,
-    waking the outbox relay): they never run for a transaction that did not commit."""
+    waking the outbox relay): they never run for a transaction that did not commit.
+
+    The transaction is the driver connection's own, checked out of the engine's pool as
+    `connection()` checks one out: SQLAlchemy's connection and transaction objects around it cost
+    as much CPU again as BEGIN, a statement and COMMIT on the driver (bench/results/changes.md), and
+    every use case speaks asyncpg through `raw()`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._conn: AsyncConnection | None = None
+        self._pool = engine.sync_engine.pool
+        self._fairy: PoolProxiedConnection | None = None
+        self._driver: asyncpg.Connection | None = None
         self._after_commit: list[AfterCommit] = []
         self.committed = False
 
-    @property
-    def conn(self) -> AsyncConnection:
-        if self._conn is None:
+    def _checked_out(self) -> asyncpg.Connection:
+        if self._driver is None:
             raise RuntimeError("unit of work used outside `async with`")
-        return self._conn
+        return self._driver
 
     async def raw(self) -> asyncpg.Connection:
-        """The driver connection of this transaction, for the hottest paths."""
-        fairy = await self.conn.get_raw_connection()
-        driver: asyncpg.Connection = fairy.driver_connection
+        """The driver connection, inside this unit of work's transaction (begun on first use)."""
+        driver = self._checked_out()
         if not driver.is_in_transaction():
-            # SQLAlchemy's asyncpg adapter sends BEGIN lazily, before its own first statement: a
-            # statement sent on the driver first would autocommit, outside this unit of work.
-            adapter: Any = fairy.dbapi_connection
-            await adapter._start_transaction()
+            await driver.execute("BEGIN")
         return driver
 
     def after_commit(self, callback: AfterCommit) -> None:
         self._after_commit.append(callback)
 
     async def __aenter__(self) -> UnitOfWork:
-        self._conn = await self._engine.connect()
-        try:
-            await self._conn.begin()
-        except BaseException:
-            await self._conn.close()
-            raise
+        self._fairy = await greenlet_spawn(self._pool.connect)
+        self._driver = self._fairy.driver_connection
         return self
 
     async def commit(self) -> None:
-        await self.conn.commit()
+        driver = self._checked_out()
+        # PostgreSQL answers COMMIT of a failed transaction with ROLLBACK, not an error.
+        if driver.is_in_transaction() and await driver.execute("COMMIT") != "COMMIT":
+            raise TransactionFailed("the transaction had failed and was rolled back, not committed")
         self.committed = True
         for callback in self._after_commit:
             await callback()
@@ -246,18 +236,7 @@ class UnitOfWork:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            if not conn.invalidated:
-                fairy = await conn.get_raw_connection()
-                if await _drop_if_dead(conn, fairy.driver_connection):
-                    return
-            if not self.committed and conn.in_transaction():
-                await conn.rollback()
-        finally:
-            await conn.close()
-
-    async def execute(self, statement: Any, params: Any = None) -> Any:
-        return await self.conn.execute(statement, params)
+        fairy, driver = self._fairy, self._driver
+        self._fairy = self._driver = None
+        if fairy is not None and driver is not None:
+            await _check_in(fairy, driver)  # rolls back what was not committed

@@ -7,8 +7,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
-from sqlalchemy import text
-
 from keel.core.db import Database, UnitOfWork
 from keel.core.events import Event, PoisonMessage
 from tests.support.eventually import eventually
@@ -22,7 +20,9 @@ class Effects:
 
     async def create(self) -> Effects:
         async with self.db.unit_of_work() as uow:
-            await uow.execute(text("CREATE TABLE IF NOT EXISTS effects (id text NOT NULL, traceparent text)"))
+            await (await uow.raw()).execute(
+                "CREATE TABLE IF NOT EXISTS effects (id text NOT NULL, traceparent text)"
+            )
             await uow.commit()
         return self
 
@@ -43,9 +43,10 @@ class Effects:
 
 async def insert_effect(event: Event, uow: UnitOfWork) -> None:
     traceparent = dict(event.headers).get("traceparent")
-    await uow.execute(
-        text("INSERT INTO effects (id, traceparent) VALUES (:id, :tp)"),
-        {"id": event.payload["id"], "tp": traceparent.decode() if traceparent else None},
+    await (await uow.raw()).execute(
+        "INSERT INTO effects (id, traceparent) VALUES ($1, $2)",
+        event.payload["id"],
+        traceparent.decode() if traceparent else None,
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from prometheus_client import REGISTRY
-from sqlalchemy import text
 
 from keel.core.bus import Bus, OutgoingMessage
 from keel.core.bus.memory import MemoryBus
@@ -90,7 +89,7 @@ async def test_event_repeated_within_one_batch_is_applied_once(
 
     assert await effects.count("twice") == 1
     async with db.unit_of_work() as uow:
-        inbox = (await uow.execute(text("SELECT count(*) FROM processed_events"))).scalar_one()
+        inbox = await (await uow.raw()).fetchval("SELECT count(*) FROM processed_events")
     assert inbox == 2
 
 
