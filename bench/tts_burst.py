@@ -25,9 +25,9 @@ import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.procs import free_port, keel_bin, private_broker, service
+from bench.tts_path import story_requests
 
 from keel.cityguide import topics
-from keel.cityguide.story.generator import compose
 
 DEADLINE_S = 120.0
 
@@ -40,20 +40,10 @@ def cpu(pid: int) -> tuple[float, float]:
 async def send(producer: AIOKafkaProducer, routes: int, tag: str) -> int:
     """The stories of `routes` walks (the story worker's own texts, 3 to 5 a route), each asked for
     as the orchestrator asks; returns how many requests went."""
-    pending = []
-    for n in range(routes):
-        route = f"{tag}-{n}"
-        for position, story in enumerate(compose(route, {"mode": "walk"})):
-            payload = {
-                "route_id": route,
-                "story_id": story["story_id"],
-                "text": story["text"],
-                "position": position,
-                "lang": "ru",
-            }
-            pending.append(
-                await producer.send(topics.TTS_REQUESTED, orjson.dumps(payload), key=route.encode())
-            )
+    pending = [
+        await producer.send(topics.TTS_REQUESTED, orjson.dumps(payload), key=route.encode())
+        for route, payload in story_requests(tag, routes)
+    ]
     await asyncio.gather(*pending)
     return len(pending)
 

@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -34,21 +35,22 @@ from keel.core.settings import Settings
 from keel.core.storage import build_object_store
 
 
-def requests(tag: str, routes: int) -> list[Event]:
-    """The tts.requested of `routes` walks, as the orchestrator asks for them."""
-    events = []
-    for n in range(routes):
-        route = f"{tag}-{n}"
-        for position, story in enumerate(compose(route, {"mode": "walk"})):
-            payload = {
+def story_requests(tag: str, routes: int) -> list[tuple[str, dict[str, Any]]]:
+    """(route id, tts.requested payload) for the stories of `routes` walks, as the orchestrator asks."""
+    return [
+        (
+            route,
+            {
                 "route_id": route,
                 "story_id": story["story_id"],
                 "text": story["text"],
                 "position": position,
                 "lang": "ru",
-            }
-            events.append(Event(topics.TTS_REQUESTED, payload, key=route))
-    return events
+            },
+        )
+        for route in (f"{tag}-{n}" for n in range(routes))
+        for position, story in enumerate(compose(route, {"mode": "walk"}))
+    ]
 
 
 def cpu_s() -> float:
@@ -68,7 +70,10 @@ async def measure(routes: int, rounds: int, directory: Path) -> list[float]:
     worker = TtsWorker(Publisher(producer), store, _instant, inline=True)
     figures = []
     for round_ in range(WARM_UP_ROUNDS + rounds):
-        events = requests(f"r{round_}", routes)
+        events = [
+            Event(topics.TTS_REQUESTED, payload, key=route)
+            for route, payload in story_requests(f"r{round_}", routes)
+        ]
         started = cpu_s()
         for first in range(0, len(events), BATCH_SIZE):
             await worker.on_requested(events[first : first + BATCH_SIZE])

@@ -36,8 +36,8 @@ MISSING = (FileNotFoundError, NotFoundError)
 
 
 # The types a key's extension names by itself. A local directory keeps no sidecar for an object of
-# its extension's type and no download name: one file written per object instead of two, the second
-# costing as much again (bench/results/changes.md). A fixed table, not `mimetypes`, whose answers
+# its extension's type and no download name: one file written per object instead of two (what that
+# saves the TTS worker: bench/results/changes.md). A fixed table, not `mimetypes`, whose answers
 # depend on the host's files: the process that writes and the one that reads must agree. Types a
 # browser would run (HTML, SVG) are left out: a hand-placed file of those is served as bytes.
 _NAMED_TYPES = {
