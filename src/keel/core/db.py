@@ -193,9 +193,9 @@ class UnitOfWork:
     waking the outbox relay): they never run for a transaction that did not commit.
 
     The transaction is the driver connection's own, checked out of the engine's pool as
-    `connection()` checks one out: SQLAlchemy's connection and transaction objects around it cost
-    as much CPU again as BEGIN, a statement and COMMIT on the driver (bench/results/changes.md), and
-    every use case speaks asyncpg through `raw()`."""
+    `connection()` checks one out: SQLAlchemy's connection and transaction objects around it added
+    three quarters again to the CPU of BEGIN, a statement and COMMIT on the driver
+    (bench/results/changes.md), and every use case speaks asyncpg through `raw()`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._pool = engine.sync_engine.pool
