@@ -17,7 +17,7 @@ from bench.workloads import Context
 from keel.core.schema import upgrade
 from keel.orders import repository
 from keel.orders.fake import fake_order
-from keel.orders.schemas import Order
+from keel.orders.schemas import Order, order_json
 
 # Issue 21's targets.
 TARGET_RATIO, TARGET_P99_MS = 0.9, 5.0
@@ -32,7 +32,7 @@ async def stored_order(ctx: Context, order_uid: str) -> Order:
     await upgrade(ctx.dsn)
     conn = await asyncpg.connect(ctx.dsn)
     try:
-        await repository.upsert_orders(conn, [order])
+        await repository.upsert_orders(conn, [order_json(order)])
     finally:
         await conn.close()
     return order

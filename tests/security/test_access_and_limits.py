@@ -24,7 +24,7 @@ from keel.core.runtime import build_app
 from keel.core.settings import Settings
 from keel.orders import repository
 from keel.orders.fake import fake_order
-from keel.orders.schemas import Order
+from keel.orders.schemas import Order, order_json
 from keel.videos.settings import VideoSettings
 from keel.videos.spec import build_spec
 from tests.support.serving import served
@@ -150,7 +150,7 @@ def orders_of(pg_dsn: str, base: str) -> dict[str, str]:
     async def insert() -> None:
         conn = await asyncpg.connect(pg_dsn)
         try:
-            await repository.upsert_orders(conn, orders)
+            await repository.upsert_orders(conn, [order_json(o) for o in orders])
         finally:
             await conn.close()
 

@@ -1,5 +1,5 @@
-"""The order service's SQL: set-based upserts for a whole batch (one statement per table, arrays in,
-no per-order round trips) and one-statement reads that assemble orders back."""
+"""The order service's SQL: a whole batch written in one statement (the orders' JSON in, four tables
+out, no per-order round trips) and one-statement reads that assemble orders back."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-
-from keel.orders.schemas import Order
 
 _ORDER_COLUMNS = [
     "order_uid",
@@ -72,53 +70,66 @@ _TYPES = {
 }
 
 
-def _unnest(columns: Sequence[str]) -> str:
-    """`unnest($1::text[], $2::int[], ...)`: one array parameter per column, rows zipped by position."""
-    return ", ".join(f"${n}::{_TYPES.get(c, 'text')}[]" for n, c in enumerate(columns, start=1))
+def _fields(columns: Sequence[str], skip: Sequence[str] = ()) -> str:
+    """The column definitions `jsonb_to_record(set)` reads a JSON object's fields into."""
+    return ", ".join(f"{c} {_TYPES.get(c, 'text')}" for c in columns if c not in skip)
 
 
-def _upsert(table: str, columns: Sequence[str], *, touch: bool = False) -> str:
-    names = ", ".join(columns)
-    updates = [f"{c} = EXCLUDED.{c}" for c in columns if c != "order_uid"]
-    extra_name, extra_value = (", updated_at", ", now()") if touch else ("", "")
-    if touch:
-        updates.append("updated_at = EXCLUDED.updated_at")
-    return (
-        f"INSERT INTO {table} ({names}{extra_name}) "
-        f"SELECT *{extra_value} FROM unnest({_unnest(columns)}) "
-        f"ON CONFLICT (order_uid) DO UPDATE SET {', '.join(updates)}"
-    )
+def _updates(columns: Sequence[str], *keys: str) -> str:
+    return ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in keys)
 
 
-UPSERT_ORDERS = _upsert("orders", _ORDER_COLUMNS, touch=True)
-UPSERT_DELIVERIES = _upsert("deliveries", _DELIVERY_COLUMNS)
-UPSERT_PAYMENTS = _upsert("payments", _PAYMENT_COLUMNS)
-# An updated order replaces its items: the old list goes, the new one comes in, in one transaction.
-DELETE_ITEMS = "DELETE FROM items WHERE order_uid = ANY($1::text[])"
-INSERT_ITEMS = (
-    f"INSERT INTO items ({', '.join(_ITEM_COLUMNS)}) SELECT * FROM unnest({_unnest(_ITEM_COLUMNS)})"
+_ITEM_FIELDS = _ITEM_COLUMNS[2:]
+
+# The whole batch in one statement and one parameter: the orders as `order_json` writes them, a JSON
+# array PostgreSQL reads once into rows (`src`) and writes to the four tables. A column array bound
+# per field cost the client more than the server (asyncpg checks each element of each array);
+# bench/results/changes.md has the figures.
+#  - Items are upserted by (order_uid, idx) and an order's items past its new list are deleted: an
+#    update replaces the list, and no two parts of the statement touch one row (a DELETE and an
+#    INSERT of one key in one statement may run in either order).
+#  - Rows are written in the array's order: the caller sorts by order_uid, so concurrent batches
+#    lock rows in the same order (no deadlocks).
+UPSERT_ORDERS = f"""
+WITH src AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset($1::text::jsonb)
+        AS o({_fields(_ORDER_COLUMNS)}, delivery jsonb, payment jsonb, items jsonb)
+),
+written_orders AS (
+    INSERT INTO orders ({", ".join(_ORDER_COLUMNS)}, updated_at)
+    SELECT {", ".join(_ORDER_COLUMNS)}, now() FROM src
+    ON CONFLICT (order_uid) DO UPDATE SET
+        {_updates(_ORDER_COLUMNS, "order_uid")}, updated_at = EXCLUDED.updated_at
+),
+written_deliveries AS (
+    INSERT INTO deliveries ({", ".join(_DELIVERY_COLUMNS)})
+    SELECT src.order_uid, d.*
+    FROM src, jsonb_to_record(src.delivery) AS d({_fields(_DELIVERY_COLUMNS, ["order_uid"])})
+    ON CONFLICT (order_uid) DO UPDATE SET {_updates(_DELIVERY_COLUMNS, "order_uid")}
+),
+written_payments AS (
+    INSERT INTO payments ({", ".join(_PAYMENT_COLUMNS)})
+    SELECT src.order_uid, p.*
+    FROM src, jsonb_to_record(src.payment) AS p({_fields(_PAYMENT_COLUMNS, ["order_uid"])})
+    ON CONFLICT (order_uid) DO UPDATE SET {_updates(_PAYMENT_COLUMNS, "order_uid")}
+),
+written_items AS (
+    INSERT INTO items ({", ".join(_ITEM_COLUMNS)})
+    SELECT src.order_uid, (i.n - 1)::int, {", ".join(f"i.{c}" for c in _ITEM_FIELDS)}
+    FROM src CROSS JOIN LATERAL ROWS FROM (
+        jsonb_to_recordset(src.items) AS ({_fields(_ITEM_FIELDS)})
+    ) WITH ORDINALITY AS i({", ".join(_ITEM_FIELDS)}, n)
+    ON CONFLICT (order_uid, idx) DO UPDATE SET {_updates(_ITEM_COLUMNS, "order_uid", "idx")}
 )
+DELETE FROM items x USING src
+WHERE x.order_uid = src.order_uid AND x.idx >= jsonb_array_length(src.items)
+"""
 
 
-def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
-
-
-async def upsert_orders(conn: asyncpg.Connection, orders: Sequence[Order]) -> None:
-    """Write `orders` (distinct order_uids) with five statements, whatever their number."""
-    order_rows, delivery_rows, payment_rows, item_rows = [], [], [], []
-    for o in orders:
-        uid = o.order_uid
-        order_rows.append(tuple(getattr(o, c) for c in _ORDER_COLUMNS))
-        delivery_rows.append((uid, *(getattr(o.delivery, c) for c in _DELIVERY_COLUMNS[1:])))
-        payment_rows.append((uid, *(getattr(o.payment, c) for c in _PAYMENT_COLUMNS[1:])))
-        for idx, item in enumerate(o.items):
-            item_rows.append((uid, idx, *(getattr(item, c) for c in _ITEM_COLUMNS[2:])))
-    await conn.execute(UPSERT_ORDERS, *_columns(order_rows, len(_ORDER_COLUMNS)))
-    await conn.execute(UPSERT_DELIVERIES, *_columns(delivery_rows, len(_DELIVERY_COLUMNS)))
-    await conn.execute(UPSERT_PAYMENTS, *_columns(payment_rows, len(_PAYMENT_COLUMNS)))
-    await conn.execute(DELETE_ITEMS, [o.order_uid for o in orders])
-    await conn.execute(INSERT_ITEMS, *_columns(item_rows, len(_ITEM_COLUMNS)))
+async def upsert_orders(conn: asyncpg.Connection, documents: Sequence[bytes]) -> None:
+    """Write orders given as `order_json` serialised them (distinct order_uids, sorted by order_uid)
+    in one statement, whatever their number."""
+    await conn.execute(UPSERT_ORDERS, (b"[" + b",".join(documents) + b"]").decode())
 
 
 # Items come back as one JSON array per order, already in the model's key order.

@@ -45,13 +45,14 @@ class OrderService:
         """Upsert the orders in `uow`'s transaction; the cache learns them only once it committed,
         and so do the other replicas' caches (a notification sent with the commit)."""
         latest = latest_per_order(orders)
+        # The bytes the database gets are the ones the cache serves.
+        bodies = [(order.order_uid, order_json(order)) for order in latest]
         conn = await uow.raw()
-        await repository.upsert_orders(conn, latest)
-        chunks = list(invalidation.payloads(self.sender, [order.order_uid for order in latest]))
+        await repository.upsert_orders(conn, [body for _, body in bodies])
+        chunks = list(invalidation.payloads(self.sender, [uid for uid, _ in bodies]))
         await conn.execute(invalidation.NOTIFY, invalidation.CHANNEL, chunks)
         cache = self.cache
         if cache is not None:
-            bodies = [(order.order_uid, order_json(order)) for order in latest]
 
             async def publish() -> None:
                 cache.put_many(bodies)

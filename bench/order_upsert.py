@@ -1,0 +1,74 @@
+"""What the order ingest's batch statement costs each side: `keel.orders.repository.upsert_orders` over
+batches of fake orders (new orders, then the same orders again as updates), on a private PostgreSQL,
+one connection. CPU per order of this process (the client: serialising and binding the batch) and of
+the connection's server backend (psutil), and the wall time per batch, median over the rounds.
+
+The served row (`BENCH_ONLY=orders-ingest`) puts the consumer, the broker and PostgreSQL on the same
+2 cores; this tool shows which side a change to the statement moves.
+
+Run: .venv/bin/python -m bench.order_upsert [--batch 500] [--rounds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import time
+
+import asyncpg
+import psutil
+from tests.support import servers
+
+from keel.core.schema import upgrade
+from keel.orders import repository
+from keel.orders.fake import fake_order
+from keel.orders.schemas import Order, order_json
+
+
+async def measure(dsn: str, batch: int, rounds: int) -> None:
+    await upgrade(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
+
+        def server_cpu() -> float:
+            times = backend.cpu_times()
+            return times.user + times.system
+
+        samples: list[tuple[float, float, float]] = []
+        for n in range(rounds):
+            rng = random.Random(n)
+            orders = [Order.model_validate(fake_order(rng, order_uid=f"r{n}x{i:06d}")) for i in range(batch)]
+            for _ in ("insert", "update"):
+                client, server, wall = time.process_time(), server_cpu(), time.perf_counter()
+                # As OrderService.save does: the bodies it also hands the cache, then the statement.
+                bodies = [order_json(o) for o in orders]
+                async with conn.transaction():
+                    await repository.upsert_orders(conn, bodies)
+                samples.append(
+                    (time.process_time() - client, server_cpu() - server, time.perf_counter() - wall)
+                )
+        print(f"upsert_orders, batches of {batch}, {rounds} rounds (insert, then update):")
+        print(f"  client CPU per order  {statistics.median(s[0] for s in samples) / batch * 1e6:7.1f} µs")
+        print(f"  server CPU per order  {statistics.median(s[1] for s in samples) / batch * 1e6:7.1f} µs")
+        print(f"  wall per batch        {statistics.median(s[2] for s in samples) * 1e3:7.1f} ms")
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=8)
+    args = parser.parse_args()
+    with servers.running(servers.postgres_server()) as server:
+        dsn = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+        asyncio.run(measure(dsn, args.batch, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
