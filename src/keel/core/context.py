@@ -6,6 +6,8 @@ import random
 import re
 from contextvars import ContextVar
 
+from keel.core.hexids import hex128
+
 _request_id: ContextVar[str | None] = ContextVar("keel_request_id", default=None)
 # Client-supplied ids are echoed into headers and logs: keep them short and inert.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -14,7 +16,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 def new_request_id() -> str:
     # 128 random bits as 32 hex characters. An id correlates logs, it guards nothing: the module's
     # generator (reseeded in a forked child) costs a tenth of an os.urandom system call per request.
-    return f"{random.getrandbits(128):032x}"
+    return hex128(random.getrandbits(128))
 
 
 def accept_request_id(candidate: str | None) -> str:

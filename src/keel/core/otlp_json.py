@@ -28,6 +28,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext
 from opentelemetry.util.re import parse_env_headers
 
+from keel.core.hexids import hex64, hex128
+
 log = logging.getLogger("keel.telemetry")
 
 RETRYABLE = frozenset({429, 502, 503, 504})
@@ -64,8 +66,8 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
     context = span.context
     assert context is not None
     out: dict[str, Any] = {
-        "traceId": format(context.trace_id, "032x"),
-        "spanId": format(context.span_id, "016x"),
+        "traceId": hex128(context.trace_id),
+        "spanId": hex64(context.span_id),
         "name": span.name,
         "kind": span.kind.value + 1,  # the API's enum starts at INTERNAL = 0; OTLP's at UNSPECIFIED
         "startTimeUnixNano": str(span.start_time),
@@ -74,7 +76,7 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
         "flags": _flags(span.parent),
     }
     if span.parent is not None:
-        out["parentSpanId"] = format(span.parent.span_id, "016x")
+        out["parentSpanId"] = hex64(span.parent.span_id)
     if context.trace_state:
         out["traceState"] = context.trace_state.to_header()
     status = span.status
@@ -88,8 +90,8 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
     if span.links:
         out["links"] = [
             {
-                "traceId": format(link.context.trace_id, "032x"),
-                "spanId": format(link.context.span_id, "016x"),
+                "traceId": hex128(link.context.trace_id),
+                "spanId": hex64(link.context.span_id),
                 "attributes": _attributes(link.attributes),
                 "flags": _flags(link.context),
             }

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from keel.core import telemetry
+from keel.core.hexids import hex64, hex128
 
 _LOW_64 = TraceIdRatioBased.TRACE_ID_LIMIT
 _RANDOM = TraceFlags.RANDOM_TRACE_ID  # W3C level 2: the trace id's low bits are random (ours are)
@@ -158,7 +159,7 @@ class server_span:
     def log_ids(self) -> tuple[str, str]:
         """`trace_id` and `span_id` as the log lines write them (the access log's, read here rather
         than through the context: it writes one line per request)."""
-        return f"{self._trace_id:032x}", f"{self._span_id:016x}"
+        return hex128(self._trace_id), hex64(self._span_id)
 
     def finish(self, method: str, route: str, status: int) -> None:
         """Name the span after its route and set the status (the edge knows them at the end)."""

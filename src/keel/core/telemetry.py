@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from keel.core.client_spans import UnderSampled
+from keel.core.hexids import hex64, hex128
 from keel.core.otlp_json import JsonSpanExporter
 
 log = logging.getLogger("keel.telemetry")
@@ -203,6 +204,6 @@ def add_trace_ids(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     if _tracing is not None:
         ctx = trace.get_current_span().get_span_context()
         if ctx.is_valid:
-            event.setdefault("trace_id", format(ctx.trace_id, "032x"))
-            event.setdefault("span_id", format(ctx.span_id, "016x"))
+            event.setdefault("trace_id", hex128(ctx.trace_id))
+            event.setdefault("span_id", hex64(ctx.span_id))
     return event
