@@ -2,7 +2,7 @@
 the same batch statement (`keel.orders.repository.upsert_orders`, the orders' JSON in one statement)
 driven straight through asyncpg at the same batch size, one client per partition.
 
-pgbench cannot bind array parameters, so the limit runs the service's own statements from a bare
+pgbench cannot build a batch's JSON parameter, so the limit runs the service's own statement from a bare
 driver loop instead: what the consumer runner, decoding and validation cost on top of the database."""
 
 from __future__ import annotations
@@ -134,6 +134,6 @@ class OrderIngest:
                 median(limit),
                 "orders/s",
                 TARGET_RATIO,
-                note="limit is not pgbench (it cannot bind the array parameters); see bench/workloads/ingest.py",
+                note="limit is not pgbench (it cannot build the batch's JSON parameter); see bench/workloads/ingest.py",
             )
         ]
