@@ -1,6 +1,6 @@
 """What the order ingest's batch statement costs each side: `keel.orders.repository.upsert_orders` over
-batches of fake orders (new orders, then the same orders again as updates), on a private PostgreSQL,
-one connection. CPU per order of this process (the client: serialising and binding the batch) and of
+batches of fake orders (new orders, then the same orders again as updates), in a scratch database of
+the bench's PostgreSQL (BENCH_POSTGRES_DSN's, on this machine, or a private one), one connection. CPU per order of this process (the client: serialising and binding the batch) and of
 the connection's server backend (psutil), and the wall time per batch, median over the rounds.
 
 The served row (`BENCH_ONLY=orders-ingest`) puts the consumer, the broker and PostgreSQL on the same
@@ -19,16 +19,20 @@ import time
 
 import asyncpg
 import psutil
-from tests.support import servers
+from bench.config import BenchConfig
+from bench.procs import postgres_server, scratch_database
 
-from keel.core.schema import upgrade
 from keel.orders import repository
 from keel.orders.fake import fake_order
 from keel.orders.schemas import Order, order_json
 
 
-async def measure(dsn: str, batch: int, rounds: int) -> None:
-    await upgrade(dsn)
+async def measure(admin_dsn: str, batch: int, rounds: int) -> None:
+    async with scratch_database(admin_dsn) as dsn:
+        await measure_in(dsn, batch, rounds)
+
+
+async def measure_in(dsn: str, batch: int, rounds: int) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
@@ -41,7 +45,7 @@ async def measure(dsn: str, batch: int, rounds: int) -> None:
         for n in range(rounds):
             rng = random.Random(n)
             orders = [Order.model_validate(fake_order(rng, order_uid=f"r{n}x{i:06d}")) for i in range(batch)]
-            for _ in ("insert", "update"):
+            for _ in range(2):  # insert, then update
                 client, server, wall = time.process_time(), server_cpu(), time.perf_counter()
                 # As OrderService.save does: the bodies it also hands the cache, then the statement.
                 bodies = [order_json(o) for o in orders]
@@ -65,9 +69,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
-    with servers.running(servers.postgres_server()) as server:
-        dsn = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
-        asyncio.run(measure(dsn, args.batch, args.rounds))
+    with postgres_server(BenchConfig().admin_dsn) as admin:
+        asyncio.run(measure(admin, args.batch, args.rounds))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,6 @@ _TYPES = {
     "delivery_cost": "bigint",
     "goods_total": "bigint",
     "custom_fee": "bigint",
-    "idx": "int",
     "chrt_id": "bigint",
     "price": "bigint",
     "sale": "int",
