@@ -48,11 +48,11 @@ def header(cfg: BenchConfig, started: datetime, elapsed_s: float) -> str:
 
 
 async def settle_outbox(dsn: str) -> None:
-    """Mark what earlier workloads left unpublished (pgbench's limit runs write ~100k outbox rows) as
-    published: the next server's relay and consumers would otherwise work through it while measured."""
+    """Delete what earlier workloads left unpublished (pgbench's limit runs write ~100k outbox rows):
+    the next server's relay and consumers would otherwise work through it while measured."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("UPDATE outbox_events SET published_at = now() WHERE published_at IS NULL")
+        await conn.execute("DELETE FROM outbox_events")
     finally:
         await conn.close()
 

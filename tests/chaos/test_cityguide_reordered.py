@@ -33,6 +33,7 @@ from tests.chaos.conftest import chaos_scale
 from tests.support.eventually import eventually
 from tests.support.servers import idempotent_producers
 from tests.support.serving import serving_app
+from tests.support.topic_log import published_events
 
 ROUTES = 10  # per run, times the scale
 CONSUMED = (topics.ROUTE_CONFIRMED, topics.STORY_GENERATED, topics.TTS_COMPLETED)
@@ -46,8 +47,10 @@ TABLES = {
     " WHERE route_id LIKE $1 || '%'",
     "cityguide_workflow_restarts": "SELECT route_id, step, attempt, requested_by, reason"
     " FROM cityguide_workflow_restarts WHERE route_id LIKE $1 || '%'",
-    "outbox_events": "SELECT topic, key, payload, wire FROM outbox_events WHERE payload->>'route_id' LIKE $1 || '%'",
 }
+# What the orchestrator emitted is read back from its topics once its outbox rows are gone.
+EMITTED = (topics.STORY_GENERATE, topics.TTS_REQUESTED, topics.DELIVERY_PREFETCH)
+WAITING = "SELECT count(*) FROM outbox_events WHERE payload->>'route_id' LIKE $1 || '%'"
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def _dead_lettered() -> float:
 class Orchestrator:
     """The running orchestrator and what a test needs around it: send, wait until handled, read."""
 
-    def __init__(self, bus: Bus, dsn: str) -> None:
+    def __init__(self, bus: KafkaBus, dsn: str) -> None:
         self.bus, self.dsn = bus, dsn
 
     async def deliver(self, messages: Iterable[OutgoingMessage]) -> int:
@@ -164,15 +167,27 @@ class Orchestrator:
             await conn.close()
 
     async def snapshot(self, prefix: str) -> dict[str, list[str]]:
-        """Every row of the run, prefix replaced, timestamps reduced to set/unset, sorted per table."""
+        """Every row of the run, prefix replaced, timestamps reduced to set/unset, sorted per table;
+        and under "emitted" every event the run published, once each."""
         conn = await asyncpg.connect(self.dsn)
         try:
-            return {
+            rows = {
                 table: sorted(_normalised(dict(row), prefix) for row in await conn.fetch(query, prefix))
                 for table, query in TABLES.items()
             }
         finally:
             await conn.close()
+        await eventually(
+            lambda: self._fetchval(WAITING, prefix),
+            until=lambda n: n == 0,
+            timeout_s=TIMEOUT_S,
+            what="the run's outbox rows published",
+        )
+        events = await published_events(
+            self.bus.brokers, EMITTED, lambda e: str(e.payload.get("route_id", "")).startswith(prefix)
+        )
+        emitted = [{"topic": t, "key": e.key, "payload": e.payload} for t, e in events]
+        return {**rows, "emitted": sorted(_normalised(e, prefix) for e in emitted)}
 
 
 def _normalised(row: dict[str, Any], prefix: str) -> str:
@@ -225,7 +240,7 @@ async def clean(orchestrator: Orchestrator) -> dict[str, list[str]]:
     stories = sum(len(run[2]) for run in runs)
     # The reference holds the whole state: 3 steps per route, a job per story, and what was emitted
     # (story.generate and delivery.prefetch per route, tts.requested per story); nothing parked.
-    assert [len(snapshot[t]) for t in TABLES] == [
+    assert [len(rows) for rows in snapshot.values()] == [
         len(runs),
         3 * len(runs),
         stories,

@@ -5,7 +5,7 @@ notification, none is lost, and tickets.dlq is empty.
 Creates run in process (the tickets API with its workers off); the outbox relay and the
 notifications consumer run as child processes that are restarted after each death:
 - relay: a life armed with the crash point `outbox.after_send` dies right after the broker acked a
-  batch, before the batch is marked published (it is published again by the next life);
+  batch, before its rows are deleted (it is published again by the next life);
 - consumer: a life armed with `consumer.after_effect` dies after its database commit, before its
   offset commit (the next owner of those partitions gets the records again; the inbox absorbs them);
 - broker: the fault proxy it advertises blackholes every connection for a while, then resets them,

@@ -28,7 +28,7 @@ from tests.cluster.conftest import send_across_a_leader_kill
 from tests.support.apache_kafka import KafkaCluster
 from tests.support.eventually import eventually
 from tests.support.serving import serving_app
-from tests.support.topic_log import KafkaTopicLog
+from tests.support.topic_log import KafkaTopicLog, published_events
 
 POINTS = [{"name": "Кремль"}, {"name": "Улица Баумана"}, {"name": "Озеро Кабан"}, {"name": "Набережная"}]
 BATCH = 10
@@ -107,6 +107,16 @@ async def test_200_routes_across_a_leader_kill_all_complete_once(
                 what=f"links of {route_id}",
             )
             assert len(listed.json()["items"]) == len(POINTS)
+        # What the services emitted is read from the topics below, once the relay has sent it all.
+        await eventually(
+            lambda: _fetch(
+                fresh_pg_dsn,
+                f"SELECT count(*) FROM outbox_events WHERE payload->>'route_id' LIKE '{prefix}%'",
+            ),
+            until=lambda n: n == 0,
+            timeout_s=60,
+            what="the routes' outbox rows published",
+        )
     await bus.close()
     jobs = await _fetch(
         fresh_pg_dsn,
@@ -118,8 +128,12 @@ async def test_200_routes_across_a_leader_kill_all_complete_once(
     )
     # One story.generate, one tts.requested per point and one delivery.prefetch per route: a hop
     # applied twice would have written its events twice.
-    emitted = await _fetch(
-        fresh_pg_dsn, f"SELECT count(*) FROM outbox_events WHERE payload->>'route_id' LIKE '{prefix}%'"
+    emitted = len(
+        await published_events(
+            kafka_cluster.bootstrap,
+            (topics.STORY_GENERATE, topics.TTS_REQUESTED, topics.DELIVERY_PREFETCH),
+            lambda e: str(e.payload.get("route_id", "")).startswith(prefix),
+        )
     )
     dlq = await KafkaTopicLog(kafka_cluster.bootstrap, topics.DLQ).open()
     try:

@@ -21,7 +21,7 @@ from tests.integration.outbox.conftest import (  # noqa: F401 - fixtures
 from tests.integration.outbox.test_outbox_relay import (  # noqa: F401 - run here through PgBouncer
     test_notifying_writer_wakes_a_listening_relay_in_another_connection,
     test_relay_publishes_both_wire_formats_with_their_fields,
-    test_relay_publishes_every_row_once_and_marks_it,
+    test_relay_publishes_every_row_once_and_deletes_it,
     test_row_committed_after_a_higher_id_was_published_is_still_published,
     test_two_relays_publish_a_backlog_exactly_once_in_key_order,
 )

@@ -3,7 +3,14 @@ real app) and its pipeline (outbox → relay → Kafka → notifications consume
 
 from __future__ import annotations
 
-from tests.integration.tickets.conftest import as_user, client, tickets_app, user  # noqa: F401 - fixtures
+from tests.integration.tickets.conftest import (  # noqa: F401 - fixtures
+    api_client,
+    api_only_app,
+    as_user,
+    client,
+    tickets_app,
+    user,
+)
 from tests.integration.tickets.test_events_pipeline import (  # noqa: F401 - run here through PgBouncer
     test_a_poison_event_on_tickets_events_lands_in_the_dlq,
     test_every_ticket_yields_one_event_and_one_notification_across_restarts,

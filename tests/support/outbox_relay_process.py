@@ -1,6 +1,6 @@
 """A relay in a process of its own, for tests that kill it: `python -m tests.support.outbox_relay_process
 DSN BROKERS SHARDS BATCH [CONCURRENCY]`. With KEEL_CRASH_POINTS=outbox.after_send it dies like
-`kill -9` right after the broker acked its first batch, before that batch is marked published. With
+`kill -9` right after the broker acked its first batch, before that batch's rows are deleted. With
 CONCURRENCY (default 1) batches in flight, up to that many batches may have reached the broker."""
 
 from __future__ import annotations

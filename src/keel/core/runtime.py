@@ -17,7 +17,7 @@ from keel.core.fastpath import FastRoutes
 from keel.core.health import SEED_LIVENESS_PATHS
 from keel.core.identity import build_authenticator
 from keel.core.infra import Infra, open_infra
-from keel.core.outbox import OutboxRelay, OutboxRetention, RelayOptions
+from keel.core.outbox import OutboxRelay, RelayOptions
 from keel.core.retention import InboxRetention
 from keel.core.saturation import SaturationSampler, sampling
 from keel.core.service import ServiceSpec, Worker
@@ -100,7 +100,7 @@ def build_app(
             if run_workers and any(s.uses_outbox for s in specs):
                 relay = await start_relay(infra, stack)
                 infra.wake_relay = relay.notify
-                workers += [relay, OutboxRetention(infra.require_db(), max_age_s=settings.outbox_retention_s)]
+                workers.append(relay)
             for spec in specs:
                 wiring = await spec.wire(infra)
                 for key, value in wiring.state.items():

@@ -141,8 +141,6 @@ class Settings(BaseSettings):
     # batches (latency for fewer transactions per event, like a producer's linger); 0 chases each commit.
     outbox_linger_s: float = Field(default=0.0, ge=0, validation_alias="OUTBOX_LINGER_S")
     outbox_shards: int = Field(default=16, ge=1, validation_alias="OUTBOX_SHARDS")
-    # Published outbox rows older than this are deleted by the retention job (default 7 days).
-    outbox_retention_s: float = Field(default=7 * 24 * 3600, gt=0, validation_alias="OUTBOX_RETENTION_S")
     # Handled-event ids are kept at least as long as a broker could redeliver them (Kafka: 7 days).
     inbox_retention_s: float = Field(default=7 * 24 * 3600, gt=0, validation_alias="INBOX_RETENTION_S")
     consumer_max_attempts: int = Field(default=5, ge=1, validation_alias="CONSUMER_MAX_ATTEMPTS")

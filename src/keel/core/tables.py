@@ -43,8 +43,9 @@ outbox_events = Table(
     Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("shard", SmallInteger, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Relays delete a row once the broker acknowledged it. Relays of releases before migration 0070
+    # marked it here instead; the claim skips such rows, and a later migration drops the column.
     Column("published_at", DateTime(timezone=True), nullable=True),
-    Index("ix_outbox_events_published_at_created_at", "published_at", "created_at"),
     # The relay's scan: unpublished rows of a shard in id order, from a small partial index.
     Index(
         "ix_outbox_events_unpublished",

@@ -93,12 +93,11 @@ async def unpublished(db: Database) -> int:
         return int(await conn.fetchval("SELECT count(*) FROM outbox_events WHERE published_at IS NULL"))
 
 
-async def published_at(db: Database, event_id: str) -> Any:
+async def published(db: Database, event_id: str) -> bool:
+    """The relay deleted the event's row: the broker acknowledged it."""
     async with db.unit_of_work() as uow:
         conn = await uow.raw()
-        return await conn.fetchval(
-            "SELECT published_at FROM outbox_events WHERE event_id = $1::uuid", event_id
-        )
+        return not await conn.fetchval("SELECT 1 FROM outbox_events WHERE event_id = $1::uuid", event_id)
 
 
 @contextlib.asynccontextmanager

@@ -1,5 +1,5 @@
 """The relay in normal operation, on the memory bus and on the real Kafka-protocol broker:
-every committed row is published once, in per-key order, and marked only after the ack."""
+every committed row is published once, in per-key order, and deleted only after the ack."""
 
 from __future__ import annotations
 
@@ -17,15 +17,17 @@ from keel.core.outbox import OUTBOX_CHANNEL, Outbox, OutboxRelay
 from tests.integration.outbox.conftest import (
     Broker,
     make_events,
-    published_at,
+    published,
     running,
     unpublished,
     write_events,
 )
 from tests.support.eventually import eventually
 
+ID_OF = "SELECT id FROM outbox_events WHERE event_id = $1::uuid"
 
-async def test_relay_publishes_every_row_once_and_marks_it(
+
+async def test_relay_publishes_every_row_once_and_deletes_it(
     db: Database,
     outbox: Outbox,
     broker: Broker,
@@ -41,8 +43,10 @@ async def test_relay_publishes_every_row_once_and_marks_it(
 
     async with running(relay):
         got = await log.read(len(events))
-        await eventually(lambda: unpublished(db), until=lambda n: n == 0, what="every row marked")
+        await eventually(lambda: unpublished(db), until=lambda n: n == 0, what="every row published")
 
+    async with db.unit_of_work() as uow:
+        assert await (await uow.raw()).fetchval("SELECT count(*) FROM outbox_events") == 0
     assert sorted(decode(m, "envelope").event_id for m in got) == sorted(e.event_id for e in events)
     assert await log.size() == len(events)
     assert relay.published == len(events)
@@ -103,20 +107,45 @@ async def test_row_committed_after_a_higher_id_was_published_is_still_published(
     async with running(new_relay(db, await broker.producer())):
         async with db.unit_of_work() as slow:
             await outbox.add(slow, early, name)  # takes the lower id, commits last
+            early_id = await (await slow.raw()).fetchval(ID_OF, early.event_id)
             async with db.unit_of_work() as fast:
                 await outbox.add(fast, late, name)
+                late_id = await (await fast.raw()).fetchval(ID_OF, late.event_id)
                 await fast.commit()
-            await eventually(
-                lambda: published_at(db, late.event_id), until=bool, what="the higher id published"
-            )
+            await eventually(lambda: published(db, late.event_id), until=bool, what="the higher id published")
             await slow.commit()
-        await eventually(lambda: published_at(db, early.event_id), until=bool, what="the lower id published")
+        await eventually(lambda: published(db, early.event_id), until=bool, what="the lower id published")
         got = await log.read(2)
 
+    assert early_id < late_id
     assert [decode(m, "envelope").event_id for m in got] == [late.event_id, early.event_id]
+    await log.close()
+
+
+async def test_a_row_an_earlier_release_marked_published_is_not_sent_again(
+    db: Database,
+    outbox: Outbox,
+    broker: Broker,
+    topic: Callable[[str], str],
+    new_relay: Callable[..., OutboxRelay],
+):
+    # During a rollout a relay of the release before migration 0070 may still mark rows instead of
+    # deleting them; the claim must skip what it marked.
+    name = topic("orders")
+    marked, fresh = Event("a.happened", {"n": 1}, key="k"), Event("a.happened", {"n": 2}, key="k")
+    await write_events(db, outbox, [marked, fresh], name)
     async with db.unit_of_work() as uow:
-        ids = await (await uow.raw()).fetch("SELECT event_id::text FROM outbox_events ORDER BY id")
-    assert [r["event_id"] for r in ids] == [early.event_id, late.event_id]
+        await (await uow.raw()).execute(
+            "UPDATE outbox_events SET published_at = now() WHERE event_id = $1::uuid", marked.event_id
+        )
+        await uow.commit()
+    log = await broker.log(name)
+    async with running(new_relay(db, await broker.producer())):
+        await eventually(lambda: published(db, fresh.event_id), until=bool, what="the fresh row published")
+        got = await log.read(1)
+    assert [decode(m, "envelope").event_id for m in got] == [fresh.event_id]
+    assert await log.size() == 1
+    assert not await published(db, marked.event_id)  # left for the contract migration
     await log.close()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -31,9 +31,29 @@ async def tickets_app(fresh_pg_dsn, redis_url, make_settings) -> AsyncIterator[F
 
 
 @pytest_asyncio.fixture
+async def api_only_app(fresh_pg_dsn, redis_url, make_settings) -> AsyncIterator[FastAPI]:
+    """The ticket API without its workers (`keel serve tickets --api-only`): for tests that read the
+    outbox rows a request wrote, which the relay deletes once the broker has them."""
+    app = build_app([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url), run_workers=False)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@asynccontextmanager
+async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://tickets") as c:
+        yield c
+
+
+@pytest_asyncio.fixture
 async def client(tickets_app) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(tickets_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://tickets") as c:
+    async with _client(tickets_app) as c:
+        yield c
+
+
+@pytest_asyncio.fixture
+async def api_client(api_only_app) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(api_only_app) as c:
         yield c
 
 

@@ -25,11 +25,11 @@ def batch_sizes() -> tuple[float, float]:
     return count, total
 
 
-async def test_concurrent_creates_are_written_in_shared_statements(client, as_user, fresh_pg_dsn) -> None:
+async def test_concurrent_creates_are_written_in_shared_statements(api_client, as_user, fresh_pg_dsn) -> None:
     batches_before, items_before = batch_sizes()
     responses = await asyncio.gather(
         *(
-            client.post(
+            api_client.post(
                 "/v1/tickets",
                 json=ticket_body(title=f"ticket {n}"),
                 headers=as_user(**{"Idempotency-Key": f"k{n}"}),
@@ -60,13 +60,13 @@ def pending(user: str, key: str | None) -> PendingCreate:
 
 
 async def test_in_one_batch_a_key_taken_twice_writes_one_ticket_and_one_event(
-    tickets_app, fresh_pg_dsn
+    api_only_app, fresh_pg_dsn
 ) -> None:
     user = f"u-{uuid.uuid4().hex[:6]}"
     batch = [pending(user, "same"), pending(user, "same"), pending(user, None), pending(user, "other")]
-    written = await create_many(tickets_app.state.infra.require_db(), batch)
+    written = await create_many(api_only_app.state.infra.require_db(), batch)
     assert written == [True, False, True, True]
-    again = await create_many(tickets_app.state.infra.require_db(), [pending(user, "other")])
+    again = await create_many(api_only_app.state.infra.require_db(), [pending(user, "other")])
     assert again == [False]  # a key taken by an earlier batch
     ids = [p.ticket.id for p in batch]
     conn = await asyncpg.connect(fresh_pg_dsn)

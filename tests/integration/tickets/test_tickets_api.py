@@ -25,8 +25,10 @@ async def test_create_returns_201_with_the_ticket(client, as_user, user, prefix)
     assert set(ticket) == {"id", "title", "description", "status", "created_by", "created_at", "updated_at"}
 
 
-async def test_create_writes_one_ticket_and_one_outbox_row_in_one_transaction(client, as_user, fresh_pg_dsn):
-    response = await client.post(
+async def test_create_writes_one_ticket_and_one_outbox_row_in_one_transaction(
+    api_client, as_user, fresh_pg_dsn
+):
+    response = await api_client.post(
         "/v1/tickets", json=ticket_body(), headers=as_user(**{"X-Request-Id": "req-1"})
     )
     ticket_id = response.json()["id"]
@@ -142,10 +144,12 @@ async def test_invalid_list_query_is_422(client, as_user, params):
     assert response.status_code == 422
 
 
-async def test_close_is_200_and_closing_again_is_200_without_a_second_event(client, as_user, fresh_pg_dsn):
-    created = (await client.post("/v1/tickets", json=ticket_body(), headers=as_user())).json()
-    first = await client.post(f"/v1/tickets/{created['id']}/close", headers=as_user())
-    second = await client.post(f"/tickets/{created['id']}/close", headers=as_user())
+async def test_close_is_200_and_closing_again_is_200_without_a_second_event(
+    api_client, as_user, fresh_pg_dsn
+):
+    created = (await api_client.post("/v1/tickets", json=ticket_body(), headers=as_user())).json()
+    first = await api_client.post(f"/v1/tickets/{created['id']}/close", headers=as_user())
+    second = await api_client.post(f"/tickets/{created['id']}/close", headers=as_user())
     assert first.status_code == second.status_code == 200
     assert first.json()["status"] == second.json()["status"] == "CLOSED"
     assert first.json()["updated_at"] == second.json()["updated_at"]
@@ -167,10 +171,10 @@ async def test_closing_another_users_ticket_is_403_and_changes_nothing(client, a
     assert (await client.get(f"/v1/tickets/{created['id']}", headers=as_user())).json()["status"] == "OPEN"
 
 
-async def test_concurrent_closes_emit_exactly_one_event(client, as_user, fresh_pg_dsn):
-    created = (await client.post("/v1/tickets", json=ticket_body(), headers=as_user())).json()
+async def test_concurrent_closes_emit_exactly_one_event(api_client, as_user, fresh_pg_dsn):
+    created = (await api_client.post("/v1/tickets", json=ticket_body(), headers=as_user())).json()
     responses = await asyncio.gather(
-        *(client.post(f"/v1/tickets/{created['id']}/close", headers=as_user()) for _ in range(10))
+        *(api_client.post(f"/v1/tickets/{created['id']}/close", headers=as_user()) for _ in range(10))
     )
     assert {r.status_code for r in responses} == {200}
     conn = await asyncpg.connect(fresh_pg_dsn)

@@ -1,11 +1,11 @@
-"""The outbox relay: publishes committed outbox rows to the bus and marks them published after the ack.
+"""The outbox relay: publishes committed outbox rows to the bus and deletes them after the ack.
 
 Several relays may run against one database. Each batch is one transaction that holds the advisory
 locks of the shards it publishes, so a shard (hence a key) is published by one relay at a time and
-in id order; rows are marked `published_at` only after the broker acknowledged them. A crash between
-the ack and that mark republishes the batch: at least once, never lost (consumers dedupe by event id).
-There is no high-water mark: a row whose transaction commits after higher ids were published is
-still unpublished, and the next batch takes it.
+in id order; rows are deleted only after the broker acknowledged them, in the claim's transaction. A
+crash between the ack and that commit republishes the batch: at least once, never lost (consumers
+dedupe by event id). There is no high-water mark: a row whose transaction commits after higher ids
+were published is still in the table, and the next batch takes it.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class OutboxRelay:
         self._waiting = 0
         self._start_lock = asyncio.Lock()
         self._started = False
-        # Events this relay has published (acked and marked); for tests, logs and benchmarks.
+        # Events this relay has published (acked and deleted); for tests, logs and benchmarks.
         self.published = 0
 
     @property
@@ -174,7 +174,7 @@ class OutboxRelay:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Finish the batch in flight (its rows get marked), then return from `run()`."""
+        """Finish the batch in flight (its rows get deleted), then return from `run()`."""
         self._stopped.set()
         self._wake.set()
 
@@ -226,9 +226,9 @@ class OutboxRelay:
                 await self._wait_for_rows()
 
     async def publish_batch(self) -> int:
-        """Claim, publish and mark one batch; the number of events published (0 when idle).
+        """Claim, publish and delete one batch; the number of events published (0 when idle).
 
-        Raises when the broker or the database fails; nothing is then marked."""
+        Raises when the broker or the database fails; nothing is then deleted."""
         count, _ = await self._publish_batch()
         return count
 
@@ -245,9 +245,9 @@ class OutboxRelay:
             messages = [to_message(row) for row in rows]
             async with asyncio.timeout(self._send_timeout_s):
                 await self._producer.send_many(messages)
-            # Acked but not yet marked: a crash here republishes this batch (a duplicate, not a loss).
+            # Acked but not yet deleted: a crash here republishes this batch (a duplicate, not a loss).
             crash_point("outbox.after_send")
-            await conn.execute(sql.MARK_PUBLISHED, [row["id"] for row in rows])
+            await conn.execute(sql.DELETE_PUBLISHED, [row["id"] for row in rows])
             await uow.commit()
         for topic, count in Counter(m.topic for m in messages).items():
             OUTBOX_PUBLISHED.labels(topic).inc(count)

@@ -1,7 +1,9 @@
-"""The relay's and the retention job's SQL, in one place so their use of the indexes can be read together.
+"""The relay's SQL, in one place so its use of the indexes can be read together.
 
 The partial index `ix_outbox_events_unpublished (shard, id) WHERE published_at IS NULL` serves the
-claim and the lag probes; `ix_outbox_events_published_at_created_at` serves retention.
+claim and the lag probes. Rows leave the table once the broker acknowledged them (`DELETE_PUBLISHED`);
+`published_at` is set only by relays of releases before migration 0070, which marked rows instead, and
+the claim skips what they marked.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ RECORD_COLUMNS = f"""o.id, o.shard, o.topic, o.key, o.wire, o.event_id::text AS 
 #  - MATERIALIZED keeps the volatile lock calls in one place, evaluated once.
 #  - Per shard, a prefix in id order (no gap inside a key) of an equal share of the batch, so
 #    under $4 + shards rows are locked, not $4 per shard (a row lock costs a write); cutting the
-#    union at $4 in id order still leaves a prefix of each shard. FOR UPDATE rechecks `published_at` on
-#    the newest row version, so rows another relay committed as published since our snapshot was
-#    taken are dropped, not sent twice.
+#    union at $4 in id order still leaves a prefix of each shard. FOR UPDATE reads the newest row version,
+#    so rows another relay published (deleted) since our snapshot was taken are dropped, not sent
+#    twice.
 CLAIM = f"""
 WITH locked AS MATERIALIZED (
     SELECT c.s
@@ -57,7 +59,10 @@ ORDER BY o.id
 LIMIT $4
 """
 
-MARK_PUBLISHED = "UPDATE outbox_events SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])"
+# Deleted, not marked: the topic is the record of what was published. An UPDATE writes a new version
+# of each row (the payload copied) and an entry in every index, and retention deleted the row later
+# anyway (docs/design-decisions.md has the figures).
+DELETE_PUBLISHED = "DELETE FROM outbox_events WHERE id = ANY($1::bigint[])"
 
 # The oldest unpublished row is at the head of some shard: one index probe per shard, whatever the
 # backlog. The count is capped so a huge backlog cannot make the gauge itself slow.
@@ -77,13 +82,3 @@ SELECT
 
 # Rows in a shard no relay serves (OUTBOX_SHARDS was lowered after they were written).
 STRANDED = "SELECT count(*) FROM (SELECT 1 FROM outbox_events WHERE shard >= $1 AND published_at IS NULL LIMIT 1000) AS s"
-
-PURGE = """
-DELETE FROM outbox_events
-WHERE id = ANY(ARRAY(
-    SELECT id FROM outbox_events
-    WHERE published_at < clock_timestamp() - make_interval(secs => $1)
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-))
-"""
