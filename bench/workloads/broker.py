@@ -51,10 +51,8 @@ CONSUMER_EVENTS_SHARE = 4
 # Events per transaction in the consumer's pgbench limit: about what one partition's fetch holds here.
 PGBENCH_BATCH = 100
 POLL_S = 0.01
-# The relay profile needs a backlog that outlasts py-spy's window: this many times a measured run.
-PROFILE_BACKLOG_RUNS = 2
-# Inserting the backlog comes first; sampling starts once the relay is publishing.
-PROFILE_SETTLE_S = 2.0
+# The relay profile's backlog lasts this much longer than py-spy's window at the rate just measured.
+PROFILE_MARGIN = 2.0
 
 # An outbox row like the ticket service writes (payload and headers as the service serialises them).
 INSERT_ROWS = """
@@ -214,19 +212,34 @@ async def lag_run(
     return statistics.quantiles(lags, n=100)[98], achieved, len(lags)
 
 
-async def profile_relay(ctx: Context, db: Database, bus: KafkaBus, settings: Settings) -> str:
-    """py-spy on this process while the relay drains a backlog larger than the profile window."""
+async def profile_relay(ctx: Context, db: Database, bus: KafkaBus, settings: Settings, rate: float) -> str:
+    """py-spy on this process while the relay alone drains a backlog sized to outlast the window at
+    `rate` (the one just measured): sampling starts once it publishes, and nothing else runs here."""
     out = ctx.logdir / "profile-outbox-relay.txt"
-    events = ctx.cfg.broker_events * PROFILE_BACKLOG_RUNS
-    relay_task = asyncio.create_task(relay_once(db, bus, settings, events))
-    await asyncio.sleep(PROFILE_SETTLE_S)
-    shown, error = await profile.run_spy(os.getpid(), out)
-    relay_rate = (await relay_task).relay_rate
+    events = max(ctx.cfg.broker_events, round(rate * profile.PROFILE_S * PROFILE_MARGIN))
+    topic = f"bench-relay-{uuid.uuid4().hex[:8]}"
+    await bus.ensure_topics([topic])
+    async with db.connection() as conn:
+        await conn.execute(SETTLE)
+        await conn.execute(INSERT_ROWS, topic, events, settings.outbox_shards)
+    relay, producer = relay_for(db, bus, settings)
+    await producer.start()
+    try:
+        task = asyncio.create_task(relay.run())
+        await _wait(lambda: relay.published > 0, DRAIN_DEADLINE_S)
+        shown, error = await profile.run_spy(os.getpid(), out)
+        sampled_within = relay.published < events
+        await _wait(lambda: relay.published >= events, DRAIN_DEADLINE_S)
+        await relay.stop()
+        await task
+    finally:
+        await producer.stop()
     if error:
         return error
-    context = (
-        f"`{shown}` on the bench process while OutboxRelay drained {events:,} rows ({relay_rate:,.0f} msg/s)."
+    window = (
+        "" if sampled_within else " (the backlog ran out before the window closed: idle samples left out)"
     )
+    context = f"`{shown}` on the bench process while OutboxRelay drained {events:,} rows{window}."
     return profile.write("profile-outbox-relay", "outbox relay PostgreSQL → broker", context, out)
 
 
@@ -260,7 +273,7 @@ class RelayWorkload:
                     )
                 )
             if ctx.cfg.profile:
-                ctx.notes.append(await profile_relay(ctx, db, bus, settings))
+                ctx.notes.append(await profile_relay(ctx, db, bus, settings, median(figures).rate))
             lag_s, achieved, written = await lag_run(
                 db, bus, settings, ctx.cfg.lag_write_rate, ctx.cfg.duration_s
             )
