@@ -22,9 +22,9 @@ import orjson
 from bench import limits, profile
 from bench.report import Row, Sample, median
 from bench.workloads import Context
+from tests.support.bus import Recording
 
 from keel.core.bus.kafka import KafkaBus
-from keel.core.bus.message import OutgoingMessage
 from keel.core.bus.port import Producer
 from keel.core.consumer import ConsumerRunner
 from keel.core.consumer.handlers import _CLAIM as INBOX_CLAIM  # the runner's own statement, for pgbench
@@ -84,33 +84,14 @@ async def connected(ctx: Context) -> AsyncIterator[tuple[Database, KafkaBus, Set
         await db.dispose()
 
 
-class AckClock:
-    """The relay's producer, noting when each `send_many` came back acknowledged and what it carried:
-    an event's lag is that moment minus its `created_at` (the row is deleted right after)."""
-
-    def __init__(self, producer: Producer) -> None:
-        self._producer = producer
-        self.acked: list[tuple[float, Sequence[OutgoingMessage]]] = []
-
-    async def start(self) -> None:
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        await self._producer.stop()
-
-    async def send(self, message: OutgoingMessage) -> None:
-        await self.send_many([message])
-
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
-        await self._producer.send_many(messages)
-        self.acked.append((time.time(), messages))  # decoded after the run, not while measured
-
-    def lags_s(self) -> list[float]:
-        created = (
-            datetime.fromisoformat(orjson.loads(m.value)["created_at"]) for _, ms in self.acked for m in ms
-        )
-        acked = (at for at, ms in self.acked for _ in ms)
-        return [at - c.timestamp() for at, c in zip(acked, created, strict=True)]
+def lags_s(acked: Recording) -> list[float]:
+    """Per event: when its batch came back acknowledged (the relay deletes the row right after) minus
+    its `created_at`; decoded after the run, not while measured."""
+    return [
+        at - datetime.fromisoformat(orjson.loads(m.value)["created_at"]).timestamp()
+        for at, batch in acked.acked
+        for m in batch
+    ]
 
 
 def relay_for(
@@ -186,7 +167,7 @@ async def lag_run(
     """(lag p99 s, achieved write rate/s, events) with a writer adding `rate` events/s for `seconds`."""
     topic = f"bench-lag-{uuid.uuid4().hex[:8]}"
     await bus.ensure_topics([topic])
-    clock = AckClock(bus.producer())
+    clock = Recording(bus.producer())
     relay, producer = relay_for(db, bus, settings, clock)
     await producer.start()
     task = asyncio.create_task(relay.run())
@@ -208,7 +189,7 @@ async def lag_run(
         await relay.stop()
         await task
         await producer.stop()
-    lags = clock.lags_s()
+    lags = lags_s(clock)
     return statistics.quantiles(lags, n=100)[98], achieved, len(lags)
 
 

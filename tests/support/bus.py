@@ -1,14 +1,15 @@
-"""Helpers for bus tests: read with a deadline, and Kafka's own partitioner as the oracle."""
+"""Helpers for bus tests: read with a deadline, Kafka's own partitioner as the oracle, and a producer
+that records what it was handed."""
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from keel.core.bus import Bus, Consumer, Message, Producer
+from keel.core.bus import Bus, Consumer, Message, OutgoingMessage, Producer
 from keel.core.bus.kafka import KafkaBus
 from tests.support.servers import idempotent_producers
 
@@ -60,3 +61,25 @@ async def kafka_producer(brokers: list[str]) -> AsyncIterator[Producer]:
             yield producer
     finally:
         await bus.close()
+
+
+class Recording:
+    """A producer that passes every call on and records each `send_many` once it came back
+    acknowledged: `(time.time() then, the records)`. What a relay hands over, batch by batch."""
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+        self.acked: list[tuple[float, Sequence[OutgoingMessage]]] = []
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(self, message: OutgoingMessage) -> None:
+        await self.send_many([message])
+
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        await self._producer.send_many(messages)
+        self.acked.append((time.time(), messages))

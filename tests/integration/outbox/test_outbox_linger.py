@@ -5,39 +5,17 @@ at once, so a backlog drains at full speed."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import orjson
 
-from keel.core.bus.message import OutgoingMessage
-from keel.core.bus.port import Producer
 from keel.core.db import Database
 from keel.core.outbox import Outbox, OutboxRelay
 from tests.integration.outbox.conftest import Broker, make_events, running, unpublished, write_events
+from tests.support.bus import Recording
 from tests.support.eventually import eventually
 
 LINGER_S = 1.0
-
-
-class Batches:
-    """The relay's producer, keeping the event ids of each batch it was handed (one per claim)."""
-
-    def __init__(self, producer: Producer) -> None:
-        self._producer = producer
-        self.sent: list[set[str]] = []
-
-    async def start(self) -> None:
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        await self._producer.stop()
-
-    async def send(self, message: OutgoingMessage) -> None:
-        await self.send_many([message])
-
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
-        await self._producer.send_many(messages)
-        self.sent.append({orjson.loads(m.value)["event_id"] for m in messages})
 
 
 async def test_rows_committed_while_the_relay_lingers_are_published_in_one_batch(
@@ -49,7 +27,7 @@ async def test_rows_committed_while_the_relay_lingers_are_published_in_one_batch
 ):
     name = topic("tickets.events")
     first, trickle = make_events(1, keys=1), make_events(20, keys=5)
-    batches = Batches(await broker.producer())
+    batches = Recording(await broker.producer())
     relay = new_relay(db, batches, concurrency=1, linger_s=LINGER_S, listen=False)
     async with running(relay):
         await write_events(db, outbox, first, name)
@@ -60,7 +38,8 @@ async def test_rows_committed_while_the_relay_lingers_are_published_in_one_batch
         assert time.monotonic() - lingering_since < LINGER_S, "the trickle took longer than the linger"
         await eventually(lambda: unpublished(db), until=lambda n: n == 0, timeout_s=10, what="trickle out")
     assert relay.published == 21
-    assert batches.sent == [{first[0].event_id}, {e.event_id for e in trickle}]
+    sent = [{orjson.loads(m.value)["event_id"] for m in batch} for _, batch in batches.acked]
+    assert sent == [{first[0].event_id}, {e.event_id for e in trickle}]
 
 
 async def test_a_backlog_even_on_one_shard_drains_without_lingering(
