@@ -5,7 +5,6 @@ Run: .venv/bin/python -m bench.run   (BENCH_ONLY=tickets-create,outbox-relay to 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 import subprocess
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import uvloop
 from bench.config import RESULTS, ROOT, BenchConfig
 from bench.procs import postgres_server, private_broker, private_redis, scratch_database
 from bench.report import Row, markdown
@@ -105,7 +105,9 @@ def main() -> None:
     started = datetime.now(UTC)
     began = time.monotonic()
     logdir = Path(tempfile.mkdtemp(prefix="keel-bench-"))
-    rows, notes = asyncio.run(run_all(cfg, logdir))
+    # On uvloop, as `keel serve` and `keel worker` run: the relay, the consumers and the ingest run in
+    # this process, and so do their limits (the raw producer and consumer, the driver loops).
+    rows, notes = uvloop.run(run_all(cfg, logdir))
     if not cfg.only:
         rows.extend([*PLANNED, last_soak(RESULTS / "soak.md")])
     text = markdown(rows, header(cfg, started, time.monotonic() - began))
