@@ -4,8 +4,11 @@ server: a primary with a replica watched by three Sentinels, and a three-master 
 from __future__ import annotations
 
 import contextlib
+import random
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 
@@ -133,10 +136,36 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
 
 
 def _cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) exists too."""
-    while (port := servers.free_port()) > 65535 - 10000:
-        pass
-    return port
+    """A port free together with its cluster bus port (port + 10000), both below the kernel's
+    ephemeral range. A node whose bus port is taken aborts at start ("Failed listening on port …
+    (cluster), aborting"), and every test of the module then fails in setup with a reset connection:
+    a port from `free_port` is ephemeral, so its bus port was too, free to be handed to any other
+    test's outgoing connection before the node bound it."""
+    below = _ephemeral_low() - BUS_OFFSET
+    while True:
+        port = _PORTS.randrange(10_000, below)
+        if _free(port) and _free(port + BUS_OFFSET):
+            return port
+
+
+BUS_OFFSET = 10_000  # Redis's default cluster bus port: the client port + 10000
+_PORTS = random.SystemRandom()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _cluster_ok(client: redis.Redis, masters: int) -> bool:
