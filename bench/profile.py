@@ -67,7 +67,9 @@ def summarise(collapsed: str) -> tuple[int, Counter[str], Counter[str], Counter[
     groups: Counter[str] = Counter()
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
+        # A sample py-spy read while the frames changed under it can carry garbage names (NULs and
+        # the like): left out, not printed into the report.
+        if not stack or not count_text.isdigit() or not stack.isprintable():
             continue
         count = int(count_text)
         frames = [

@@ -128,13 +128,20 @@ class RelayRun:
     raw_cpu_us: float
 
 
-async def relay_once(db: Database, bus: KafkaBus, settings: Settings, events: int) -> RelayRun:
-    """The relay and the raw producer over the same `events` rows, on a topic of their own."""
+async def backlog(db: Database, bus: KafkaBus, settings: Settings, events: int) -> str:
+    """`events` outbox rows on a topic of their own, alone in the table; the topic."""
     topic = f"bench-relay-{uuid.uuid4().hex[:8]}"
     await bus.ensure_topics([topic])
     async with db.connection() as conn:
         await conn.execute(SETTLE)  # rows of earlier workloads would count as ours
         await conn.execute(INSERT_ROWS, topic, events, settings.outbox_shards)
+    return topic
+
+
+async def relay_once(db: Database, bus: KafkaBus, settings: Settings, events: int) -> RelayRun:
+    """The relay and the raw producer over the same `events` rows, on a topic of their own."""
+    topic = await backlog(db, bus, settings, events)
+    async with db.connection() as conn:
         rows = await conn.fetch(ROWS_AS_CLAIMED, topic)
     relay, producer = relay_for(db, bus, settings)
     await producer.start()
@@ -209,11 +216,7 @@ async def profile_relay(ctx: Context, db: Database, bus: KafkaBus, settings: Set
     `rate` (the one just measured): sampling starts once it publishes, and nothing else runs here."""
     out = ctx.logdir / "profile-outbox-relay.txt"
     events = max(ctx.cfg.broker_events, round(rate * profile.PROFILE_S * PROFILE_MARGIN))
-    topic = f"bench-relay-{uuid.uuid4().hex[:8]}"
-    await bus.ensure_topics([topic])
-    async with db.connection() as conn:
-        await conn.execute(SETTLE)
-        await conn.execute(INSERT_ROWS, topic, events, settings.outbox_shards)
+    await backlog(db, bus, settings, events)
     relay, producer = relay_for(db, bus, settings)
     await producer.start()
     try:

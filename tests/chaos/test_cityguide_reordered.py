@@ -30,10 +30,10 @@ from keel.core.bus.kafka import KafkaBus
 from keel.core.events import Event, encode
 from keel.core.settings import Settings
 from tests.chaos.conftest import chaos_scale
+from tests.integration.cityguide.support import published_for
 from tests.support.eventually import eventually
 from tests.support.servers import idempotent_producers
 from tests.support.serving import serving_app
-from tests.support.topic_log import published_events
 
 ROUTES = 10  # per run, times the scale
 CONSUMED = (topics.ROUTE_CONFIRMED, topics.STORY_GENERATED, topics.TTS_COMPLETED)
@@ -48,9 +48,6 @@ TABLES = {
     "cityguide_workflow_restarts": "SELECT route_id, step, attempt, requested_by, reason"
     " FROM cityguide_workflow_restarts WHERE route_id LIKE $1 || '%'",
 }
-# What the orchestrator emitted is read back from its topics once its outbox rows are gone.
-EMITTED = (topics.STORY_GENERATE, topics.TTS_REQUESTED, topics.DELIVERY_PREFETCH)
-WAITING = "SELECT count(*) FROM outbox_events WHERE payload->>'route_id' LIKE $1 || '%'"
 
 
 @dataclass(frozen=True)
@@ -177,15 +174,7 @@ class Orchestrator:
             }
         finally:
             await conn.close()
-        await eventually(
-            lambda: self._fetchval(WAITING, prefix),
-            until=lambda n: n == 0,
-            timeout_s=TIMEOUT_S,
-            what="the run's outbox rows published",
-        )
-        events = await published_events(
-            self.bus.brokers, EMITTED, lambda e: str(e.payload.get("route_id", "")).startswith(prefix)
-        )
+        events = await published_for(self.dsn, self.bus.brokers, prefix, timeout_s=TIMEOUT_S)
         emitted = [{"topic": t, "key": e.key, "payload": e.payload} for t, e in events]
         return {**rows, "emitted": sorted(_normalised(e, prefix) for e in emitted)}
 

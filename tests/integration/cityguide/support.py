@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import asyncpg
 import orjson
 
 from keel.cityguide import topics
 from keel.core.bus import OutgoingMessage
 from keel.core.db import Database, UnitOfWork
 from keel.core.events import Event
+from tests.support.eventually import eventually
+from tests.support.topic_log import published_events
 
 Handle = Callable[[Sequence[Event], UnitOfWork], Awaitable[None]]
 
@@ -83,3 +86,30 @@ async def publish_ready(app: Any, route_id: str, positions: Sequence[int], *, co
                 OutgoingMessage(topics.TTS_COMPLETED, orjson.dumps(body), key=audio_id.encode())
             )
     await producer.stop()
+
+
+# What the orchestrator emits, through its outbox.
+EMITTED = (topics.STORY_GENERATE, topics.TTS_REQUESTED, topics.DELIVERY_PREFETCH)
+_WAITING = "SELECT count(*) FROM outbox_events WHERE payload->>'route_id' LIKE $1 || '%'"
+
+
+async def published_for(
+    dsn: str, brokers: list[str], prefix: str, *, timeout_s: float = 60.0
+) -> list[tuple[str, Event]]:
+    """(topic, event) for each event the orchestrator published for the routes whose id starts with
+    `prefix`, once each, read from the topics after the outbox holds none of theirs (the relay
+    deletes a row once the broker has it)."""
+
+    async def waiting() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval(_WAITING, prefix))
+        finally:
+            await conn.close()
+
+    await eventually(
+        waiting, until=lambda n: n == 0, timeout_s=timeout_s, what=f"the outbox rows of {prefix}* published"
+    )
+    return await published_events(
+        brokers, EMITTED, lambda e: str(e.payload.get("route_id", "")).startswith(prefix)
+    )

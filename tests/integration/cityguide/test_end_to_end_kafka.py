@@ -29,16 +29,14 @@ from keel.core.events import Event, encode
 from keel.core.runtime import build_app
 from keel.core.settings import Settings
 from keel.core.signing import UrlSigner
+from tests.integration.cityguide.support import published_for
 from tests.support.eventually import eventually
 from tests.support.servers import idempotent_producers
-from tests.support.topic_log import KafkaTopicLog, published_events
+from tests.support.topic_log import KafkaTopicLog
 
 SECRET = "e2e-signing-secret"
 CALLER = {"X-User-Id": "cityguide-e2e"}
 FLOW_TIMEOUT_S = 120
-# What the orchestrator emits, and its outbox rows of a route not yet published.
-EMITTED = (topics.STORY_GENERATE, topics.TTS_REQUESTED, topics.DELIVERY_PREFETCH)
-WAITING = "SELECT count(*) FROM outbox_events WHERE payload->>'route_id' = $1"
 POINTS = [{"name": "Кремль"}, {"name": "Улица Баумана"}, {"name": "Озеро Кабан"}, {"name": "Набережная"}]
 
 
@@ -94,16 +92,7 @@ class Flow:
 
     async def emitted(self, route_id: str) -> int:
         """How many events the orchestrator published for `route_id` (each once), once none waits."""
-        await eventually(
-            lambda: self.sql(WAITING, route_id),
-            until=lambda n: n == 0,
-            timeout_s=FLOW_TIMEOUT_S,
-            what="published",
-        )
-        events = await published_events(
-            self.brokers, EMITTED, lambda e: e.payload.get("route_id") == route_id
-        )
-        return len(events)
+        return len(await published_for(self.dsn, self.brokers, route_id, timeout_s=FLOW_TIMEOUT_S))
 
     async def collect(self, topic: str, route_id: str, count: int) -> list[Message]:
         """The first `count` records of `topic` that belong to `route_id`."""

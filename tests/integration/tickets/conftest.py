@@ -23,10 +23,18 @@ def serving(settings: Settings) -> AbstractAsyncContextManager[tuple[FastAPI, ht
     return serving_app([SPEC], settings)
 
 
+@asynccontextmanager
+async def _started(settings: Settings, *, run_workers: bool) -> AsyncIterator[FastAPI]:
+    app = build_app([SPEC], settings, run_workers=run_workers)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
 @pytest_asyncio.fixture
 async def tickets_app(fresh_pg_dsn, redis_url, make_settings) -> AsyncIterator[FastAPI]:
-    app = build_app([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url))
-    async with app.router.lifespan_context(app):
+    async with _started(
+        make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url), run_workers=True
+    ) as app:
         yield app
 
 
@@ -34,8 +42,9 @@ async def tickets_app(fresh_pg_dsn, redis_url, make_settings) -> AsyncIterator[F
 async def api_only_app(fresh_pg_dsn, redis_url, make_settings) -> AsyncIterator[FastAPI]:
     """The ticket API without its workers (`keel serve tickets --api-only`): for tests that read the
     outbox rows a request wrote, which the relay deletes once the broker has them."""
-    app = build_app([SPEC], make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url), run_workers=False)
-    async with app.router.lifespan_context(app):
+    async with _started(
+        make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url), run_workers=False
+    ) as app:
         yield app
 
 
