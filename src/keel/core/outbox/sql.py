@@ -4,6 +4,14 @@ The partial index `ix_outbox_events_unpublished (shard, id) WHERE published_at I
 claim and the lag probes. Rows leave the table once the broker acknowledged them (`DELETE_PUBLISHED`);
 `published_at` is set only by relays of releases before migration 0070, which marked rows instead, and
 the claim skips what they marked.
+
+Each statement says "shard `s`" as `shard >= s AND shard <= s` with `ORDER BY shard, id`. Written
+`shard = s … ORDER BY id`, the planner may walk the primary key in id order filtering on the shard, or
+probe with a sequential scan: it reckons live rows spread evenly, so a shard's first row would come
+within a few rows. But an outbox's head is the rows the relay just deleted, which those scans step
+through until vacuum comes, so each claim of a draining backlog cost more than the last
+(bench/results/changes.md). Only the (shard, id) index yields rows in (shard, id) order over a range
+of shards, so the written order fixes the plan; tests/integration/outbox/test_outbox_plans.py checks it.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ RECORD_COLUMNS = f"""o.id, o.shard, o.topic, o.key, o.wire, o.event_id::text AS 
 # rows, trying them in the order of $1 (shuffled by the caller, so relays spread over the shards),
 # then return each locked shard's oldest unpublished rows, all shards together in id order.
 #  - `LIMIT` over the unnest stops pulling rows once $3 locks are held, so no extra lock is taken;
-#    CASE makes the cheap EXISTS probe run before the lock attempt (AND has no evaluation order).
+#    CASE makes the cheap probe (a shard's first row, from the index) run before the lock attempt
+#    (AND has no evaluation order). Not EXISTS: the planner drops an EXISTS subquery's ORDER BY.
 #  - MATERIALIZED keeps the volatile lock calls in one place, evaluated once.
 #  - Per shard, a prefix in id order (no gap inside a key) of an equal share of the batch, so
 #    under $4 + shards rows are locked, not $4 per shard (a row lock costs a write); cutting the
@@ -39,7 +48,9 @@ WITH locked AS MATERIALIZED (
     SELECT c.s
     FROM unnest($1::int[]) AS c(s)
     WHERE CASE
-        WHEN EXISTS (SELECT 1 FROM outbox_events p WHERE p.shard = c.s AND p.published_at IS NULL)
+        WHEN (SELECT true FROM outbox_events p
+              WHERE p.shard >= c.s AND p.shard <= c.s AND p.published_at IS NULL
+              ORDER BY p.shard, p.id LIMIT 1)
         THEN pg_try_advisory_xact_lock($2, c.s)
         ELSE false
     END
@@ -50,8 +61,8 @@ FROM locked l
 CROSS JOIN LATERAL (
     SELECT e.*
     FROM outbox_events e
-    WHERE e.shard = l.s AND e.published_at IS NULL
-    ORDER BY e.id
+    WHERE e.shard >= l.s AND e.shard <= l.s AND e.published_at IS NULL
+    ORDER BY e.shard, e.id
     LIMIT (SELECT ($4 + count(*) - 1) / count(*) FROM locked)
     FOR UPDATE SKIP LOCKED
 ) o
@@ -75,8 +86,8 @@ SELECT
      FROM generate_series(0, $1 - 1) AS s
      CROSS JOIN LATERAL (
         SELECT created_at FROM outbox_events
-        WHERE shard = s AND published_at IS NULL
-        ORDER BY id LIMIT 1
+        WHERE shard >= s AND shard <= s AND published_at IS NULL
+        ORDER BY shard, id LIMIT 1
      ) AS h) AS lag_s
 """
 
