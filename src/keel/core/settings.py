@@ -135,7 +135,9 @@ class Settings(BaseSettings):
     # Opens `keel up`'s dev bus door (POST /_dev/bus/{topic}) although it binds a non-loopback address.
     dev_door: bool = Field(default=False, validation_alias="KEEL_DEV_DOOR")
 
-    outbox_batch_size: int = Field(default=500, ge=1, validation_alias="OUTBOX_BATCH_SIZE")
+    # Rows a relay claims and publishes a batch: a batch's fixed costs (the claim, the broker's ack, the
+    # delete) are shared by more rows; beyond this the relay gained nothing (bench/results/changes.md).
+    outbox_batch_size: int = Field(default=1_000, ge=1, validation_alias="OUTBOX_BATCH_SIZE")
     outbox_poll_interval_s: float = Field(default=0.05, gt=0, validation_alias="OUTBOX_POLL_INTERVAL_S")
     # A relay that has drained the backlog waits this long before its next claim, so rows gather into
     # batches (latency for fewer transactions per event, like a producer's linger); 0 chases each commit.

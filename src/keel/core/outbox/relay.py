@@ -78,7 +78,7 @@ class RelayOptions:
     """How a relay claims and publishes; `from_settings` for the process's own settings."""
 
     shards: int
-    batch_size: int = 500
+    batch_size: int = 1_000
     poll_interval_s: float = 0.05
     # Shards one relay locks at a time (default: half of them, at least one), so replicas share.
     max_shards: int | None = None
