@@ -3,17 +3,20 @@
 Served by the same server and settings as the service (`python -m bench.bare_asgi PORT`: granian
 embedded on uvloop, as `keel serve` runs it, keel.core.http_server), so the gap between it and an
 endpoint is what our framework, middleware and handler code cost. BARE_BODY_FILE holds the bytes,
-BARE_STATUS the status (201 for a create, 200 for a read)."""
+BARE_STATUS the status (201 for a create, 200 for a read). BARE_WORK_NS spins that long on each
+request before answering: a known cost, for bench/served_cost.py."""
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 _BODY = Path(os.environ["BARE_BODY_FILE"]).read_bytes() if "BARE_BODY_FILE" in os.environ else b"{}"
 _STATUS = int(os.environ.get("BARE_STATUS", "200"))
+_WORK_NS = int(os.environ.get("BARE_WORK_NS", "0"))
 _START = {
     "type": "http.response.start",
     "status": _STATUS,
@@ -35,6 +38,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     more = True
     while more:
         more = (await receive()).get("more_body", False)
+    if _WORK_NS:
+        began = time.perf_counter_ns()
+        while time.perf_counter_ns() - began < _WORK_NS:
+            pass
     await send(_START)
     await send(_BODY_MESSAGE)
 

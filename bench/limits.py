@@ -111,13 +111,21 @@ async def pgbench(
 
 
 @asynccontextmanager
-async def bare_asgi(body: bytes, status: int, logdir: Path) -> AsyncIterator[tuple[Child, str]]:
-    """The bare app on the server `keel serve` runs, with the same settings (keel.core.http_server)."""
+async def bare_asgi(
+    body: bytes, status: int, logdir: Path, *, work_ns: int = 0
+) -> AsyncIterator[tuple[Child, str]]:
+    """The bare app on the server `keel serve` runs, with the same settings (keel.core.http_server);
+    `work_ns`: a busy wait of that long per request (bench/served_cost.py)."""
     body_file = logdir / f"bare-{uuid.uuid4().hex[:6]}.json"
     body_file.write_bytes(body)
     port = free_port()
     argv = [sys.executable, "-m", "bench.bare_asgi", str(port)]
-    env = {"BARE_BODY_FILE": str(body_file), "BARE_STATUS": str(status), "PYTHONPATH": str(ROOT)}
+    env = {
+        "BARE_BODY_FILE": str(body_file),
+        "BARE_STATUS": str(status),
+        "BARE_WORK_NS": str(work_ns),
+        "PYTHONPATH": str(ROOT),
+    }
     async with service(argv, env, logdir, "bare-asgi", port, health="/") as child:
         yield child, "bench/bare_asgi.py served as keel serve serves: python -m bench.bare_asgi <port>"
 
