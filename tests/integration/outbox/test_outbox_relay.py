@@ -249,3 +249,22 @@ async def test_stats_report_backlog_size_and_age_into_the_gauges(
     assert stats.pending == 5
     assert REGISTRY.get_sample_value("outbox_pending_events") == 5
     assert REGISTRY.get_sample_value("outbox_lag_seconds") == stats.lag_s
+
+
+async def test_a_report_without_the_count_keeps_the_last_count_and_reads_the_age(
+    db: Database, outbox: Outbox, topic: Callable[[str], str], new_relay: Callable[..., OutboxRelay]
+):
+    relay = new_relay(db, MemoryBus().producer())
+    name = topic("orders")
+    await write_events(db, outbox, make_events(5, keys=2), name)
+    assert (await relay.stats()).pending == 5
+    await write_events(db, outbox, make_events(3, keys=2), name)
+
+    aged = await eventually(
+        lambda: relay.stats(count=False), until=lambda s: s.lag_s > 0.05, what="the backlog ageing"
+    )
+
+    assert aged.pending == 5  # the last count, not a new one
+    assert REGISTRY.get_sample_value("outbox_pending_events") == 5
+    assert REGISTRY.get_sample_value("outbox_lag_seconds") == aged.lag_s
+    assert (await relay.stats()).pending == 8

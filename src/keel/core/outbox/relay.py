@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("keel.outbox")
 
 PENDING_COUNT_CAP = 1_000_000
+# The count reads every pending row (a sequential scan is its cheapest plan), so a backlog this large,
+# as after an outage, is counted once every RECOUNT_EVERY reports while its age is read every time.
+LARGE_BACKLOG = 100_000
+RECOUNT_EVERY = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +67,20 @@ def to_message(row: asyncpg.Record) -> OutgoingMessage:
     return OutgoingMessage(row["topic"], row["value"], key, headers)
 
 
-async def outbox_stats(db: Database, shards: int) -> OutboxStats:
-    """How many rows wait (counted up to a cap) and how old the oldest is."""
+async def outbox_stats(db: Database, shards: int, *, count_up_to: int = PENDING_COUNT_CAP) -> OutboxStats:
+    """How many rows wait (counted up to `count_up_to`; 0 skips the count) and how old the oldest is."""
     async with db.unit_of_work() as uow:
         conn = await uow.raw()
-        row = await conn.fetchrow(sql.STATS, shards, PENDING_COUNT_CAP)
+        row = await conn.fetchrow(sql.STATS, shards, count_up_to)
     assert row is not None
     lag = row["lag_s"]
     return OutboxStats(pending=int(row["pending"]), lag_s=max(0.0, float(lag)) if lag is not None else 0.0)
+
+
+def counts_this_report(last_pending: int, report: int) -> bool:
+    """Whether the `report`-th backlog report (from 0) counts the pending rows: always while the last
+    count was under LARGE_BACKLOG, else once every RECOUNT_EVERY reports."""
+    return last_pending < LARGE_BACKLOG or report % RECOUNT_EVERY == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +163,7 @@ class OutboxRelay:
         self._started = False
         # Events this relay has published (acked and deleted); for tests, logs and benchmarks.
         self.published = 0
+        self._pending = 0  # the last count of the backlog
 
     @property
     def idle(self) -> bool:
@@ -257,9 +268,14 @@ class OutboxRelay:
         drained = len(rows) < self._batch_size and max(per_shard.values()) < share
         return len(rows), drained
 
-    async def stats(self) -> OutboxStats:
-        """Backlog size and age now; also sets the `outbox_*` gauges."""
-        current = await outbox_stats(self._db, self._shards)
+    async def stats(self, *, count: bool = True) -> OutboxStats:
+        """Backlog size and age now; also sets the `outbox_*` gauges. Without `count`, the size is the
+        last one counted and only the age is read."""
+        current = await outbox_stats(self._db, self._shards, count_up_to=PENDING_COUNT_CAP if count else 0)
+        if count:
+            self._pending = current.pending
+        else:
+            current = OutboxStats(self._pending, current.lag_s)
         OUTBOX_PENDING.set(current.pending)
         OUTBOX_LAG.set(current.lag_s)
         return current
@@ -313,12 +329,14 @@ class OutboxRelay:
         self._failures = 0
 
     async def _report_stats(self) -> None:
+        report = 0
         while True:
             try:
-                await self.stats()
+                await self.stats(count=counts_this_report(self._pending, report))
             except Exception as exc:
                 # The gauges keep their last value; the publish loop reports the outage itself.
                 log.debug("outbox relay %s could not read its backlog: %r", self.name, exc)
+            report += 1
             await asyncio.sleep(self._stats_interval_s)
 
     async def _warn_stranded(self) -> None:
