@@ -55,8 +55,10 @@ async def test_an_attempt_stuck_outside_the_send_is_cut_off_logged_and_retried(
     await write_events(db, outbox, events, name)
     bus = MemoryBus(PARTITIONS)
     producer = WedgedOnce(bus.producer())
+    # An attempt is cut off after twice send_timeout_s, 2 s, so that the next attempt (the pool's first
+    # connection, the claim's first plan) fits in it on a loaded CI machine; at 0.5 s it once did not.
     relay = new_relay(
-        db, producer, send_timeout_s=0.25, backoff_base_s=0.01, backoff_max_s=0.05, concurrency=1
+        db, producer, send_timeout_s=1.0, backoff_base_s=0.01, backoff_max_s=0.05, concurrency=1
     )
     with caplog.at_level(logging.WARNING, logger="keel.outbox"):
         async with running(relay):
