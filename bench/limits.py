@@ -22,6 +22,7 @@ from bench.config import ROOT, BenchConfig
 from bench.procs import Child, free_port, pinned, service
 from bench.report import Sample
 
+from keel.core.bus.kafka import KafkaBus
 from keel.core.bus.partitioner import default_partitioner, partition_of
 
 # The wheel's pgbench matches the embedded server; Debian's works against the machine's server too.
@@ -131,24 +132,20 @@ async def bare_asgi(
 
 
 async def raw_produce(
-    brokers: str,
-    topic: str,
-    values: Sequence[tuple[bytes, bytes]],
-    linger_ms: int,
-    idempotence: bool,
-    *,
-    batched: bool = True,
+    bus: KafkaBus, topic: str, values: Sequence[tuple[bytes, bytes]], *, batched: bool = True
 ) -> float:
     """msg/s of a bare aiokafka producer sending every record, then awaiting all acks (the relay's own
-    pattern and settings: acks=all, the same linger and idempotence, and Keel's partitioner, the same
-    function as aiokafka's at a fraction of its CPU). `batched`: the records go as aiokafka batches
-    built by the caller, a batch per partition (`create_batch`, `send_batch`), as Keel's producer
-    sends them: the fastest raw producer. Else record by record (`send`), a future each."""
+    pattern and the bus's producer settings: acks=all, its linger, batch size and idempotence, and
+    Keel's partitioner, the same function as aiokafka's at a fraction of its CPU). `batched`: the
+    records go as aiokafka batches built by the caller, a batch per partition (`create_batch`,
+    `send_batch`), as Keel's producer sends them: the fastest raw producer. Else record by record
+    (`send`), a future each."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=brokers,
+        bootstrap_servers=bus.brokers,
         acks="all",
-        linger_ms=linger_ms,
-        enable_idempotence=idempotence,
+        linger_ms=bus.linger_ms,
+        max_batch_size=bus.batch_bytes,
+        enable_idempotence=bus.idempotence,
         partitioner=default_partitioner,
     )
     await producer.start()

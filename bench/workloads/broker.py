@@ -158,11 +158,9 @@ async def relay_once(db: Database, bus: KafkaBus, settings: Settings, events: in
     messages = [to_message(r) for r in rows]
     values = [(m.key or b"", m.value or b"") for m in messages]
     cpu = time.process_time()  # includes the producer's start and stop: a few µs per message at most
-    raw_rate = await limits.raw_produce(ctx_brokers(bus), topic, values, bus.linger_ms, bus.idempotence)
+    raw_rate = await limits.raw_produce(bus, topic, values)
     raw_cpu = time.process_time() - cpu
-    record_rate = await limits.raw_produce(
-        ctx_brokers(bus), topic, values, bus.linger_ms, bus.idempotence, batched=False
-    )
+    record_rate = await limits.raw_produce(bus, topic, values, batched=False)
     return RelayRun(relay_rate, raw_rate, record_rate, relay_cpu / events * 1e6, raw_cpu / events * 1e6)
 
 
@@ -255,7 +253,7 @@ class RelayWorkload:
                         f"OutboxRelay(batch_size={settings.outbox_batch_size}, shards={settings.outbox_shards}) over {events:,} rows",
                     )
                 )
-                producer = f"AIOKafkaProducer(acks=all, linger_ms={bus.linger_ms}, partitioner=keel.core.bus.partitioner)"
+                producer = f"AIOKafkaProducer(acks=all, linger_ms={bus.linger_ms}, max_batch_size={bus.batch_bytes}, partitioner=keel.core.bus.partitioner)"
                 raw.append(
                     Sample(
                         run.raw_rate,

@@ -200,9 +200,9 @@ async def test_send_many_delivers_every_record_in_key_order(
     producer: Producer, readers: dict[str, Reader]
 ) -> None:
     reader = readers["send_many"]
-    # ~1 KB each: a key's ~43 records fill several of a producer's batches (16 KB), sent in turn.
+    # ~3 KB each: a key's ~43 records fill several of a producer's batches (64 KiB), sent in turn.
     batch = [
-        OutgoingMessage(reader.topic, b"%04d:" % i + b"x" * 1000, key=f"k{i % 7}".encode())
+        OutgoingMessage(reader.topic, b"%04d:" % i + b"x" * 3000, key=f"k{i % 7}".encode())
         for i in range(300)
     ]
 

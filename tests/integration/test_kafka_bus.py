@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaClient, TopicPartition
+from aiokafka.protocol.fetch import FetchRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from keel.core import telemetry
@@ -157,6 +160,47 @@ async def test_a_record_sent_to_an_idle_consumer_arrives_within_a_fifth_of_a_sec
         await producer.stop()
         await bus.close()
     assert sorted(delays)[len(delays) // 2] < 0.2, delays
+
+
+async def written_batches(brokers: list[str], topic: str) -> list[int]:
+    """The size in bytes of each record batch the broker holds for partition 0 of `topic`, read
+    from a raw fetch (a consumer hands over records, not the batches they came in)."""
+    client = AIOKafkaClient(bootstrap_servers=brokers)
+    await client.bootstrap()
+    try:
+        await client._wait_on_metadata(topic)
+        leader = client.cluster.leader_for_partition(TopicPartition(topic, 0))
+        fetch = FetchRequest(500, 1, 16 << 20, 0, [(topic, [(0, 0, 16 << 20)])])
+        response = await client.send(leader, fetch)
+    finally:
+        await client.close()
+    data = memoryview(response.topics[0][1][0][-1])  # the partition's records come last
+    sizes = []
+    while len(data) >= 12:
+        _base_offset, length = struct.unpack_from(">qi", data)
+        sizes.append(12 + length)
+        data = data[12 + length :]
+    return sizes
+
+
+async def test_a_send_many_goes_out_in_batches_of_up_to_64_kib(kafka_brokers: list[str]) -> None:
+    """A producer has one request in flight per broker, carrying a batch per partition: the batch's
+    cap (aiokafka's default: 16 KiB) sets how many round trips a relay batch takes."""
+    bus = KafkaBus(kafka_brokers, idempotence=servers.idempotent_producers(), partitions=1)
+    topic = f"batches-{uuid.uuid4().hex[:8]}"
+    producer = bus.producer()
+    await producer.start()
+    try:
+        await producer.send_many([OutgoingMessage(topic, b"%05d" % i + b"v" * 300) for i in range(1_000)])
+    finally:
+        await producer.stop()
+        await bus.close()
+
+    sizes = await written_batches(kafka_brokers, topic)
+
+    assert sum(sizes) > 300_000
+    assert len(sizes) <= 6
+    assert all(48 * 1024 < size <= 64 * 1024 for size in sizes[:-1])
 
 
 async def test_concurrent_send_many_onto_the_same_partitions_all_go_through(kafka_brokers: list[str]) -> None:
