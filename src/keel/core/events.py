@@ -125,7 +125,7 @@ def decode(message: Message, wire: WireFormat, *, default_type: str | None = Non
             raise PoisonMessage("envelope payload must be a JSON object")
         if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
             raise PoisonMessage("event_id and event_type must be non-empty strings")
-        created = _parse_time(data.get("created_at", _now().isoformat()))
+        created = _parse_time(data["created_at"]) if "created_at" in data else _now()
         return Event(event_type, payload, key, event_id, created, passthrough)
 
     event_id = _header_text(message, "event-id")
