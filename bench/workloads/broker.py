@@ -14,7 +14,7 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,9 +26,9 @@ from tests.support.bus import Recording
 
 from keel.core.bus.kafka import KafkaBus
 from keel.core.bus.port import Producer
-from keel.core.consumer import ConsumerRunner
+from keel.core.consumer import Batch, ConsumerRunner
 from keel.core.consumer.handlers import _CLAIM as INBOX_CLAIM  # the runner's own statement, for pgbench
-from keel.core.db import Database
+from keel.core.db import Database, UnitOfWork
 from keel.core.events import Event, encode
 from keel.core.outbox import OutboxRelay, RelayOptions, sql
 from keel.core.outbox.relay import to_message
@@ -48,8 +48,6 @@ WRITE_PERIOD_S = 0.02
 WARM_ROWS_PER_PARTITION = 8
 # How long to wait for the relay to drain after the writer stops before calling the run failed.
 DRAIN_DEADLINE_S = 60.0
-# A quarter of the relay's events keeps a consumer run to seconds.
-CONSUMER_EVENTS_SHARE = 4
 # Events per transaction in the consumer's pgbench limit: about what one partition's fetch holds here.
 PGBENCH_BATCH = 100
 POLL_S = 0.01
@@ -303,6 +301,34 @@ class RelayWorkload:
         ]
 
 
+COUNT_NOTIFICATIONS = "SELECT count(*) FROM notifications"
+BatchHandle = Callable[[Sequence[Event], UnitOfWork], Awaitable[None]]
+
+
+@dataclass
+class Applied:
+    """Events a batch handler applied, and when its first and last batches were: the consumer's rate
+    from its first effect (the group join is not timed) without polling the table while it runs."""
+
+    events: int = 0
+    first_batch: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+
+    def counting(self, handle: BatchHandle) -> BatchHandle:
+        async def counted(events: Sequence[Event], uow: UnitOfWork) -> None:
+            await handle(events, uow)
+            self.last_at = time.perf_counter()
+            if not self.events:
+                self.first_batch, self.first_at = len(events), self.last_at
+            self.events += len(events)
+
+        return counted
+
+    def rate(self) -> float:
+        return (self.events - self.first_batch) / (self.last_at - self.first_at)
+
+
 async def consume_once(db: Database, bus: KafkaBus, settings: Settings, events: int) -> tuple[float, float]:
     """(notifications consumer events/s, raw consumer msg/s) over the same `events` records."""
     topic = f"bench-consume-{uuid.uuid4().hex[:8]}"
@@ -324,34 +350,28 @@ async def consume_once(db: Database, bus: KafkaBus, settings: Settings, events: 
     await producer.send_many(records)
     await producer.stop()
     async with db.connection() as conn:
-        before = int(await conn.fetchval("SELECT count(*) FROM notifications"))
+        before = int(await conn.fetchval(COUNT_NOTIFICATIONS))
+    applied = Applied()
     runner = ConsumerRunner(
         bus,
         group_id=f"bench-notify-{uuid.uuid4().hex[:8]}",
         topics=[topic],
         wire="envelope",
-        handler=NOTIFICATIONS,
+        handler=Batch(applied.counting(NOTIFICATIONS.handle_batch)),
         db=db,
         dlq_topic=f"{topic}.dlq",
     )
     task = asyncio.create_task(runner.run())
-    began, first = 0.0, 0
     try:
-        async with db.connection() as conn:
-            while True:
-                done = int(await conn.fetchval("SELECT count(*) FROM notifications")) - before
-                if done and not began:
-                    began, first = (
-                        time.perf_counter(),
-                        done,
-                    )  # from the first effect: the group join is not timed
-                if done >= events:
-                    break
-                await asyncio.sleep(POLL_S)
-        rate = (events - first) / (time.perf_counter() - began)
+        await _wait(lambda: applied.events >= events, DRAIN_DEADLINE_S)
     finally:
         await runner.stop()
         await task
+    async with db.connection() as conn:
+        stored = int(await conn.fetchval(COUNT_NOTIFICATIONS)) - before
+    if stored != events:
+        raise RuntimeError(f"the consumer stored {stored} notifications for {events} events")
+    rate = applied.rate()
     raw = await limits.raw_consume(ctx_brokers(bus), topic, events, batch=500)
     return rate, raw
 
@@ -383,7 +403,7 @@ class ConsumerWorkload:
     name = "consumer"
 
     async def run(self, ctx: Context) -> Sequence[Row]:
-        events = ctx.cfg.broker_events // CONSUMER_EVENTS_SHARE
+        events = ctx.cfg.broker_events
         figures, raw = [], []
         async with connected(ctx) as (db, bus, settings):
             partitions = settings.kafka_partitions
