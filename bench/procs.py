@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,14 +141,34 @@ def private_broker() -> Iterator[str]:
         yield f"127.0.0.1:{server.port}"
 
 
-def require_tool(name: str, apt_package: str | None = None) -> str:
-    """The tool's path; installs it with apt-get when missing and we may (as CI's script does)."""
-    found = shutil.which(name)
+def require_tool(
+    name: str, apt_package: str | None = None, find: Callable[[], str | None] | None = None
+) -> str:
+    """The tool's path (`find` locates it, else PATH); installs it with apt-get when missing and we
+    may, as CI's script does: without starting the system-wide server a package may bring."""
+    locate = find or (lambda: shutil.which(name))
+    found = locate()
     if found:
         return found
     if apt_package and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", apt_package], check=True, stdout=subprocess.DEVNULL)
-        found = shutil.which(name)
+        # policy-rc.d exiting 101: a package's service (pgbouncer's) must not start system-wide.
+        policy = Path("/usr/sbin/policy-rc.d")
+        placed = not policy.exists()
+        if placed:
+            policy.write_text("#!/bin/sh\nexit 101\n")
+            policy.chmod(0o755)
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", apt_package],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
+        finally:
+            if placed:
+                policy.unlink()
+        found = locate()
     if not found:
         raise RuntimeError(f"{name} is needed for the bench: install {apt_package or name}")
     return found

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 from bench import limits, loadgen, profile
-from bench.procs import Child, free_port, keel_bin, service
+from bench.procs import Child, free_port, keel_bin, require_tool, service
 from bench.report import Row, Sample, median
 from bench.workloads import Context
 from tests.support import servers
@@ -225,6 +225,7 @@ class TicketCreatePgBouncer:
     name = "tickets-create-pgbouncer"
 
     async def run(self, ctx: Context) -> Sequence[Row]:
+        require_tool("pgbouncer", "pgbouncer", servers.pgbouncer_binary)
         with servers.running(servers.pgbouncer_server(ctx.dsn, pool_size=PGBOUNCER_POOL)) as bouncer:
             direct = urlsplit(ctx.dsn)
             pooled = urlunsplit(direct._replace(netloc=f"{direct.username}@127.0.0.1:{bouncer.port}"))
