@@ -168,7 +168,7 @@ async def written_batches(brokers: list[str], topic: str) -> list[int]:
     client = AIOKafkaClient(bootstrap_servers=brokers)
     await client.bootstrap()
     try:
-        await client._wait_on_metadata(topic)
+        await client.add_topic(topic)  # resolves once the metadata names its partitions
         leader = client.cluster.leader_for_partition(TopicPartition(topic, 0))
         fetch = FetchRequest(500, 1, 16 << 20, 0, [(topic, [(0, 0, 16 << 20)])])
         response = await client.send(leader, fetch)
