@@ -1,16 +1,20 @@
 """A pooled connection the server killed (restart, failover) fails one use, then leaves the pool:
-statements on the raw driver connection bypass SQLAlchemy's own disconnect detection."""
+statements on the raw driver connection bypass SQLAlchemy's own disconnect detection. A check-in
+cancelled while its ROLLBACK waits on a silent server still returns the connection."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 import pytest_asyncio
 
 from keel.core.db import Database
+from tests.support.tcp_proxy import TcpProxy
 
 
 @pytest_asyncio.fixture
@@ -89,3 +93,49 @@ async def test_autocommit_connections_are_kept_and_hold_no_session_state_between
     async with one_connection.connection() as conn:
         assert await conn.fetchval("SELECT pg_backend_pid()") == pid  # the same connection, kept
         assert not conn.is_in_transaction()
+
+
+@pytest_asyncio.fixture
+async def silenced(fresh_pg_dsn: str) -> AsyncIterator[tuple[Database, TcpProxy]]:
+    """A one-connection pool whose server can be made to go silent (a proxy in between)."""
+    parts = urlsplit(fresh_pg_dsn)
+    proxy = await TcpProxy(parts.port or 5432, parts.hostname or "127.0.0.1").start()
+    netloc = f"{parts.netloc.rsplit('@', 1)[0]}@127.0.0.1:{proxy.port}"
+    database = Database.connect(urlunsplit(parts._replace(netloc=netloc)), pool_size=1)
+    yield database, proxy
+    await database.dispose()
+    await proxy.close()
+
+
+@pytest.mark.parametrize("checkout", ["unit_of_work", "connection"])
+async def test_a_check_in_cancelled_while_its_rollback_waits_still_returns_the_connection(
+    silenced: tuple[Database, TcpProxy], checkout: str
+) -> None:
+    """A deadline or a shutdown may cancel the check-in itself while its ROLLBACK waits on a server
+    gone silent: the connection must leave the caller all the same, or a pool of one is spent."""
+    db, proxy = silenced
+    holding = asyncio.Event()
+
+    async def open_transaction_then_leave() -> None:
+        if checkout == "unit_of_work":
+            async with db.unit_of_work() as uow:
+                await (await uow.raw()).execute("SELECT 1")
+                proxy.set_mode("blackhole")
+                holding.set()
+        else:
+            async with db.connection() as conn:
+                await conn.execute("BEGIN")
+                proxy.set_mode("blackhole")
+                holding.set()
+
+    task = asyncio.create_task(open_transaction_then_leave())
+    await holding.wait()
+    await asyncio.sleep(0.3)  # the check-in's ROLLBACK is on the wire, unanswered
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    proxy.set_mode("pass")
+    async with asyncio.timeout(5), db.unit_of_work() as uow:
+        assert await (await uow.raw()).fetchval("SELECT 1") == 1

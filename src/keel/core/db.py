@@ -170,16 +170,25 @@ async def _check_in(fairy: PoolProxiedConnection, driver: asyncpg.Connection) ->
     So is one whose statement was cancelled mid-flight (a timeout, a caller gone, its server killed):
     asyncpg sends the server a cancel request in the background, and until that ends every use of the
     connection fails with "another operation is in progress" (seen as 500s during a primary failover).
-    asyncpg's own pool waits for that cancel; dropping the connection is cheaper than the wait."""
-    _terminate_if_cancelling(driver)
-    if not driver.is_closed() and driver.is_in_transaction():
-        try:
-            await driver.execute("ROLLBACK")
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            driver.terminate()  # unusable: dropped below
-    if driver.is_closed():
-        await greenlet_spawn(fairy.invalidate)
-    await greenlet_spawn(fairy.close)
+    asyncpg's own pool waits for that cancel; dropping the connection is cheaper than the wait.
+
+    The check-in itself may be cancelled (a deadline or a shutdown while the ROLLBACK waits on a
+    server gone silent): the connection is dropped and still leaves the caller's hands, or the pool
+    would count it as checked out until the garbage collector found it."""
+    try:
+        _terminate_if_cancelling(driver)
+        if not driver.is_closed() and driver.is_in_transaction():
+            try:
+                await driver.execute("ROLLBACK")
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                driver.terminate()  # unusable: dropped below
+            except BaseException:
+                driver.terminate()  # cancelled mid-rollback: its state is unknown
+                raise
+    finally:
+        if driver.is_closed():
+            await greenlet_spawn(fairy.invalidate)
+        await greenlet_spawn(fairy.close)
 
 
 class TransactionFailed(RuntimeError):
