@@ -124,13 +124,15 @@ class RelayRun:
     raw_cpu_us: float
 
 
-async def relay_topic(bus: KafkaBus) -> str:
-    """A topic of the relay rows' own, created once per workload: each run sends to the topic the
-    runs before it warmed, as a relay sends to topics in service. A fresh topic's first second is
-    not that (see `lag_run`): a run of 20,000 rows lasts a fraction of a second, and one late answer
-    of the broker's in it cut the rate by a third to a half, while the raw producer, measured after
-    the relay on the same topic, met a warm one."""
-    topic = f"bench-relay-{uuid.uuid4().hex[:8]}"
+async def new_topic(bus: KafkaBus, prefix: str) -> str:
+    """A topic of its own, `prefix-<random>`, created.
+
+    The relay rows create theirs once per workload: each run sends to the topic the runs before it
+    warmed, as a relay sends to topics in service. A fresh topic's first second is not that (see
+    `lag_run`): a run of 20,000 rows lasts a fraction of a second, and one late answer of the
+    broker's in it cut the rate by a third to a half, while the raw producer, measured after the
+    relay on the same topic, met a warm one."""
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
     await bus.ensure_topics([topic])
     return topic
 
@@ -177,8 +179,7 @@ async def lag_run(
 ) -> tuple[float, float, int]:
     """(lag p99 s, achieved write rate/s, events) with a writer adding `rate` events/s for `warmup_s`
     and then `seconds`, the lag taken over the second part only."""
-    topic = f"bench-lag-{uuid.uuid4().hex[:8]}"
-    await bus.ensure_topics([topic])
+    topic = await new_topic(bus, "bench-lag")
     clock = Recording(bus.producer())
     relay, producer = relay_for(db, bus, settings, clock)
     await producer.start()
@@ -258,7 +259,7 @@ class RelayWorkload:
     async def run(self, ctx: Context) -> Sequence[Row]:
         events = ctx.cfg.broker_events
         async with connected(ctx) as (db, bus, settings):
-            topic = await relay_topic(bus)
+            topic = await new_topic(bus, "bench-relay")
             await relay_once(db, bus, settings, topic, events // 4)  # warm-up: connections, the topic
             figures, raw, by_record, cpu = [], [], [], []
             for _ in range(ctx.cfg.runs):
@@ -350,8 +351,7 @@ class Applied:
 
 async def consume_once(db: Database, bus: KafkaBus, settings: Settings, events: int) -> tuple[float, float]:
     """(notifications consumer events/s, raw consumer msg/s) over the same `events` records."""
-    topic = f"bench-consume-{uuid.uuid4().hex[:8]}"
-    await bus.ensure_topics([topic])
+    topic = await new_topic(bus, "bench-consume")
     producer = bus.producer()
     await producer.start()
     records = [

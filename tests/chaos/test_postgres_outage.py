@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -19,13 +19,6 @@ from tests.support.eventually import eventually
 from tests.support.tcp_proxy import Mode, TcpProxy
 
 FAST_S = 3.0  # DB_CONNECT_TIMEOUT_S is 2 s; the request deadline is 5 s
-
-
-def _through(proxy: TcpProxy, dsn: str) -> str:
-    parts = urlsplit(dsn)
-    user = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
-    netloc = f"{user}@127.0.0.1:{proxy.port}" if user else f"127.0.0.1:{proxy.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 @pytest_asyncio.fixture
@@ -43,7 +36,7 @@ async def client(
     pg_proxy: TcpProxy, fresh_pg_dsn: str, redis_url: str, make_settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[httpx.AsyncClient]:
     monkeypatch.setenv("TICKETS_RATE_LIMIT", "")
-    settings = make_settings(postgres_dsn=_through(pg_proxy, fresh_pg_dsn), redis_url=redis_url)
+    settings = make_settings(postgres_dsn=pg_proxy.reroute(fresh_pg_dsn), redis_url=redis_url)
     app = build_app([SPEC], settings)
     async with (
         app.router.lifespan_context(app),

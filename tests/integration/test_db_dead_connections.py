@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 import pytest_asyncio
 
 from keel.core.db import Database
+from tests.support.eventually import eventually
 from tests.support.tcp_proxy import TcpProxy
 
 
@@ -100,8 +101,7 @@ async def silenced(fresh_pg_dsn: str) -> AsyncIterator[tuple[Database, TcpProxy]
     """A one-connection pool whose server can be made to go silent (a proxy in between)."""
     parts = urlsplit(fresh_pg_dsn)
     proxy = await TcpProxy(parts.port or 5432, parts.hostname or "127.0.0.1").start()
-    netloc = f"{parts.netloc.rsplit('@', 1)[0]}@127.0.0.1:{proxy.port}"
-    database = Database.connect(urlunsplit(parts._replace(netloc=netloc)), pool_size=1)
+    database = Database.connect(proxy.reroute(fresh_pg_dsn), pool_size=1)
     yield database, proxy
     await database.dispose()
     await proxy.close()
@@ -130,7 +130,8 @@ async def test_a_check_in_cancelled_while_its_rollback_waits_still_returns_the_c
 
     task = asyncio.create_task(open_transaction_then_leave())
     await holding.wait()
-    await asyncio.sleep(0.3)  # the check-in's ROLLBACK is on the wire, unanswered
+    # The check-in's ROLLBACK has reached the silent server's side of the wire, unanswered.
+    await eventually(lambda: proxy.swallowed, until=bool, what="the ROLLBACK sent")
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

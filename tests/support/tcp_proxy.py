@@ -17,6 +17,7 @@ import random
 import socket
 import struct
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 Mode = Literal["pass", "refuse", "blackhole", "latency", "reset", "drop-response"]
 
@@ -45,6 +46,7 @@ class TcpProxy:
         self.latency_s = latency_s
         self.jitter_s = jitter_s
         self.connections = 0  # accepted client connections, whatever the mode did with them
+        self.swallowed = 0  # chunks a client sent that the mode did not forward
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -53,6 +55,13 @@ class TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    def reroute(self, dsn: str) -> str:
+        """`dsn` (its user, database and options) pointed at this proxy instead of its server."""
+        parts = urlsplit(dsn)
+        user = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
+        netloc = f"{user}@127.0.0.1:{self.port}" if user else f"127.0.0.1:{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
     def set_mode(self, mode: Mode, *, latency_s: float | None = None, jitter_s: float | None = None) -> None:
         if latency_s is not None:
@@ -122,6 +131,8 @@ class TcpProxy:
                 if self._forwards(is_reply):
                     dst.write(chunk)
                     await dst.drain()
+                elif not is_reply:
+                    self.swallowed += 1
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
