@@ -586,8 +586,13 @@ def _fail_held(producer: AIOKafkaProducer, failure: PublishFailed) -> None:
     pending set that the done callback of its first send removes it from: `fail_all` alone logged a
     KeyError for each (and asyncio "Future exception was never retrieved" lines with them)."""
     accumulator = producer._message_accumulator
-    accumulator._pending_batches.update(itertools.chain.from_iterable(accumulator._batches.values()))
+    queued = list(itertools.chain.from_iterable(accumulator._batches.values()))
+    accumulator._pending_batches.update(queued)
     accumulator.fail_all(failure)
+    for batch in queued:
+        # A batch still queued (its partition had no leader, or waited behind one in flight) gets
+        # the failure on the waiter that tells the next batch it may follow; nobody may be waiting.
+        _discard_result(batch._drain_waiter)
 
 
 def _discard_ack(handed: asyncio.Future[asyncio.Future[Any]]) -> None:
