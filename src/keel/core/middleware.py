@@ -8,14 +8,13 @@ import asyncio
 import logging
 import time
 
-from prometheus_client.metrics import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.core import server_spans, telemetry
 from keel.core.context import accept_request_id, reset_request_id, set_request_id
 from keel.core.envelope import error_body
 from keel.core.logging import access_log
-from keel.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from keel.core.metrics import HTTP_REQUESTS, RequestSeries, request_series
 from keel.core.saturation import InFlight
 from keel.core.transient import is_transient, sqlstate
 
@@ -31,12 +30,12 @@ ADOPTED_SPAN = "keel.server_span"
 
 
 class HttpMetrics:
-    """The golden signals per (method, route template, status), and the access log line. Keeps the
-    labelled children: `labels()` takes a lock and builds its key on every call, a measurable share
-    of a cache hit."""
+    """The golden signals per (method, route template, status), and the access log line. Keeps each
+    series' RequestSeries at hand (keel.core.metrics counts requests without prometheus_client's
+    locks and moves them into the registry once a second and at every scrape)."""
 
     def __init__(self, *, access_log: bool = False) -> None:
-        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._series: dict[tuple[str, str, int], RequestSeries] = {}
         self.access_log = access_log
         # Requests being handled, probes and scrapes left out: read by keel.core.saturation.
         self.in_flight = InFlight()
@@ -55,10 +54,8 @@ class HttpMetrics:
         key = (method, route, status)
         series = self._series.get(key)
         if series is None:
-            labels = (method, route, str(status))
-            series = self._series[key] = (HTTP_REQUESTS.labels(*labels), HTTP_LATENCY.labels(*labels))
-        series[0].inc()
-        series[1].observe(elapsed_s)
+            series = self._series[key] = request_series(method, route, status)
+        series.observe(elapsed_s)
         if self.access_log and route not in QUIET_PATHS:
             # The request id comes from the context, the trace ids from the span (keel.core.logging.AccessLog).
             writer = access_log()
