@@ -64,7 +64,7 @@ def test_a_scrape_reads_what_prometheus_client_would_have_counted() -> None:
 async def test_on_a_loop_the_counts_reach_their_series_within_the_flush_interval(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(metrics, "REQUESTS_FLUSH_S", 0.05)
+    monkeypatch.setattr(metrics, "COUNTS_FLUSH_S", 0.05)
     route = _route()
     series = request_series("GET", route, 200)
     counter = HTTP_REQUESTS.labels("GET", route, "200")

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from prometheus_client import Gauge
 
-from keel.core.metrics import CACHE_REQUESTS
+from keel.core.metrics import CACHE_REQUESTS, counted
 
 CACHE_NAME = "orders"
 ORDER_CACHE_ENTRIES = Gauge("order_cache_entries", "Orders held in the in-memory order cache")
@@ -32,7 +32,7 @@ class OrderCache:
         # False while this process may miss another replica's updates (its invalidation feed is
         # down): nothing is served or filled from memory then, every read goes to the database.
         self.live = True
-        self._hits = CACHE_REQUESTS.labels(CACHE_NAME, "hit")
+        self._hits = counted(CACHE_REQUESTS.labels(CACHE_NAME, "hit"))
         self._misses = CACHE_REQUESTS.labels(CACHE_NAME, "miss")
 
     def __len__(self) -> int:

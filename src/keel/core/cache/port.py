@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
-from keel.core.metrics import CACHE_REQUESTS
+from keel.core.metrics import CACHE_REQUESTS, counted
 
 SEPARATOR = ":"
 
@@ -78,7 +78,7 @@ class SingleFlightCache(ABC, Generic[StampT]):
     def __init__(self, name: str) -> None:
         self.name = name
         self._flights: dict[str, asyncio.Task[bytes]] = {}
-        self._hits = CACHE_REQUESTS.labels(name, "hit")
+        self._hits = counted(CACHE_REQUESTS.labels(name, "hit"))
         self._misses = CACHE_REQUESTS.labels(name, "miss")
         self._errors = CACHE_REQUESTS.labels(name, "error")
 

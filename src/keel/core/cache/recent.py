@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from keel.core.metrics import CACHE_REQUESTS
+from keel.core.metrics import CACHE_REQUESTS, counted
 
 DEFAULT_TTL_S = 0.5
 
@@ -45,7 +45,7 @@ class RecentPages:
         self._versions: dict[str, int] = {}
         self._sequence = itertools.count(1)
         self._epoch = 0
-        self._hits = CACHE_REQUESTS.labels(name, "hit")
+        self._hits = counted(CACHE_REQUESTS.labels(name, "hit"))
 
     @property
     def ttl_s(self) -> float:
