@@ -26,7 +26,7 @@ async def pg_proxy(fresh_pg_dsn: str) -> AsyncIterator[TcpProxy]:
     parts = urlsplit(fresh_pg_dsn)
     if parts.port is None:
         pytest.fail("the PostgreSQL outage suite needs a TCP server (TEST_POSTGRES_DSN), not a unix socket")
-    proxy = await TcpProxy(parts.port, parts.hostname or "127.0.0.1").start()
+    proxy = await TcpProxy.in_front_of(fresh_pg_dsn).start()
     yield proxy
     await proxy.close()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -99,8 +98,7 @@ async def test_autocommit_connections_are_kept_and_hold_no_session_state_between
 @pytest_asyncio.fixture
 async def silenced(fresh_pg_dsn: str) -> AsyncIterator[tuple[Database, TcpProxy]]:
     """A one-connection pool whose server can be made to go silent (a proxy in between)."""
-    parts = urlsplit(fresh_pg_dsn)
-    proxy = await TcpProxy(parts.port or 5432, parts.hostname or "127.0.0.1").start()
+    proxy = await TcpProxy.in_front_of(fresh_pg_dsn).start()
     database = Database.connect(proxy.reroute(fresh_pg_dsn), pool_size=1)
     yield database, proxy
     await database.dispose()

@@ -113,7 +113,6 @@ async def test_send_many_raises_when_the_broker_stops_acknowledging_and_drops_it
     try:
         with pytest.raises(PublishFailed):
             await asyncio.wait_for(producer.send_many(lost), 15)
-        await asyncio.sleep(0)  # the callbacks that read the outcomes run
         # None of the failed batches' futures may hold an error nobody read: asyncio logs each one
         # as "Future exception was never retrieved" whenever the garbage collector takes it.
         held = [
@@ -122,9 +121,15 @@ async def test_send_many_raises_when_the_broker_stops_acknowledging_and_drops_it
             for batch in batches
         ]
         assert len(held) == 2
-        assert [f for pair in held for f in pair if f._log_traceback] == []
+        await eventually(  # the callbacks that read the outcomes run on the loop's next turns
+            lambda: [f for pair in held for f in pair if f._log_traceback],
+            until=lambda unread: unread == [],
+            timeout_s=2,
+            what="every failed batch's outcome read",
+        )
         await bus.close()
-        del producer, bus, accumulator, held
+        held.clear()
+        del producer, bus, accumulator
         gc.collect()
         assert [(context["message"], repr(context.get("exception"))) for context in reported] == []
     finally:

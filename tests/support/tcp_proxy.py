@@ -56,12 +56,19 @@ class TcpProxy:
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
+    @classmethod
+    def in_front_of(cls, dsn: str) -> TcpProxy:
+        """A proxy (not started) to the TCP server `dsn` names."""
+        parts = urlsplit(dsn)
+        if parts.port is None:
+            raise ValueError(f"no TCP port in {dsn!r}")
+        return cls(parts.port, parts.hostname or "127.0.0.1")
+
     def reroute(self, dsn: str) -> str:
         """`dsn` (its user, database and options) pointed at this proxy instead of its server."""
         parts = urlsplit(dsn)
-        user = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
-        netloc = f"{user}@127.0.0.1:{self.port}" if user else f"127.0.0.1:{self.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
+        credentials, at, _ = parts.netloc.rpartition("@")
+        return urlunsplit(parts._replace(netloc=f"{credentials}{at}127.0.0.1:{self.port}"))
 
     def set_mode(self, mode: Mode, *, latency_s: float | None = None, jitter_s: float | None = None) -> None:
         if latency_s is not None:

@@ -14,7 +14,7 @@ from keel.core import server_spans, telemetry
 from keel.core.context import accept_request_id, reset_request_id, set_request_id
 from keel.core.envelope import error_body
 from keel.core.logging import access_log
-from keel.core.metrics import HTTP_REQUESTS, RequestSeries, request_series
+from keel.core.metrics import HTTP_REQUESTS, request_series
 from keel.core.saturation import InFlight
 from keel.core.transient import is_transient, sqlstate
 
@@ -30,12 +30,11 @@ ADOPTED_SPAN = "keel.server_span"
 
 
 class HttpMetrics:
-    """The golden signals per (method, route template, status), and the access log line. Keeps each
-    series' RequestSeries at hand (keel.core.metrics counts requests without prometheus_client's
-    locks and moves them into the registry once a second and at every scrape)."""
+    """The golden signals per (method, route template, status), and the access log line (the series
+    are keel.core.metrics.RequestSeries: counted without prometheus_client's locks, moved into the
+    registry once a second and at every scrape)."""
 
     def __init__(self, *, access_log: bool = False) -> None:
-        self._series: dict[tuple[str, str, int], RequestSeries] = {}
         self.access_log = access_log
         # Requests being handled, probes and scrapes left out: read by keel.core.saturation.
         self.in_flight = InFlight()
@@ -51,11 +50,7 @@ class HttpMetrics:
         """A request's end: its span named and given its status, its metrics, its access line."""
         if span is not None:
             span.finish(method, route, status)
-        key = (method, route, status)
-        series = self._series.get(key)
-        if series is None:
-            series = self._series[key] = request_series(method, route, status)
-        series.observe(elapsed_s)
+        request_series(method, route, status).observe(elapsed_s)
         if self.access_log and route not in QUIET_PATHS:
             # The request id comes from the context, the trace ids from the span (keel.core.logging.AccessLog).
             writer = access_log()
