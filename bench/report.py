@@ -96,7 +96,7 @@ def _fmt(sample: Sample | None, unit: str) -> str:
     if sample.cpu_ms is not None:
         # µs below a millisecond: the fast GETs differ from their bare limit by tens of µs.
         cpu = f"{sample.cpu_ms * 1000:.0f} µs" if sample.cpu_ms < 1 else f"{sample.cpu_ms:.2f} ms"
-        text += f", {cpu} CPU/req"
+        text += f", {cpu} CPU/{unit.split('/')[0].removesuffix('s')}"
     return text
 
 
