@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
+from bench import profile
 from bench.loadgen import cpu_seconds
 from bench.procs import free_port, keel_bin, service
 from bench.report import Row, Sample, median
@@ -178,8 +179,20 @@ async def service_run(ctx: Context, run: int) -> Sample:
     }
     port = free_port()
     argv = [keel_bin(), "serve", "orders", "--port", str(port)]
+    out = ctx.logdir / "profile-orders-ingest.txt"
     async with service(argv, env, ctx.logdir, f"keel-serve-orders-ingest-{run}", port) as child:
+        # The first run's drain sampled (it begins once the group has joined, seconds after start).
+        spy = asyncio.create_task(profile.run_spy(child.pid, out)) if ctx.cfg.profile and not run else None
         rate, cpu_ms = await ingest_rate(ctx.dsn, prefix, ORDERS, child.pid)
+        if spy is not None:
+            shown, error = await spy
+            context = (
+                f"`{shown}` on `keel serve orders` from its start, {ORDERS:,} orders waiting on the broker."
+            )
+            ctx.notes.append(
+                error
+                or profile.write("profile-orders-ingest", "order ingest (keel serve orders)", context, out)
+            )
     command = f"{ORDERS:,} orders on the broker, then KAFKA_BROKERS=<private> keel serve orders"
     return Sample(rate, command, cpu_ms=cpu_ms)
 
