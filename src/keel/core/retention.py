@@ -13,14 +13,21 @@ log = logging.getLogger("keel.retention")
 
 # The inbox must remember an event for as long as the broker could deliver it again: keep it at least
 # as long as the topics' retention (Kafka's default is 7 days).
+# Both halves on an index whatever the table's size: the batch, oldest first, through the index on
+# processed_at (`now()`, the batch's own transaction start: `clock_timestamp()` is volatile and cannot
+# be an index condition, so every batch read the table in physical order); the delete by the rows'
+# ctids (rows here are inserted and deleted, never updated; the batch holds their locks). With
+# `(consumer, event_id) IN (...)` the planner hashed the batch and read the whole table for each one:
+# at 1.2M rows a 5,000-row batch took ~190 ms and a purge of 360k rows 24 s.
 INBOX_PURGE = """
 DELETE FROM processed_events
-WHERE (consumer, event_id) IN (
-    SELECT consumer, event_id FROM processed_events
-    WHERE processed_at < clock_timestamp() - make_interval(secs => $1)
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM processed_events
+    WHERE processed_at < now() - make_interval(secs => $1)
+    ORDER BY processed_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
-)
+))
 """
 
 

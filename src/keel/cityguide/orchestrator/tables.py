@@ -38,6 +38,8 @@ workflows = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("completed_at", DateTime(timezone=True)),
     CheckConstraint(f"status IN {STATUSES}", name="status"),
+    # The operator console's listing, newest first (keel.ops.workflows).
+    Index("ix_cityguide_workflows_created_at", text("created_at DESC"), "route_id"),
 )
 
 workflow_steps = Table(
