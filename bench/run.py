@@ -23,6 +23,8 @@ from bench.report import Row, markdown
 from bench.workloads import PLANNED, Context, all_workloads, last_soak
 from tests.support import servers
 
+from keel.core import heap
+
 
 def git_sha() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -105,8 +107,10 @@ def main() -> None:
     started = datetime.now(UTC)
     began = time.monotonic()
     logdir = Path(tempfile.mkdtemp(prefix="keel-bench-"))
-    # On uvloop, as `keel serve` and `keel worker` run: the relay, the consumers and the ingest run in
-    # this process, and so do their limits (the raw producer and consumer, the driver loops).
+    # On uvloop and with the collector set, as `keel serve` and `keel worker` run: the relay and the
+    # consumer run in this process, and so do their limits (the raw producer and consumer, the driver
+    # loops).
+    heap.settle()
     rows, notes = uvloop.run(run_all(cfg, logdir))
     if not cfg.only:
         rows.extend([*PLANNED, last_soak(RESULTS / "soak.md")])

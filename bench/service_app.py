@@ -3,11 +3,11 @@ serve SERVICE --api-only` builds, for bench/alternatives.py to compare servers o
 
 from __future__ import annotations
 
-import gc
 import os
 from typing import Any
 
 from keel import services
+from keel.core import heap
 from keel.core.logging import setup_logging
 from keel.core.runtime import build_app
 from keel.core.settings import Settings
@@ -17,6 +17,5 @@ def service_app() -> Any:
     settings = Settings()
     setup_logging(settings.log_level)
     app = build_app([services.load(os.environ["KEEL_BENCH_SERVICE"])], settings, run_workers=False)
-    gc.collect()
-    gc.freeze()  # as keel serve does
+    heap.settle()  # as keel serve does
     return app

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from keel import services
-from keel.core import http_server
+from keel.core import heap, http_server
 from keel.core.bus.errors import BrokerUnavailable
 from keel.core.errors import StartupError
 from keel.core.logging import setup_logging
@@ -27,7 +26,6 @@ from keel.orders.cli import app as orders_app
 # soft_wrap: a line is never cut at the terminal width, nor at 80 columns when stderr is a file or a pipe.
 console = Console(stderr=True, soft_wrap=True)
 STARTUP_FAILURE = 3  # what uvicorn and granian exit with when the application's start-up fails
-GC_YOUNG_THRESHOLD = 10_000  # objects; the interpreter's default is 700 (`_serve_http`)
 
 
 class _Options:
@@ -78,17 +76,9 @@ HostOpt = Annotated[str, typer.Option("--host", help="interface to bind (0.0.0.0
 def _serve_http(
     fastapi_app: object, host: str, port: int, settings: Settings, sock: socket.socket | None = None
 ) -> None:
-    # Modules, the app and its routes live as long as the process: frozen, they are left out of the
-    # collector's full passes, which otherwise scan them all (pauses of 100-300 ms under the ticket
-    # create load, its p99: issue 7).
     if _Options.debug:
         fastapi_app.one_line_startup_errors = False  # type: ignore[attr-defined]
-    gc.collect()
-    gc.freeze()
-    # A young collection every 10,000 net container allocations rather than 700: a consumer's batch
-    # (500 orders, ~30 objects each, alive until it commits) was traversed by several young and
-    # middle collections on its way; requests, whose objects die young, barely move the count.
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+    heap.settle()
     # granian with the head deadline and bound (keel.core.http_server); Ctrl-C / SIGTERM drain and
     # return. `sock`: the listening socket a `--workers` parent bound and handed down.
     if not http_server.serve(fastapi_app, host, port, settings, sock):
