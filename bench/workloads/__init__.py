@@ -42,6 +42,14 @@ class Context:
             "SECRET": f"bench-{self.run_id}-{uuid.uuid4().hex}",  # `keel serve` refuses the default
         }
 
+    def broker_env(self) -> dict[str, str]:
+        """`service_env` on the bench's broker, with the producer's idempotence as this run grants it."""
+        return {
+            **self.service_env(),
+            "KAFKA_BROKERS": self.brokers,
+            "KAFKA_IDEMPOTENCE": str(self.idempotence).lower(),
+        }
+
 
 class Workload(Protocol):
     name: str

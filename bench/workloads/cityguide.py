@@ -185,12 +185,7 @@ class CityguideBurst:
     name = "cityguide"
 
     async def run(self, ctx: Context) -> Sequence[Row]:
-        env = {
-            **ctx.service_env(),
-            "KAFKA_BROKERS": ctx.brokers,
-            "KAFKA_IDEMPOTENCE": str(ctx.idempotence).lower(),
-            "TTS_MODE": "instant",
-        }
+        env = {**ctx.broker_env(), "TTS_MODE": "instant"}
         prefix = f"bench-{ctx.run_id}-"
         routes = ctx.cfg.cityguide_routes
         async with deployed(env, ctx.logdir) as children:

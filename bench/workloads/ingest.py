@@ -23,6 +23,7 @@ from bench.loadgen import cpu_seconds
 from bench.procs import free_port, keel_bin, service
 from bench.report import Row, Sample, median
 from bench.workloads import Context
+from bench.workloads.broker import new_topic
 
 from keel.core.bus.kafka import KafkaBus
 from keel.core.schema import upgrade
@@ -135,16 +136,14 @@ class OrderIngest:
 
     async def run(self, ctx: Context) -> Sequence[Row]:
         await upgrade(ctx.dsn)
-        figures, limit = [], []
+        figures: list[Sample] = []
+        limit: list[Sample] = []
+        sides = [(figures, service_run), (limit, driver_run)]
         for run in range(ctx.cfg.runs):
             # In turns, each first every other run: both write to the same tables, which grow by
             # ORDERS rows each time, and the upsert slows as they do.
-            service_first = run % 2 == 0
-            for which in (True, False) if service_first else (False, True):
-                if which:
-                    figures.append(await service_run(ctx, run))
-                else:
-                    limit.append(await driver_run(ctx, run))
+            for samples, measure in sides if run % 2 == 0 else sides[::-1]:
+                samples.append(await measure(ctx, run))
         return [
             Row(
                 "order ingest broker → 4 tables vs the same upserts from a bare driver loop",
@@ -161,22 +160,14 @@ class OrderIngest:
 async def service_run(ctx: Context, run: int) -> Sample:
     """`keel serve orders` draining ORDERS orders put on a topic of their own before it started: the
     window measures the service, not the bench's own producer (which shared the two cores with it)."""
-    partitions = Settings().kafka_partitions
     prefix = f"i{ctx.run_id}r{run}x"
-    topic = f"bench-orders-{ctx.run_id}-{run}"
-    bus = KafkaBus([ctx.brokers], idempotence=ctx.idempotence, partitions=partitions)
+    bus = KafkaBus([ctx.brokers], idempotence=ctx.idempotence, partitions=Settings().kafka_partitions)
     try:
-        await bus.ensure_topics([topic])  # with the service's partitions, as it would create it
+        topic = await new_topic(bus, "bench-orders")  # with the service's partitions, as it would make it
     finally:
         await bus.close()
     await produce(ctx.brokers, topic, fake_orders(prefix, ORDERS, seed=run))
-    env = {
-        **ctx.service_env(),
-        "KAFKA_BROKERS": ctx.brokers,
-        "KAFKA_IDEMPOTENCE": str(ctx.idempotence).lower(),
-        "KAFKA_TOPIC": topic,
-        "KAFKA_GROUP_ID": f"bench-{ctx.run_id}-{run}",
-    }
+    env = {**ctx.broker_env(), "KAFKA_TOPIC": topic, "KAFKA_GROUP_ID": f"bench-{ctx.run_id}-{run}"}
     port = free_port()
     argv = [keel_bin(), "serve", "orders", "--port", str(port)]
     out = ctx.logdir / "profile-orders-ingest.txt"

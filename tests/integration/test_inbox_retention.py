@@ -53,7 +53,7 @@ async def test_the_retention_worker_purges_at_start_and_stops_when_asked(db, fre
 async def test_a_purge_batch_reads_the_expired_rows_through_the_index_not_the_whole_table(db, fresh_pg_dsn):
     # The batch once named its rows by (consumer, event_id) IN (...) with a volatile cutoff: the
     # planner read the table in physical order to find the expired rows and hashed the batch against
-    # a second read of the whole table, for every batch (24 s to purge 360k of 1.2M rows).
+    # a second read of the whole table, for every batch.
     conn = await asyncpg.connect(fresh_pg_dsn)
     try:
         await conn.execute(

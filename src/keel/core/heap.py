@@ -13,7 +13,7 @@ YOUNG_THRESHOLD = 10_000
 def settle() -> None:
     """Freeze what start-up built and set the thresholds. Modules, the app and its routes live as long
     as the process: frozen, they are left out of the collector's full passes, which otherwise scan
-    them all (pauses of 100-300 ms under the ticket create load, its p99: issue 7)."""
+    them all (long pauses under the ticket create load, its p99: issue 7)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, 10, 10)

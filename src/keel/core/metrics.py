@@ -33,8 +33,8 @@ class RequestSeries:
     histogram) once a second and before every collection of the registry.
 
     Each child's `inc` takes a lock and a histogram's `observe` walks its buckets: four locked
-    increments a request, a sixth of a cached GET's own work in process and more served
-    (bench/results/changes.md). Moving a second's worth at once writes the same values."""
+    increments a request, a measurable share of a cached GET's own work (bench/results/changes.md).
+    Moving a second's worth at once writes the same values."""
 
     __slots__ = ("_buckets", "_count", "_counter", "_histogram", "_sum")
 

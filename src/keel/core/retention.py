@@ -17,8 +17,8 @@ log = logging.getLogger("keel.retention")
 # processed_at (`now()`, the batch's own transaction start: `clock_timestamp()` is volatile and cannot
 # be an index condition, so every batch read the table in physical order); the delete by the rows'
 # ctids (rows here are inserted and deleted, never updated; the batch holds their locks). With
-# `(consumer, event_id) IN (...)` the planner hashed the batch and read the whole table for each one:
-# at 1.2M rows a 5,000-row batch took ~190 ms and a purge of 360k rows 24 s.
+# `(consumer, event_id) IN (...)` the planner hashed the batch and read the whole table for each one
+# (bench/results/changes.md has the figures).
 INBOX_PURGE = """
 DELETE FROM processed_events
 WHERE ctid = ANY(ARRAY(

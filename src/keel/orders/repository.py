@@ -88,9 +88,9 @@ _ITEM_FIELDS = _ITEM_COLUMNS[2:]
 #    update replaces the list, and no two parts of the statement touch one row (a DELETE and an
 #    INSERT of one key in one statement may run in either order).
 #  - The trim names the batch's order_uids as an array as well as through the join: with the join
-#    alone the planner, which guesses 100 rows for `src`, hashed it and read the whole items table
-#    for every batch (a statement 4x slower at 800,000 items, and slower as the table grew); the
-#    array is an index condition whatever plan it picks.
+#    alone the planner, which guesses 100 rows for `src`, could hash it and read the whole items
+#    table for every batch, slower as the table grew (docs/design-decisions.md); the array is an
+#    index condition whatever plan it picks.
 #  - Rows are written in the array's order: the caller sorts by order_uid, so concurrent batches
 #    lock rows in the same order (no deadlocks).
 UPSERT_ORDERS = f"""

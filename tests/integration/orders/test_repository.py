@@ -66,8 +66,8 @@ async def test_an_update_replaces_the_item_list_whether_it_grows_or_shrinks(fres
 
 async def test_the_item_trim_reads_the_batchs_items_through_the_index_whatever_the_plan(fresh_pg_dsn):
     # The trim of items past an order's new list joined the batch to the items table; where the
-    # planner's estimates favoured a hash join it read the whole table for every batch (800,000 rows
-    # a batch in the bench: a statement 4x slower, and slower as the table grew). The batch's
+    # planner's estimates favoured a hash join it read the whole table for every batch, slower as the
+    # table grew. The batch's
     # order_uids are now an index condition of the trim's scan, whichever join the planner picks; a
     # table this small is where its estimates favour the hash join.
     rng = random.Random(36)

@@ -5,10 +5,10 @@ Revises: 0070
 Create Date: 2026-12-04 21:10:00.000000
 
 The operator console lists workflows by `created_at DESC, route_id` (optionally by status and a time
-window); without an index every listing sorted the whole table (67-99 ms at 300,000 workflows, and
-slower as it grew; 0.3-1.0 ms with it). A plain CREATE INDEX, inside the migration's transaction (the
-whole upgrade holds one advisory lock, keel.core.schema): it blocks writes to the table while it
-builds, a fraction of a second at that size.
+window); without an index every listing sorted the whole table, slower as it grew
+(bench/results/changes.md has the figures). A plain CREATE INDEX, inside the migration's transaction
+(the whole upgrade holds one advisory lock, keel.core.schema): it blocks writes to the table while
+it builds.
 """
 
 from collections.abc import Sequence
