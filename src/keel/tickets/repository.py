@@ -95,7 +95,7 @@ VALUES ($1::uuid, $2::uuid, $3, $4, $5, $6, $7, $8, $9)
 """
 ATTACHMENT_USAGE = """
 SELECT (SELECT count(*) FROM attachments WHERE ticket_id = $1::uuid) AS on_ticket,
-       (SELECT coalesce(sum(size_bytes), 0) FROM attachments WHERE uploaded_by = $2)::bigint AS user_bytes
+       coalesce((SELECT bytes FROM attachment_usage WHERE user_id = $2), 0)::bigint AS user_bytes
 """
 LIST_ATTACHMENTS = """
 SELECT id::text, ticket_id::text, filename, content_type, size_bytes, sha256, storage_key, created_at

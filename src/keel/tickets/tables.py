@@ -65,8 +65,18 @@ attachments = Table(
     Column("uploaded_by", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_attachments_ticket_id_created_at", "ticket_id", "created_at"),
-    # The per-user byte quota sums a user's attachments on every upload.
+    # What the per-user byte quota summed before `attachment_usage`; dropped once no process of the
+    # release before migration 0081 can run.
     Index("ix_attachments_uploaded_by", "uploaded_by"),
+)
+
+# The bytes each user's attachments hold, for the per-user quota: kept by a trigger on `attachments`
+# (migration 0081) through every insert and delete, so the quota reads one row, not the user's history.
+attachment_usage = Table(
+    "attachment_usage",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("bytes", BigInteger, nullable=False),
 )
 
 notifications = Table(
