@@ -1,12 +1,12 @@
 """The migrations and the table definitions agree, and the history goes down and up again."""
 
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from keel.core.db import normalize_dsn
-from keel.core.schema import alembic_config, all_metadata, upgrade
+from keel.core.schema import all_metadata, upgrade
+from tests.support.migrations import downgrade
 
 
 async def test_models_match_the_migrated_schema(pg_dsn):
@@ -22,17 +22,6 @@ async def test_models_match_the_migrated_schema(pg_dsn):
 
 
 async def test_history_downgrades_to_base_and_upgrades_again(fresh_pg_dsn):
-    engine = create_async_engine(normalize_dsn(fresh_pg_dsn))
-
-    def down(sync):
-        config = alembic_config()
-        config.attributes["connection"] = sync
-        command.downgrade(config, "base")
-
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(down)
-    finally:
-        await engine.dispose()
+    await downgrade(fresh_pg_dsn, "base")
     await upgrade(fresh_pg_dsn)
     await upgrade(fresh_pg_dsn)  # a second run is a no-op

@@ -9,12 +9,10 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest_asyncio
-from alembic import command
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from keel.core.db import normalize_dsn
-from keel.core.schema import alembic_config, upgrade
+from keel.core.schema import upgrade
 from keel.tickets.repository import ATTACHMENT_USAGE
+from tests.support.migrations import downgrade
 
 
 @pytest_asyncio.fixture
@@ -117,18 +115,7 @@ async def test_the_quota_reads_the_users_total_not_their_history(conn):
 
 
 async def test_the_migration_fills_the_totals_from_the_attachments_already_stored(fresh_pg_dsn, conn):
-    engine = create_async_engine(normalize_dsn(fresh_pg_dsn))
-
-    def down(sync):
-        config = alembic_config()
-        config.attributes["connection"] = sync
-        command.downgrade(config, "0080")
-
-    try:
-        async with engine.begin() as c:
-            await c.run_sync(down)
-    finally:
-        await engine.dispose()
+    await downgrade(fresh_pg_dsn, "0080")
     ticket_id = await _ticket(conn, "olga")
     await _attach(conn, ticket_id, "olga", 5, 6)
     await _attach(conn, ticket_id, "ivan", 9)
