@@ -310,6 +310,27 @@ def test_every_metric_in_the_alerts_is_defined_in_the_code() -> None:
         assert rule["alert"] and rule["annotations"]["summary"], rule
 
 
+def _promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.fail(
+            "no promtool to check deploy/prometheus/alerts.yml: `apt-get install prometheus` (.ci/run does it)"
+        )
+    return found
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]],
+    ids=["valid rules", "each alert fires on its series and not below its threshold"],
+)
+def test_promtool_accepts_the_alerts_and_their_unit_tests(command: list[str]) -> None:
+    result = subprocess.run(
+        [_promtool(), *command], capture_output=True, text=True, cwd=DEPLOY / "prometheus", timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_prometheus_scrapes_every_keel_container_and_loads_the_alerts() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     assert "/etc/prometheus/alerts.yml" in config["rule_files"]
