@@ -101,9 +101,13 @@ class JwksKeys:
         if self._fetched_at is None or self._clock() - self._fetched_at > self.max_age_s:
             await self._refresh()
         found = self._find(kid)
-        if found is None and self._may_refresh():
+        if found is None:
+            # Through the lock even when the budget is spent: a fetch under way (a cold start, another
+            # miss) may bring this kid, so wait for it; a new fetch only when the budget allows.
             await self._refresh()
             found = self._find(kid)
+        if found is None and not self._keys:  # the fetch this caller waited for failed
+            raise DependencyUnavailable("the token signing keys could not be fetched")
         if found is None:
             raise Unauthorized("the token's signing key (kid) is unknown")
         return found
