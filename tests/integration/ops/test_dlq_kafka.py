@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -25,6 +26,7 @@ from keel.core.events import Event, encode
 from keel.core.settings import Settings
 from keel.ops.audit import Audit
 from keel.ops.dlq import DeadLetterOps
+from keel.ops.gauges import DeadLetterGauge
 from keel.ops.records import Selection
 from keel.ops.topics import topic_admin
 from keel.orders.fake import fake_order
@@ -240,3 +242,56 @@ async def test_dead_letter_topics_are_created_with_dlq_retention_days(kafka_brok
     retention = {r[3]: {c[0]: c[1] for c in r[4]}["retention.ms"] for r in response.resources}
     assert retention[dlq] == str(3 * 86_400_000)
     assert retention[events] != retention[dlq]  # other topics keep the broker's default
+
+
+def pending_gauge(topic: str) -> float | None:
+    return REGISTRY.get_sample_value("dlq_pending", {"topic": topic})
+
+
+async def test_the_pending_gauge_follows_purges_by_source_topic_and_time_window(
+    order_settings, producer, ops
+):
+    """What DeadLettersPending/Piling alert on: the console's gauge counts from offsets alone, on its
+    timer, and falls as purges select by source topic and by when the records failed."""
+    dlq, _ = ops
+    topic = order_settings().dlq_topic
+    failed = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+    def letter(source: str, n: int, minutes: int) -> OutgoingMessage:
+        consumed = Message(source, 0, n, b"k", b"{}", ())
+        return dead_letter_record(
+            consumed,
+            RuntimeError("boom"),
+            dlq_topic=topic,
+            attempts=5,
+            group_id="g",
+            failed_at=failed + timedelta(minutes=minutes),
+        )
+
+    # orders at 12:00 and 12:10, tickets.events at 12:05 and 12:20.
+    await producer.send_many(
+        [
+            letter("orders", 0, 0),
+            letter("tickets.events", 1, 5),
+            letter("orders", 2, 10),
+            letter("tickets.events", 3, 20),
+        ]
+    )
+    gauge = DeadLetterGauge(dlq, interval_s=0.05)
+    task = asyncio.create_task(gauge.run())
+    try:
+        await eventually(lambda: pending_gauge(topic), until=lambda v: v == 4, timeout_s=30, what="4 pending")
+
+        by_source = await dlq.purge(topic, Selection(source_topic="tickets.events"), actor="tester")
+        assert len(by_source.done) == 2
+        await eventually(lambda: pending_gauge(topic), until=lambda v: v == 2, timeout_s=30, what="2 pending")
+
+        window = Selection(since=failed + timedelta(minutes=5), until=failed + timedelta(minutes=15))
+        in_window = await dlq.purge(topic, window, actor="tester")
+        assert len(in_window.done) == 1  # the orders record of 12:10; 12:05 was purged, 12:20 too
+        await eventually(lambda: pending_gauge(topic), until=lambda v: v == 1, timeout_s=30, what="1 pending")
+    finally:
+        await gauge.stop()
+        await asyncio.wait_for(task, 10)
+    [left] = await dlq.records(topic, Selection())
+    assert (left["source_topic"], left["failed_at"]) == ("orders", failed.isoformat()), left
