@@ -37,6 +37,7 @@ LIMITS = {
     "ORDER_MISS_LIMIT": "3/minute",
     "ORDER_LOOKUP_LIMIT": "4/minute",
     "WORKFLOW_READ_LIMIT": "3/minute",
+    "WORKFLOW_READ_ADDRESS_LIMIT": "10/minute",
     "VIDEO_CREATE_ADDRESS_LIMIT": "8/minute",
     "VIDEOS_PER_USER_PER_HOUR": "2",
     "ATTACHMENTS_PER_TICKET": "2",
@@ -67,6 +68,15 @@ def base(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 @pytest.fixture(scope="module")
 def client(base: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=base, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def elsewhere(base: str) -> Iterator[httpx.Client]:
+    """A client from a loopback address of its own (127.0.0.2-254): a fresh budget for per-address limits."""
+    source = f"127.0.0.{random.randint(2, 254)}"
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(base_url=base, timeout=30, transport=transport) as client:
         yield client
 
 
@@ -192,6 +202,12 @@ def test_workflow_reads_are_limited_per_user(client):
     assert client.get("/workflows/unknown-route", headers=user()).status_code == 404, "per user"
 
 
+def test_workflow_reads_are_limited_per_address_across_fresh_users(elsewhere):
+    answers = until_429(lambda: elsewhere.get("/workflows/unknown-route", headers=user()), most=12)
+    assert [a.status_code for a in answers[:-1]] == [404] * 10
+    assert_limited(answers, "10/minute")
+
+
 def video(n: int) -> dict[str, str]:
     return {"title": f"v{n}", "url": f"https://cdn.example.com/{uuid.uuid4()}.mp4"}
 
@@ -262,6 +278,29 @@ def test_roles_are_believed_from_a_trusted_peer_only_even_when_it_forwards_anoth
         assert response.json() == {"operator": "olga", "client": "203.0.113.7"}
     else:
         assert_error(response, 403, "forbidden")
+
+
+def test_found_orders_do_not_spend_the_miss_budget(pg_dsn, elsewhere):
+    """From an address of its own: a customer reads their order up to their lookup limit, and the
+    address still has its whole budget of misses."""
+    order = Order.model_validate(
+        {**fake_order(random.Random(7), order_uid=f"frank{uuid.uuid4().hex[:12]}"), "customer_id": "frank"}
+    )
+
+    async def insert() -> None:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await repository.upsert_orders(conn, [order_json(order)])
+        finally:
+            await conn.close()
+
+    asyncio.run(insert())
+    frank = {"X-User-Id": "frank"}
+    found = [elsewhere.get(f"/order/{order.order_uid}", headers=frank).status_code for _ in range(4)]
+    assert found == [200] * 4
+    answers = until_429(lambda: elsewhere.get(f"/order/guess-{uuid.uuid4().hex}", headers=user()), most=5)
+    assert [a.status_code for a in answers[:-1]] == [404] * 3, "the four found orders took none of the three"
+    assert_limited(answers, "3/minute")
 
 
 def test_order_misses_are_limited_per_address_whoever_asks(client):
