@@ -1,18 +1,25 @@
-"""deploy/nginx/cdn_link.js, the edge's signed-link check (docs/cdn-signed-links.md), run by njs itself on
-links Keel signs: each answer is the one Keel's own check gives (200 for ok, 410 for expired, 403 for
-everything else), whatever was tampered with."""
+"""deploy/nginx/cdn_link.js, the edge's signed-link check (docs/cdn-signed-links.md), on links Keel signs:
+run by njs itself, each answer is the one Keel's own check gives (200 for ok, 410 for expired, 403 for
+everything else), whatever was tampered with; and in nginx with the page's configuration, in front of
+an origin, the same answers over HTTP, percent-encoded paths included ($uri is the decoded path)."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
+import httpx
 import pytest
 
 from keel.core.signing import UrlSigner, VerifyResult
+from tests.support import servers
 
 NGINX = Path(__file__).resolve().parents[2] / "deploy" / "nginx"
 SECRET = "edge-test-secret-0123456789abcdef"
@@ -97,3 +104,81 @@ def test_the_edge_script_answers_every_link_as_keel_does(tmp_path: Path) -> None
     }
     assert {what: pair for what, pair in answers.items() if pair[0] != pair[1]} == {}, answers
     assert [edge for edge, _ in answers.values()] == ["200"] * 3 + ["403"] * 9 + ["410", "403"], answers
+
+
+NGINX_CONF = """
+load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
+env CDN_SECRET_K1;
+env CDN_MAX_TTL_S;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    js_path {scripts};
+    js_import cdn from cdn_link.js;
+    js_set $cdn_link_status cdn.status;
+    limit_req_zone $binary_remote_addr zone=cdn:1m rate=1000r/s;
+    upstream keel_origin {{ server 127.0.0.1:{origin}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /cdn/audio/ {{
+            limit_req zone=cdn burst=20 nodelay;
+            if ($cdn_link_status = "403") {{ return 403; }}
+            if ($cdn_link_status = "410") {{ return 410; }}
+            proxy_pass http://keel_origin;
+        }}
+    }}
+}}
+"""
+
+
+class _Origin(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"RIFF audio"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def edge(tmp_path: Path) -> Iterator[str]:
+    """nginx with the documented location in front of a stand-in origin; its base URL."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists() or not Path("/usr/lib/nginx/modules/ngx_http_js_module.so").exists():
+        pytest.fail("no nginx with njs: `apt-get install nginx libnginx-mod-http-js` (.ci/run does it)")
+    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    port = servers.free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(prefix=tmp_path, scripts=NGINX, origin=origin.server_address[1], port=port)
+    )
+    env = {"CDN_SECRET_K1": SECRET, "CDN_MAX_TTL_S": str(MAX_TTL_S), "PATH": "/usr/sbin:/usr/bin:/bin"}
+    proc = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(conf)], env=env, stderr=subprocess.PIPE)
+    try:
+        servers.wait_for_port(port, 10)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        origin.shutdown()
+
+
+def test_nginx_with_the_documented_location_answers_as_keel_does(edge: str) -> None:
+    keel = UrlSigner(SECRET, max_ttl_s=MAX_TTL_S)
+    with httpx.Client(base_url=edge, timeout=10) as client:
+        answers = {}
+        for what, path, args in _cases():
+            response = client.get(quote(path, safe="/"), params=args)
+            answers[what] = (str(response.status_code), _keel(keel, path, args))
+            if response.status_code == 200:
+                assert response.content == b"RIFF audio", what
+    assert {what: pair for what, pair in answers.items() if pair[0] != pair[1]} == {}, answers
