@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 
 from keel.videos.fetch import FetchFailed, SourceRefused
-from keel.videos.hls import SegmentingFailed
+from keel.videos.hls import FfmpegTimedOut, SegmentingFailed
 
 PROCESSING_FAILED = "processing_failed: the video could not be processed"
 PROCESSING_TIMEOUT = "processing_timeout: processing did not finish within {timeout}"
 ABANDONED = "processing_abandoned: gave up after {attempts} attempts that never finished"
-_SAFE = re.compile(r"^(source_[a-z_]+|transcode_failed|processing_[a-z_]+): [^\n]{1,200}$")
+_SAFE = re.compile(r"^(source_[a-z_]+|transcode_[a-z_]+|processing_[a-z_]+): [^\n]{1,200}$")
 
 
 def failure(exc: BaseException) -> str:
@@ -23,6 +23,8 @@ def failure(exc: BaseException) -> str:
         return "source_refused: the source URL is not allowed (not a public http(s) address)"
     if isinstance(exc, FetchFailed):
         return exc.public
+    if isinstance(exc, FfmpegTimedOut):
+        return f"transcode_timeout: converting took longer than {exc.timeout_s:g}s (VIDEO_FFMPEG_TIMEOUT_S)"
     if isinstance(exc, SegmentingFailed):
         return "transcode_failed: the source could not be converted to HLS"
     return PROCESSING_FAILED

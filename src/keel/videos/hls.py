@@ -42,6 +42,14 @@ class FfmpegFailed(Exception):
         self.returncode = returncode
 
 
+class FfmpegTimedOut(FfmpegFailed):
+    """ffmpeg ran past VIDEO_FFMPEG_TIMEOUT_S and was killed: another try may finish (a busy machine)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"ffmpeg did not finish within {timeout_s:g}s and was killed", None)
+        self.timeout_s = timeout_s
+
+
 class SegmentingFailed(Exception):
     """ffmpeg could not turn the source into HLS. `permanent`: ffmpeg itself refused the file (not a
     video, truncated), which no retry of the same bytes changes; a killed ffmpeg may do better next time."""
@@ -77,10 +85,12 @@ async def run_ffmpeg(args: list[str], timeout_s: float, cwd: Path | None = None)
     )
     try:
         _, stderr = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
+        if isinstance(exc, TimeoutError):
+            raise FfmpegTimedOut(timeout_s) from None
         raise
     if proc.returncode != 0:
         tail = stderr.decode(errors="replace").strip()[-500:]
@@ -101,6 +111,8 @@ async def segment_with_ffmpeg(
     ]  # fmt: skip
     try:
         await run_ffmpeg(args, timeout_s)
+    except FfmpegTimedOut:
+        raise
     except FfmpegFailed as exc:
         # A positive exit status is ffmpeg's verdict on the file; a signal is not.
         raise SegmentingFailed(str(exc), permanent=(exc.returncode or 0) > 0) from None

@@ -37,7 +37,7 @@ DESCRIPTION = """Videos (seed 003).
   `HLS_MODE=ffmpeg` the source downloaded and segmented. Transient failures (5xx, timeouts) are retried
   with backoff; permanent ones (a refused host, a 4xx, a file that is not a video) and the last retry
   dead-letter to `videos.dlq` and mark the video `failed` with a short code and a safe message in
-  `error` (`source_refused`, `source_http_error`, `source_too_large`, `transcode_failed`, ...).
+  `error` (`source_refused`, `source_http_error`, `source_too_large`, `transcode_failed`, `transcode_timeout`, ...).
 * `POST /api/videos/{id}/retry` → 202 with the video back in `pending` (a new round of `attempts`,
   `retries` + 1), processed again through the same event; 409 unless it is `failed`; 404 unknown.
 * HLS: `/hls/{id}.m3u8` and its segments `/hls/{id}/{n}.ts` (H.264 + AAC in MPEG-TS).

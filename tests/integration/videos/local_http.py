@@ -13,6 +13,7 @@ class Route:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0  # before the answer: a slow source
 
 
 @dataclass
@@ -32,6 +33,8 @@ class LocalServer:
             path = head.split(b" ", 2)[1].decode()
             self.paths.append(path)
             route = self.routes.get(path, Route(404, b"not found"))
+            if route.delay_s:
+                await asyncio.sleep(route.delay_s)
             headers = {"Content-Length": str(len(route.body)), "Connection": "close", **route.headers}
             lines = [f"HTTP/1.1 {route.status} X"] + [f"{k}: {v}" for k, v in headers.items()]
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + route.body)
