@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trustme
@@ -25,6 +26,9 @@ from keel.core.settings import Settings
 from tests.support import servers
 from tests.support.bus import read
 
+if TYPE_CHECKING:
+    from tests.support.apache_kafka import Scram
+
 PASSWORD = "s3cr3t-" + uuid.uuid4().hex[:8]
 
 
@@ -36,31 +40,56 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[trustme.CA, P
     yield ca, path
 
 
+def _pem_pair(cert: trustme.LeafCert, folder: Path, name: str) -> tuple[Path, Path]:
+    """(chain, PKCS#8 key) PEM files of `cert`: Kafka's PEM key store reads PKCS#8 keys only."""
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    certfile, keyfile = folder / f"{name}.pem", folder / f"{name}.key"
+    keyfile.write_bytes(pkcs8)
+    certfile.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    return certfile, keyfile
+
+
 @pytest.fixture(scope="module")
-def sasl_port(ca: tuple[trustme.CA, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def broker(ca: tuple[trustme.CA, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scram]:
+    """One Apache Kafka with three secured listeners: SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN), SSL
+    requiring a client certificate from the test's CA, and SSL with a certificate for another name."""
     if servers.broker_kind() != "kafka":
         pytest.skip("SASL_SSL needs Apache Kafka (KEEL_TEST_BROKER=kafka); Tansu has no TLS listener")
     from tests.support import apache_kafka
 
     folder = tmp_path_factory.mktemp("broker-tls")
-    cert = ca[0].issue_cert("127.0.0.1", "localhost")
-    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
-    # Kafka's PEM key store reads PKCS#8 keys only.
-    pkcs8 = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    certfile, keyfile = _pem_pair(ca[0].issue_cert("127.0.0.1", "localhost"), folder, "broker")
+    misnamed_cert, misnamed_key = _pem_pair(ca[0].issue_cert("kafka.example.com"), folder, "misnamed")
+    misnamed = folder / "misnamed.bundle.pem"
+    misnamed.write_text(misnamed_key.read_text() + misnamed_cert.read_text())
+    scram = apache_kafka.Scram(
+        servers.free_port(),
+        {"keel": PASSWORD},
+        certfile,
+        keyfile,
+        mtls_port=servers.free_port(),
+        client_ca=ca[1],
+        misnamed_port=servers.free_port(),
+        misnamed_bundle=misnamed,
     )
-    keyfile, certfile = folder / "broker.key", folder / "broker.pem"
-    keyfile.write_bytes(pkcs8)
-    certfile.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-    scram = apache_kafka.Scram(servers.free_port(), {"keel": PASSWORD}, certfile, keyfile)
     with servers.running(apache_kafka.node(scram=scram)):
-        yield scram.port
+        yield scram
 
 
-def secured(port: int, cafile: Path, password: str = PASSWORD, **overrides: object) -> KafkaBus:
+@pytest.fixture(scope="module")
+def sasl_port(broker: Scram) -> int:
+    return broker.port
+
+
+def secured(
+    port: int, cafile: Path, password: str = PASSWORD, mechanism: str = "SCRAM-SHA-512", **overrides: object
+) -> KafkaBus:
     security = KafkaSecurity(
         protocol="SASL_SSL",
-        sasl_mechanism="SCRAM-SHA-512",
+        sasl_mechanism=mechanism,  # type: ignore[arg-type]
         username="keel",
         password=password,
         cafile=str(cafile),
@@ -68,10 +97,7 @@ def secured(port: int, cafile: Path, password: str = PASSWORD, **overrides: obje
     return KafkaBus([f"127.0.0.1:{port}"], timeout_s=10.0, security=security, **overrides)  # type: ignore[arg-type]
 
 
-async def test_right_credentials_produce_and_consume_over_sasl_ssl(
-    sasl_port: int, ca: tuple[trustme.CA, Path]
-) -> None:
-    bus = secured(sasl_port, ca[1])
+async def _round_trip(bus: KafkaBus) -> None:
     topic = f"secure-{uuid.uuid4().hex[:8]}"
     producer = bus.producer()
     await producer.start()
@@ -80,6 +106,51 @@ async def test_right_credentials_produce_and_consume_over_sasl_ssl(
     await consumer.start()
     got = await read(consumer, 5)
     assert [m.value for m in got] == [f"r{i}".encode() for i in range(5)]
+    await bus.close()
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
+async def test_right_credentials_produce_and_consume_over_sasl_ssl_with_each_mechanism(
+    sasl_port: int, ca: tuple[trustme.CA, Path], mechanism: str
+) -> None:
+    await _round_trip(secured(sasl_port, ca[1], mechanism=mechanism))
+
+
+async def test_mutual_tls_takes_the_client_certificate_and_refuses_a_client_without_one(
+    broker: Scram, ca: tuple[trustme.CA, Path], tmp_path: Path
+) -> None:
+    assert broker.mtls_port is not None
+    certfile, keyfile = _pem_pair(ca[0].issue_cert("keel-client"), tmp_path, "client")
+    address = [f"127.0.0.1:{broker.mtls_port}"]
+    with_certificate = KafkaSecurity(
+        protocol="SSL", cafile=str(ca[1]), certfile=str(certfile), keyfile=str(keyfile)
+    )
+    await _round_trip(KafkaBus(address, timeout_s=10.0, security=with_certificate))
+
+    anonymous = KafkaBus(address, timeout_s=5.0, security=KafkaSecurity(protocol="SSL", cafile=str(ca[1])))
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable):
+        await anonymous.producer().start()
+    assert time.monotonic() - started < 15
+    reason = await anonymous.refusal()
+    assert reason is not None and "requires a client certificate" in reason and "KAFKA_SSL_CERTFILE" in reason
+    await anonymous.close()
+
+
+async def test_a_broker_certificate_for_another_host_name_is_refused(
+    broker: Scram, ca: tuple[trustme.CA, Path]
+) -> None:
+    """Signed by the trusted CA, but for kafka.example.com: the client must not talk to 127.0.0.1 with it."""
+    assert broker.misnamed_port is not None
+    bus = KafkaBus(
+        [f"127.0.0.1:{broker.misnamed_port}"],
+        timeout_s=5.0,
+        security=KafkaSecurity(protocol="SSL", cafile=str(ca[1])),
+    )
+    with pytest.raises(BrokerUnavailable):
+        await bus.producer().start()
+    reason = await bus.refusal()
+    assert reason is not None and "for another name" in reason and "KAFKA_BROKERS" in reason, reason
     await bus.close()
 
 

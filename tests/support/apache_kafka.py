@@ -84,12 +84,21 @@ def _fetch(libs: Path) -> None:
 
 @dataclass
 class Scram:
-    """A SASL_SSL listener with SCRAM-SHA-512 users and a certificate the test made (PEM files)."""
+    """A SASL_SSL listener whose users sign in with SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN, and a
+    certificate the test made (PEM files); with `mtls_port`, also an SSL listener that requires a
+    client certificate signed by `client_ca`."""
 
     port: int
     users: dict[str, str]
     certfile: Path  # the server's chain, PEM
     keyfile: Path  # its PKCS#8 key, PEM, unencrypted
+    mtls_port: int | None = None
+    client_ca: Path | None = None
+    # An SSL listener presenting a certificate for another host name (key then chain, one PEM).
+    misnamed_port: int | None = None
+    misnamed_bundle: Path | None = None
+
+    MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
 
 @dataclass
@@ -115,8 +124,13 @@ class KafkaNode(ChildServer):
         super().launch()
 
     def wait_ready(self) -> None:
+        ports = [self.port]
+        if self.scram is not None:
+            # Every listener: the secured ones may open a moment after the plaintext one.
+            ports += [p for p in (self.scram.port, self.scram.mtls_port, self.scram.misnamed_port) if p]
         try:
-            wait_for_port(self.port, READY_S)
+            for port in ports:
+                wait_for_port(port, READY_S)
         except TimeoutError:
             log = (self.workdir / "server.log").read_text(errors="replace").splitlines()[-20:]
             raise TimeoutError(f"Kafka node {self.node_id} not listening on {self.port}: {log}") from None
@@ -125,7 +139,8 @@ class KafkaNode(ChildServer):
         argv = [*_java(), "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(config)]
         if self.scram is not None:
             for user, password in self.scram.users.items():
-                argv += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
+                for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256"):
+                    argv += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
         subprocess.run(argv, check=True, capture_output=True, timeout=120)
 
     @property
@@ -187,16 +202,41 @@ def _properties(
 
 
 def _with_scram(props: dict[str, str], scram: Scram) -> dict[str, str]:
-    jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-    return {
+    scram_jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    plain_users = " ".join(f'user_{user}="{password}"' for user, password in scram.users.items())
+    listeners = f"SASL_SSL://127.0.0.1:{scram.port}"
+    secured = {
         **props,
-        "listeners": f"{props['listeners']},SASL_SSL://127.0.0.1:{scram.port}",
-        "advertised.listeners": f"{props['advertised.listeners']},SASL_SSL://127.0.0.1:{scram.port}",
-        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
-        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+        "sasl.enabled.mechanisms": ",".join(Scram.MECHANISMS),
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram_jaas,
+        "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": scram_jaas,
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": (
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
+        ),
         "ssl.keystore.type": "PEM",
         "ssl.keystore.location": str(scram.keyfile.with_suffix(".bundle.pem")),
         "ssl.client.auth": "none",
+    }
+    if scram.mtls_port is not None:
+        assert scram.client_ca is not None
+        listeners += f",SSL://127.0.0.1:{scram.mtls_port}"
+        secured |= {
+            "listener.security.protocol.map": f"{props['listener.security.protocol.map']},SSL:SSL",
+            "listener.name.ssl.ssl.client.auth": "required",
+            "listener.name.ssl.ssl.truststore.type": "PEM",
+            "listener.name.ssl.ssl.truststore.location": str(scram.client_ca),
+        }
+    if scram.misnamed_port is not None:
+        assert scram.misnamed_bundle is not None
+        listeners += f",MISNAMED://127.0.0.1:{scram.misnamed_port}"
+        secured |= {
+            "listener.security.protocol.map": f"{secured['listener.security.protocol.map']},MISNAMED:SSL",
+            "listener.name.misnamed.ssl.keystore.type": "PEM",
+            "listener.name.misnamed.ssl.keystore.location": str(scram.misnamed_bundle),
+        }
+    return secured | {
+        "listeners": f"{props['listeners']},{listeners}",
+        "advertised.listeners": f"{props['advertised.listeners']},{listeners}",
     }
 
 
