@@ -25,11 +25,13 @@ from keel.core.bus.security import KafkaSecurity
 from keel.core.settings import Settings
 from tests.support import servers
 from tests.support.bus import read
+from tests.support.eventually import eventually
 
 if TYPE_CHECKING:
-    from tests.support.apache_kafka import Scram
+    from tests.support.apache_kafka import KafkaNode, Scram
 
 PASSWORD = "s3cr3t-" + uuid.uuid4().hex[:8]
+DOOMED = "doomed-" + uuid.uuid4().hex[:8]  # the password of a user a test revokes
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,9 @@ def _pem_pair(cert: trustme.LeafCert, folder: Path, name: str) -> tuple[Path, Pa
 
 
 @pytest.fixture(scope="module")
-def broker(ca: tuple[trustme.CA, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scram]:
+def secured_node(
+    ca: tuple[trustme.CA, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KafkaNode]:
     """One Apache Kafka with three secured listeners: SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN), SSL
     requiring a client certificate from the test's CA, and SSL with a certificate for another name."""
     if servers.broker_kind() != "kafka":
@@ -67,7 +71,7 @@ def broker(ca: tuple[trustme.CA, Path], tmp_path_factory: pytest.TempPathFactory
     misnamed.write_text(misnamed_key.read_text() + misnamed_cert.read_text())
     scram = apache_kafka.Scram(
         servers.free_port(),
-        {"keel": PASSWORD},
+        {"keel": PASSWORD, "doomed": DOOMED},
         certfile,
         keyfile,
         mtls_port=servers.free_port(),
@@ -75,8 +79,14 @@ def broker(ca: tuple[trustme.CA, Path], tmp_path_factory: pytest.TempPathFactory
         misnamed_port=servers.free_port(),
         misnamed_bundle=misnamed,
     )
-    with servers.running(apache_kafka.node(scram=scram)):
-        yield scram
+    with servers.running(apache_kafka.node(scram=scram)) as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def broker(secured_node: KafkaNode) -> Scram:
+    assert secured_node.scram is not None
+    return secured_node.scram
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +209,8 @@ def test_keel_serve_with_a_wrong_password_exits_in_seconds_with_one_line_naming_
     )
     took = time.monotonic() - started
     output = done.stdout + done.stderr
-    assert done.returncode != 0, output
+    assert done.returncode == 3, output  # the start failed (docs/observability.md's table)
+    assert took < 60, f"{took:.1f} s: the refusal stops the start, no retry loop"
     said = [line for line in output.splitlines() if "refused user 'keel'" in line]
     assert len(said) == 1 and "KAFKA_SASL_PASSWORD" in said[0], output
     assert "Traceback" not in output and wrong not in output and PASSWORD not in output
@@ -254,3 +265,42 @@ def test_settings_name_what_a_half_set_security_configuration_lacks() -> None:
     )
     assert PASSWORD not in repr(settings) and PASSWORD not in repr(settings.kafka_security())
     assert settings.kafka_security().client_options()["sasl_plain_password"] == PASSWORD
+
+
+async def test_credentials_revoked_while_running_make_the_readiness_check_fail_naming_kafka(
+    secured_node: KafkaNode, ca: tuple[trustme.CA, Path]
+) -> None:
+    """What a worker's /readyz runs (`KafkaBus.ping`): fine while the user may sign in, failing once
+    the broker re-authenticates the session of a user whose credentials were deleted."""
+    from tests.support import apache_kafka
+
+    security = KafkaSecurity(
+        protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        username="doomed",
+        password=DOOMED,
+        cafile=str(ca[1]),
+    )
+    assert secured_node.scram is not None
+    bus = KafkaBus([f"127.0.0.1:{secured_node.scram.port}"], timeout_s=5.0, security=security)
+    try:
+        await bus.ping()
+        apache_kafka.revoke_scram(secured_node.address, "doomed")
+
+        async def ready() -> str | None:
+            try:
+                await bus.ping()
+            except BrokerUnavailable as exc:
+                return str(exc)
+            return None
+
+        failed = await eventually(
+            ready,
+            until=lambda why: why is not None,
+            timeout_s=4 * apache_kafka.REAUTH_MS / 1000 + 10,
+            interval_s=0.5,
+            what="the readiness check failing after the revocation",
+        )
+        assert failed is not None and "kafka" in failed and DOOMED not in failed
+    finally:
+        await bus.close()

@@ -82,6 +82,20 @@ def _fetch(libs: Path) -> None:
     staging.rename(libs)
 
 
+REAUTH_MS = 3_000
+
+
+def revoke_scram(bootstrap: str, user: str) -> None:
+    """Deletes `user`'s SCRAM credentials, as an operator would with kafka-configs.sh (through the
+    node's plaintext listener; one mechanism per call, as the tool takes them)."""
+    for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256"):
+        argv = [*_java(), "kafka.admin.ConfigCommand", "--bootstrap-server", bootstrap, "--alter"]
+        argv += ["--entity-type", "users", "--entity-name", user, "--delete-config", mechanism]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"kafka-configs failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+
+
 @dataclass
 class Scram:
     """A SASL_SSL listener whose users sign in with SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN, and a
@@ -216,6 +230,9 @@ def _with_scram(props: dict[str, str], scram: Scram) -> dict[str, str]:
         "ssl.keystore.type": "PEM",
         "ssl.keystore.location": str(scram.keyfile.with_suffix(".bundle.pem")),
         "ssl.client.auth": "none",
+        # Sessions re-authenticate this often (KIP-368, what hosted clusters enforce): a revoked user's
+        # open connections end within it.
+        "listener.name.sasl_ssl.connections.max.reauth.ms": str(REAUTH_MS),
     }
     if scram.mtls_port is not None:
         assert scram.client_ca is not None
