@@ -178,6 +178,28 @@ def test_the_default_sampler_keeps_a_tenth_of_new_traces_and_follows_the_caller(
     assert telemetry.make_sampler("parentbased_always_off", None).get_description().startswith("ParentBased")
 
 
+@pytest.mark.parametrize(
+    ("embedded", "kept"),
+    [(True, "AlwaysOnSampler"), (False, "TraceIdRatioBased{0.1}")],
+    ids=["keel up: every trace", "keel serve and worker: a tenth"],
+)
+def test_without_sampler_settings_a_process_keeps_what_its_command_is_for(embedded, kept):
+    from keel.cityguide.delivery.spec import SPEC as DELIVERY
+    from keel.core.runtime import build_app
+
+    settings = Settings.model_validate(
+        {"otel_exporter_otlp_endpoint": "http://127.0.0.1:9", "secret": "s" * 32}
+    )
+    build_app([DELIVERY], settings, run_workers=False, embedded=embedded)
+    try:
+        tracing = telemetry.active()
+        assert tracing is not None
+        # Parent-based either way: a caller's decision is followed.
+        assert tracing.sampler.get_description().startswith(f"ParentBased{{root:{kept},")
+    finally:
+        telemetry.shutdown_tracing()
+
+
 def test_sampler_settings_take_the_standard_variables(monkeypatch):
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")

@@ -53,6 +53,7 @@ async def test_a_ticket_is_one_trace_from_the_request_to_its_notification(
 
     servers = [s for s in spans if s.kind == "SERVER"]
     assert [s.name for s in servers] == ["POST /v1/tickets"]  # one, and none for the probes
+    assert {s.service for s in spans} == {"keel-tickets"}, "the process's service.name on every span"
     assert servers[0].attributes["http.route"] == "/v1/tickets"
     assert_parent(spans, "send tickets.events", "POST /v1/tickets")
     assert_parent(spans, "process tickets.events", "send tickets.events")
@@ -70,3 +71,26 @@ async def test_a_ticket_is_one_trace_from_the_request_to_its_notification(
         "POST /v1/tickets",
         "process tickets.events",
     }
+
+
+async def test_with_client_spans_off_a_trace_keeps_its_own_spans_and_no_database_or_redis_ones(
+    fresh_pg_dsn, redis_url, make_settings, otlp, quick_span_export, monkeypatch
+):
+    monkeypatch.setenv("TICKETS_RATE_LIMIT", "")
+    settings = traced(make_settings(postgres_dsn=fresh_pg_dsn, redis_url=redis_url), otlp)
+    settings = settings.model_copy(update={"otel_client_spans": False})  # OTEL_CLIENT_SPANS=false
+    trace_id = uuid.uuid4().hex
+    async with serving_app([SPEC], settings) as (_, client):
+        created = await client.post(
+            "/v1/tickets",
+            json=ticket_body(),
+            headers={"X-User-Id": "tracer", "traceparent": traceparent(trace_id)},
+        )
+        assert created.status_code == 201, created.text
+        spans = await eventually(
+            lambda: otlp.trace(trace_id),
+            until=lambda got: {"POST /v1/tickets", "process tickets.events"} <= {s.name for s in got},
+            timeout_s=30,
+            what="the request's and the consumer's spans exported",
+        )
+    assert [s for s in spans if s.kind == "CLIENT"] == []
