@@ -4,10 +4,6 @@ the service (docs/observability.md's table, docs/tickets-ha.md's migrations)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +14,7 @@ from keel.core.settings import Settings
 from keel.tickets.spec import SPEC as TICKETS
 from tests.integration.test_migrate_and_start import HEAD, bare_dsn, keel, revision
 from tests.support.eventually import eventually
+from tests.support.migrations import migrate_at_once, operator_env
 from tests.support.servers import free_port, redis_server, running
 from tests.support.serving import serving_app
 
@@ -64,27 +61,11 @@ def test_redis_refusing_the_credentials_is_one_line_and_exit_3(
     assert "not-the-password" not in "\n".join(lines)
 
 
-async def test_migrators_started_together_take_turns_and_both_succeed(bare_dsn: str, tmp_path: Path) -> None:
-    # Two rollout jobs at once (a retried Job, two clusters' hooks): without the advisory lock both
-    # would create the same tables and one would fail half-way.
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "KAFKA_"))}
-    env = {**clean, "POSTGRES_DSN": bare_dsn, "COLUMNS": "400"}
-    migrators = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "keel.cli",
-            "migrate",
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(3)
-    ]
-    outputs = await asyncio.wait_for(asyncio.gather(*(m.communicate() for m in migrators)), 120)
-    statuses = [m.returncode for m in migrators]
-    assert statuses == [0, 0, 0], [out.decode() for out, _ in outputs]
+async def test_migrators_started_together_take_turns_and_all_succeed(bare_dsn: str, tmp_path: Path) -> None:
+    # Rollout jobs at once (a retried Job, two clusters' hooks): without the advisory lock they would
+    # create the same tables and all but one would fail half-way.
+    outcomes = await migrate_at_once(operator_env(POSTGRES_DSN=bare_dsn), tmp_path)
+    assert [status for status, _ in outcomes] == [0, 0, 0], [output[-2000:] for _, output in outcomes]
     assert await revision(bare_dsn) == HEAD
     conn = await asyncpg.connect(bare_dsn)
     try:
