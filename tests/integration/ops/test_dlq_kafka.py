@@ -226,7 +226,9 @@ async def keel(env: dict[str, str], *args: str) -> Any:
     return orjson.loads(result.stdout)
 
 
-async def test_dead_letter_topics_are_created_with_dlq_retention_days(kafka_brokers, topic):
+async def test_dead_letter_topics_are_created_with_dlq_retention_days_and_keep_their_own_after(
+    kafka_brokers, topic
+):
     settings = Settings(kafka_brokers=kafka_brokers, dlq_retention_days=3)
     bus = build_bus(settings)
     assert isinstance(bus, KafkaBus)
@@ -242,6 +244,18 @@ async def test_dead_letter_topics_are_created_with_dlq_retention_days(kafka_brok
     retention = {r[3]: {c[0]: c[1] for c in r[4]}["retention.ms"] for r in response.resources}
     assert retention[dlq] == str(3 * 86_400_000)
     assert retention[events] != retention[dlq]  # other topics keep the broker's default
+
+    # A later process with another DLQ_RETENTION_DAYS leaves the existing topic as an operator set it.
+    again = build_bus(Settings(kafka_brokers=kafka_brokers, dlq_retention_days=30))
+    assert isinstance(again, KafkaBus)
+    try:
+        await again.ensure_topics([dlq])
+        admin = await again.admin_client()
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, dlq)])
+    finally:
+        await again.close()
+    [resource] = response.resources
+    assert {c[0]: c[1] for c in resource[4]}["retention.ms"] == str(3 * 86_400_000)
 
 
 def pending_gauge(topic: str) -> float | None:
