@@ -1,7 +1,7 @@
 """`keel up` as a newcomer runs it twice: one platform per data folder (a second on the same folder
 stops at once naming the first), a taken port refused in one line before anything starts, absolute
-links to its own address, `/health` beside `/healthz` (seed 003), and its lines never cut at 80 columns
-when its output goes to a file."""
+links to its own address, `/health` beside `/healthz` (seed 003), its lines never cut at 80 columns
+when its output goes to a file, and Ctrl-C (SIGINT) stopping it with exit 0 and no traceback."""
 
 from __future__ import annotations
 
@@ -136,3 +136,25 @@ def test_keel_up_lines_are_not_cut_at_80_columns_in_a_log_file(first_keel_up):
     expected = f"  docs {base}/docs   health {base}/healthz {base}/readyz   metrics {base}/metrics"
     assert len(expected) > 80
     assert expected in lines, lines[:20]
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_stops_keel_up_cleanly_with_exit_0(pg_dsn: str, tmp_path: Path) -> None:
+    port, data, log = free_port(), tmp_path / "data", tmp_path / "up.log"
+    env = _env(pg_dsn, data)
+    argv = [sys.executable, "-m", "keel.cli", "up", "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, deadline_s=180)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        status = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    output = log.read_text()
+    assert status == 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    with pytest.raises(TimeoutError):
+        wait_for_port(port, deadline_s=0.5)  # nothing listens any more
