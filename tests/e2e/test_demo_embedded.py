@@ -1,10 +1,16 @@
 """`keel demo` against the embedded platform (`keel up`: every service in one process, memory bus,
 no broker): every flow ends green — the dev bus door stands in for a console producer — and in
-HLS_MODE=ffmpeg the videos flow serves its own clip on loopback for the platform to fetch."""
+HLS_MODE=ffmpeg the videos flow serves its own clip on loopback for the platform to fetch; against
+processes with no door and no broker the topic-fed flows are skipped; a failed flow exits 1."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import httpx
+import pytest
 
 from keel import services
 from keel.core.runtime import build_app
@@ -73,3 +79,42 @@ async def test_dev_bus_door_refuses_unknown_topics_and_exists_only_under_keel_up
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "not_found"
     assert absent.status_code == 404  # `keel serve` has no such door: the broker is the door there
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [
+        Targets(
+            "http://platform", "http://platform", "http://platform", "http://platform", "http://platform"
+        ),
+        Targets.single("http://platform"),
+    ],
+    ids=["a URL per service", "one URL that is not keel up"],
+)
+async def test_against_processes_without_a_broker_the_topic_fed_flows_are_skipped_not_failed(
+    fresh_pg_dsn, make_settings, targets
+):
+    # As `keel serve` serves them: no dev bus door, and the demo was given no --brokers.
+    specs = [services.load("orders"), services.load("orchestrator")]
+    app = build_app(specs, make_settings(postgres_dsn=fresh_pg_dsn), run_workers=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://platform") as client,
+    ):
+        results = await run_all(client, targets, timeout_s=10, names=["orders", "cityguide"])
+    assert [(r.name, r.status) for r in results] == [("orders", "skipped"), ("cityguide", "skipped")]
+    assert all("--brokers" in r.detail for r in results), [r.detail for r in results]
+
+
+def test_keel_demo_exits_1_when_a_flow_fails(tmp_path):
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "demo", "--base-url", nowhere, "--timeout", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAILED" in done.stdout and "Traceback" not in done.stdout + done.stderr, done.stdout

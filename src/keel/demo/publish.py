@@ -11,6 +11,7 @@ import orjson
 from keel.cityguide import topics
 from keel.core.bus.message import OutgoingMessage
 from keel.core.events import Event, encode
+from keel.demo.steps import DemoFailure, FlowSkipped
 from keel.orders.fake import fake_order
 from keel.orders.schemas import ORDER_EVENT
 
@@ -44,10 +45,17 @@ async def send_via_platform(
             params={"key": m.key.decode()} if m.key else None,
             headers={"X-Bus-Headers": orjson.dumps({k: v.decode() for k, v in m.headers}).decode()},
         )
-        if response.status_code != 202:
-            raise RuntimeError(
-                f"dev bus refused {m.topic}: HTTP {response.status_code} {response.text[:200]}"
+        if response.status_code == 404:
+            # A `keel serve` process (or anything not `keel up`): no door, as in production.
+            raise FlowSkipped(
+                f"{base_url} has no dev bus door (it is not `keel up`): name the broker with --brokers"
             )
+        if response.status_code == 403:
+            raise FlowSkipped(
+                f"{base_url} keeps its dev bus door shut (not bound to loopback): --brokers, or KEEL_DEV_DOOR=1 there"
+            )
+        if response.status_code != 202:
+            raise DemoFailure(f"dev bus refused {m.topic}: HTTP {response.status_code} {response.text[:200]}")
 
 
 async def send(brokers: list[str], messages: list[OutgoingMessage]) -> None:
