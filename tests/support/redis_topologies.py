@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -25,15 +26,17 @@ class SentinelGroup:
     primary: servers.ChildServer
     replica: servers.ChildServer
     sentinels: list[servers.ChildServer] = field(default_factory=list)
+    password: str | None = field(default=None, repr=False)  # of the default user, nodes and Sentinels
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        credentials = f"default:{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis+sentinel://{credentials}{hosts}/{SERVICE}/0"
 
     def primary_port(self) -> int:
         """The port the Sentinels name as primary now."""
-        sentinel = redis.Redis(port=self.sentinels[0].port, socket_timeout=2)
+        sentinel = redis.Redis(port=self.sentinels[0].port, password=self.password, socket_timeout=2)
         try:
             _, port = sentinel.sentinel_get_master_addr_by_name(SERVICE)
             return int(port)
@@ -44,13 +47,24 @@ class SentinelGroup:
         return next(s for s in (self.primary, self.replica) if s.port == port)
 
 
-def _replica_of(primary: servers.ChildServer) -> servers.ChildServer:
-    replica = servers.redis_server()
+def _data_node(password: str | None) -> servers.ChildServer:
+    node = servers.redis_server()
+    # A replica's full sync (at start, and of a demoted primary after a failover) begins at once, not
+    # after the default 5 s wait for more replicas to share it.
+    node.argv += ["--repl-diskless-sync-delay", "0"]
+    if password:
+        # masterauth too: after a failover each node may be the other's replica.
+        node.argv += ["--requirepass", password, "--masterauth", password]
+    return node
+
+
+def _replica_of(primary: servers.ChildServer, password: str | None) -> servers.ChildServer:
+    replica = _data_node(password)
     replica.argv += ["--replicaof", "127.0.0.1", str(primary.port)]
     return replica
 
 
-def _sentinel(primary_port: int) -> servers.ChildServer:
+def _sentinel(primary_port: int, password: str | None) -> servers.ChildServer:
     server = servers.redis_server()
     # A Sentinel rewrites its configuration file as it learns the group: it needs one of its own.
     config = server.workdir / "sentinel.conf"
@@ -61,26 +75,32 @@ def _sentinel(primary_port: int) -> servers.ChildServer:
         f"sentinel down-after-milliseconds {SERVICE} 1000\n"
         f"sentinel failover-timeout {SERVICE} 4000\n"
     )
+    if password:
+        # auth-pass to the data nodes; requirepass for clients, and to the other Sentinels.
+        quoted = '"' + password.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        with config.open("a") as file:
+            file.write(f"sentinel auth-pass {SERVICE} {quoted}\nrequirepass {quoted}\n")
     server.argv = [server.argv[0], str(config), "--sentinel"]
     return server
 
 
 @contextlib.contextmanager
-def sentinel_group() -> Iterator[SentinelGroup]:
-    primary = servers.redis_server()
-    group = SentinelGroup(primary, _replica_of(primary))
+def sentinel_group(password: str | None = None) -> Iterator[SentinelGroup]:
+    """A primary, its replica and three Sentinels; with `password`, every one of them requires it."""
+    primary = _data_node(password)
+    group = SentinelGroup(primary, _replica_of(primary, password), password=password)
     with contextlib.ExitStack() as stack:
         stack.enter_context(servers.running(primary))
         stack.enter_context(servers.running(group.replica))
-        _wait_replicating(group.replica.port)
+        _wait_replicating(group.replica.port, password)
         for _ in range(3):
-            group.sentinels.append(stack.enter_context(servers.running(_sentinel(primary.port))))
+            group.sentinels.append(stack.enter_context(servers.running(_sentinel(primary.port, password))))
         _wait_sentinels_agree(group)
         yield group
 
 
-def _wait_replicating(port: int, within_s: float = 15.0) -> None:
-    client = redis.Redis(port=port, socket_timeout=2)
+def _wait_replicating(port: int, password: str | None, within_s: float = 15.0) -> None:
+    client = redis.Redis(port=port, password=password, socket_timeout=2)
     try:
         eventually_sync(
             lambda: client.info("replication").get("master_link_status"),
@@ -95,7 +115,7 @@ def _wait_replicating(port: int, within_s: float = 15.0) -> None:
 def _wait_sentinels_agree(group: SentinelGroup, within_s: float = 15.0) -> None:
     """Every Sentinel knows the others and the replica: a failover needs the quorum and a candidate."""
     for sentinel in group.sentinels:
-        client = redis.Redis(port=sentinel.port, socket_timeout=2)
+        client = redis.Redis(port=sentinel.port, password=group.password, socket_timeout=2)
         try:
             eventually_sync(
                 lambda client=client: client.sentinel_master(SERVICE),

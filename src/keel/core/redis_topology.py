@@ -96,8 +96,9 @@ class RedisTopology:
             assert self.service is not None
             sentinels = Sentinel(  # type: ignore[no-untyped-call]
                 list(self.nodes),
-                # The Sentinels answer "who is the primary" with the same bounded waits.
-                sentinel_kwargs={k: v for k, v in options.items() if k.startswith("socket_")},
+                # The Sentinels answer "who is the primary" with the same bounded waits, and take the
+                # same credentials (redis-py gives them only what sentinel_kwargs holds).
+                sentinel_kwargs={k: v for k, v in options.items() if k.startswith("socket_")} | credentials,
                 **credentials,
             )
             primary: aioredis.Redis = sentinels.master_for(self.service, db=self.db, **credentials, **options)

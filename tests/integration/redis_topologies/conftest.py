@@ -1,7 +1,8 @@
-"""Keel's Redis users again, with REDIS_URL naming a Redis Cluster: the module here sets `redis_url`
-to its topology and imports the tests that already prove those users on one server, so the same
-assertions hold whichever topology runs underneath. (Sentinels: tests/chaos/test_redis_sentinel_failover.py
-runs the tickets service, its caches, idempotency keys and limits through them across a failover.)"""
+"""Keel's Redis users again, with REDIS_URL naming another topology (a Cluster, Sentinels, one server
+over TLS): each module here sets `redis_url` to its topology and imports the tests that already prove
+those users on one plain server, so the same assertions hold whichever topology runs underneath.
+(tests/chaos/test_redis_sentinel_failover.py also runs the tickets service through Sentinels across a
+kill -9 of the primary.)"""
 
 from __future__ import annotations
 
