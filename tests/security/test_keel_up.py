@@ -21,6 +21,7 @@ from keel.core.runtime import build_app
 from keel.core.settings import DEFAULT_SECRET
 from keel.core.signing import UrlSigner
 from keel.tickets.spec import SPEC as TICKETS
+from tests.support.bus import read
 from tests.support.servers import free_port, wait_for_port
 
 
@@ -101,3 +102,39 @@ async def test_a_shut_door_refuses_in_the_envelope_and_an_open_one_publishes(fre
             published = await client.post("/_dev/bus/tickets.events", content=b"{}")
     assert refused.status_code == 403 and refused.json()["error"]["request_id"]
     assert published.status_code == 202
+
+
+async def test_the_open_door_publishes_the_body_key_and_x_bus_headers_as_a_producer_would(
+    fresh_pg_dsn, make_settings
+):
+    app = build_app([TICKETS], make_settings(postgres_dsn=fresh_pg_dsn), embedded=True, run_workers=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client,
+    ):
+        consumer = app.state.infra.bus.consumer(["tickets.events"], f"door-{uuid.uuid4().hex[:6]}")
+        await consumer.start()
+        try:
+            sent = await client.post(
+                "/_dev/bus/tickets.events",
+                params={"key": "k-1"},
+                content=b'{"hello": "bus"}',
+                headers={
+                    "X-Bus-Headers": '{"traceparent": "00-' + "ab" * 16 + "-" + "cd" * 8 + '-01", "x": "y"}'
+                },
+            )
+            [message] = await read(consumer, 1)
+        finally:
+            await consumer.stop()
+        malformed = await client.post(
+            "/_dev/bus/tickets.events", content=b"{}", headers={"X-Bus-Headers": "[1]"}
+        )
+        unknown = await client.post("/_dev/bus/no.such.topic", content=b"{}")
+    assert sent.status_code == 202, sent.text
+    assert (message.key, message.value) == (b"k-1", b'{"hello": "bus"}')
+    assert dict(message.headers) == {
+        "traceparent": b"00-" + b"ab" * 16 + b"-" + b"cd" * 8 + b"-01",
+        "x": b"y",
+    }
+    assert malformed.status_code == 422 and "X-Bus-Headers" in malformed.json()["error"]["message"]
+    assert unknown.status_code == 404 and "tickets.events" in unknown.json()["error"]["message"]
