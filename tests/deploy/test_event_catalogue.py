@@ -214,3 +214,60 @@ def test_the_order_payload_is_the_model_the_service_validates(
     assert set(documented["properties"]) == set(code["properties"])
     assert set(documented["required"]) == set(code["required"])
     assert documented["additionalProperties"] is code.get("additionalProperties", True) is False
+    # Every bound the service enforces is in the document: a producer that follows it is not
+    # dead-lettered for a length, a pattern or a range it could not have known.
+    bounds = ("type", "minLength", "maxLength", "pattern", "minimum", "maximum", "minItems", "maxItems")
+    differing = {
+        name: ({k: spec.get(k) for k in bounds}, {k: documented["properties"][name].get(k) for k in bounds})
+        for name, spec in code["properties"].items()
+        if "$ref" not in spec
+        and "items" not in spec
+        and {k: spec.get(k) for k in bounds} != {k: documented["properties"][name].get(k) for k in bounds}
+    }
+    assert differing == {}, "code, document"
+
+
+def test_the_console_marks_every_dead_letter_topic_with_its_own_group_and_replays_with_these_headers(
+    catalogue: dict[str, Any],
+) -> None:
+    from keel.ops import records
+    from keel.ops.catalog import dead_letter_topics
+    from keel.ops.dlq import mark_group
+
+    dlqs = set(_dlq_of().values())
+    marked = {
+        address: channel["x-marked-by"]
+        for address, channel in _channels(catalogue).items()
+        if "x-marked-by" in channel
+    }
+    assert set(marked) == dlqs == set(dead_letter_topics())
+    assert marked == {dlq: {"service": "console", "groupId": mark_group(dlq)} for dlq in dlqs}
+    replayed = catalogue["components"]["messages"]["replayed"]["headers"]
+    assert set(replayed["required"]) == {records.REPLAYED_FROM, records.REPLAY_COUNT, records.FIRST_FAILED_AT}
+
+
+def test_the_compose_server_is_the_compose_files_broker(catalogue: dict[str, Any]) -> None:
+    compose = yaml.safe_load((CATALOGUE.parents[1] / "deploy" / "docker-compose.yml").read_text())
+    host, _, port = catalogue["servers"]["compose"]["host"].partition(":")
+    assert host in compose["services"], f"no {host} service in deploy/docker-compose.yml"
+    assert f"{host}:{port}" in str(compose["services"]["tickets"]["environment"]), (
+        "the services' KAFKA_BROKERS"
+    )
+
+
+def test_no_mapping_holds_a_key_without_a_value(catalogue: dict[str, Any]) -> None:
+    """A comma inside an unquoted flow-mapping value (`{description: a, b}`) makes a stray key `b: null`."""
+    strays: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if value is None and key not in ("default", "const", "example"):
+                    strays.append(f"{path}/{key}")
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for n, value in enumerate(node):
+                walk(value, f"{path}/{n}")
+
+    walk(catalogue, "#")
+    assert strays == []

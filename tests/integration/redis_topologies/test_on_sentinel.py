@@ -246,6 +246,16 @@ async def keel_writers(
         await cache.client.aclose()
 
 
+@asynccontextmanager
+async def switched(
+    group: SentinelGroup, key_prefix: str
+) -> AsyncIterator[tuple[RedisCache, RateLimiter, int, int]]:
+    """Keel's writers holding connections to the primary, just after a planned failover to the good
+    replica: (cache, limiter, old primary's port, new primary's port)."""
+    async with switched(group, key_prefix) as (cache, limiter, old, new):
+        yield cache, limiter, old, new
+
+
 async def write_before_the_switch(cache: RedisCache, limiter: RateLimiter, primary: int) -> None:
     """Leaves both clients holding connections to `primary`, and two counts; all of it replicated."""
     await cache.set("tickets:list:u1:open", b"stale page", ttl_s=60)
@@ -285,10 +295,7 @@ async def assert_written_to(port: int, key_prefix: str, limiter: RateLimiter, co
 async def test_after_a_planned_failover_a_demoted_primarys_readonly_sends_the_next_writes_to_the_new_one(
     group: SentinelGroup, key_prefix: str
 ) -> None:
-    async with keel_writers(group, key_prefix) as (cache, limiter):
-        old, new = await a_good_replica(group)
-        await write_before_the_switch(cache, limiter, old)
-        await planned_failover(group, to=new)
+    async with switched(group, key_prefix) as (cache, limiter, old, new):
         # Demoted as Sentinel demotes it some seconds later, but without its CLIENT KILL (as by an
         # operator's REPLICAOF, or the FAILOVER command): the connections the clients hold stay
         # open, and a write on them is answered READONLY.
