@@ -252,7 +252,10 @@ async def switched(
 ) -> AsyncIterator[tuple[RedisCache, RateLimiter, int, int]]:
     """Keel's writers holding connections to the primary, just after a planned failover to the good
     replica: (cache, limiter, old primary's port, new primary's port)."""
-    async with switched(group, key_prefix) as (cache, limiter, old, new):
+    async with keel_writers(group, key_prefix) as (cache, limiter):
+        old, new = await a_good_replica(group)
+        await write_before_the_switch(cache, limiter, old)
+        await planned_failover(group, to=new)
         yield cache, limiter, old, new
 
 
@@ -324,10 +327,7 @@ async def test_after_a_planned_failover_a_demoted_primarys_readonly_sends_the_ne
 async def test_after_a_planned_failover_writes_follow_the_new_primary_once_sentinel_demotes_the_old(
     group: SentinelGroup, key_prefix: str
 ) -> None:
-    async with keel_writers(group, key_prefix) as (cache, limiter):
-        old, new = await a_good_replica(group)
-        await write_before_the_switch(cache, limiter, old)
-        await planned_failover(group, to=new)
+    async with switched(group, key_prefix) as (cache, limiter, old, new):
         switched_at = time.monotonic()
         # Sentinel demotes an old primary that is still up some seconds after naming the new one,
         # and closes every client connection to it as it does (CLIENT KILL): a client finds its
