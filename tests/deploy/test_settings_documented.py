@@ -1,0 +1,48 @@
+"""Every environment variable a settings class reads is documented (README.md or docs/), so an
+operator never meets a knob only the code knows."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+
+from pydantic_settings import BaseSettings
+
+import keel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _settings_classes() -> set[type[BaseSettings]]:
+    found: set[type[BaseSettings]] = set()
+    for module in pkgutil.walk_packages(keel.__path__, "keel."):
+        if module.name.endswith(".settings"):
+            for value in vars(importlib.import_module(module.name)).values():
+                if isinstance(value, type) and issubclass(value, BaseSettings) and value is not BaseSettings:
+                    found.add(value)
+    return found
+
+
+def _env_names(cls: type[BaseSettings]) -> set[str]:
+    names = set()
+    for name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        names.add(alias if isinstance(alias, str) else name.upper())
+    return names
+
+
+def test_every_setting_a_process_reads_is_documented() -> None:
+    classes = _settings_classes()
+    assert len(classes) >= 7, classes  # the core's and each service's with settings of its own
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    text = "\n".join(path.read_text(encoding="utf-8") for path in documents)
+    mentioned = set(re.findall(r"`?([A-Z][A-Z0-9_]{2,})`?", text))
+    missing = sorted(
+        f"{env} ({cls.__module__}.{cls.__name__})"
+        for cls in classes
+        for env in _env_names(cls)
+        if env not in mentioned
+    )
+    assert missing == []
