@@ -153,6 +153,7 @@ INVALID: dict[str, Breaker] = {
     "negative amount": _set("payment.amount", -1),
     "no items": _set("items", []),
     "bad e-mail": _set("delivery.email", "not-an-email"),
+    "bad phone": _set("delivery.phone", "call me maybe"),
     "transaction is not order_uid": _set("payment.transaction", "someone-else"),
     "date is not RFC 3339": _set("date_created", "26.11.2021 06:22"),
     "item of another track": lambda o: o["items"][0].update(track_number="WBILOTHER"),

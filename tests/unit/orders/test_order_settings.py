@@ -17,8 +17,20 @@ def test_defaults_are_the_seeds(monkeypatch):
     assert settings.http_addr == ":8081" and settings.cache_enabled is True
 
 
-@pytest.mark.parametrize(("value", "enabled"), [("0", False), ("1", True), ("false", False), ("true", True)])
-def test_cache_enabled_accepts_0_1_true_false(monkeypatch, value, enabled):
+@pytest.mark.parametrize(
+    ("value", "enabled"),
+    [
+        ("0", False),
+        ("1", True),
+        ("false", False),
+        ("true", True),
+        ("no", False),
+        ("yes", True),
+        ("off", False),
+        ("on", True),
+    ],
+)
+def test_cache_enabled_accepts_the_seeds_0_1_and_the_other_spellings_of_a_switch(monkeypatch, value, enabled):
     monkeypatch.setenv("CACHE_ENABLED", value)
     assert OrderSettings(_env_file=None).cache_enabled is enabled
 
