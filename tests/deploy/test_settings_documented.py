@@ -46,3 +46,18 @@ def test_every_setting_a_process_reads_is_documented() -> None:
         if env not in mentioned
     )
     assert missing == []
+
+
+def test_every_variable_in_the_readmes_settings_table_is_read_by_the_code() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Settings") :]
+    section = section[: section.index("\n## ", 5)]
+    documented = {
+        name
+        for line in section.splitlines()
+        if line.startswith("| `")
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])
+    }
+    assert len(documented) > 50
+    code = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "src" / "keel").rglob("*.py"))
+    assert sorted(n for n in documented if f'"{n}"' not in code) == [], "documented, read nowhere"
