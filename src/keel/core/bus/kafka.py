@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ NO_PRODUCER_ID = (
 
 # How long the start-up diagnosis waits for each broker before calling it unreachable.
 REFUSAL_PROBE_S = 5.0
+DIAGNOSIS_EVERY_S = 10.0
 
 # How long a stopping producer waits for acks of what it holds before it drops them.
 STOP_FLUSH_S = 5.0
@@ -122,6 +124,12 @@ class KafkaBus:
         # broker may answer a ping and still refuse them (no producer id, a group it will not serve).
         self._failing: dict[str, str] = {}
         self._told: set[str] = set()
+        # Why the brokers stopped answering, when a probe can tell (credentials revoked, a certificate
+        # changed): looked for in the background after a failed ping, at most every DIAGNOSIS_EVERY_S,
+        # so a readiness check never waits for it; the next failing check names it.
+        self._diagnosis: str | None = None
+        self._diagnosing: asyncio.Task[None] | None = None
+        self._diagnosed_at = -DIAGNOSIS_EVERY_S
 
     def producer(self) -> KafkaProducer:
         return KafkaProducer(self)
@@ -186,7 +194,11 @@ class KafkaBus:
                 admin = await self._admin_client()
                 await admin.describe_cluster()
         except _UNREACHABLE as exc:
-            raise BrokerUnavailable(f"kafka {self.brokers} did not answer: {exc!r}") from exc
+            self._diagnose()
+            raise BrokerUnavailable(
+                self._diagnosis or f"kafka {self.brokers} did not answer: {exc!r}"
+            ) from exc
+        self._diagnosis = None
         if self._failing:
             raise BrokerUnavailable("; ".join(f"{client}: {why}" for client, why in self._failing.items()))
 
@@ -197,6 +209,18 @@ class KafkaBus:
             if reason := await refusal(address, self.security, min(self.timeout_s, REFUSAL_PROBE_S)):
                 return reason
         return None
+
+    def _diagnose(self) -> None:
+        if self._diagnosing is not None and not self._diagnosing.done():
+            return
+        if time.monotonic() - self._diagnosed_at < DIAGNOSIS_EVERY_S:
+            return
+        self._diagnosed_at = time.monotonic()
+
+        async def probe() -> None:
+            self._diagnosis = await self.refusal()
+
+        self._diagnosing = asyncio.create_task(probe(), name="kafka-diagnosis")
 
     def report(self, client: str, failure: str | None) -> None:
         """Record what `client` cannot do (None: it works again). A diagnosis with a fix is logged
@@ -210,6 +234,10 @@ class KafkaBus:
             log.error("kafka %s: %s", self.brokers, failure)
 
     async def close(self) -> None:
+        if self._diagnosing is not None:
+            self._diagnosing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._diagnosing
         for client in list(self._live):
             await client.stop()
         if self._admin is not None:
