@@ -1,7 +1,8 @@
 """`keel up` as a newcomer runs it twice: one platform per data folder (a second on the same folder
 stops at once naming the first), a taken port refused in one line before anything starts, absolute
 links to its own address, `/health` beside `/healthz` (seed 003), its lines never cut at 80 columns
-when its output goes to a file, and Ctrl-C (SIGINT) stopping it with exit 0 and no traceback."""
+when its output goes to a file, Ctrl-C (SIGINT) stopping it with exit 0 and no traceback, and, with
+nothing configured, its own PostgreSQL under the data folder keeping what it stored across restarts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,3 +159,47 @@ def test_ctrl_c_stops_keel_up_cleanly_with_exit_0(pg_dsn: str, tmp_path: Path) -
     assert "Traceback" not in output, output[-3000:]
     with pytest.raises(TimeoutError):
         wait_for_port(port, deadline_s=0.5)  # nothing listens any more
+
+
+@pytest.mark.timeout(600)
+def test_with_nothing_configured_keel_up_runs_on_its_own_postgresql_and_keeps_the_data(
+    tmp_path: Path,
+) -> None:
+    """`make run` on a fresh machine: no POSTGRES_DSN, so the embedded PostgreSQL under the data folder;
+    what a first run stored is there after a restart."""
+    data = tmp_path / "data"
+    env = {k: v for k, v in _env("", data).items() if k != "POSTGRES_DSN"}
+    user = {"X-User-Id": "newcomer"}
+
+    def run_once(check: Callable[[httpx.Client], None]) -> str:
+        port, log = free_port(), tmp_path / f"up-{time.monotonic_ns()}.log"
+        argv = [sys.executable, "-m", "keel.cli", "up", "--port", str(port)]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, deadline_s=300)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                check(client)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        return log.read_text()
+
+    def create(client: httpx.Client) -> None:
+        assert client.get("/readyz").json()["checks"]["postgres"] == "ok"
+        created = client.post(
+            "/v1/tickets", json={"title": "Kept across restarts", "description": "."}, headers=user
+        )
+        assert created.status_code == 201, created.text
+
+    def still_there(client: httpx.Client) -> None:
+        listed = client.get("/v1/tickets", headers=user)
+        assert [t["title"] for t in listed.json()] == ["Kept across restarts"], listed.text
+
+    first = run_once(create)
+    assert "embedded PostgreSQL running" in first, first[-3000:]
+    assert (data / "pg").is_dir(), "its files under the data folder"
+    run_once(still_there)
