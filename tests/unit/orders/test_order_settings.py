@@ -60,3 +60,25 @@ def test_a_malformed_http_addr_is_refused(addr):
 )
 def test_producer_intervals_are_read_like_go_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("service", "flags", "env", "expected"),
+    [
+        ("tickets", (None, None), {}, ("127.0.0.1", 8000)),
+        ("orders", (None, None), {}, ("0.0.0.0", 8081)),  # the seed's HTTP_ADDR default, ":8081"
+        ("orders", (None, None), {"HTTP_ADDR": "127.0.0.1:9000"}, ("127.0.0.1", 9000)),
+        ("orders", ("127.0.0.2", 7000), {"HTTP_ADDR": "127.0.0.1:9000"}, ("127.0.0.2", 7000)),
+        ("videos", (None, 8003), {}, ("127.0.0.1", 8003)),
+    ],
+    ids=["a service", "orders", "orders with HTTP_ADDR", "flags win", "a port alone"],
+)
+def test_keel_serve_binds_where_the_seeds_say_unless_told_otherwise(
+    monkeypatch, service, flags, env, expected
+):
+    from keel.cli import _serve_address
+
+    monkeypatch.delenv("HTTP_ADDR", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _serve_address(service, *flags) == expected
