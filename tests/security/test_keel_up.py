@@ -57,7 +57,7 @@ def keel_up_on_all_interfaces(fresh_pg_dsn: str, tmp_path: Path) -> Iterator[tup
 
 
 @pytest.mark.timeout(300)
-def test_keel_up_on_a_non_loopback_address_shuts_the_door_and_signs_with_its_own_secret(
+def test_keel_up_on_a_non_loopback_address_shuts_the_door_signs_with_its_own_secret_and_links_relatively(
     keel_up_on_all_interfaces,
 ):
     base, data = keel_up_on_all_interfaces
@@ -67,6 +67,13 @@ def test_keel_up_on_a_non_loopback_address_shuts_the_door_and_signs_with_its_own
         key = f"{uuid.uuid4().hex}.txt"
         forged = client.get(UrlSigner(DEFAULT_SECRET).sign(f"/files/{key}", 60).url())
         genuine = client.get(UrlSigner(generated).sign(f"/files/{key}", 60).url())
+        # 0.0.0.0 names no address a client could reach: no PUBLIC_BASE_URL is made up, links stay relative.
+        user = {"X-User-Id": "anyone"}
+        ticket = client.post("/v1/tickets", json={"title": "Links", "description": "."}, headers=user).json()
+        attached = client.post(
+            f"/v1/tickets/{ticket['id']}/attachments", files={"file": ("a.txt", b"hi")}, headers=user
+        ).json()
+    assert attached["download_url"].startswith("/files/"), attached
     assert door.status_code == 403, door.text
     assert (
         door.json()["error"]["code"] == "forbidden" and "KEEL_DEV_DOOR=1" in door.json()["error"]["message"]
