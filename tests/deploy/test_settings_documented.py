@@ -8,6 +8,7 @@ import pkgutil
 import re
 from pathlib import Path
 
+from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 import keel
@@ -61,3 +62,41 @@ def test_every_variable_in_the_readmes_settings_table_is_read_by_the_code() -> N
     assert len(documented) > 50
     code = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "src" / "keel").rglob("*.py"))
     assert sorted(n for n in documented if f'"{n}"' not in code) == [], "documented, read nowhere"
+
+
+def _as_documented(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def test_the_readmes_defaults_are_the_codes() -> None:
+    """Rows that give one plain default per variable (`1000`, `0.05`, `16`); a default that names
+    another variable (POSTGRES_LISTEN_DSN: POSTGRES_DSN) is a fallback, not a value."""
+    defaults: dict[str, set[str]] = {}
+    for cls in _settings_classes():
+        for name, field in cls.model_fields.items():
+            if field.default_factory is None and field.default is not PydanticUndefined:
+                alias = field.validation_alias if isinstance(field.validation_alias, str) else name.upper()
+                defaults.setdefault(alias, set()).add(_as_documented(field.default))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Settings") :]
+    section = section[: section.index("\n## ", 5)]
+    compared, differing = 0, []
+    for line in section.splitlines():
+        columns = line.split("|")
+        if not line.startswith("| `") or len(columns) < 4:
+            continue
+        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", columns[1])
+        values = re.findall(r"`([^`]*)`", columns[2])
+        if len(names) != len(values):
+            continue  # a default told in words
+        for name, value in zip(names, values, strict=True):
+            if name in defaults and value not in defaults:
+                compared += 1
+                if value not in defaults[name]:
+                    differing.append(f"{name}: README {value!r}, code {sorted(defaults[name])}")
+    assert compared > 40
+    assert differing == []
