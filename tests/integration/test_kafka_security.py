@@ -58,8 +58,9 @@ def _pem_pair(cert: trustme.LeafCert, folder: Path, name: str) -> tuple[Path, Pa
 def secured_node(
     ca: tuple[trustme.CA, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KafkaNode]:
-    """One Apache Kafka with three secured listeners: SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN), SSL
-    requiring a client certificate from the test's CA, and SSL with a certificate for another name."""
+    """One Apache Kafka with four secured listeners: SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN), SSL
+    requiring a client certificate from the test's CA, SSL with a certificate for another name, and
+    SASL_PLAINTEXT."""
     if servers.broker_kind() != "kafka":
         pytest.skip("SASL_SSL needs Apache Kafka (KEEL_TEST_BROKER=kafka); Tansu has no TLS listener")
     from tests.support import apache_kafka
@@ -78,6 +79,7 @@ def secured_node(
         client_ca=ca[1],
         misnamed_port=servers.free_port(),
         misnamed_bundle=misnamed,
+        sasl_plaintext_port=servers.free_port(),
     )
     with servers.running(apache_kafka.node(scram=scram)) as node:
         yield node
@@ -124,6 +126,16 @@ async def test_right_credentials_produce_and_consume_over_sasl_ssl_with_each_mec
     sasl_port: int, ca: tuple[trustme.CA, Path], mechanism: str
 ) -> None:
     await _round_trip(secured(sasl_port, ca[1], mechanism=mechanism))
+
+
+async def test_sasl_without_tls_produces_and_consumes(broker: Scram) -> None:
+    assert broker.sasl_plaintext_port is not None
+    security = KafkaSecurity(
+        protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", username="keel", password=PASSWORD
+    )
+    await _round_trip(
+        KafkaBus([f"127.0.0.1:{broker.sasl_plaintext_port}"], timeout_s=10.0, security=security)
+    )
 
 
 async def test_mutual_tls_takes_the_client_certificate_and_refuses_a_client_without_one(

@@ -99,8 +99,9 @@ def revoke_scram(bootstrap: str, user: str) -> None:
 @dataclass
 class Scram:
     """A SASL_SSL listener whose users sign in with SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN, and a
-    certificate the test made (PEM files); with `mtls_port`, also an SSL listener that requires a
-    client certificate signed by `client_ca`."""
+    certificate the test made (PEM files); optionally an SSL listener that requires a client
+    certificate signed by `client_ca`, one presenting a certificate for another name, and SASL
+    without TLS."""
 
     port: int
     users: dict[str, str]
@@ -111,6 +112,8 @@ class Scram:
     # An SSL listener presenting a certificate for another host name (key then chain, one PEM).
     misnamed_port: int | None = None
     misnamed_bundle: Path | None = None
+    # SASL (SCRAM-SHA-512) without TLS.
+    sasl_plaintext_port: int | None = None
 
     MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
@@ -141,7 +144,10 @@ class KafkaNode(ChildServer):
         ports = [self.port]
         if self.scram is not None:
             # Every listener: the secured ones may open a moment after the plaintext one.
-            ports += [p for p in (self.scram.port, self.scram.mtls_port, self.scram.misnamed_port) if p]
+            scram = self.scram
+            ports += [
+                p for p in (scram.port, scram.mtls_port, scram.misnamed_port, scram.sasl_plaintext_port) if p
+            ]
         try:
             for port in ports:
                 wait_for_port(port, READY_S)
@@ -234,23 +240,25 @@ def _with_scram(props: dict[str, str], scram: Scram) -> dict[str, str]:
         # open connections end within it.
         "listener.name.sasl_ssl.connections.max.reauth.ms": str(REAUTH_MS),
     }
+    # Further listeners, each its own protocol and settings: (name, protocol, port, listener settings).
+    extra: list[tuple[str, str, int, dict[str, str]]] = []
     if scram.mtls_port is not None:
         assert scram.client_ca is not None
-        listeners += f",SSL://127.0.0.1:{scram.mtls_port}"
-        secured |= {
-            "listener.security.protocol.map": f"{props['listener.security.protocol.map']},SSL:SSL",
-            "listener.name.ssl.ssl.client.auth": "required",
-            "listener.name.ssl.ssl.truststore.type": "PEM",
-            "listener.name.ssl.ssl.truststore.location": str(scram.client_ca),
-        }
+        trust = {"ssl.truststore.type": "PEM", "ssl.truststore.location": str(scram.client_ca)}
+        extra.append(("SSL", "SSL", scram.mtls_port, {"ssl.client.auth": "required", **trust}))
     if scram.misnamed_port is not None:
         assert scram.misnamed_bundle is not None
-        listeners += f",MISNAMED://127.0.0.1:{scram.misnamed_port}"
-        secured |= {
-            "listener.security.protocol.map": f"{secured['listener.security.protocol.map']},MISNAMED:SSL",
-            "listener.name.misnamed.ssl.keystore.type": "PEM",
-            "listener.name.misnamed.ssl.keystore.location": str(scram.misnamed_bundle),
-        }
+        keystore = {"ssl.keystore.type": "PEM", "ssl.keystore.location": str(scram.misnamed_bundle)}
+        extra.append(("MISNAMED", "SSL", scram.misnamed_port, keystore))
+    if scram.sasl_plaintext_port is not None:
+        sasl = {"sasl.enabled.mechanisms": "SCRAM-SHA-512", "scram-sha-512.sasl.jaas.config": scram_jaas}
+        extra.append(("SASL_PLAINTEXT", "SASL_PLAINTEXT", scram.sasl_plaintext_port, sasl))
+    protocols = props["listener.security.protocol.map"]
+    for name, protocol, port, settings in extra:
+        listeners += f",{name}://127.0.0.1:{port}"
+        protocols += f",{name}:{protocol}"
+        secured |= {f"listener.name.{name.lower()}.{key}": value for key, value in settings.items()}
+    secured["listener.security.protocol.map"] = protocols
     return secured | {
         "listeners": f"{props['listeners']},{listeners}",
         "advertised.listeners": f"{props['advertised.listeners']},{listeners}",
