@@ -124,6 +124,19 @@ async def fresh_pg_dsn(pg_server_dsn: str, pg_template: str) -> AsyncIterator[st
 
 
 @pytest_asyncio.fixture
+async def bare_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
+    """An empty database, as a new deployment has before its first `keel migrate`."""
+    name = f"keel_bare_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(pg_server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield _with_database(pg_server_dsn, name)
+    await _drop(pg_server_dsn, name)
+
+
+@pytest_asyncio.fixture
 async def db(fresh_pg_dsn: str) -> AsyncIterator[Database]:
     database = Database.connect(fresh_pg_dsn, pool_size=5)
     yield database

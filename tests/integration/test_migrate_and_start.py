@@ -9,20 +9,17 @@ import logging
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from keel.core.errors import StartupError
 from keel.core.runtime import migrates_at_start
 from keel.core.schema import migrate, script
 from keel.core.settings import Settings
 from keel.tickets.spec import SPEC as TICKETS
-from tests.conftest import _drop, _with_database
 from tests.support.servers import free_port
 from tests.support.serving import serving_app
 
@@ -52,19 +49,6 @@ async def revision(dsn: str) -> str | None:
         return None
     finally:
         await conn.close()
-
-
-@pytest_asyncio.fixture
-async def bare_dsn(pg_server_dsn: str) -> AsyncIterator[str]:
-    """An empty database, as a new deployment has before its first `keel migrate`."""
-    name = f"keel_bare_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pg_server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield _with_database(pg_server_dsn, name)
-    await _drop(pg_server_dsn, name)
 
 
 async def test_migrate_moves_down_and_up_to_a_revision_and_says_what_it_did(

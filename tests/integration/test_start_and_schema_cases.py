@@ -12,13 +12,11 @@ from redis.asyncio import Redis
 
 from keel.core.settings import Settings
 from keel.tickets.spec import SPEC as TICKETS
-from tests.integration.test_migrate_and_start import HEAD, bare_dsn, keel, revision
+from tests.integration.test_migrate_and_start import HEAD, keel, revision
 from tests.support.eventually import eventually
 from tests.support.migrations import migrate_at_once, operator_env
 from tests.support.servers import free_port, redis_server, running
 from tests.support.serving import serving_app
-
-__all__ = ["bare_dsn"]  # the fixture, shared with the migrate suite
 
 SECRET = "s" * 32
 

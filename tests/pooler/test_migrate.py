@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.test_migrate_and_start import HEAD, bare_dsn, revision
+from tests.integration.test_migrate_and_start import HEAD, revision
 from tests.support.migrations import migrate_at_once, operator_env
 from tests.support.servers import ChildServer, through
-
-__all__ = ["bare_dsn"]  # the fixture, shared with the migrate suite
 
 
 async def test_migrators_through_the_pooler_take_turns_and_reach_head(
