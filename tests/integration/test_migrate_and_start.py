@@ -6,7 +6,6 @@ command, and `--debug` shows the traceback instead; Redis unreachable at start i
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from keel.core.runtime import migrates_at_start
 from keel.core.schema import migrate, script
 from keel.core.settings import Settings
 from keel.tickets.spec import SPEC as TICKETS
+from tests.support.migrations import operator_env
 from tests.support.servers import free_port
 from tests.support.serving import serving_app
 
@@ -29,10 +29,9 @@ BELOW = str(script().get_revision(HEAD).down_revision)  # the one before the las
 
 def keel(argv: list[str], tmp_path: Path, **env: str) -> tuple[int, list[str]]:
     """Runs `keel ARGV` as an operator would: no test variables, no .env; (exit status, output lines)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "KAFKA_", "PROMETHEUS_"))}
     done = subprocess.run(
         [sys.executable, "-m", "keel.cli", *argv],
-        env={**clean, "COLUMNS": "400", **env},
+        env=operator_env(COLUMNS="400", **env),
         cwd=tmp_path,
         capture_output=True,
         text=True,

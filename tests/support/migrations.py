@@ -54,4 +54,6 @@ async def migrate_at_once(env: dict[str, str], cwd: Path, count: int = 3) -> lis
 
 def operator_env(**values: str) -> dict[str, str]:
     """The environment an operator's shell would have: no test variables, then `values`."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "KAFKA_"))} | values
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "KAFKA_", "PROMETHEUS_"))
+    } | values

@@ -52,11 +52,10 @@ def redis_storage(url: str, *, key_prefix: str = "keel:ratelimit", timeout_s: fl
         "socket_connect_timeout": timeout_s,
         "health_check_interval": 15,
     }
-    credentials = {k: v for k, v in (("username", topology.username), ("password", topology.password)) if v}
-    if topology.kind != "server":
-        # Decoded here: `limits` would send them to the Sentinels or the Cluster as written in the
-        # URL, percent-escapes and all (one server's URL goes to redis-py, which decodes it).
-        options |= credentials
+    credentials = topology.credentials
+    # Handed over decoded: `limits` would send them to the Sentinels or the Cluster as written in the
+    # URL, percent-escapes and all.
+    options |= credentials
     if topology.kind == "sentinel":
         # Counters read from a replica lag the primary: a limit must count on the primary only. The
         # Sentinels get the same short waits and decoded credentials as the primary.

@@ -87,9 +87,15 @@ class RedisTopology:
             unquote(password) or None,
         )
 
+    @property
+    def credentials(self) -> dict[str, str]:
+        """The URL's user and password, decoded, where set (a Sentinel or Cluster URL's; one server's
+        URL carries its own to redis-py, which decodes it)."""
+        return {k: v for k, v in (("username", self.username), ("password", self.password)) if v}
+
     def client(self, **options: Any) -> RedisClient:
         """A client with redis-py's connection `options` (timeouts, pool size, retry)."""
-        credentials: dict[str, Any] = {"username": self.username, "password": self.password}
+        credentials: dict[str, Any] = self.credentials
         if self.kind == "server":
             return aioredis.from_url(self.url, **options)
         if self.kind == "sentinel":

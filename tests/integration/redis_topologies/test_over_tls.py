@@ -24,23 +24,38 @@ from tests.integration.tickets.test_list_cache import *  # noqa: F403
 from tests.support import servers
 
 
+def _issued(ca: trustme.CA, folder: Path, name: str, *identities: str) -> tuple[Path, Path]:
+    """(certificate, key) PEM files of a certificate `ca` issues for `identities`."""
+    cert = ca.issue_cert(*identities)
+    certfile, keyfile = folder / f"{name}.pem", folder / f"{name}.key"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    return certfile, keyfile
+
+
+def _tls_only_redis(
+    ca: trustme.CA, folder: Path, *, client_certificates: bool
+) -> tuple[servers.ChildServer, Path]:
+    """A redis-server with no plaintext port (--port 0) and a certificate from `ca`, asking clients for
+    one of theirs or not; and the CA's certificate file."""
+    cafile = folder / "ca.pem"
+    ca.cert_pem.write_to_path(str(cafile))
+    certfile, keyfile = _issued(ca, folder, "server", "127.0.0.1", "localhost")
+    server = servers.redis_server()
+    server.argv += ["--port", "0", "--tls-port", str(server.port), "--tls-ca-cert-file", str(cafile)]
+    server.argv += ["--tls-cert-file", str(certfile), "--tls-key-file", str(keyfile)]
+    server.argv += ["--tls-auth-clients", "yes" if client_certificates else "no"]
+    return server, cafile
+
+
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     """(port, the CA's certificate) of a redis-server listening for TLS only."""
-    folder = tmp_path_factory.mktemp("redis-tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    cafile, certfile, keyfile = folder / "ca.pem", folder / "server.pem", folder / "server.key"
-    ca.cert_pem.write_to_path(str(cafile))
-    cert.cert_chain_pems[0].write_to_path(str(certfile))
-    cert.private_key_pem.write_to_path(str(keyfile))
-    server = servers.redis_server()
-    port = server.port
-    # --port 0: no plaintext listener at all.
-    server.argv += ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"]
-    server.argv += ["--tls-cert-file", str(certfile), "--tls-key-file", str(keyfile)]
+    server, cafile = _tls_only_redis(
+        trustme.CA(), tmp_path_factory.mktemp("redis-tls"), client_certificates=False
+    )
     with servers.running(server):
-        yield port, cafile
+        yield server.port, cafile
 
 
 @pytest.fixture(scope="module")
@@ -69,25 +84,10 @@ async def test_a_server_that_asks_for_client_certificates_takes_the_one_named_in
     tmp_path: Path,
 ) -> None:
     ca = trustme.CA()
-    server_cert, client_cert = ca.issue_cert("127.0.0.1"), ca.issue_cert("keel-client")
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    server_cert.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
-    server_cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))
-    client_cert.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
-    client_cert.private_key_pem.write_to_path(str(tmp_path / "client.key"))
-    server = servers.redis_server()
-    server.argv += ["--port", "0", "--tls-port", str(server.port), "--tls-auth-clients", "yes"]
-    server.argv += ["--tls-ca-cert-file", str(tmp_path / "ca.pem")]
-    server.argv += [
-        "--tls-cert-file",
-        str(tmp_path / "server.pem"),
-        "--tls-key-file",
-        str(tmp_path / "server.key"),
-    ]
-    trusting = f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={tmp_path / 'ca.pem'}"
-    with_certificate = (
-        f"{trusting}&ssl_certfile={tmp_path / 'client.pem'}&ssl_keyfile={tmp_path / 'client.key'}"
-    )
+    server, cafile = _tls_only_redis(ca, tmp_path, client_certificates=True)
+    certfile, keyfile = _issued(ca, tmp_path, "client", "keel-client")
+    trusting = f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={cafile}"
+    with_certificate = f"{trusting}&ssl_certfile={certfile}&ssl_keyfile={keyfile}"
     with servers.running(server):
         anonymous = RedisTopology.parse(trusting).client(socket_timeout=2)
         known = RedisTopology.parse(with_certificate).client(socket_timeout=2)
