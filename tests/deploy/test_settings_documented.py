@@ -8,6 +8,7 @@ import pkgutil
 import re
 from pathlib import Path
 
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
@@ -26,12 +27,27 @@ def _settings_classes() -> set[type[BaseSettings]]:
     return found
 
 
+def _env_name(name: str, field: FieldInfo) -> str:
+    return field.validation_alias if isinstance(field.validation_alias, str) else name.upper()
+
+
 def _env_names(cls: type[BaseSettings]) -> set[str]:
-    names = set()
-    for name, field in cls.model_fields.items():
-        alias = field.validation_alias
-        names.add(alias if isinstance(alias, str) else name.upper())
-    return names
+    return {_env_name(name, field) for name, field in cls.model_fields.items()}
+
+
+def _settings_table() -> list[tuple[list[str], list[str]]]:
+    """README's settings table: each row's variables and the backticked values of its default column."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Settings") :]
+    section = section[: section.index("\n## ", 5)]
+    rows = []
+    for line in section.splitlines():
+        columns = line.split("|")
+        if line.startswith("| `") and len(columns) >= 4:
+            rows.append(
+                (re.findall(r"`([A-Z][A-Z0-9_]+)`", columns[1]), re.findall(r"`([^`]*)`", columns[2]))
+            )
+    return rows
 
 
 def test_every_setting_a_process_reads_is_documented() -> None:
@@ -50,15 +66,7 @@ def test_every_setting_a_process_reads_is_documented() -> None:
 
 
 def test_every_variable_in_the_readmes_settings_table_is_read_by_the_code() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Settings") :]
-    section = section[: section.index("\n## ", 5)]
-    documented = {
-        name
-        for line in section.splitlines()
-        if line.startswith("| `")
-        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])
-    }
+    documented = {name for names, _ in _settings_table() for name in names}
     assert len(documented) > 50
     code = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "src" / "keel").rglob("*.py"))
     assert sorted(n for n in documented if f'"{n}"' not in code) == [], "documented, read nowhere"
@@ -79,18 +87,9 @@ def test_the_readmes_defaults_are_the_codes() -> None:
     for cls in _settings_classes():
         for name, field in cls.model_fields.items():
             if field.default_factory is None and field.default is not PydanticUndefined:
-                alias = field.validation_alias if isinstance(field.validation_alias, str) else name.upper()
-                defaults.setdefault(alias, set()).add(_as_documented(field.default))
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Settings") :]
-    section = section[: section.index("\n## ", 5)]
+                defaults.setdefault(_env_name(name, field), set()).add(_as_documented(field.default))
     compared, differing = 0, []
-    for line in section.splitlines():
-        columns = line.split("|")
-        if not line.startswith("| `") or len(columns) < 4:
-            continue
-        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", columns[1])
-        values = re.findall(r"`([^`]*)`", columns[2])
+    for names, values in _settings_table():
         if len(names) != len(values):
             continue  # a default told in words
         for name, value in zip(names, values, strict=True):
