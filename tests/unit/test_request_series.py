@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from keel.core import metrics
 from keel.core.metrics import HTTP_LATENCY, HTTP_REQUESTS, LATENCY_BUCKETS, REGISTRY, request_series
+from keel.core.soon import CallSoon
 from tests.support.eventually import eventually
 
 
@@ -68,7 +69,7 @@ def test_a_scrape_reads_what_prometheus_client_would_have_counted() -> None:
 async def test_on_a_loop_the_counts_reach_their_series_within_the_flush_interval(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(metrics, "COUNTS_FLUSH_S", 0.05)
+    monkeypatch.setattr(metrics, "_flush", CallSoon(metrics.flush_counts, 0.05))
     route = _route()
     series = request_series("GET", route, 200)
     counter = HTTP_REQUESTS.labels("GET", route, "200")

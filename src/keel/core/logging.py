@@ -3,7 +3,6 @@ request id of the current request and the ids of the current span (`trace_id`, `
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import logging
@@ -16,6 +15,7 @@ import orjson
 import structlog
 
 from keel.core.context import current_request_id
+from keel.core.soon import CallSoon
 from keel.core.telemetry import add_trace_ids
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class AccessLog(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__()
         self.json = json
         self._pending: list[str] = []
-        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop a write is scheduled on
+        self._write = CallSoon(self.write_pending)  # at the end of the loop's turn
         self._second = -1
         self._stamp = ""
         atexit.register(self.write_pending)
@@ -72,14 +72,7 @@ class AccessLog(logging.StreamHandler):  # type: ignore[type-arg]
         self._pending.append(
             orjson.dumps(line).decode() if self.json else " ".join(f"{k}={v}" for k, v in line.items())
         )
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop: write now
-            self.write_pending()
-            return
-        if self._flush_on is not loop:
-            self._flush_on = loop
-            loop.call_soon(self.write_pending)
+        self._write.request()
 
     def _timestamp(self, now: float) -> str:
         second = int(now)
@@ -88,7 +81,6 @@ class AccessLog(logging.StreamHandler):  # type: ignore[type-arg]
         return f"{self._stamp}.{int((now - second) * 1_000_000):06d}Z"
 
     def write_pending(self) -> None:
-        self._flush_on = None
         if not self._pending:
             return
         text = "\n".join(self._pending) + "\n"

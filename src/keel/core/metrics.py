@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import os
 from bisect import bisect_left
@@ -20,6 +19,8 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from keel.core.soon import CallSoon
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # How long a count may wait in a RequestSeries or CountedLocally before it reaches the registry (a
@@ -50,7 +51,7 @@ class RequestSeries:
         self._sum += elapsed_s
         # The first bucket whose bound is >= elapsed_s, as Histogram.observe picks it.
         self._buckets[bisect_left(LATENCY_BUCKETS, elapsed_s)] += 1
-        _flush_soon()
+        _flush.request()
 
     def flush(self) -> None:
         count = self._count
@@ -80,7 +81,7 @@ class CountedLocally:
 
     def inc(self, amount: int = 1) -> None:
         self._count += amount
-        _flush_soon()
+        _flush.request()
 
     def flush(self) -> None:
         count = self._count
@@ -92,7 +93,6 @@ class CountedLocally:
 # Everything counted locally: the request series by their labels, the counters by their child.
 _series: dict[tuple[str, str, int], RequestSeries] = {}
 _counters: dict[int, CountedLocally] = {}
-_flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
 
 
 def request_series(method: str, route: str, status: int) -> RequestSeries:
@@ -115,24 +115,13 @@ def counted(child: Counter) -> CountedLocally:
 
 def flush_counts() -> None:
     """Everything counted locally so far into the registry."""
-    global _flush_on
-    _flush_on = None
     for series in list(_series.values()):
         series.flush()
     for counter in list(_counters.values()):
         counter.flush()
 
 
-def _flush_soon() -> None:
-    global _flush_on
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # counted outside a loop: nothing would flush it later
-        flush_counts()
-        return
-    if _flush_on is not loop:  # none scheduled, or on a loop that has gone since
-        _flush_on = loop
-        loop.call_later(COUNTS_FLUSH_S, flush_counts)
+_flush = CallSoon(flush_counts, COUNTS_FLUSH_S)
 
 
 class _CountsFirst(Collector):
