@@ -1,19 +1,25 @@
 """Keel's OTLP/JSON span exporter against a receiver on loopback: every field a span carries arrives
 (checked against the protocol's own message schema too), a receiver that is briefly unavailable gets
-the batch on a retry, a refusal is not retried, and the standard header and compression variables
-apply."""
+the batch on a retry, a refusal is not retried, the standard header, compression and certificate
+variables apply, and batches go over one kept-alive connection that is reopened at once when the
+receiver closed it."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import trustme
 from google.protobuf import json_format
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -23,6 +29,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from keel.core.errors import StartupError
 from keel.core.otlp_json import JsonSpanExporter, encode
 from tests.support.otlp import OtlpReceiver
 
@@ -36,13 +43,23 @@ class Scripted:
     statuses: list[int]
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     endpoint: str = ""
+    connections: int = 0  # the TCP connections the exporter opened
+    # Answer the next request, then close its connection (as a receiver's idle timeout does).
+    close_after_next: bool = False
 
 
-@pytest.fixture
-def scripted() -> Iterator[Scripted]:
+@contextlib.contextmanager
+def receiving(tls: ssl.SSLContext | None = None) -> Iterator[Scripted]:
+    """A scripted receiver speaking HTTP/1.1 (connections kept alive), over TLS with `tls`."""
     state = Scripted([])
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            state.connections += 1
+            super().setup()
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             state.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
@@ -51,17 +68,31 @@ def scripted() -> Iterator[Scripted]:
             self.send_header("content-length", "2")
             self.end_headers()
             self.wfile.write(b"{}")
+            if state.close_after_next:
+                state.close_after_next = False
+                self.close_connection = True  # closed without saying so: no `connection: close`
 
         def log_message(self, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    state.endpoint = f"{scheme}://localhost:{server.server_address[1]}/v1/traces"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Scripted]:
+    with receiving() as state:
+        yield state
 
 
 def finished_spans() -> list[ReadableSpan]:
@@ -151,3 +182,60 @@ def test_the_standard_header_and_compression_variables_apply(scripted: Scripted,
     assert headers["authorization"] == "Bearer t0ken" and headers["x-tenant"] == "a"
     assert headers["content-type"] == "application/json" and headers["content-encoding"] == "gzip"
     assert gzip.decompress(body) == encode(spans)
+
+
+def test_batches_share_one_connection_and_one_the_receiver_closed_is_reopened_at_once(scripted: Scripted):
+    exporter = JsonSpanExporter(scripted.endpoint, timeout_s=5)
+    for _ in range(3):
+        assert exporter.export(finished_spans()) is SpanExportResult.SUCCESS
+    assert (len(scripted.requests), scripted.connections) == (3, 1)
+
+    scripted.close_after_next = True
+    assert exporter.export(finished_spans()) is SpanExportResult.SUCCESS
+    began = time.monotonic()
+    assert exporter.export(finished_spans()) is SpanExportResult.SUCCESS  # on a connection it closed
+    assert time.monotonic() - began < 0.5  # sent again at once, not after the retry's backoff
+    assert (len(scripted.requests), scripted.connections) == (5, 2)
+    exporter.shutdown()
+
+
+@pytest.fixture(scope="module")
+def collector_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def _tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    return context
+
+
+def test_an_https_receiver_is_verified_against_the_certificate_variable(
+    collector_ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    ca_file = tmp_path / "collector-ca.pem"
+    collector_ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(ca_file))
+    with receiving(_tls(collector_ca)) as receiver:
+        spans = finished_spans()
+        assert JsonSpanExporter(receiver.endpoint, timeout_s=5).export(spans) is SpanExportResult.SUCCESS
+        ((_, body),) = receiver.requests
+        assert body == encode(spans)
+
+
+def test_an_https_receiver_with_an_untrusted_certificate_gets_nothing(
+    collector_ca: trustme.CA, caplog: pytest.LogCaptureFixture
+):
+    with receiving(_tls(collector_ca)) as receiver:  # its CA is not among the system's
+        exporter = JsonSpanExporter(receiver.endpoint, timeout_s=1.5)
+        assert exporter.export(finished_spans()) is SpanExportResult.FAILURE
+        assert receiver.requests == []
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+
+
+def test_an_unreadable_certificate_file_stops_the_start_in_one_line(tmp_path: Path):
+    with pytest.raises(StartupError) as failure:
+        JsonSpanExporter("https://collector:4318/v1/traces", cafile=str(tmp_path / "missing.pem"))
+    message = str(failure.value)
+    assert message.startswith("OTEL_EXPORTER_OTLP_CERTIFICATE=") and "\n" not in message
+    assert "No such file" in message

@@ -6,33 +6,46 @@ attribute and value in Python, several times the cost of the span itself; the ba
 on a thread of the serving process, under the same GIL as the requests. Built as plain dicts and
 serialised by orjson, a batch costs a fraction of that (docs/design-decisions.md, with the figure).
 Like the SDK's exporter: OTEL_EXPORTER_OTLP_HEADERS (and _TRACES_HEADERS), gzip with
-OTEL_EXPORTER_OTLP_COMPRESSION=gzip, and a batch refused with 429/502/503/504 or not delivered is
-retried with backoff until the export timeout."""
+OTEL_EXPORTER_OTLP_COMPRESSION=gzip, an https endpoint verified against OTEL_EXPORTER_OTLP_CERTIFICATE
+(and _TRACES_CERTIFICATE; else the system's CAs), and a batch refused with 429/502/503/504 or not
+delivered is retried with backoff until the export timeout.
+
+Sent with the standard library's `http.client` over one kept-alive connection: the thread that sends
+shares the GIL with the requests, and each time it takes the GIL back after a system call the event
+loop may wait for it. An httpx POST went through several times the Python and the system calls of
+`http.client`'s (docs/design-decisions.md, with the figure)."""
 
 from __future__ import annotations
 
 import gzip
+import http.client
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import orjson
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext
 from opentelemetry.util.re import parse_env_headers
 
+from keel.core.errors import StartupError
 from keel.core.hexids import hex64, hex128
 
 log = logging.getLogger("keel.telemetry")
 
 RETRYABLE = frozenset({429, 502, 503, 504})
+# A batch is encoded on the processor's thread, holding the GIL: an event loop that wants it back
+# waits up to the interpreter's switch interval (5 ms) each time. Letting it go every few spans bounds
+# that wait to their encoding (the served p99 with tracing on: bench/results/changes.md).
+PAUSE_EVERY = 32
 TIMEOUT_S = 10.0
 # OTLP SpanFlags: the parent's remoteness is known (bit 8) and the parent is remote (bit 9).
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
@@ -107,13 +120,16 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
     return out
 
 
-def encode(spans: Sequence[ReadableSpan]) -> bytes:
-    """An ExportTraceServiceRequest: spans grouped by resource, then by instrumentation scope."""
+def encode(spans: Sequence[ReadableSpan], *, pause_every: int = 0) -> bytes:
+    """An ExportTraceServiceRequest: spans grouped by resource, then by instrumentation scope.
+    `pause_every` N spans, the GIL is let go (see JsonSpanExporter.export)."""
     # Resources compared by identity: a process has one (hashing one serialises its attributes).
     grouped: dict[int, tuple[Any, dict[Any, list[dict[str, Any]]]]] = {}
-    for span in spans:
+    for i, span in enumerate(spans, 1):
         _, by_scope = grouped.setdefault(id(span.resource), (span.resource, defaultdict(list)))
         by_scope[span.instrumentation_scope].append(_span(span))
+        if pause_every and i % pause_every == 0:
+            time.sleep(0)
     request = {
         "resourceSpans": [
             {
@@ -140,6 +156,80 @@ def env_headers() -> dict[str, str]:
     }
 
 
+def env_certificate() -> str | None:
+    """The CA file an https receiver's certificate is verified against, the traces-only one winning."""
+    return (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE")
+        or os.environ.get("OTEL_EXPORTER_OTLP_CERTIFICATE")
+        or None
+    )
+
+
+def _verifying(cafile: str | None) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(
+            f"OTEL_EXPORTER_OTLP_CERTIFICATE={cafile} cannot be read as CA certificates "
+            f"({getattr(exc, 'strerror', None) or exc}): set it to the PEM file of the collector's CA"
+        ) from exc
+
+
+class _Receiver:
+    """One kept-alive HTTP/1.1 connection to the receiver, opened when first needed and again after
+    a failure. Not thread-safe: the batch processor's one thread sends."""
+
+    def __init__(self, endpoint: str, timeout_s: float, cafile: str | None) -> None:
+        url = urlsplit(endpoint)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL, not {endpoint!r}")
+        self.path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        self._host, self._port, self._tls = url.hostname, url.port, url.scheme == "https"
+        self._context = _verifying(cafile) if self._tls else None
+        self._timeout_s = timeout_s
+        self._connection: http.client.HTTPConnection | None = None
+
+    def post(self, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
+        """The receiver's status for `body`. A kept-alive connection the receiver closed while idle is
+        reopened and the request sent again at once; other failures raise OSError or HTTPException."""
+        reused = self._connection is not None
+        try:
+            return self._post_once(body, headers, timeout_s)
+        except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
+            self.close()
+            if not reused:
+                raise
+        return self._post_once(body, headers, timeout_s)
+
+    def _post_once(self, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
+        connection = self._connection
+        if connection is None:
+            if self._context is not None:
+                connection = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=timeout_s, context=self._context
+                )
+            else:
+                connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout_s)
+            self._connection = connection
+        elif connection.sock is not None:
+            connection.sock.settimeout(timeout_s)
+        try:
+            connection.request("POST", self.path, body=body, headers=dict(headers))
+            response = connection.getresponse()
+            response.read()
+        except BaseException:
+            self.close()
+            raise
+        if response.will_close:
+            self.close()
+        return response.status
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+
 class JsonSpanExporter(SpanExporter):
     """POSTs each batch to `endpoint` (…/v1/traces); called by the batch processor's one thread."""
 
@@ -150,6 +240,7 @@ class JsonSpanExporter(SpanExporter):
         headers: Mapping[str, str] | None = None,
         compression: str | None = None,
         timeout_s: float = TIMEOUT_S,
+        cafile: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
@@ -158,13 +249,14 @@ class JsonSpanExporter(SpanExporter):
         sent = {"content-type": "application/json", **(env_headers() if headers is None else headers)}
         if self.gzip:
             sent["content-encoding"] = "gzip"
-        self._client = httpx.Client(headers=sent, timeout=timeout_s)
+        self._headers = sent
+        self._receiver = _Receiver(endpoint, timeout_s, cafile or env_certificate())
         self._stopped = threading.Event()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._stopped.is_set():
             return SpanExportResult.FAILURE
-        body = encode(spans)
+        body = encode(spans, pause_every=PAUSE_EVERY)
         if self.gzip:
             body = gzip.compress(body, compresslevel=6)
         deadline = time.monotonic() + self.timeout_s
@@ -172,8 +264,8 @@ class JsonSpanExporter(SpanExporter):
         while True:
             try:
                 left = max(0.1, deadline - time.monotonic())
-                status = self._client.post(self.endpoint, content=body, timeout=left).status_code
-            except httpx.HTTPError as exc:
+                status = self._receiver.post(body, self._headers, left)
+            except (OSError, http.client.HTTPException) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             else:
                 if status < 300:
@@ -193,4 +285,4 @@ class JsonSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         self._stopped.set()
-        self._client.close()
+        self._receiver.close()
