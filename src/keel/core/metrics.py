@@ -163,6 +163,9 @@ KAFKA_CONSUMER_LAG = Gauge(
 EVENTS_CONSUMED = Counter(
     "events_consumed_total", "Events handled by consumers", ["group", "topic", "outcome"]
 )
+TRACE_SPANS_DROPPED = Counter(
+    "trace_spans_dropped_total", "Spans dropped because the trace exporter fell behind (its queue was full)"
+)
 DLQ_MESSAGES = Counter("dlq_messages_total", "Messages sent to a dead-letter topic", ["topic", "reason"])
 OUTBOX_LAG = Gauge(
     "outbox_lag_seconds", "Age of the oldest unpublished outbox event", multiprocess_mode="livemax"

@@ -8,6 +8,8 @@ spans in `keel.core.client_spans`; docs/observability.md shows a trace."""
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,7 +17,7 @@ from typing import Any, Literal
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -28,6 +30,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from keel.core.client_spans import UnderSampled
 from keel.core.hexids import hex64, hex128
+from keel.core.metrics import TRACE_SPANS_DROPPED
 from keel.core.otlp_json import JsonSpanExporter
 
 log = logging.getLogger("keel.telemetry")
@@ -65,6 +68,63 @@ class Tracing:
     # TraceIdRatioBased rule; 0 for always_off), so a server span decides it in one comparison.
     # None for a sampler of another kind: it is asked.
     root_bound: int | None
+
+
+# What Batching reads of the SDK's batch processor.
+SDK_INTERNALS = ("_queue", "_max_queue_size", "_max_export_batch_size", "_worker_awaken", "_shutdown")
+# How often a process says that it drops spans, while it does.
+DROPS_REPORTED_EVERY_S = 10.0
+
+
+class Batching(BatchSpanProcessor):
+    """The SDK's batch processor (its queue, worker thread, `OTEL_BSP_*` variables, flush and fork
+    handling) with two changes to how an ended span is handed over:
+
+    - A span that finds the queue full (the exporter falls behind) is counted in
+      `trace_spans_dropped_total` and said in one warning every DROPS_REPORTED_EVERY_S with the count;
+      the SDK logs a warning for every span it drops, thousands of lines a second from the request path
+      of an overloaded process.
+    - No `os.getpid()` per span: the SDK compares it with its own to notice a fork, a system call on
+      the request's path, while the hook it registers with `os.register_at_fork` already resets the
+      processor in a forked child.
+
+    If the SDK's internals are not the ones this reads, every span goes the SDK's way."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        super().__init__(exporter)
+        self._dropped = 0
+        self._report_at = 0.0
+        batch = self._batch_processor
+        if not all(hasattr(batch, name) for name in SDK_INTERNALS) or not hasattr(os, "register_at_fork"):
+            self.on_end = super().on_end  # type: ignore[method-assign]
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not (span.context and span.context.trace_flags.sampled):
+            return
+        batch = self._batch_processor
+        queue = batch._queue
+        if batch._shutdown:
+            batch.emit(span)  # the SDK's: ignored, and said
+        elif len(queue) >= batch._max_queue_size:
+            self._drop(batch._max_queue_size)
+        else:
+            queue.appendleft(span)
+            if len(queue) >= batch._max_export_batch_size and not batch._worker_awaken.is_set():
+                batch._worker_awaken.set()
+
+    def _drop(self, queue_size: int) -> None:
+        TRACE_SPANS_DROPPED.inc()
+        self._dropped += 1
+        now = time.monotonic()
+        if now >= self._report_at:
+            log.warning(
+                "trace export falls behind: %d spans dropped, its queue of %d was full; lower "
+                "OTEL_TRACES_SAMPLER_ARG or raise OTEL_BSP_MAX_QUEUE_SIZE",
+                self._dropped,
+                queue_size,
+            )
+            self._dropped = 0
+            self._report_at = now + DROPS_REPORTED_EVERY_S
 
 
 def root_bound(sampler: Sampler) -> int | None:
@@ -116,7 +176,7 @@ def setup_tracing(
         exporter = JsonSpanExporter(f"{endpoint.rstrip('/')}/v1/traces")
     shutdown_tracing()  # a second app in one process (tests) replaces the first's provider
     resource = Resource.create({"service.name": service_name})
-    processor = BatchSpanProcessor(exporter)
+    processor = Batching(exporter)
     sampler = sampler or make_sampler(None, None)
     provider = TracerProvider(resource=resource, sampler=sampler)
     provider.add_span_processor(processor)
