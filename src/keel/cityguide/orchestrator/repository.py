@@ -101,7 +101,8 @@ WHERE route_id = $1
 # first), the batch step back to running where a restart left it pending, and per route how many
 # other jobs are not completed yet. Data-modifying CTEs all run, whether or not the outer query reads
 # them; the count reads the statement's snapshot, which is why it leaves these jobs out rather than
-# relying on their update.
+# relying on their update. The count is a join, not a subquery per route: per route, the subquery
+# scanned the whole batch for each of its jobs (quadratic in the batch; bench/results/changes.md).
 COMPLETE_JOBS = """
 WITH k AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[])
@@ -121,13 +122,12 @@ WITH k AS (
     SET status = 'running', error = NULL, finished_at = NULL
     WHERE s.route_id IN (SELECT route_id FROM k) AND s.step = 'tts_batch' AND s.status = 'pending'
 )
-SELECT r.route_id, f.confirmed_at,
-       (SELECT count(*) FROM cityguide_tts_jobs j
-        WHERE j.route_id = r.route_id AND j.status <> 'completed'
-          AND NOT EXISTS (SELECT 1 FROM k WHERE k.route_id = j.route_id AND k.story_id = j.story_id)
-       ) AS unfinished
+SELECT r.route_id, f.confirmed_at, count(j.story_id) AS unfinished
 FROM (SELECT DISTINCT route_id FROM k) AS r
 LEFT JOIN first AS f ON f.route_id = r.route_id
+LEFT JOIN cityguide_tts_jobs AS j ON j.route_id = r.route_id AND j.status <> 'completed'
+    AND NOT EXISTS (SELECT 1 FROM k WHERE k.route_id = j.route_id AND k.story_id = j.story_id)
+GROUP BY r.route_id, f.confirmed_at
 """
 
 # Routes whose jobs are all completed: tts_batch completed, delivery run (attempt + 1) and completed,
