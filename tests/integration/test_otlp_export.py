@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from keel.core.errors import StartupError
+from keel.core.metrics import REGISTRY
 from keel.core.otlp_json import JsonSpanExporter, encode
 from tests.support.otlp import OtlpReceiver
 
@@ -159,18 +160,26 @@ def test_a_receiver_briefly_unavailable_gets_the_batch_on_a_retry(scripted: Scri
     assert len(scripted.requests) == 2 and scripted.requests[0][1] == scripted.requests[1][1]
 
 
-def test_a_refused_batch_is_dropped_at_once_and_said(scripted: Scripted, caplog):
+def _dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("trace_spans_dropped_total", {"reason": reason}) or 0.0
+
+
+def test_a_refused_batch_is_dropped_at_once_said_and_counted(scripted: Scripted, caplog):
     scripted.statuses = [400]
     exporter = JsonSpanExporter(scripted.endpoint, timeout_s=5)
+    before = _dropped("refused")
     assert exporter.export(finished_spans()) is SpanExportResult.FAILURE
     assert len(scripted.requests) == 1
     assert "HTTP 400, 3 spans dropped" in caplog.text
+    assert _dropped("refused") == before + 3
 
 
-def test_an_unreachable_receiver_fails_the_export_within_its_timeout(caplog):
+def test_an_unreachable_receiver_fails_the_export_within_its_timeout_and_counts_the_spans(caplog):
     exporter = JsonSpanExporter("http://127.0.0.1:9/v1/traces", timeout_s=1.5)
+    before = _dropped("failed")
     assert exporter.export(finished_spans()) is SpanExportResult.FAILURE
     assert "trace export failed" in caplog.text
+    assert _dropped("failed") == before + 3
 
 
 def test_the_standard_header_and_compression_variables_apply(scripted: Scripted, monkeypatch):

@@ -97,10 +97,10 @@ def test_spans_past_a_full_queue_are_counted_and_said_once_per_interval(
     for i in range(4):
         processor.on_end(span(f"first{i}"))
     assert blocked.wait(5)  # the worker holds the first batch; the queue (8) fills behind it
-    before = REGISTRY.get_sample_value("trace_spans_dropped_total") or 0.0
+    before = REGISTRY.get_sample_value("trace_spans_dropped_total", {"reason": "queue_full"}) or 0.0
     for i in range(8 + 500):
         processor.on_end(span(f"s{i}"))
-    assert REGISTRY.get_sample_value("trace_spans_dropped_total") == before + 500
+    assert REGISTRY.get_sample_value("trace_spans_dropped_total", {"reason": "queue_full"}) == before + 500
     said = [r.getMessage() for r in caplog.records if "trace export falls behind" in r.getMessage()]
     assert said == [
         "trace export falls behind: 1 spans dropped, its queue of 8 was full; lower "

@@ -163,8 +163,10 @@ KAFKA_CONSUMER_LAG = Gauge(
 EVENTS_CONSUMED = Counter(
     "events_consumed_total", "Events handled by consumers", ["group", "topic", "outcome"]
 )
+# reason: queue_full (the exporter fell behind), refused (the collector answered 4xx), failed (the
+# collector did not take the batch within the export timeout).
 TRACE_SPANS_DROPPED = Counter(
-    "trace_spans_dropped_total", "Spans dropped because the trace exporter fell behind (its queue was full)"
+    "trace_spans_dropped_total", "Spans that never reached the collector, by reason", ["reason"]
 )
 DLQ_MESSAGES = Counter("dlq_messages_total", "Messages sent to a dead-letter topic", ["topic", "reason"])
 OUTBOX_LAG = Gauge(

@@ -38,6 +38,7 @@ from opentelemetry.util.re import parse_env_headers
 
 from keel.core.errors import StartupError
 from keel.core.hexids import hex64, hex128
+from keel.core.metrics import TRACE_SPANS_DROPPED
 
 log = logging.getLogger("keel.telemetry")
 
@@ -273,10 +274,12 @@ class JsonSpanExporter(SpanExporter):
                 reason = f"HTTP {status}"
                 if status not in RETRYABLE:
                     log.warning("trace export refused: %s, %d spans dropped", reason, len(spans))
+                    TRACE_SPANS_DROPPED.labels("refused").inc(len(spans))
                     return SpanExportResult.FAILURE
             wait = delay * random.uniform(0.8, 1.2)
             if time.monotonic() + wait > deadline or self._stopped.wait(wait):
                 log.warning("trace export failed: %s, %d spans dropped", reason, len(spans))
+                TRACE_SPANS_DROPPED.labels("failed").inc(len(spans))
                 return SpanExportResult.FAILURE
             delay *= 2
 

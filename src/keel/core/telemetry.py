@@ -72,6 +72,7 @@ class Tracing:
 
 # What Batching reads of the SDK's batch processor.
 SDK_INTERNALS = ("_queue", "_max_queue_size", "_max_export_batch_size", "_worker_awaken", "_shutdown")
+_QUEUE_FULL = TRACE_SPANS_DROPPED.labels("queue_full")
 # How often a process says that it drops spans, while it does.
 DROPS_REPORTED_EVERY_S = 10.0
 
@@ -81,8 +82,8 @@ class Batching(BatchSpanProcessor):
     handling) with two changes to how an ended span is handed over:
 
     - A span that finds the queue full (the exporter falls behind) is counted in
-      `trace_spans_dropped_total` and said in one warning every DROPS_REPORTED_EVERY_S with the count;
-      the SDK logs a warning for every span it drops, thousands of lines a second from the request path
+      `trace_spans_dropped_total{reason="queue_full"}` and said in one warning every
+      DROPS_REPORTED_EVERY_S with the count; the SDK logs a warning for every span it drops, thousands of lines a second from the request path
       of an overloaded process.
     - No `os.getpid()` per span: the SDK compares it with its own to notice a fork, a system call on
       the request's path, while the hook it registers with `os.register_at_fork` already resets the
@@ -113,7 +114,7 @@ class Batching(BatchSpanProcessor):
                 batch._worker_awaken.set()
 
     def _drop(self, queue_size: int) -> None:
-        TRACE_SPANS_DROPPED.inc()
+        _QUEUE_FULL.inc()
         self._dropped += 1
         now = time.monotonic()
         if now >= self._report_at:
