@@ -9,21 +9,34 @@ from keel.core.db import Database
 from keel.ops.dlq import MARK_GROUP_PREFIX
 from keel.ops.topics import TopicAdmin
 
+# The view reads at most this many unpublished events, the oldest first (through the primary key):
+# during an outage's backlog, counting every row would read the whole table on each refresh, when the
+# database is busiest and the operator is looking.
+PENDING_READ_CAP = 100_000
+
 OUTBOX_PENDING = """
 SELECT topic, count(*) AS pending, extract(epoch FROM now() - min(created_at)) AS oldest_s
-  FROM outbox_events WHERE published_at IS NULL GROUP BY topic ORDER BY topic
+  FROM (SELECT topic, created_at FROM outbox_events WHERE published_at IS NULL ORDER BY id LIMIT $1) AS o
+ GROUP BY topic ORDER BY topic
 """
 
 
-async def outbox_lag(db: Database, services_by_topic: dict[str, str]) -> list[dict[str, Any]]:
+async def outbox_lag(
+    db: Database, services_by_topic: dict[str, str], *, cap: int = PENDING_READ_CAP
+) -> list[dict[str, Any]]:
+    """Unpublished events per topic and the age of each topic's oldest. Past `cap` events, each
+    row says `capped`: its count covers the `cap` oldest events only (more are waiting), and a topic
+    whose events all came later is not listed."""
     async with db.connection() as conn:
-        rows = await conn.fetch(OUTBOX_PENDING)
+        rows = await conn.fetch(OUTBOX_PENDING, cap + 1)
+    capped = sum(r["pending"] for r in rows) > cap
     return [
         {
             "service": services_by_topic.get(r["topic"], "unknown"),
             "topic": r["topic"],
             "pending": r["pending"],
             "oldest_s": round(float(r["oldest_s"]), 3),
+            "capped": capped,
         }
         for r in rows
     ]
