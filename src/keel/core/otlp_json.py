@@ -180,14 +180,13 @@ class _Receiver:
     """One kept-alive HTTP/1.1 connection to the receiver, opened when first needed and again after
     a failure. Not thread-safe: the batch processor's one thread sends."""
 
-    def __init__(self, endpoint: str, timeout_s: float, cafile: str | None) -> None:
+    def __init__(self, endpoint: str, cafile: str | None) -> None:
         url = urlsplit(endpoint)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL, not {endpoint!r}")
         self.path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         self._host, self._port, self._tls = url.hostname, url.port, url.scheme == "https"
         self._context = _verifying(cafile) if self._tls else None
-        self._timeout_s = timeout_s
         self._connection: http.client.HTTPConnection | None = None
 
     def post(self, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
@@ -251,7 +250,7 @@ class JsonSpanExporter(SpanExporter):
         if self.gzip:
             sent["content-encoding"] = "gzip"
         self._headers = sent
-        self._receiver = _Receiver(endpoint, timeout_s, cafile or env_certificate())
+        self._receiver = _Receiver(endpoint, cafile or env_certificate())
         self._stopped = threading.Event()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
