@@ -44,7 +44,7 @@ log = logging.getLogger("keel.telemetry")
 
 RETRYABLE = frozenset({429, 502, 503, 504})
 # A batch is encoded on the processor's thread, holding the GIL: an event loop that wants it back
-# waits up to the interpreter's switch interval (5 ms) each time. Letting it go every few spans bounds
+# waits up to the interpreter's switch interval (`sys.getswitchinterval()`) each time. Letting it go every few spans bounds
 # that wait to their encoding (the served p99 with tracing on: bench/results/changes.md).
 PAUSE_EVERY = 32
 TIMEOUT_S = 10.0
