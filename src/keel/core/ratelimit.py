@@ -52,16 +52,17 @@ def redis_storage(url: str, *, key_prefix: str = "keel:ratelimit", timeout_s: fl
         "socket_connect_timeout": timeout_s,
         "health_check_interval": 15,
     }
-    credentials = topology.credentials
     # Handed over decoded: `limits` would send them to the Sentinels or the Cluster as written in the
     # URL, percent-escapes and all.
-    options |= credentials
+    options |= topology.credentials
     if topology.kind == "sentinel":
-        # Counters read from a replica lag the primary: a limit must count on the primary only. The
-        # Sentinels get the same short waits and decoded credentials as the primary.
-        sentinels = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout")} | credentials
+        # Counters read from a replica lag the primary: a limit must count on the primary only.
         return RedisSentinelStorage(
-            topology.limits_uri(), use_replicas=False, db=topology.db, sentinel_kwargs=sentinels, **options
+            topology.limits_uri(),
+            use_replicas=False,
+            db=topology.db,
+            sentinel_kwargs=topology.sentinel_options(options),
+            **options,
         )
     if topology.kind == "cluster":
         return RedisClusterStorage(topology.limits_uri(), **options)

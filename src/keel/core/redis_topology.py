@@ -93,6 +93,11 @@ class RedisTopology:
         URL carries its own to redis-py, which decodes it)."""
         return {k: v for k, v in (("username", self.username), ("password", self.password)) if v}
 
+    def sentinel_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """What the Sentinels themselves get of a client's `options`: the same bounded waits (they answer
+        "who is the primary") and the URL's credentials (redis-py gives them only `sentinel_kwargs`)."""
+        return {k: v for k, v in options.items() if k.startswith("socket_")} | self.credentials
+
     def client(self, **options: Any) -> RedisClient:
         """A client with redis-py's connection `options` (timeouts, pool size, retry)."""
         credentials: dict[str, Any] = self.credentials
@@ -102,9 +107,7 @@ class RedisTopology:
             assert self.service is not None
             sentinels = Sentinel(  # type: ignore[no-untyped-call]
                 list(self.nodes),
-                # The Sentinels answer "who is the primary" with the same bounded waits, and take the
-                # same credentials (redis-py gives them only what sentinel_kwargs holds).
-                sentinel_kwargs={k: v for k, v in options.items() if k.startswith("socket_")} | credentials,
+                sentinel_kwargs=self.sentinel_options(options),
                 **credentials,
             )
             primary: aioredis.Redis = sentinels.master_for(self.service, db=self.db, **credentials, **options)
