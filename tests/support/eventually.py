@@ -16,16 +16,21 @@ async def eventually(
     timeout_s: float = 5.0,
     what: str = "",
     interval_s: float = 0.005,
+    retry_on: tuple[type[BaseException], ...] = (),
 ) -> Any:
     """Call `probe` (sync or async) every `interval_s` until `until(result)` holds; fail with the
-    last result after `timeout_s`."""
+    last result after `timeout_s`. A probe raising one of `retry_on` counts as not there yet."""
     deadline = time.monotonic() + timeout_s
     while True:
-        result = probe()
-        if inspect.isawaitable(result):
-            result = await result
-        if until(result):
-            return result
+        try:
+            result = probe()
+            if inspect.isawaitable(result):
+                result = await result
+        except retry_on as exc:
+            result = exc
+        else:
+            if until(result):
+                return result
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what or 'condition'} not reached within {timeout_s}s; last: {result!r}")
         await asyncio.sleep(interval_s)

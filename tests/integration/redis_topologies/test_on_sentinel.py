@@ -99,6 +99,7 @@ async def a_good_replica(group: SentinelGroup) -> tuple[int, int]:
         timeout_s=30,
         interval_s=0.1,
         what="a synced replica",
+        retry_on=(redis.ConnectionError,),  # a node being demoted closes its clients' connections
     )
     return primary, replica
 
@@ -331,13 +332,15 @@ async def test_after_a_planned_failover_writes_follow_the_new_primary_once_senti
         switched_at = time.monotonic()
         # Sentinel demotes an old primary that is still up some seconds after naming the new one,
         # and closes every client connection to it as it does (CLIENT KILL): a client finds its
-        # connection closed, and asks the Sentinels again as it reconnects.
+        # connection closed, and asks the Sentinels again as it reconnects. The probe's own
+        # connection may be among those closed: that is not an answer yet.
         await eventually(
             lambda: asyncio.to_thread(role, old),
             until=lambda r: r == "slave",
             timeout_s=30,
             interval_s=0.1,
             what="the old primary demoted by Sentinel",
+            retry_on=(redis.ConnectionError,),
         )
         demoted_s = time.monotonic() - switched_at
         took_s = await write_after_the_switch(cache, limiter)
