@@ -80,7 +80,7 @@ def _uvicorn(target: str, port: int, *, factory: bool = False) -> list[str]:
 
 async def http_rows(ctx: Context) -> list[str]:
     order = await stored_order(ctx, f"alt{ctx.run_id}")
-    path = f"/order/{order.order_uid}"
+    path = f"/order/{order['order_uid']}"
     body_file = ctx.logdir / "bare.json"
     keel_env = {**ctx.service_env(), "KEEL_BENCH_SERVICE": "orders", "PYTHONPATH": str(ROOT)}
     bare_env = {"BARE_BODY_FILE": str(body_file), "BARE_STATUS": "200", "PYTHONPATH": str(ROOT)}

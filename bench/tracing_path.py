@@ -124,7 +124,7 @@ async def measure(requests: int, rounds: int, endpoint: str) -> dict[str, list[f
 
     async with in_process_app(SPEC) as (app, ctx):
         order = await stored_order(ctx, f"path{uuid.uuid4().hex[:8]}")
-        scope = scope_for(f"/order/{order.order_uid}")
+        scope = scope_for(f"/order/{order['order_uid']}")
         await cpu_per_request(app, scope, requests)  # warm-up: the cache, the code paths
         return await in_turns("orders", endpoint, rounds, lambda: cpu_per_request(app, scope, requests))
 

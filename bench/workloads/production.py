@@ -191,7 +191,7 @@ class ProductionConfig:
         order = await stored_order(ctx, f"benchprod{ctx.run_id}")
         port = free_port()
         argv = [keel_bin(), "serve", "orders", "--port", str(port)]
-        path = f"/order/{order.order_uid}"
+        path = f"/order/{order['order_uid']}"
         async with service(
             argv, {**ctx.service_env(), **env}, ctx.logdir, "keel-serve-orders", port
         ) as child:

@@ -29,7 +29,7 @@ class Found:
 def latest_per_order(orders: Sequence[Order]) -> list[Order]:
     """One order per order_uid, the last one in stream order (a batch may hold an order and its
     update), sorted by order_uid so concurrent batches lock rows in the same order (no deadlocks)."""
-    latest = {order.order_uid: order for order in orders}
+    latest = {order["order_uid"]: order for order in orders}
     return [latest[uid] for uid in sorted(latest)]
 
 
@@ -46,7 +46,7 @@ class OrderService:
         and so do the other replicas' caches (a notification sent with the commit)."""
         latest = latest_per_order(orders)
         # The bytes the database gets are the ones the cache serves.
-        bodies = [(order.order_uid, order_json(order)) for order in latest]
+        bodies = [(order["order_uid"], order_json(order)) for order in latest]
         conn = await uow.raw()
         await repository.upsert_orders(conn, [body for _, body in bodies])
         chunks = list(invalidation.payloads(self.sender, [uid for uid, _ in bodies]))
