@@ -145,8 +145,8 @@ class Database:
         statement is one transaction): one round trip instead of BEGIN, statement, COMMIT.
 
         Checked out of the engine's pool itself, not through an `AsyncConnection` (its begin/close
-        events and bookkeeping cost ~20 µs of CPU per use, a twentieth of a ticket create): the same
-        connections and the same DB_POOL_SIZE budget as the units of work."""
+        events and bookkeeping, per use, are a measurable share of a ticket create: bench/results/
+        changes.md): the same connections and the same DB_POOL_SIZE budget as the units of work."""
         pool = self.engine.sync_engine.pool
         fairy = await greenlet_spawn(pool.connect)
         driver: asyncpg.Connection = fairy.driver_connection

@@ -35,7 +35,7 @@ from keel.core.errors import AppError
 from keel.core.middleware import Header, HttpMetrics, request_headers, send_failure, send_response
 
 
-@dataclass(slots=True)  # not frozen: a frozen init costs ~0.5 µs more, a tenth of the edge's own cost
+@dataclass(slots=True)  # not frozen: a frozen init sets each field through object.__setattr__, per request
 class FastResponse:
     body: bytes
     status: int = 200

@@ -33,10 +33,9 @@ class AccessLog(logging.StreamHandler):  # type: ignore[type-arg]
     """The access log: one line per request, rendered straight from its fields and written once per
     event-loop turn for every request that finished in it.
 
-    Through the logging module each line cost ~30 µs on 2 busy cores (a LogRecord with its caller
-    lookup, the handler lock, a write and a flush per line): as much as a cached GET itself, the list
-    row of the bench fell from 60 % to 36 % of bare ASGI. Rendered here (~5 µs) and batched, the write
-    is one syscall for all the requests a turn finished. Lines may trail other log lines of the same
+    Through the logging module each line cost as much as a cached GET itself (a LogRecord with its
+    caller lookup, the handler lock, a write and a flush per line; bench/results/changes.md).
+    Rendered here and batched, the write is one syscall for all the requests a turn finished. Lines may trail other log lines of the same
     turn by that turn. Records logged to `keel.access` the usual way are rendered the same."""
 
     def __init__(self, json: bool) -> None:

@@ -100,11 +100,11 @@ class KafkaBus:
         self.linger_ms = linger_ms
         # A producer batch's size cap (aiokafka's and Java's default: 16 KiB). A producer has one
         # request in flight per broker, carrying one batch per partition: at 16 KiB a relay batch of
-        # 1,000 outbox rows took three round trips per partition, at 64 KiB one (bench/results/changes.md).
+        # outbox rows took several round trips per partition, at 64 KiB one (bench/results/changes.md).
         self.batch_bytes = batch_bytes
         # How long the broker may hold a fetch that found nothing, should it not answer as soon as a
-        # record comes. Measured on the cityguide flow (5 hops) against the test broker: one route on an
-        # idle platform took 0.45-0.50 s to its first audio with aiokafka's 500 ms, 0.12-0.17 s with 100.
+        # record comes. Each hop of a flow can wait this long on an idle platform: the cityguide flow
+        # (5 hops) reached its first audio several times sooner below aiokafka's default of 500 ms.
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.replication_factor = replication_factor
         self.session_timeout_ms = session_timeout_ms
@@ -448,7 +448,7 @@ async def _enqueue(
     producer: AIOKafkaProducer, messages: Sequence[OutgoingMessage], last: dict[TP, _Open], timeout_s: float
 ) -> list[_Sent]:
     """Every record into batches Keel builds, handed to aiokafka within `timeout_s`. A send and a
-    future per record cost 24 µs of CPU against 10 this way (bench/results/changes.md).
+    future per record cost more than twice the CPU of this way (bench/results/changes.md).
 
     A key keeps its partition and order: records are appended in order and a partition's batches go
     to aiokafka in the order they were made, each once the one before it has (aiokafka holds one

@@ -26,7 +26,8 @@ T = TypeVar("T")
 
 # KEYS: the value, its lock, its generation keys. Returns the raw value ('' when absent), the current
 # stamp and, when ARGV[1] holds a token, whether this call took the lock. One script rather than a
-# pipelined GET + MGET: one command to encode and parse was 35 % faster through redis-py.
+# pipelined GET + MGET: one command to encode and parse is the cheaper through redis-py
+# (bench/results/changes.md).
 _READ = """
 local stamp = {}
 for i = 3, #KEYS do stamp[i - 2] = redis.call('GET', KEYS[i]) or '0' end
