@@ -11,9 +11,10 @@ import socket
 import httpx
 import pytest
 
-from keel.core.http_server import HttpServer, bind
+from keel.core.http_server import HttpServer
 from keel.core.settings import Settings
 from tests.support.eventually import eventually
+from tests.support.servers import free_port
 
 SETTINGS = Settings(_env_file=None)
 
@@ -59,7 +60,7 @@ def refused(port: int) -> bool:
 async def test_the_port_opens_after_the_start_and_a_stop_lets_requests_in_flight_finish() -> None:
     app = Recorder()
     app.start_gate.clear()
-    port = bind("127.0.0.1", 0).getsockname()[1]  # a free port, closed again at once
+    port = free_port()
     server = HttpServer(app, SETTINGS, host="127.0.0.1", port=port)
     running = asyncio.create_task(server.run())
     await asyncio.wait_for(app.starting.wait(), 10)
@@ -84,7 +85,7 @@ async def test_a_failed_start_is_false_with_the_app_s_one_line_and_no_port(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = Recorder(fail_start="cannot connect to PostgreSQL at 127.0.0.1:1; check POSTGRES_DSN")
-    port = bind("127.0.0.1", 0).getsockname()[1]
+    port = free_port()
     with caplog.at_level(logging.ERROR, logger="keel.http"):
         started = await HttpServer(app, SETTINGS, port=port).run()
     assert started is False

@@ -9,7 +9,6 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import quote
 
 import redis
@@ -160,24 +159,17 @@ def _cluster_port() -> int:
     """A port free together with its cluster bus port (port + 10000), both below the kernel's
     ephemeral range. A node whose bus port is taken aborts at start ("Failed listening on port …
     (cluster), aborting"), and every test of the module then fails in setup with a reset connection:
-    a port from `free_port` is ephemeral, so its bus port was too, free to be handed to any other
-    test's outgoing connection before the node bound it."""
-    below = _ephemeral_low() - BUS_OFFSET
+    a port from bind(0) is ephemeral, so its bus port was too, free to be handed to any other
+    test's outgoing connection before the node bound it. Both ranges lie below `free_port`'s."""
+    below = servers.FREE_PORTS.start - BUS_OFFSET
     while True:
-        port = _PORTS.randrange(10_000, below)
+        port = _PORTS.randrange(below - BUS_OFFSET, below)
         if _free(port) and _free(port + BUS_OFFSET):
             return port
 
 
 BUS_OFFSET = 10_000  # Redis's default cluster bus port: the client port + 10000
 _PORTS = random.SystemRandom()
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32_768  # Linux's default
 
 
 def _free(port: int) -> bool:

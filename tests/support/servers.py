@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -20,10 +21,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (outgoing connections' local ports)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+# Ports are handed out below the kernel's ephemeral range, where outgoing connections take their
+# local ports: a port from bind(0) lies in that range, and another test's outgoing connection could
+# take it before the server it was meant for bound it (`keel up` refused its 0.0.0.0:<port> as in
+# use). Each pytest-xdist worker draws from its own slice of the range, in turn from a random start,
+# so no two calls of one run hand out the same port while both may still be unbound. (A Redis
+# Cluster's nodes take theirs further down: tests/support/redis_topologies.py.)
+FREE_PORTS = range(ephemeral_low() - 6_000, ephemeral_low())
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+_SLICE = FREE_PORTS[_WORKER % _WORKERS :: _WORKERS]
+_next = random.randrange(len(_SLICE))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, on any address, now; not one the kernel gives outgoing connections."""
+    global _next
+    for _ in range(len(_SLICE)):
+        port = _SLICE[_next % len(_SLICE)]
+        _next += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {FREE_PORTS.start}..{FREE_PORTS.stop - 1}")
 
 
 def wait_for_port(port: int, deadline_s: float = 15.0, host: str = "127.0.0.1") -> None:
