@@ -34,6 +34,20 @@ _HEADERS_DOC = {
 }
 
 
+async def _service(request: Request) -> OrderService:
+    service: OrderService = request.app.state.orders
+    return service
+
+
+async def _access(request: Request) -> OrderAccess:
+    access: OrderAccess = request.app.state.order_access
+    return access
+
+
+Service = Annotated[OrderService, Depends(_service)]
+Access = Annotated[OrderAccess, Depends(_access)]
+
+
 def _timing(source: str, started: float) -> dict[str, str]:
     return {"X-Source": source, "X-Duration-ms": f"{(time.perf_counter() - started) * 1000:.3f}"}
 
@@ -80,13 +94,13 @@ def order_router(orders_auth: str = "none") -> APIRouter:
     async def get_order(
         order_uid: str,
         request: Request,
+        service: Service,
+        access: Access,
         nocache: Annotated[bool, Query(description="1: read the database, not the cache")] = False,
         # A default, not an `Annotated` alias: the annotation would name `caller`, a local.
         identity: Identity | None = Depends(caller),
     ) -> Response:
         started = time.perf_counter()
-        service: OrderService = request.app.state.orders
-        access: OrderAccess = request.app.state.order_access
         user = None if identity is None else identity.user
         address = address_of(request)
         await access.before_lookup(address, user)
