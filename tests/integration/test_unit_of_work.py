@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from keel.core.db import Database, TransactionFailed
+from tests.support.eventually import eventually
 
 
 @pytest_asyncio.fixture
@@ -73,7 +74,9 @@ async def test_committing_a_transaction_whose_statement_failed_raises_and_keeps_
     assert await rows(db) == [] and called == []
 
 
-async def test_a_unit_of_work_cancelled_mid_statement_leaves_a_usable_pool(db: Database) -> None:
+async def test_a_unit_of_work_cancelled_mid_statement_leaves_a_usable_pool(
+    db: Database, fresh_pg_dsn: str
+) -> None:
     started = asyncio.Event()
 
     async def slow() -> None:
@@ -84,9 +87,22 @@ async def test_a_unit_of_work_cancelled_mid_statement_leaves_a_usable_pool(db: D
             await conn.execute("SELECT pg_sleep(30)")
             await uow.commit()
 
+    async def sleeping() -> int:
+        other = await asyncpg.connect(fresh_pg_dsn)  # the pool's one connection is the one sleeping
+        try:
+            return int(
+                await other.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = $1",
+                    "SELECT pg_sleep(30)",
+                )
+            )
+        finally:
+            await other.close()
+
     task = asyncio.create_task(slow())
     await started.wait()
-    await asyncio.sleep(0.1)
+    # Cancelled while the server runs the statement, not before it was sent.
+    await eventually(sleeping, until=lambda n: n >= 1, timeout_s=10, what="the statement running")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
