@@ -15,12 +15,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench.config import ROOT, BenchConfig
+from bench.loadgen import Target, measure_interleaved
 from bench.procs import Child, free_port, pinned, service
-from bench.report import Sample
+from bench.report import Sample, median, per_round
 
 from keel.core.bus.kafka import KafkaBus
 from keel.core.bus.partitioner import default_partitioner, partition_of
@@ -129,6 +131,20 @@ async def bare_asgi(
     }
     async with service(argv, env, logdir, "bare-asgi", port, health="/") as child:
         yield child, "bench/bare_asgi.py served as keel serve serves: python -m bench.bare_asgi <port>"
+
+
+async def against_bare_asgi(
+    cfg: BenchConfig, logdir: Path, target: Target, body: bytes
+) -> tuple[list[Sample], Sample, str]:
+    """`target` (a GET answering `body`) and the bare app answering the same bytes, both running and
+    measured in turns (`loadgen.measure_interleaved`): a slow minute of the machine, or PostgreSQL
+    vacuuming after the rows before, falls on both alike. The target's samples; the bare app's median
+    run, its command naming the bare app; and each round's ratio, for the row's note."""
+    async with bare_asgi(body, 200, logdir) as (bare, command):
+        bare_target = Target(f"http://127.0.0.1:{bare.port}", target.args, bare.pid)
+        figures, limits = await measure_interleaved(cfg, "get", [target, bare_target])
+    best = median(limits)
+    return figures, replace(best, command=f"{best.command} against {command}"), per_round(figures, limits)
 
 
 async def raw_produce(

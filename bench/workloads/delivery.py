@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
 
 import httpx
 from bench import limits, loadgen
@@ -45,7 +44,8 @@ class DeliveryPrefetch:
         finally:
             await client.aclose()
         path = f"/delivery/prefetch?route_id={route}&next={NEXT}"
-        figures, body = await self.measure(ctx, path, {})
+        async with self.served(ctx, path, {}) as (target, body):
+            figures, best, rounds = await limits.against_bare_asgi(ctx.cfg, ctx.logdir, target, body)
         from_store, _ = await self.measure(ctx, path, {"PREFETCH_PAGE_CACHE_SEC": "0"})
         with OtlpReceiver(keep=False) as sink:
             # Traced and untraced side by side, measured in turns: the comparison is the row.
@@ -60,20 +60,23 @@ class DeliveryPrefetch:
                 untraced, traced, unsampled = await loadgen.measure_interleaved(
                     ctx.cfg, "get", [plain, traced_target, unsampled_target]
                 )
-        async with limits.bare_asgi(body, 200, ctx.logdir) as (bare, command):
-            limit, _ = await loadgen.measure(
-                ctx.cfg, f"http://127.0.0.1:{bare.port}", "get", [path, "bench"], server_pid=bare.pid
-            )
-        best = replace(median(limit), command=f"{median(limit).command} against {command}")
         name = f"GET /delivery/prefetch?next={NEXT} ({NEXT} signed links), 32 conns, vs bare ASGI"
         return [
-            Row(name, median(figures), best, "req/s", TARGET_RATIO),
+            Row(
+                name,
+                median(figures),
+                best,
+                "req/s",
+                TARGET_RATIO,
+                note=f"the service and the bare app measured in turns; {rounds}",
+            ),
             Row(
                 f"{name}: every page from Redis and signed afresh (PREFETCH_PAGE_CACHE_SEC=0, context)",
                 median(from_store),
                 best,
                 "req/s",
                 None,
+                note="measured after the row above; its limit column is that row's",
             ),
             in_turns(
                 f"{name}: tracing on (default sampling) vs the same untraced",
