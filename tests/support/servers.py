@@ -35,7 +35,8 @@ def ephemeral_low() -> int:
 # use). Each pytest-xdist worker draws from its own slice of the range, in turn from a random start,
 # so no two calls of one run hand out the same port while both may still be unbound. (A Redis
 # Cluster's nodes take theirs further down: tests/support/redis_topologies.py.)
-FREE_PORTS = range(ephemeral_low() - 6_000, ephemeral_low())
+_LOW = ephemeral_low()
+FREE_PORTS = range(_LOW - 6_000, _LOW)
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 _WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 _SLICE = FREE_PORTS[_WORKER % _WORKERS :: _WORKERS]

@@ -4,7 +4,8 @@ under a sampled span, recorded without the SDK's span machinery.
 Under an unsampled span (most requests) the SDK would start and drop a span per statement or command;
 here the call runs under its parent's context as it is. Under a sampled one the SDK's `Tracer`
 costs more per kept span than the statement's own client work (its attribute checks, locks and
-processor hooks; bench/results/changes.md), several per request on the create path: `ClientSpan` holds the same fields in plain attributes and hands the batch processor
+processor hooks; bench/results/changes.md), several per request on the create path: `ClientSpan`
+holds the same fields in plain attributes and hands the batch processor
 the SDK's `ReadableSpan` when it ends, so the collector sees what the SDK would have sent."""
 
 from __future__ import annotations

@@ -35,8 +35,9 @@ class AccessLog(logging.StreamHandler):  # type: ignore[type-arg]
 
     Through the logging module each line cost as much as a cached GET itself (a LogRecord with its
     caller lookup, the handler lock, a write and a flush per line; bench/results/changes.md).
-    Rendered here and batched, the write is one syscall for all the requests a turn finished. Lines may trail other log lines of the same
-    turn by that turn. Records logged to `keel.access` the usual way are rendered the same."""
+    Rendered here and batched, the write is one syscall for all the requests a turn finished. Lines
+    may trail other log lines of the same turn by that turn. Records logged to `keel.access` the usual
+    way are rendered the same."""
 
     def __init__(self, json: bool) -> None:
         super().__init__()

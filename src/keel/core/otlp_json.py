@@ -12,7 +12,7 @@ delivered is retried with backoff until the export timeout.
 
 Sent with the standard library's `http.client` over one kept-alive connection: the thread that sends
 shares the GIL with the requests, and each time it takes the GIL back after a system call the event
-loop may wait for it. An httpx POST of a batch cost more than twice the CPU of `http.client`'s
+loop may wait for it. An httpx POST of a batch cost more CPU than `http.client`'s
 (docs/design-decisions.md, with the figure)."""
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ log = logging.getLogger("keel.telemetry")
 
 RETRYABLE = frozenset({429, 502, 503, 504})
 # A batch is encoded on the processor's thread, holding the GIL: an event loop that wants it back
-# waits up to the interpreter's switch interval (`sys.getswitchinterval()`) each time. Letting it go every few spans bounds
-# that wait to their encoding (the served p99 with tracing on: bench/results/changes.md).
+# waits up to the interpreter's switch interval (`sys.getswitchinterval()`) each time. Letting it go
+# every few spans bounds that wait to their encoding (the served p99 with tracing on:
+# bench/results/changes.md).
 PAUSE_EVERY = 32
 TIMEOUT_S = 10.0
 # OTLP SpanFlags: the parent's remoteness is known (bit 8) and the parent is remote (bit 9).

@@ -83,8 +83,8 @@ class Batching(BatchSpanProcessor):
 
     - A span that finds the queue full (the exporter falls behind) is counted in
       `trace_spans_dropped_total{reason="queue_full"}` and said in one warning every
-      DROPS_REPORTED_EVERY_S with the count; the SDK logs a warning for every span it drops, thousands of lines a second from the request path
-      of an overloaded process.
+      DROPS_REPORTED_EVERY_S with the count; the SDK logs a warning for every span it drops, thousands
+      of lines a second from the request path of an overloaded process.
     - No `os.getpid()` per span: the SDK compares it with its own to notice a fork, a system call on
       the request's path, while the hook it registers with `os.register_at_fork` already resets the
       processor in a forked child.

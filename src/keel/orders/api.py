@@ -13,6 +13,7 @@ from starlette.types import Scope
 
 from keel.core import web
 from keel.core.app import error_responses
+from keel.core.deps import wired
 from keel.core.errors import NotFound
 from keel.core.fastpath import FastResponse, FastRoute
 from keel.core.identity import Authenticator, Identity, current_identity
@@ -34,18 +35,8 @@ _HEADERS_DOC = {
 }
 
 
-async def _service(request: Request) -> OrderService:
-    service: OrderService = request.app.state.orders
-    return service
-
-
-async def _access(request: Request) -> OrderAccess:
-    access: OrderAccess = request.app.state.order_access
-    return access
-
-
-Service = Annotated[OrderService, Depends(_service)]
-Access = Annotated[OrderAccess, Depends(_access)]
+Service = Annotated[OrderService, Depends(wired("orders", OrderService))]
+Access = Annotated[OrderAccess, Depends(wired("order_access", OrderAccess))]
 
 
 def _timing(source: str, started: float) -> dict[str, str]:

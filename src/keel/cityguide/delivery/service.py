@@ -65,8 +65,9 @@ class DeliveryService:
     async def prefetch(self, route_id: str, count: int, after: str | None) -> bytes:
         """Up to `count` ready audio after `after`, each with a signed link: a `Prefetch` as JSON.
 
-        Dumped straight from dicts with orjson: building and dumping the pydantic models cost several
-        times more on a ten-link page; the models stay the documented shape (tests check the bytes)."""
+        Dumped straight from dicts with orjson: building and dumping the pydantic models cost more on a
+        ten-link page (bench/results/changes.md); the models stay the documented shape (tests check
+        the bytes)."""
         recent = self._recent
         if recent is None:
             return await self._load(route_id, count, after)

@@ -104,7 +104,8 @@ class KafkaBus:
         self.batch_bytes = batch_bytes
         # How long the broker may hold a fetch that found nothing, should it not answer as soon as a
         # record comes. Each hop of a flow can wait this long on an idle platform: the cityguide flow
-        # (5 hops) reached its first audio several times sooner below aiokafka's default of 500 ms.
+        # (5 hops) reached its first audio sooner below aiokafka's default of 500 ms
+        # (bench/results/changes.md).
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.replication_factor = replication_factor
         self.session_timeout_ms = session_timeout_ms
@@ -448,7 +449,7 @@ async def _enqueue(
     producer: AIOKafkaProducer, messages: Sequence[OutgoingMessage], last: dict[TP, _Open], timeout_s: float
 ) -> list[_Sent]:
     """Every record into batches Keel builds, handed to aiokafka within `timeout_s`. A send and a
-    future per record cost more than twice the CPU of this way (bench/results/changes.md).
+    future per record cost more CPU than this way (bench/results/changes.md).
 
     A key keeps its partition and order: records are appended in order and a partition's batches go
     to aiokafka in the order they were made, each once the one before it has (aiokafka holds one

@@ -124,9 +124,9 @@ class Outbox:
 
     `wake` (e.g. `relay.notify` of an in-process relay) is called after the transaction commits.
     `notify=True` also NOTIFYs the relay's channel so relays in other processes wake at once. It is
-    off by default: PostgreSQL serialises the commits of notifying transactions on a global lock —
-    two-insert transactions at 16 clients ran at about half the rate with it (docs/design-decisions.md)
-    — so hot paths rely on the relay's short poll instead."""
+    off by default: PostgreSQL serialises the commits of notifying transactions on a global lock, which
+    caps the writers' commit rate (docs/design-decisions.md, with the figure) — so hot paths rely on
+    the relay's short poll instead."""
 
     def __init__(self, shards: int, *, wake: Callable[[], None] | None = None, notify: bool = False) -> None:
         if shards < 1:
