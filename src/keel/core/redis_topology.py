@@ -25,6 +25,12 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
+from keel.core import redis_packing
+
+# Every Redis client of Keel is built here, the `limits` library's included: this is where the
+# asyncio connections start packing commands with hiredis (keel.core.redis_packing says why).
+redis_packing.install()
+
 Kind = Literal["server", "sentinel", "cluster"]
 
 # What a Redis call raises when Redis, not the caller, failed; every Redis user degrades on these.
