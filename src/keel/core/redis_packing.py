@@ -2,12 +2,12 @@
 connections pack them whenever hiredis is installed.
 
 redis-py's asyncio connections build every command's bytes in Python, argument by argument, even
-with hiredis installed (redis/redis-py#4176; the fix, #4191, is not in a release yet). A create's
-three commands cost more to pack than the rest of its Redis work on the client
-(docs/design-decisions.md, with the figure). `install()` gives the asyncio connections the sync
-side's packing: the same bytes (tests/unit/test_redis_packing.py holds them equal), and whatever
-hiredis does not take (a bytearray, a bool, None, another encoding than UTF-8) goes the library's
-own way, its errors included. Remove this module once redis-py packs asyncio commands itself.
+with hiredis installed (redis/redis-py#4176; the fix, #4191, is not in a release yet): a
+measurable share of every request's Redis work on the client (docs/design-decisions.md, with the
+figure). `install()` gives the asyncio connections the sync side's packing: the same bytes
+(tests/unit/test_redis_packing.py holds them equal), and whatever hiredis does not take (a
+bytearray, a bool, None, another encoding than UTF-8) goes the library's own way, its errors
+included. Remove this module once redis-py packs asyncio commands itself.
 """
 
 from __future__ import annotations
