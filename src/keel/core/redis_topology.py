@@ -27,8 +27,9 @@ from redis.exceptions import RedisError
 
 from keel.core import redis_packing
 
-# Every Redis client of Keel is built here, the `limits` library's included: this is where the
-# asyncio connections start packing commands with hiredis (keel.core.redis_packing says why).
+# Every Redis client of Keel is built here, and the `limits` storages are configured from here:
+# importing this module makes every asyncio connection of the process pack its commands with
+# hiredis (keel.core.redis_packing says why).
 redis_packing.install()
 
 Kind = Literal["server", "sentinel", "cluster"]
