@@ -37,6 +37,17 @@ def test_the_bytes_are_the_librarys_for_any_command(name: Any, arguments: list[A
     assert hiredis_packed(name, *arguments) == python_packed(name, *arguments)
 
 
+def test_plain_commands_never_reach_the_python_packer(monkeypatch: pytest.MonkeyPatch) -> None:
+    commands = [("SET", "k", "v", "PX", 1000, "NX"), (b"EVALSHA", b"f" * 40, 1, "k", 2.5), ("GET", "ключ")]
+    expected = [python_packed(*command) for command in commands]
+
+    def python_pack(*_: Any) -> list[bytes]:
+        raise AssertionError("packed in Python")
+
+    monkeypatch.setattr(redis_packing, "_python_pack", python_pack)
+    assert [hiredis_packed(*command) for command in commands] == expected
+
+
 def test_a_command_name_with_its_arguments_in_it_is_split_as_the_library_splits_it() -> None:
     assert hiredis_packed("CONFIG GET", "maxmemory") == python_packed("CONFIG", "GET", "maxmemory")
     assert hiredis_packed(b"CONFIG GET", "maxmemory").startswith(b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n")
