@@ -8,7 +8,7 @@ figure). `install()` gives the asyncio connections the sync side's packing: the 
 (tests/unit/test_redis_packing.py holds them equal), and whatever hiredis does not take (a
 bytearray, a bool, None, another encoding than UTF-8) goes the library's own way, its errors
 included. One difference, the sync client's too: a command is one buffer with its values copied
-in, where the Python packer sends a value over 6 kB as a buffer of its own. Remove this module once
+in, where the Python packer sends a large value as a buffer of its own. Remove this module once
 redis-py packs asyncio commands itself.
 """
 

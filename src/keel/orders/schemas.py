@@ -2,8 +2,8 @@
 and the cross-field rules a consistent order keeps. Field order here is the order on the wire.
 
 The model is typed dicts, not `BaseModel`s: the consumer validates every order it stores, and
-pydantic-core builds a validated order as plain dicts in a fraction of the time it builds five
-nested model instances — which orjson then writes with no model to walk (bench/results/changes.md,
+pydantic-core builds a validated order as plain dicts faster than it builds nested model
+instances — which orjson then writes with no model to walk (bench/results/changes.md,
 2026-12-05; pydantic's own performance guide says the same)."""
 
 from __future__ import annotations

@@ -100,12 +100,11 @@ class KafkaBus:
         self.linger_ms = linger_ms
         # A producer batch's size cap (aiokafka's and Java's default: 16 KiB). A producer has one
         # request in flight per broker, carrying one batch per partition: at 16 KiB a relay batch of
-        # outbox rows took several round trips per partition, at 64 KiB one (bench/results/changes.md).
+        # outbox rows took several round trips per partition, a larger cap fewer (bench/results/changes.md).
         self.batch_bytes = batch_bytes
         # How long the broker may hold a fetch that found nothing, should it not answer as soon as a
         # record comes. Each hop of a flow can wait this long on an idle platform: the cityguide flow
-        # (5 hops) reached its first audio sooner below aiokafka's default of 500 ms
-        # (bench/results/changes.md).
+        # reached its first audio sooner below aiokafka's default (bench/results/changes.md).
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.replication_factor = replication_factor
         self.session_timeout_ms = session_timeout_ms
