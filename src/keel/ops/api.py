@@ -19,6 +19,7 @@ from keel.ops.schemas import DeadLetterSelection, PurgeRequest, ReplayRequest, W
 
 Operator = Annotated[str, Depends(require_operator)]
 Status = Literal["pending", "running", "completed", "failed"]
+DENIED = error_responses(403)
 WEB_FILES = {
     "index.html": "text/html; charset=utf-8",
     "console.js": "text/javascript",
@@ -43,10 +44,17 @@ def _selected(body: DeadLetterSelection) -> Selection:
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/ops", tags=["ops"], dependencies=[Depends(require_operator)])
-    denied = error_responses(403)
+    _workflow_routes(router)
+    _dead_letter_routes(router)
+    _overview_routes(router)
+    return router
+
+
+def _workflow_routes(router: APIRouter) -> None:
+    """The cityguide workflows: listed, read, a step restarted."""
 
     @router.get(
-        "/workflows", summary="Workflows, newest first, by status and creation time", responses=denied
+        "/workflows", summary="Workflows, newest first, by status and creation time", responses=DENIED
     )
     async def workflows(
         console: Console,
@@ -80,8 +88,12 @@ def api_router() -> APIRouter:
     ) -> Workflow:
         return await console.workflows.restart(route_id, step, operator, body.reason if body else None)
 
+
+def _dead_letter_routes(router: APIRouter) -> None:
+    """The dead-letter topics: summed up, listed, read, replayed, purged."""
+
     @router.get(
-        "/dlq", summary="Per DLQ topic: pending count, oldest, newest, by reason, by source", responses=denied
+        "/dlq", summary="Per DLQ topic: pending count, oldest, newest, by reason, by source", responses=DENIED
     )
     async def dead_letter_topics(console: Console) -> list[Json]:
         return await console.dead_letters.summaries()
@@ -133,8 +145,12 @@ def api_router() -> APIRouter:
         outcome = await console.dead_letters.purge(topic, _selected(body), actor=operator, delete=body.delete)
         return outcome.view()
 
+
+def _overview_routes(router: APIRouter) -> None:
+    """What an operator looks at first: the audit of replays and purges, lag, the newest failures."""
+
     @router.get(
-        "/audit", summary="The latest replays and purges: who, when, what, how many", responses=denied
+        "/audit", summary="The latest replays and purges: who, when, what, how many", responses=DENIED
     )
     async def audit(console: Console) -> list[Json]:
         return await console.dead_letters.audit()
@@ -142,16 +158,14 @@ def api_router() -> APIRouter:
     @router.get(
         "/lag",
         summary="Outbox events pending per topic, consumer lag per group and partition",
-        responses=denied,
+        responses=DENIED,
     )
     async def lag(console: Console) -> Json:
         return await console.lag()
 
-    @router.get("/failures", summary="The newest dead letters and failed workflows", responses=denied)
+    @router.get("/failures", summary="The newest dead letters and failed workflows", responses=DENIED)
     async def failures(console: Console) -> Json:
         return await console.failures()
-
-    return router
 
 
 def page_router() -> APIRouter:

@@ -30,6 +30,9 @@ UPLOAD_CHUNK = 256 * 1024
 JSON = "application/json"
 PREFIXES = ("/v1/tickets", "/tickets")
 DEFAULT_LIMIT = 50
+# The error statuses of the routes (OpenAPI): any route, and a route on one of the caller's tickets.
+COMMON = error_responses(401, 422, 429)
+OWNED = error_responses(401, 403, 404, 422, 429)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +160,13 @@ def build_router(
         dependencies=[Depends(_rate_limit)] if rate_limited else [],
         include_in_schema=include_in_schema,
     )
-    common = error_responses(401, 422, 429)
-    owned = error_responses(401, 403, 404, 422, 429)
+    _ticket_routes(router)
+    _attachment_routes(router, max_upload_bytes)
+    return router
+
+
+def _ticket_routes(router: APIRouter) -> None:
+    """A ticket created, listed, read, closed."""
 
     async def create(
         body: TicketCreate,
@@ -181,10 +189,10 @@ def build_router(
         description="With `Idempotency-Key`, a repeat with the same body answers the first response again "
         "(header `Idempotent-Replayed: true`); another body with the same key is 422; the same key while "
         "the first request is still running is 409.",
-        responses={**common, **error_responses(409, 413)},
+        responses={**COMMON, **error_responses(409, 413)},
     )
 
-    @router.get("", response_model=list[Ticket], summary="List my tickets, newest first", responses=common)
+    @router.get("", response_model=list[Ticket], summary="List my tickets, newest first", responses=COMMON)
     async def list_tickets(
         caller: CallerDep,
         status: TicketStatus | None = None,
@@ -194,7 +202,7 @@ def build_router(
         page = await caller.service.list_tickets(caller.user, status, limit, offset)
         return Response(page.json, media_type=JSON)
 
-    @router.get("/{ticket_id}", response_model=Ticket, summary="Get one of my tickets", responses=owned)
+    @router.get("/{ticket_id}", response_model=Ticket, summary="Get one of my tickets", responses=OWNED)
     async def get_ticket(ticket_id: str, caller: CallerDep) -> Response:
         return Response(dumps(await caller.service.get(caller.user, ticket_id)), media_type=JSON)
 
@@ -202,12 +210,16 @@ def build_router(
         "/{ticket_id}/close",
         response_model=Ticket,
         summary="Close a ticket (closing a closed ticket is 200 again and emits no event)",
-        responses=owned,
+        responses=OWNED,
     )
     async def close(ticket_id: str, caller: CallerDep, request: Request) -> Response:
         return Response(
             dumps(await caller.service.close(caller.user, ticket_id, _request_id(request))), media_type=JSON
         )
+
+
+def _attachment_routes(router: APIRouter, max_upload_bytes: int) -> None:
+    """A file attached to a ticket, and the ticket's attachments with their download links."""
 
     @router.post(
         "/{ticket_id}/attachments",
@@ -218,7 +230,7 @@ def build_router(
         "(409 `quota_exceeded`: ATTACHMENTS_PER_TICKET, ATTACHMENT_BYTES_PER_USER). The download link serves the file "
         "under its original name (`Content-Disposition: attachment; filename*=UTF-8''…`), with HEAD, "
         "`Range` and `ETag`.",
-        responses={**owned, **error_responses(409, 413)},
+        responses={**OWNED, **error_responses(409, 413)},
         # The multipart envelope adds a little to the file itself.
         max_body_size=max_upload_bytes + 64 * 1024,
     )
@@ -238,9 +250,7 @@ def build_router(
         "/{ticket_id}/attachments",
         response_model=list[Attachment],
         summary="List a ticket's attachments with expiring download links",
-        responses=owned,
+        responses=OWNED,
     )
     async def list_attachments(ticket_id: str, caller: CallerDep) -> Response:
         return Response(dumps(await caller.service.list_attachments(caller.user, ticket_id)), media_type=JSON)
-
-    return router
