@@ -23,9 +23,10 @@ class ReplicatedPostgres:
     primary: servers.ChildServer
     standby: servers.ChildServer
 
-    def dsn(self, database: str = DATABASE) -> str:
-        """Both servers, the writable one chosen at each connect: what a client uses across a failover."""
-        hosts = f"127.0.0.1:{self.primary.port},127.0.0.1:{self.standby.port}"
+    def dsn(self, database: str = DATABASE, *, primary_port: int | None = None) -> str:
+        """Both servers, the writable one chosen at each connect: what a client uses across a failover.
+        `primary_port`: where the primary is dialled (a proxy in front of it) instead of its own port."""
+        hosts = f"127.0.0.1:{primary_port or self.primary.port},127.0.0.1:{self.standby.port}"
         return f"postgresql://postgres@{hosts}/{database}?target_session_attrs=read-write"
 
     def direct(self, server: servers.ChildServer, database: str = DATABASE) -> str:

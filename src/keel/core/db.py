@@ -19,7 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
+from keel.core.db_hosts import Hosts, connect
+
 AfterCommit = Callable[[], Awaitable[None]]
+Creator = Callable[..., Awaitable[asyncpg.Connection]]  # asyncpg.connect's signature
 Pooler = Literal["none", "pgbouncer"]
 
 
@@ -66,8 +69,9 @@ def _with_port(host: str) -> str:
     return host if colon and port.isdigit() else f"{host}:5432"
 
 
-def pooler_connect_args(pooler: Pooler) -> dict[str, Any]:
-    """asyncpg options for what sits between us and PostgreSQL (DB_POOLER).
+def connect_args(pooler: Pooler, creator: Creator = connect) -> dict[str, Any]:
+    """The driver options of every engine Keel builds: its hosts tried in turn (keel.core.db_hosts),
+    and what sits between us and PostgreSQL (DB_POOLER).
 
     A pooler in transaction mode (PgBouncer before 1.21) hands each transaction whichever server
     connection is free, so a named prepared statement made in one transaction is missing, or is
@@ -75,7 +79,8 @@ def pooler_connect_args(pooler: Pooler) -> dict[str, Any]:
     cache off asyncpg uses the unnamed statement and parses it again in the same message as each
     execution (Parse, Bind, Execute, Sync), which covers SQLAlchemy's `prepare()` calls as well. The
     cost is one parse per statement on the server."""
-    return {"statement_cache_size": 0} if pooler == "pgbouncer" else {}
+    pooled: dict[str, Any] = {"statement_cache_size": 0} if pooler == "pgbouncer" else {}
+    return {"async_creator_fn": creator, **pooled}
 
 
 def _loopback_without_ssl_setting(url: str) -> bool:
@@ -94,8 +99,12 @@ def _terminate_if_cancelling(driver: asyncpg.Connection) -> None:
 class Database:
     """Owns the engine (a connection pool); built at start-up and handed to whoever needs it."""
 
-    def __init__(self, engine: AsyncEngine, *, listen_dsn: str | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, listen_dsn: str | None = None, hosts: Hosts | None = None
+    ) -> None:
         self.engine = engine
+        # Which host each pooled connection is on (the engine's creator records it).
+        self.hosts = hosts or Hosts()
         # Where LISTEN connections go (they need a session of their own); None: nowhere, poll instead.
         self.listen_dsn = listen_dsn
 
@@ -112,14 +121,15 @@ class Database:
         """`listen_dsn`: a direct DSN for LISTEN; by default `dsn` itself, unless a pooler is in between
         (a LISTEN sent through a pooler in transaction mode hears nothing)."""
         url = normalize_dsn(dsn)
+        hosts = Hosts()
         # Fail fast when PostgreSQL is down or restarting; the pool drops dead connections itself.
-        connect_args: dict[str, Any] = {
+        options: dict[str, Any] = {
             "timeout": connect_timeout_s,
             "command_timeout": 30,
-            **pooler_connect_args(pooler),
+            **connect_args(pooler, hosts.connect),
         }
         if _loopback_without_ssl_setting(url):
-            connect_args["ssl"] = False  # asyncpg's default `prefer` tries TLS first on every connect
+            options["ssl"] = False  # asyncpg's default `prefer` tries TLS first on every connect
         engine = create_async_engine(
             url,
             # `pool_size` is the cap, opened lazily up to the peak concurrency, and no overflow: an
@@ -129,15 +139,15 @@ class Database:
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=connect_timeout_s,
-            connect_args=connect_args,
+            connect_args=options,
             pool_recycle=1800,
         )
         if listen_dsn is None and pooler == "none":
             listen_dsn = dsn
-        return cls(engine, listen_dsn=libpq_dsn(listen_dsn) if listen_dsn else None)
+        return cls(engine, listen_dsn=libpq_dsn(listen_dsn) if listen_dsn else None, hosts=hosts)
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.engine)
+        return UnitOfWork(self.engine, self.hosts)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -147,8 +157,7 @@ class Database:
         Checked out of the engine's pool itself, not through an `AsyncConnection` (its begin/close
         events and bookkeeping, per use, are a measurable share of a ticket create: bench/results/
         changes.md): the same connections and the same DB_POOL_SIZE budget as the units of work."""
-        pool = self.engine.sync_engine.pool
-        fairy = await greenlet_spawn(pool.connect)
+        fairy = await _checkout(self.engine, self.hosts)
         driver: asyncpg.Connection = fairy.driver_connection
         try:
             yield driver
@@ -161,6 +170,18 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def _checkout(engine: AsyncEngine, hosts: Hosts) -> PoolProxiedConnection:
+    """A pooled connection on the host new connections reach: one left from before a failover is
+    dropped, not used (keel.core.db_hosts)."""
+    pool = engine.sync_engine.pool
+    while True:
+        fairy = await greenlet_spawn(pool.connect)
+        if not hosts.stale(fairy.driver_connection):
+            return fairy
+        await greenlet_spawn(fairy.invalidate)
+        await greenlet_spawn(fairy.close)
 
 
 async def _check_in(fairy: PoolProxiedConnection, driver: asyncpg.Connection) -> None:
@@ -206,8 +227,9 @@ class UnitOfWork:
     three quarters again to the CPU of BEGIN, a statement and COMMIT on the driver
     (bench/results/changes.md), and every use case speaks asyncpg through `raw()`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._pool = engine.sync_engine.pool
+    def __init__(self, engine: AsyncEngine, hosts: Hosts) -> None:
+        self._engine = engine
+        self._hosts = hosts
         self._fairy: PoolProxiedConnection | None = None
         self._driver: asyncpg.Connection | None = None
         self._after_commit: list[AfterCommit] = []
@@ -229,7 +251,7 @@ class UnitOfWork:
         self._after_commit.append(callback)
 
     async def __aenter__(self) -> UnitOfWork:
-        self._fairy = await greenlet_spawn(self._pool.connect)
+        self._fairy = await _checkout(self._engine, self._hosts)
         self._driver = self._fairy.driver_connection
         return self
 

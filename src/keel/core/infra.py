@@ -20,6 +20,7 @@ from keel.core.bus.factory import build_bus
 from keel.core.bus.port import Bus
 from keel.core.cache import Cache, MemoryCache, RedisCache, redis_client
 from keel.core.db import Database, dsn_hosts, libpq_dsn
+from keel.core.db_hosts import connect
 from keel.core.errors import StartupError
 from keel.core.health import ReadinessCheck
 from keel.core.outbox import Outbox
@@ -119,10 +120,10 @@ async def reach_postgres(dsn: str, timeout_s: float) -> None:
     parts = urlsplit(libpq_dsn(dsn))
     where = f"{','.join(dsn_hosts(dsn))}{parts.path or '/'}"
     try:
-        conn = await asyncpg.connect(libpq_dsn(dsn), timeout=timeout_s)
+        conn = await connect(libpq_dsn(dsn), timeout=timeout_s)
     except TimeoutError:
         reason = f"no answer within {timeout_s:g} s"
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     else:
         await conn.close()

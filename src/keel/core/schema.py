@@ -14,7 +14,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from keel.core.db import Pooler, normalize_dsn, pooler_connect_args
+from keel.core.db import Pooler, connect_args, normalize_dsn
 from keel.core.errors import StartupError
 from keel.core.tables import metadata
 
@@ -56,7 +56,7 @@ def _upgrade(connection: Connection, revision: str) -> None:
 async def upgrade(dsn: str, revision: str = "head", *, pooler: Pooler = "none") -> None:
     """Apply migrations up to `revision`, serialised across processes by an advisory lock (a
     transaction one: it holds behind a pooler in transaction mode too)."""
-    engine = create_async_engine(normalize_dsn(dsn), connect_args=pooler_connect_args(pooler))
+    engine = create_async_engine(normalize_dsn(dsn), connect_args=connect_args(pooler))
     try:
         async with engine.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
@@ -111,7 +111,7 @@ async def migrate(
     """Move the database up or down to `revision`; returns its revisions before and after (None: no
     migration applied). Serialised across processes like `upgrade`."""
     target = resolve_revision(revision)
-    engine = create_async_engine(normalize_dsn(dsn), connect_args=pooler_connect_args(pooler))
+    engine = create_async_engine(normalize_dsn(dsn), connect_args=connect_args(pooler))
     try:
         async with engine.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
@@ -124,7 +124,7 @@ async def require_current(dsn: str, *, pooler: Pooler = "none") -> None:
     """A process that does not migrate at start checks that someone did: a database behind this code
     stops start-up with one line saying what to run. One ahead of it (a newer release migrated first,
     this older process restarts meanwhile) is let through."""
-    engine = create_async_engine(normalize_dsn(dsn), connect_args=pooler_connect_args(pooler))
+    engine = create_async_engine(normalize_dsn(dsn), connect_args=connect_args(pooler))
     try:
         async with engine.connect() as conn:
             current = await conn.run_sync(_current)

@@ -24,8 +24,18 @@ from typing import Any
 
 import asyncpg
 
+from keel.core import db_hosts
 from keel.core.db import Database
 from keel.orders.cache import OrderCache
+
+# A connection that could not be opened (down, silent, no writable host) or was lost meanwhile.
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 log = logging.getLogger("keel.orders")
 
@@ -82,14 +92,14 @@ class CacheInvalidation:
         warm cache from its first request. A failure leaves the cache off until `run()` listens."""
         try:
             self._conn = await self._listen()
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _UNREACHABLE as exc:
             log.warning("order cache off until it listens for other replicas' writes (%r)", exc)
 
     async def run(self) -> None:
         while not self._stop.is_set():
             try:
                 conn = self._conn or await self._listen()
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except _UNREACHABLE as exc:
                 log.warning("order cache off: not listening for other replicas' writes (%r)", exc)
             else:
                 self._conn = None
@@ -100,7 +110,7 @@ class CacheInvalidation:
             await self._wait(self._retry_s)
 
     async def _listen(self) -> asyncpg.Connection:
-        conn = await asyncpg.connect(self._dsn, timeout=5)
+        conn = await db_hosts.connect(self._dsn, timeout=5)
         try:
             await conn.add_listener(CHANNEL, self._notified)
             # The connection lost, notifications may be missed: the cache goes off at once.

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from keel.core import db_hosts
 from keel.core.db import Database
 from keel.core.outbox.writer import OUTBOX_CHANNEL
 
@@ -50,8 +51,8 @@ class Listener:
         await self.close()
         self._next_attempt = time.monotonic() + self._retry_s
         try:
-            conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout_s)
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            conn = await db_hosts.connect(self._dsn, timeout=self._connect_timeout_s)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InternalClientError) as exc:
             log.debug("outbox LISTEN connection unavailable, polling only: %r", exc)
             return
         try:
