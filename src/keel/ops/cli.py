@@ -39,8 +39,31 @@ AsJson = Annotated[bool, typer.Option("--json", help="JSON on stdout, for script
 Ids = Annotated[list[str] | None, typer.Option("--id", help="a record, topic/partition/offset (repeatable)")]
 Reason = Annotated[str | None, typer.Option("--reason", help="the error type, as `list` shows it")]
 Source = Annotated[str | None, typer.Option("--source-topic", help="records that failed on this topic")]
-Since = Annotated[datetime | None, typer.Option("--since", help="failed at or after (ISO 8601)")]
-Until = Annotated[datetime | None, typer.Option("--until", help="failed before (ISO 8601)")]
+
+
+def instant(text: str) -> datetime:
+    """An ISO 8601 date or time, as operators write them (`2026-12-01`, `2026-12-01T00:00Z`,
+    `2026-12-01 03:00+03:00`); one without an offset is UTC (keel.ops.records.Selection)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO 8601 date or time, e.g. 2026-12-01T00:00Z"
+        ) from None
+
+
+Since = Annotated[
+    datetime | None,
+    typer.Option(
+        "--since", parser=instant, metavar="TIME", help="failed at or after (ISO 8601; UTC without an offset)"
+    ),
+]
+Until = Annotated[
+    datetime | None,
+    typer.Option(
+        "--until", parser=instant, metavar="TIME", help="failed before (ISO 8601; UTC without an offset)"
+    ),
+]
 All = Annotated[bool, typer.Option("--all", help="every pending record of the topic")]
 
 

@@ -146,6 +146,14 @@ class Selection:
     until: datetime | None = None
     ids: frozenset[str] | None = None
 
+    def __post_init__(self) -> None:
+        # A time without an offset is UTC, as the records' failure times are (an operator's
+        # `--since 2026-12-01`, an API query without one): a naive time cannot be compared with them.
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                object.__setattr__(self, name, value.replace(tzinfo=UTC))
+
     def matches(self, letter: DeadLetter) -> bool:
         if self.ids is not None and letter.id not in self.ids:
             return False

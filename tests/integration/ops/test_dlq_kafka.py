@@ -218,6 +218,62 @@ async def test_the_cli_lists_replays_and_shows_as_json(order_settings, producer,
     assert [a["actor"].endswith("(cli)") for a in await dlq.audit()] == [True]
 
 
+async def test_the_documented_command_lines_select_by_window_fix_a_payload_and_purge(
+    order_settings, producer, ops, kafka_brokers, tmp_path
+):
+    """docs/operations.md's `keel dlq` lines as written: a window in ISO 8601 with `Z`, a record
+    replayed with its payload from a file, a purge that asks nothing and deletes."""
+    dlq, _ = ops
+    settings = order_settings()
+    topic = settings.dlq_topic
+    failed = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+    def letter(source: str, n: int, minutes: int) -> OutgoingMessage:
+        consumed = Message(source, 0, n, b"k", b'{"broken": true}', ())
+        return dead_letter_record(
+            consumed,
+            RuntimeError("boom"),
+            dlq_topic=topic,
+            attempts=5,
+            group_id="g",
+            failed_at=failed + timedelta(minutes=minutes),
+        )
+
+    # orders at 12:00 and 12:10, tickets.events at 12:05 and 12:20.
+    await producer.send_many(
+        [
+            letter("orders", 0, 0),
+            letter("tickets.events", 1, 5),
+            letter("orders", 2, 10),
+            letter("tickets.events", 3, 20),
+        ]
+    )
+    await pending(dlq, topic, 4)
+    env = {
+        "KAFKA_BROKERS": ",".join(kafka_brokers),
+        "KAFKA_IDEMPOTENCE": str(idempotent_producers()).lower(),
+        "KAFKA_TOPIC": settings.kafka_topic,
+        "POSTGRES_DSN": settings.postgres_dsn,
+    }
+    window = await keel(
+        env, "dlq", "replay", topic, "--source-topic", "orders",
+        "--since", "2026-12-01T12:05Z", "--until", "2026-12-01T12:15Z", "--json",
+    )  # fmt: skip
+    [first] = [r["id"] for r in await dlq.records(topic, Selection()) if r["failed_at"] == failed.isoformat()]
+    fixed = tmp_path / "fixed.json"
+    fixed.write_bytes(b'{"fixed": true}')
+    by_id = await keel(env, "dlq", "replay", topic, "--id", first, "--payload-file", str(fixed), "--json")
+    shown = await keel(env, "dlq", "show", first, "--json")
+    purged = await keel(
+        env, "dlq", "purge", topic, "--source-topic", "tickets.events", "--yes", "--delete", "--json"
+    )
+
+    assert window["count"] == 1  # the orders record of 12:10, the one failed inside the window
+    assert by_id["count"] == 1 and shown["replayed"] is True
+    assert purged["count"] == 2
+    assert (await dlq.summary(topic))["pending"] == 0
+
+
 async def keel(env: dict[str, str], *args: str) -> Any:
     """The command in a thread of this process (its own event loop, as from a shell), not a new
     interpreter: importing Keel again would cost more than the commands."""
