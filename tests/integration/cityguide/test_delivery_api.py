@@ -137,3 +137,26 @@ async def test_the_cdn_link_answers_head_and_ranges_so_a_player_can_seek(make_se
     assert past_the_end.status_code == 416 and past_the_end.headers["content-range"] == f"bytes */{len(WAV)}"
     assert again.status_code == 304
     assert forged_head.status_code == 403
+
+
+async def test_during_a_key_rotation_links_of_the_previous_secret_still_serve_and_new_ones_use_the_new_key(
+    make_settings, route_id
+):
+    """SECRET_KEY_ID and PREVIOUS_SECRETS (docs/cdn-signed-links.md): a process signing with k2 hands
+    out k2 links and still serves links handed out under k1 until k1 leaves the list; a k1 link signed
+    with a secret it does not know is refused."""
+    old, new = f"old-{uuid.uuid4().hex}", f"new-{uuid.uuid4().hex}"
+    settings = make_settings(secret=new, secret_key_id="k2", previous_secrets=f"k1:{old}")
+    audio_id = f"{route_id}-a0"
+    async with serving([SPEC], settings, embedded=True) as (app, client):
+        storage = app.state.infra.storage
+        await storage.put(audio_key(audio_id), WAV, content_type="audio/wav")
+        await publish_ready(app, route_id, [0])
+        [item] = (await _ready(client, route_id, 1)).json()["items"]
+        handed_out = parse_qs(urlsplit(item["url"]).query)["kid"]
+        before = UrlSigner(old, key_id="k1").sign(cdn_path(audio_id), 600).url()
+        stranger = UrlSigner(f"other-{uuid.uuid4().hex}", key_id="k1").sign(cdn_path(audio_id), 600).url()
+        cdn_old, cdn_stranger = [await client.get(url) for url in (before, stranger)]
+    assert handed_out == ["k2"]
+    assert cdn_old.status_code == 200 and cdn_old.content == WAV
+    assert cdn_stranger.status_code == 403
