@@ -160,6 +160,34 @@ async def test_invalidation_missed_during_an_outage_is_replayed_when_redis_retur
         await direct.aclose()
 
 
+async def test_an_invalidation_a_primary_refuses_for_want_of_replicas_is_sent_again_once_it_accepts(
+    private_redis: servers.ChildServer,
+) -> None:
+    """docs/production.md's advice for Sentinel: with `min-replicas-to-write 1` a primary cut off
+    from its replica refuses writes (NOREPLICAS) rather than accepting ones its resync would drop.
+    The refused invalidation is kept and sent once the primary accepts writes again."""
+    client = redis_client(f"redis://127.0.0.1:{private_redis.port}/0")
+    cache = build(client, reset_after_s=0.05)
+    observer = RedisCache(
+        client, name=f"observer-{uuid.uuid4().hex[:6]}", namespace=f"keel:cache:{cache.name}:"
+    )
+    try:
+        await cache.set("tickets:list:u1:all:20:0", b"old page", ttl_s=60)
+        await client.config_set("min-replicas-to-write", 1)  # no replica connected: writes refused
+        await cache.delete_prefix("tickets:list:u1:")  # the write committed; its invalidation is refused
+        assert errors(cache) == 1
+        assert await observer.get("tickets:list:u1:all:20:0") == b"old page"
+
+        await client.config_set("min-replicas-to-write", 0)  # the replica is back
+        await eventually(
+            lambda: cache.get("tickets:other"), until=lambda _: not cache.circuit_open, what="breaker closed"
+        )
+        assert await observer.get("tickets:list:u1:all:20:0") is None
+    finally:
+        await client.config_set("min-replicas-to-write", 0)
+        await client.aclose()
+
+
 async def test_an_outage_is_logged_a_few_times_not_once_per_call(
     private_redis: servers.ChildServer, caplog: pytest.LogCaptureFixture
 ) -> None:

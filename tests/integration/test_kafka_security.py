@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import asyncpg
+import httpx
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
@@ -192,24 +194,28 @@ async def test_a_wrong_password_fails_start_within_seconds_without_printing_it(
     await bus.close()
 
 
+def secured_environment(sasl_port: int, cafile: Path, dsn: str, password: str) -> dict[str, str]:
+    """A `keel serve` process's environment for the SASL_SSL listener, as docs/kafka.md configures it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "TEST_", "REDIS_"))}
+    return env | {
+        "POSTGRES_DSN": dsn,
+        "KAFKA_BROKERS": f"127.0.0.1:{sasl_port}",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": "keel",
+        "KAFKA_SASL_PASSWORD": password,
+        "KAFKA_SSL_CAFILE": str(cafile),
+        "SECRET": f"kafka-security-{uuid.uuid4().hex}",  # the default would stop it before the broker
+    }
+
+
 def test_keel_serve_with_a_wrong_password_exits_in_seconds_with_one_line_naming_the_setting(
     sasl_port: int, ca: tuple[trustme.CA, Path], pg_dsn: str, tmp_path: Path
 ) -> None:
     """The process, not only the client: start-up stops with the broker's refusal in one line (not a
     traceback), a non-zero exit, and neither password anywhere in the output."""
     wrong = "wrong-" + uuid.uuid4().hex[:8]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "TEST_", "REDIS_"))}
-    env |= {
-        "POSTGRES_DSN": pg_dsn,
-        "KAFKA_BROKERS": f"127.0.0.1:{sasl_port}",
-        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-        "KAFKA_SASL_USERNAME": "keel",
-        "KAFKA_SASL_PASSWORD": wrong,
-        "KAFKA_SSL_CAFILE": str(ca[1]),
-        "KAFKA_TIMEOUT_S": "5",
-        "SECRET": f"kafka-security-{uuid.uuid4().hex}",  # the default would stop it before the broker
-    }
+    env = secured_environment(sasl_port, ca[1], pg_dsn, wrong) | {"KAFKA_TIMEOUT_S": "5"}
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "keel.cli", "serve", "tickets", "--port", str(servers.free_port())],
@@ -227,6 +233,65 @@ def test_keel_serve_with_a_wrong_password_exits_in_seconds_with_one_line_naming_
     assert len(said) == 1 and "KAFKA_SASL_PASSWORD" in said[0], output
     assert "Traceback" not in output and wrong not in output and PASSWORD not in output
     print(f"\nwrong password: exit {done.returncode} after {took:.1f} s (imports included): {said[0][:200]}")
+
+
+async def test_keel_serve_configured_by_the_environment_alone_relays_and_consumes_over_sasl_ssl(
+    sasl_port: int, ca: tuple[trustme.CA, Path], fresh_pg_dsn: str, tmp_path: Path
+) -> None:
+    """The process as deployed on a hosted cluster: `keel serve tickets` with nothing but the KAFKA_*
+    variables of docs/kafka.md, a ticket created over HTTP, its event relayed from the outbox and
+    consumed into a notification, both over SASL_SSL."""
+    port = servers.free_port()
+    env = secured_environment(sasl_port, ca[1], fresh_pg_dsn, PASSWORD) | {
+        "KAFKA_IDEMPOTENCE": str(servers.idempotent_producers()).lower(),
+        "TICKETS_RATE_LIMIT": "",
+    }
+    user = f"sasl-{uuid.uuid4().hex[:8]}"
+    with subprocess.Popen(
+        [sys.executable, "-m", "keel.cli", "serve", "tickets", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                await eventually(
+                    lambda: client.get("/readyz"),
+                    until=lambda r: r.status_code == 200,
+                    retry_on=(httpx.TransportError,),
+                    timeout_s=60,
+                    what="keel serve ready",
+                )
+                created = await client.post(
+                    "/v1/tickets",
+                    json={"title": "over sasl", "description": "d"},
+                    headers={"X-User-Id": user},
+                )
+                assert created.status_code == 201, created.text
+            notified = await eventually(
+                lambda: _notifications(fresh_pg_dsn, user),
+                until=lambda ids: len(ids) == 1,
+                timeout_s=60,
+                what="the ticket's notification",
+            )
+            assert notified == [created.json()["id"]]
+        finally:
+            process.terminate()
+            output, _ = process.communicate(timeout=30)
+    assert PASSWORD not in output
+
+
+async def _notifications(dsn: str, user: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [
+            r[0]
+            for r in await conn.fetch("SELECT ticket_id::text FROM notifications WHERE user_id = $1", user)
+        ]
+    finally:
+        await conn.close()
 
 
 async def test_a_plaintext_client_on_the_tls_port_fails_within_seconds_and_is_told_to_use_tls(

@@ -121,7 +121,9 @@ async def test_retry_after_is_when_the_oldest_request_leaves_the_window(make_cli
         timeout_s=4,
         what="a slot freed",
     )
-    assert time.monotonic() - began <= 2.5
+    # Freed when the oldest request leaves its 2 s window, not a whole window after the refusal (4 s);
+    # the margin is the polling's round trips on a loaded runner (over TLS in the topology suites).
+    assert time.monotonic() - began <= 3.0
 
 
 async def test_two_app_instances_share_one_window_through_redis(redis_url: str, key_prefix: str) -> None:

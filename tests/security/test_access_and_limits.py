@@ -150,20 +150,28 @@ def test_a_video_is_its_creators_to_read_and_retry(client):
 def orders_of(pg_dsn: str, base: str) -> dict[str, str]:
     """customer → the uid of an order of theirs, written as the ingest consumer writes orders."""
     rng = random.Random(22)
-    orders = [
-        parse_order({**fake_order(rng, order_uid=f"{who}{uuid.uuid4().hex[:12]}"), "customer_id": who})
-        for who in ("carol", "erin")
-    ]
+    orders = [customers_order(who, rng) for who in ("carol", "erin")]
+    store_orders(pg_dsn, orders)
+    return {order["customer_id"]: order["order_uid"] for order in orders}
+
+
+def customers_order(customer: str, rng: random.Random) -> Any:
+    return parse_order(
+        {**fake_order(rng, order_uid=f"{customer}{uuid.uuid4().hex[:12]}"), "customer_id": customer}
+    )
+
+
+def store_orders(dsn: str, orders: list[Any]) -> None:
+    """As the ingest consumer writes them."""
 
     async def insert() -> None:
-        conn = await asyncpg.connect(pg_dsn)
+        conn = await asyncpg.connect(dsn)
         try:
             await repository.upsert_orders(conn, [order_json(o) for o in orders])
         finally:
             await conn.close()
 
     asyncio.run(insert())
-    return {order["customer_id"]: order["order_uid"] for order in orders}
 
 
 def test_with_orders_auth_user_an_order_is_its_customers_and_a_strangers_404_says_nothing_more(
@@ -281,18 +289,8 @@ def test_roles_are_believed_from_a_trusted_peer_only_even_when_it_forwards_anoth
 def test_found_orders_do_not_spend_the_miss_budget(pg_dsn, elsewhere):
     """From an address of its own: a customer reads their order up to their lookup limit, and the
     address still has its whole budget of misses."""
-    order = parse_order(
-        {**fake_order(random.Random(7), order_uid=f"frank{uuid.uuid4().hex[:12]}"), "customer_id": "frank"}
-    )
-
-    async def insert() -> None:
-        conn = await asyncpg.connect(pg_dsn)
-        try:
-            await repository.upsert_orders(conn, [order_json(order)])
-        finally:
-            await conn.close()
-
-    asyncio.run(insert())
+    order = customers_order("frank", random.Random(7))
+    store_orders(pg_dsn, [order])
     frank = {"X-User-Id": "frank"}
     found = [elsewhere.get(f"/order/{order['order_uid']}", headers=frank).status_code for _ in range(4)]
     assert found == [200] * 4

@@ -6,7 +6,6 @@ on the fast paths (the tickets create and cached list, the order lookup) as on t
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import ssl
@@ -18,7 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import jwt
 import pytest
@@ -29,12 +27,9 @@ from keel import services
 from keel.core.identity import build_authenticator
 from keel.core.runtime import build_app
 from keel.core.settings import Settings
-from keel.orders import repository
-from keel.orders.fake import fake_order
-from keel.orders.schemas import order_json, parse_order
 from keel.videos.settings import VideoSettings
 from keel.videos.spec import build_spec
-from tests.security.test_access_and_limits import assert_error
+from tests.security.test_access_and_limits import assert_error, customers_order, store_orders
 from tests.support.serving import served
 
 pytestmark = pytest.mark.timeout(300)
@@ -146,18 +141,8 @@ def test_a_token_signed_by_another_key_is_401_on_every_service(client: httpx.Cli
 
 @pytest.fixture(scope="module")
 def carols_order(pg_dsn: str, client: httpx.Client) -> str:
-    order = parse_order(
-        {**fake_order(random.Random(7), order_uid=f"c{uuid.uuid4().hex[:12]}"), "customer_id": "carol"}
-    )
-
-    async def insert() -> None:
-        conn = await asyncpg.connect(pg_dsn)
-        try:
-            await repository.upsert_orders(conn, [order_json(order)])
-        finally:
-            await conn.close()
-
-    asyncio.run(insert())
+    order = customers_order("carol", random.Random(7))
+    store_orders(pg_dsn, [order])
     return str(order["order_uid"])
 
 

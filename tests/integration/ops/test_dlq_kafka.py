@@ -218,6 +218,31 @@ async def test_the_cli_lists_replays_and_shows_as_json(order_settings, producer,
     assert [a["actor"].endswith("(cli)") for a in await dlq.audit()] == [True]
 
 
+FAILED = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def four_letters(topic: str) -> list[OutgoingMessage]:
+    """Dead letters of orders failed at 12:00 and 12:10, of tickets.events at 12:05 and 12:20."""
+
+    def letter(source: str, n: int, minutes: int) -> OutgoingMessage:
+        consumed = Message(source, 0, n, b"k", b"{}", ())
+        return dead_letter_record(
+            consumed,
+            RuntimeError("boom"),
+            dlq_topic=topic,
+            attempts=5,
+            group_id="g",
+            failed_at=FAILED + timedelta(minutes=minutes),
+        )
+
+    return [
+        letter("orders", 0, 0),
+        letter("tickets.events", 1, 5),
+        letter("orders", 2, 10),
+        letter("tickets.events", 3, 20),
+    ]
+
+
 async def test_the_documented_command_lines_select_by_window_fix_a_payload_and_purge(
     order_settings, producer, ops, kafka_brokers, tmp_path
 ):
@@ -226,28 +251,7 @@ async def test_the_documented_command_lines_select_by_window_fix_a_payload_and_p
     dlq, _ = ops
     settings = order_settings()
     topic = settings.dlq_topic
-    failed = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-    def letter(source: str, n: int, minutes: int) -> OutgoingMessage:
-        consumed = Message(source, 0, n, b"k", b'{"broken": true}', ())
-        return dead_letter_record(
-            consumed,
-            RuntimeError("boom"),
-            dlq_topic=topic,
-            attempts=5,
-            group_id="g",
-            failed_at=failed + timedelta(minutes=minutes),
-        )
-
-    # orders at 12:00 and 12:10, tickets.events at 12:05 and 12:20.
-    await producer.send_many(
-        [
-            letter("orders", 0, 0),
-            letter("tickets.events", 1, 5),
-            letter("orders", 2, 10),
-            letter("tickets.events", 3, 20),
-        ]
-    )
+    await producer.send_many(four_letters(topic))
     await pending(dlq, topic, 4)
     env = {
         "KAFKA_BROKERS": ",".join(kafka_brokers),
@@ -259,7 +263,7 @@ async def test_the_documented_command_lines_select_by_window_fix_a_payload_and_p
         env, "dlq", "replay", topic, "--source-topic", "orders",
         "--since", "2026-12-01T12:05Z", "--until", "2026-12-01T12:15Z", "--json",
     )  # fmt: skip
-    [first] = [r["id"] for r in await dlq.records(topic, Selection()) if r["failed_at"] == failed.isoformat()]
+    [first] = [r["id"] for r in await dlq.records(topic, Selection()) if r["failed_at"] == FAILED.isoformat()]
     fixed = tmp_path / "fixed.json"
     fixed.write_bytes(b'{"fixed": true}')
     by_id = await keel(env, "dlq", "replay", topic, "--id", first, "--payload-file", str(fixed), "--json")
@@ -325,28 +329,7 @@ async def test_the_pending_gauge_follows_purges_by_source_topic_and_time_window(
     timer, and falls as purges select by source topic and by when the records failed."""
     dlq, _ = ops
     topic = order_settings().dlq_topic
-    failed = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-    def letter(source: str, n: int, minutes: int) -> OutgoingMessage:
-        consumed = Message(source, 0, n, b"k", b"{}", ())
-        return dead_letter_record(
-            consumed,
-            RuntimeError("boom"),
-            dlq_topic=topic,
-            attempts=5,
-            group_id="g",
-            failed_at=failed + timedelta(minutes=minutes),
-        )
-
-    # orders at 12:00 and 12:10, tickets.events at 12:05 and 12:20.
-    await producer.send_many(
-        [
-            letter("orders", 0, 0),
-            letter("tickets.events", 1, 5),
-            letter("orders", 2, 10),
-            letter("tickets.events", 3, 20),
-        ]
-    )
+    await producer.send_many(four_letters(topic))
     gauge = DeadLetterGauge(dlq, interval_s=0.05)
     task = asyncio.create_task(gauge.run())
     try:
@@ -356,7 +339,7 @@ async def test_the_pending_gauge_follows_purges_by_source_topic_and_time_window(
         assert len(by_source.done) == 2
         await eventually(lambda: pending_gauge(topic), until=lambda v: v == 2, timeout_s=30, what="2 pending")
 
-        window = Selection(since=failed + timedelta(minutes=5), until=failed + timedelta(minutes=15))
+        window = Selection(since=FAILED + timedelta(minutes=5), until=FAILED + timedelta(minutes=15))
         in_window = await dlq.purge(topic, window, actor="tester")
         assert len(in_window.done) == 1  # the orders record of 12:10; 12:05 was purged, 12:20 too
         await eventually(lambda: pending_gauge(topic), until=lambda v: v == 1, timeout_s=30, what="1 pending")
@@ -364,4 +347,4 @@ async def test_the_pending_gauge_follows_purges_by_source_topic_and_time_window(
         await gauge.stop()
         await asyncio.wait_for(task, 10)
     [left] = await dlq.records(topic, Selection())
-    assert (left["source_topic"], left["failed_at"]) == ("orders", failed.isoformat()), left
+    assert (left["source_topic"], left["failed_at"]) == ("orders", FAILED.isoformat()), left
