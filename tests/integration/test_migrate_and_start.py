@@ -66,6 +66,24 @@ async def test_migrate_moves_down_and_up_to_a_revision_and_says_what_it_did(
     assert await revision(fresh_pg_dsn) == HEAD
 
 
+async def test_migrate_to_base_empties_the_database_and_back_to_head_rebuilds_it(
+    fresh_pg_dsn: str, tmp_path: Path
+) -> None:
+    """README: `keel migrate --revision base` empties it (every migration's downgrade runs)."""
+    status, lines = keel(["migrate", "--revision", "base"], tmp_path, POSTGRES_DSN=fresh_pg_dsn)
+    assert (status, lines[-1]) == (0, f"migrated from {HEAD} to base")
+    assert await revision(fresh_pg_dsn) is None
+    conn = await asyncpg.connect(fresh_pg_dsn)
+    try:
+        left = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await conn.close()
+    assert [r["tablename"] for r in left] in ([], ["alembic_version"])
+    status, lines = keel(["migrate"], tmp_path, POSTGRES_DSN=fresh_pg_dsn)
+    assert (status, lines[-1]) == (0, f"migrated from base to {HEAD}")
+    assert await revision(fresh_pg_dsn) == HEAD
+
+
 def test_an_unknown_revision_is_refused_in_one_line(fresh_pg_dsn: str, tmp_path: Path) -> None:
     status, lines = keel(["migrate", "--revision", "0999"], tmp_path, POSTGRES_DSN=fresh_pg_dsn)
     assert status == 2, lines

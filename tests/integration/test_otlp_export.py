@@ -184,11 +184,12 @@ def test_an_unreachable_receiver_fails_the_export_within_its_timeout_and_counts_
 
 def test_the_standard_header_and_compression_variables_apply(scripted: Scripted, monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0ken,x-tenant=a")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-tenant=traces")  # the traces-only one wins
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
     spans = finished_spans()
     assert JsonSpanExporter(scripted.endpoint).export(spans) is SpanExportResult.SUCCESS
     ((headers, body),) = scripted.requests
-    assert headers["authorization"] == "Bearer t0ken" and headers["x-tenant"] == "a"
+    assert headers["authorization"] == "Bearer t0ken" and headers["x-tenant"] == "traces"
     assert headers["content-type"] == "application/json" and headers["content-encoding"] == "gzip"
     assert gzip.decompress(body) == encode(spans)
 
@@ -225,6 +226,12 @@ def test_an_https_receiver_is_verified_against_the_certificate_variable(
     ca_file = tmp_path / "collector-ca.pem"
     collector_ca.cert_pem.write_to_path(str(ca_file))
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(ca_file))
+    with receiving(_tls(collector_ca)) as receiver:
+        spans = finished_spans()
+        assert JsonSpanExporter(receiver.endpoint, timeout_s=5).export(spans) is SpanExportResult.SUCCESS
+    # The traces-only variable wins: the general one may name another file, even one that is not there.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(tmp_path / "no-such-ca.pem"))
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", str(ca_file))
     with receiving(_tls(collector_ca)) as receiver:
         spans = finished_spans()
         assert JsonSpanExporter(receiver.endpoint, timeout_s=5).export(spans) is SpanExportResult.SUCCESS
