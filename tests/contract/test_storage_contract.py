@@ -4,9 +4,6 @@ memory — plus the download links each hands out and the route that serves loca
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -31,11 +28,10 @@ from keel.core.storage import (
     signed_files_router,
 )
 from keel.core.storage.disposition import attachment_disposition
-from tests.support.servers import free_port, wait_for_port
+from tests.support.s3 import S3_SECRET, fresh_bucket, moto_server
 from tests.support.sigv4 import Presigned, check_presigned_get, signed_at
 
 NOW = 1_800_000_000.0
-S3_SECRET = "moto-secret"
 MiB = 1024 * 1024
 Fetch = Callable[[str], Awaitable[httpx.Response]]
 
@@ -52,38 +48,13 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_port(port, 60)
-        endpoint = f"http://127.0.0.1:{port}"
-        # moto loads its S3 backend on the first call: make that here, with a loaded machine's
-        # patience, so no test's own timeout pays for it.
-        httpx.get(endpoint, timeout=60).raise_for_status()
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
         yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def s3_settings(endpoint: str, **overrides: object) -> Settings:
-    """Settings for a fresh bucket on the moto server (moto accepts the unsigned create)."""
-    bucket = f"keel-{uuid.uuid4().hex[:8]}"
-    async with httpx.AsyncClient(timeout=30) as client:
-        assert (await client.put(f"{endpoint}/{bucket}")).status_code == 200
-    values: dict[str, object] = {
-        "s3_endpoint_url": endpoint,
-        "s3_bucket": bucket,
-        "s3_access_key_id": "moto-key",
-        "s3_secret_access_key": S3_SECRET,
-    }
-    return Settings(_env_file=None, **{**values, **overrides})  # type: ignore[arg-type]
+    """Settings for a fresh bucket on the moto server."""
+    return Settings(_env_file=None, **{**(await fresh_bucket(endpoint)), **overrides})  # type: ignore[arg-type]
 
 
 @pytest.fixture
