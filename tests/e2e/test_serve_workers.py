@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -61,8 +62,8 @@ def env(fresh_pg_dsn: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def api(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+@contextmanager
+def two_workers(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     proc = _start(
         ["serve", "tickets", "--api-only", "--workers", "2", "--port", str(port)], env, tmp_path / "api.log"
@@ -71,6 +72,19 @@ def api(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, subprocess.P
         yield f"http://127.0.0.1:{port}", proc
     finally:
         assert _stop(proc) == 0, (tmp_path / "api.log").read_text()[-3000:]
+
+
+@pytest.fixture
+def api(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    with two_workers(env, tmp_path) as served:
+        yield served
+
+
+@pytest.fixture
+def api_own_metrics_dir(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Without PROMETHEUS_MULTIPROC_DIR: the parent makes a private directory, removed at exit."""
+    with two_workers({k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, tmp_path) as served:
+        yield served
 
 
 def _posts_201(text: str) -> float:
@@ -186,9 +200,9 @@ async def test_two_api_processes_share_the_port_and_their_metrics_and_the_worker
 
 
 async def test_a_worker_process_that_dies_is_replaced_and_the_port_keeps_answering(
-    api: tuple[str, subprocess.Popen[bytes]], tmp_path: Path
+    api_own_metrics_dir: tuple[str, subprocess.Popen[bytes]], tmp_path: Path
 ):
-    base, parent = api
+    base, parent = api_own_metrics_dir
 
     async def workers() -> list[psutil.Process]:
         assert parent.poll() is None, (tmp_path / "api.log").read_text()[-3000:]
@@ -218,3 +232,16 @@ async def test_a_worker_process_that_dies_is_replaced_and_the_port_keeps_answeri
     for _ in range(10):  # a connection per request: whichever worker accepts it answers
         async with httpx.AsyncClient(base_url=base) as client:
             assert (await client.get("/healthz")).status_code == 200
+
+    # No PROMETHEUS_MULTIPROC_DIR given: the workers share a private directory the parent made, and a
+    # scrape sums the two live ones (the killed worker's live gauges were dropped with it).
+    [shared] = {Path(p.environ()["PROMETHEUS_MULTIPROC_DIR"]) for p in await workers()}
+    assert shared.name.startswith("keel-metrics-") and list(shared.glob("*.db"))
+
+    async def live_workers() -> float | None:
+        async with httpx.AsyncClient(base_url=base) as scraper:
+            return _samples((await scraper.get("/metrics")).text).get("process_workers")
+
+    await eventually(
+        live_workers, until=lambda n: n == 2, timeout_s=10, what="two live workers in the metrics"
+    )
