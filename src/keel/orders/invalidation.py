@@ -7,9 +7,9 @@ delivers a notification only when its transaction commits, and to every listenin
 replica evicts an order exactly when the new version is readable: a read right after the eviction
 gets the new row, and a read begun before it cannot put the old one back (`OrderCache.forget_many`).
 
-A replica that is not listening (starting, or its connection to PostgreSQL lost) could miss
-notifications: its cache stays off (`OrderCache.live`) until it listens again, and it starts over
-from an empty cache then. The LISTEN connection goes to PostgreSQL itself (`Database.listen_dsn`), as
+A replica that is not listening (starting, or its connection to PostgreSQL lost, or gone silent: see
+`_until_lost`) could miss notifications: its cache stays off (`OrderCache.live`) until it listens
+again, and it starts over from an empty cache then. The LISTEN connection goes to PostgreSQL itself (`Database.listen_dsn`), as
 the outbox relay's does: a pooler in transaction mode does not carry notifications. Without such a
 DSN there is no cache at all (`keel.orders.spec`).
 """
@@ -42,6 +42,8 @@ log = logging.getLogger("keel.orders")
 CHANNEL = "keel_orders_changed"
 # PostgreSQL refuses payloads of 8,000 bytes or more: order ids are sent in chunks below that.
 PAYLOAD_LIMIT = 7_000
+# How often the LISTEN connection is asked whether it still answers (and how long it has to).
+HEARTBEAT_S = 5.0
 # Every chunk in one statement: one round trip per ingest batch, however many chunks.
 NOTIFY = "SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) AS p"
 
@@ -73,6 +75,7 @@ class CacheInvalidation:
         sender: str,
         warm: Callable[[], Awaitable[int]] | None = None,
         retry_s: float = 1.0,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         if db.listen_dsn is None:
             raise ValueError("no direct DSN to LISTEN on (DB_POOLER is set and POSTGRES_LISTEN_DSN is not)")
@@ -80,6 +83,7 @@ class CacheInvalidation:
         self._cache = cache
         self._warm = warm
         self._retry_s = retry_s
+        self._heartbeat_s = heartbeat_s
         # This process's own notifications are skipped: its cache already holds what it wrote.
         self.sender = sender
         self._stop = asyncio.Event()
@@ -103,11 +107,28 @@ class CacheInvalidation:
                 log.warning("order cache off: not listening for other replicas' writes (%r)", exc)
             else:
                 self._conn = None
-                await self._changed.wait()  # stop() or the connection lost (`_lost`)
+                await self._until_lost(conn)
                 if not conn.is_closed():
                     conn.terminate()
             self._cache.live = False
             await self._wait(self._retry_s)
+
+    async def _until_lost(self, conn: asyncpg.Connection) -> None:
+        """Until stop() or the connection is lost. A connection whose server stops answering without a
+        reset (its machine lost, a network partition) is never reported lost: it is asked a trivial
+        query every `heartbeat_s`, and one not answered within that counts as lost (the cache goes off
+        instead of serving orders whose updates it no longer hears of)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._heartbeat_s):
+                    await self._changed.wait()  # stop() or the connection lost (`_lost`)
+                return
+            try:
+                await conn.fetchval("SELECT 1", timeout=self._heartbeat_s)
+            except _UNREACHABLE as exc:
+                log.warning("order cache off: its LISTEN connection stopped answering (%r)", exc)
+                self._lost(conn)
+                return
 
     async def _listen(self) -> asyncpg.Connection:
         conn = await db_hosts.connect(self._dsn, timeout=5)

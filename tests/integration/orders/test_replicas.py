@@ -5,6 +5,7 @@ its notification feed serves from the database until it listens again."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from typing import Any
@@ -13,9 +14,13 @@ import asyncpg
 import httpx
 import orjson
 
+from keel.core.db import Database
+from keel.orders.cache import OrderCache
 from keel.orders.fake import fake_order
+from keel.orders.invalidation import CacheInvalidation
 from tests.integration.orders.conftest import send, served, served_as, serving
 from tests.support.eventually import eventually
+from tests.support.tcp_proxy import TcpProxy
 
 BOUND_S = 1.0
 
@@ -97,3 +102,28 @@ async def test_a_replica_that_lost_its_notification_feed_reads_the_database_unti
             )
         finally:
             await admin.close()
+
+
+async def test_a_notification_feed_gone_silent_turns_the_cache_off_within_its_heartbeat_and_on_again(
+    fresh_pg_dsn: str,
+) -> None:
+    """A LISTEN connection whose server stops answering without a reset (its machine lost, a network
+    partition) is never reported lost: the feed asks it a query every heartbeat and turns the cache
+    off when none comes back, rather than serve orders whose updates it no longer hears of."""
+    proxy = await TcpProxy.in_front_of(fresh_pg_dsn).start()
+    db = Database.connect(fresh_pg_dsn, listen_dsn=proxy.reroute(fresh_pg_dsn), pool_size=2)
+    cache = OrderCache(100)
+    feed = CacheInvalidation(db, cache, sender="replica-a", retry_s=0.1, heartbeat_s=0.3)
+    await feed.open()
+    running = asyncio.create_task(feed.run())
+    try:
+        assert cache.live
+        proxy.set_mode("blackhole")  # the LISTEN connection stays open and nothing comes back
+        await eventually(lambda: cache.live, until=lambda live: not live, timeout_s=3, what="the cache off")
+        proxy.set_mode("pass")
+        await eventually(lambda: cache.live, until=bool, timeout_s=10, what="the cache on again")
+    finally:
+        await feed.stop()
+        await asyncio.wait_for(running, 10)
+        await db.dispose()
+        await proxy.close()
