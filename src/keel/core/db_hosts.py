@@ -37,7 +37,7 @@ async def connect(
 ) -> asyncpg.Connection:
     """`asyncpg.connect` with each host of a multi-host `dsn` (or of `host=[…]`, `port=[…]`, as
     SQLAlchemy passes them) given its own `timeout`."""
-    conn, _ = await connect_in_turn(dsn, options, timeout_s=timeout)
+    conn, _ = await _connect_in_turn(dsn, options, timeout_s=timeout)
     return conn
 
 
@@ -56,7 +56,7 @@ class Hosts:
         timeout: float = 60,  # noqa: ASYNC109 - as `connect`'s
         **options: Any,
     ) -> asyncpg.Connection:
-        conn, host = await connect_in_turn(dsn, options, timeout_s=timeout, first=self.current)
+        conn, host = await _connect_in_turn(dsn, options, timeout_s=timeout, first=self.current)
         if host is not None:
             if host != self.current:
                 self._cut_all_but(host)
@@ -80,7 +80,7 @@ class Hosts:
         return host is not None and host != self.current
 
 
-async def connect_in_turn(
+async def _connect_in_turn(
     dsn: str | None, options: dict[str, Any], *, timeout_s: float, first: str | None = None
 ) -> tuple[asyncpg.Connection, str | None]:
     """A connection and the host (`host:port`) it reached, None when only one was named; the hosts in
