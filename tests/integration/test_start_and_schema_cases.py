@@ -29,7 +29,9 @@ def _one_error_line(lines: list[str], *needles: str) -> str:
     return found[0]
 
 
-def test_postgresql_unreachable_is_one_line_and_exit_3_from_serve_and_2_from_migrate(tmp_path: Path) -> None:
+def test_postgresql_unreachable_is_one_line_and_exit_3_from_serve_worker_and_workers_and_2_from_migrate(
+    tmp_path: Path,
+) -> None:
     nowhere = f"postgresql://keel:hunter2@127.0.0.1:{free_port()}/keel"
     status, lines = keel(
         ["serve", "tickets", "--port", str(free_port())], tmp_path, POSTGRES_DSN=nowhere, SECRET=SECRET
@@ -37,6 +39,15 @@ def test_postgresql_unreachable_is_one_line_and_exit_3_from_serve_and_2_from_mig
     assert status == 3, lines  # the start failed: a supervisor restarts it, with backoff
     line = _one_error_line(lines, "cannot connect to PostgreSQL", "check POSTGRES_DSN")
     assert "hunter2" not in "\n".join(lines), line
+
+    # The same from a worker process, and from `--workers 2`: the first worker's failed start is the
+    # service's (keel.core.processes), not a worker restarted forever.
+    for argv in (["worker", "tickets"], ["serve", "tickets", "--workers", "2"]):
+        status, lines = keel(
+            [*argv, "--port", str(free_port())], tmp_path, POSTGRES_DSN=nowhere, SECRET=SECRET
+        )
+        assert status == 3, (argv, lines)
+        _one_error_line(lines, "cannot connect to PostgreSQL", "check POSTGRES_DSN")
 
     status, lines = keel(["migrate"], tmp_path, POSTGRES_DSN=nowhere)
     assert status == 2, lines

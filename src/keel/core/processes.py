@@ -6,13 +6,16 @@ Each worker is a fresh interpreter (not a fork): prometheus-client picks its mul
 import time from PROMETHEUS_MULTIPROC_DIR, which the parent sets (wiped at start) before any worker
 imports it, so `/metrics` of any worker aggregates all of them (keel.core.metrics.render_latest).
 
-The parent restarts a worker that dies, forwards SIGTERM/SIGINT (each worker drains its in-flight
-requests), and removes what the dead workers left in the metrics directory.
+The parent starts the first worker alone and the others once it serves: a first worker that cannot
+start ends the parent with its exit status. After that the parent restarts a worker that dies,
+forwards SIGTERM/SIGINT (each worker drains its in-flight requests), and removes what the dead workers
+left in the metrics directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import logging
 import os
 import shutil
@@ -86,7 +89,14 @@ class WorkerProcesses:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        for slot in range(self.count):
+        # The first worker's start is the service's: one that cannot start (a bad setting, PostgreSQL
+        # unreachable, a broker that refuses it) ends the parent with its exit status and its one
+        # line, as `keel serve` alone does, instead of being restarted forever. Later deaths restart.
+        self._start(0)
+        failed = self._first_start()
+        if failed is not None:
+            return failed
+        for slot in range(1, self.count):
             self._start(slot)
         restart_at: dict[int, float] = {}
         while not self.stopping:
@@ -110,6 +120,25 @@ class WorkerProcesses:
                     "HTTP worker %d (pid %d) exited with %s; restarting in %.1fs", slot, proc.pid, code, delay
                 )
                 restart_at[slot] = now + delay
+        return self.stop()
+
+    def _first_start(self) -> int | None:
+        """None once the first worker answers `/healthz` on the shared socket (it is the only one yet);
+        its exit status if it exits first; the stop's status if the parent is told to stop."""
+        proc = self.procs[0]
+        assert proc is not None
+        host, port = self.sock.getsockname()[:2]
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # a bind-all address: ask on loopback
+        while not self.stopping:
+            code = proc.poll()
+            if code is not None:
+                mark_dead(self.directory, proc.pid)
+                self.procs[0] = None
+                log.error("HTTP worker 0 (pid %d) could not start (exit %s); stopping", proc.pid, code)
+                return code or 1
+            if _answers(host, port):
+                return None
+            time.sleep(POLL_S)
         return self.stop()
 
     def stop(self) -> int:
@@ -140,6 +169,18 @@ def serve_workers(argv: Sequence[str], count: int, host: str, port: int) -> int:
         sock.close()
         if owned:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _answers(host: str, port: int) -> bool:
+    """`GET /healthz` answered 200 (a worker past its start-up serves it)."""
+    connection = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
 
 
 def self_command() -> list[str]:
