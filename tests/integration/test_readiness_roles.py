@@ -101,3 +101,22 @@ async def test_broker_away_an_api_process_is_degraded_and_a_worker_is_not_ready(
         answer = await worker.get("/readyz")
         assert answer.status_code == 503
         assert answer.json()["error"]["message"] == "dependency down: kafka"
+
+
+async def test_dependency_up_is_on_the_metrics_without_anyone_asking_readyz(
+    pg_dsn: str, redis_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """The DependencyDown alert and the dashboard read `/metrics`, and the deployments' health checks
+    ask `/healthz`: the dependencies are probed in the background, not only when `/readyz` is asked."""
+    nowhere = f"127.0.0.1:{servers.free_port()}"
+    settings = settings_for(make_settings, pg_dsn, redis_url, kafka_brokers=[nowhere])
+    DEPENDENCY_UP.clear()  # nothing left from an earlier /readyz in this process
+    async with process(settings, worker=False) as api:
+        scraped = await eventually(
+            lambda: api.get("/metrics"),
+            until=lambda r: 'dependency_up{dependency="kafka"} 0.0' in r.text,
+            timeout_s=20,
+            what="every dependency on the metrics",
+        )
+    assert 'dependency_up{dependency="postgres"} 1.0' in scraped.text
+    assert 'dependency_up{dependency="redis"} 1.0' in scraped.text

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import orjson
@@ -14,6 +16,8 @@ from keel.core.envelope import error_response
 from keel.core.metrics import DEPENDENCY_UP, render_latest
 
 CHECK_TIMEOUT_S = 2.0
+# How often `dependency_up` is refreshed without a `/readyz` request: a Prometheus scrape interval.
+PROBE_INTERVAL_S = 15.0
 # Liveness paths a seed names besides `/healthz`, per service: seed 003 (videos) checks `/health`.
 # Kept here rather than in the service, as every health route is (docs/seed-differences.md).
 SEED_LIVENESS_PATHS: dict[str, tuple[str, ...]] = {"videos": ("/health",)}
@@ -29,6 +33,35 @@ class ReadinessCheck:
     name: str
     probe: Callable[[], Awaitable[object]]
     required: bool = True
+
+
+async def probe(checks: Sequence[ReadinessCheck]) -> list[tuple[str, str | None]]:
+    """Every check at once: (name, None or why it is down), and `dependency_up` set from the answers."""
+    results = await asyncio.gather(*(_run(c) for c in checks))
+    for name, err in results:
+        DEPENDENCY_UP.labels(name).set(1 if err is None else 0)
+    return results
+
+
+@asynccontextmanager
+async def probing(
+    checks: Callable[[], Sequence[ReadinessCheck]], interval_s: float = PROBE_INTERVAL_S
+) -> AsyncIterator[None]:
+    """`dependency_up` kept current while the process runs, whether anything asks `/readyz` or not:
+    the alert on it and the dashboard read `/metrics`, and health checks ask `/healthz`."""
+
+    async def every_interval() -> None:
+        while True:
+            await probe(list(checks()))
+            await asyncio.sleep(interval_s)
+
+    task = asyncio.create_task(every_interval(), name="dependency-probe")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _run(check: ReadinessCheck) -> tuple[str, str | None]:
@@ -68,10 +101,8 @@ def health_router(
     )
     async def readyz() -> Response:
         current = list(checks())
-        results = await asyncio.gather(*(_run(c) for c in current))
+        results = await probe(current)
         status = {name: ("ok" if err is None else err) for name, err in results}
-        for name, err in results:
-            DEPENDENCY_UP.labels(name).set(1 if err is None else 0)
         down = [
             c.name for c, (_, err) in zip(current, results, strict=True) if err is not None and c.required
         ]

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from keel.core.app import create_app
 from keel.core.devbus import dev_bus_router
 from keel.core.fastpath import FastRoutes
-from keel.core.health import SEED_LIVENESS_PATHS, ReadinessCheck
+from keel.core.health import SEED_LIVENESS_PATHS, ReadinessCheck, probing
 from keel.core.identity import Authenticator, build_authenticator
 from keel.core.infra import Infra, open_infra
 from keel.core.outbox import OutboxRelay, RelayOptions
@@ -201,14 +201,15 @@ class _Process:
         return workers
 
     async def _expose(self, app: FastAPI, infra: Infra, stack: AsyncExitStack) -> None:
-        """What the routes and the operator read from the app: saturation, the dev bus's producer,
-        the object store."""
+        """What the routes, the operator and the metrics read: saturation, the dependencies' state
+        (refreshed in the background), the dev bus's producer, the object store."""
         label = "platform" if self.embedded else "-".join(s.name for s in self.specs) or "platform"
         app.state.saturation = await stack.enter_async_context(
             sampling(
                 SaturationSampler(label, app.state.http_metrics.in_flight, db=infra.db, redis=infra.redis)
             )
         )
+        await stack.enter_async_context(probing(self.readiness))
         if self.embedded and self.serve_routes:
             app.state.dev_producer = infra.bus.producer()
             await app.state.dev_producer.start()
