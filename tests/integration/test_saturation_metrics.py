@@ -102,11 +102,13 @@ async def test_event_loop_lag_records_a_call_that_blocks_the_loop() -> None:
             lambda: scrape(client), until=lambda m: m[count] > first[count], what="this sampler ticking"
         )
         _hold_the_loop(0.3)
-        await eventually(
+        late = await eventually(
             lambda: scrape(client),
             until=lambda m: slow_ticks(m) > slow_ticks(before),
             what="the blocked tick, late by more than 0.1 s",
         )
+        # The last tick's lateness as a gauge too, for a panel that shows it as it is now.
+        assert late[("event_loop_lag_last_seconds", ())] >= 0.1
 
 
 def _hold_the_loop(seconds: float) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime
 import orjson
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 
 from keel.core.bus import Bus, OutgoingMessage, Producer
 from keel.core.consumer import ConsumerOptions, ConsumerRunner, RetryPolicy, Transactional
@@ -43,6 +44,10 @@ class Harness:
     topic: str  # envelope wire
     bare_topic: str  # bare wire, natural key `id`
     bare_group: str
+
+
+def dead_lettered(dlq_topic: str, reason: str) -> float:
+    return REGISTRY.get_sample_value("dlq_messages_total", {"topic": dlq_topic, "reason": reason}) or 0.0
 
 
 @pytest_asyncio.fixture(scope="module", params=["memory", "kafka"])
@@ -116,6 +121,9 @@ async def test_message_failing_every_attempt_is_dead_lettered_with_reason_and_at
     assert await h.effects.count(bad) == 0
     assert h.script.calls[bad] == MAX_ATTEMPTS
     assert consumed(h.group, h.topic, "dlq") == dead_before + 1
+    # The metric's reason is the kind (`poison` at once, `exhausted` after the retries); the record's
+    # header carries the error's type.
+    assert dead_lettered(letter.topic, "exhausted") >= 1
 
 
 @pytest.mark.parametrize(
@@ -137,6 +145,7 @@ async def test_undecodable_message_is_dead_lettered_at_once_and_the_next_is_hand
     assert dict(letter.headers)["dlq-attempts"] == b"1"
     assert dict(letter.headers)["dlq-error-type"] == b"PoisonMessage"
     assert await h.effects.wait_for(after) == 1
+    assert dead_lettered(letter.topic, "poison") >= 1
 
 
 async def test_message_the_handler_rejects_as_invalid_is_dead_lettered_without_retries(
