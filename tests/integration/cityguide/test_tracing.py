@@ -13,16 +13,19 @@ from keel.cityguide.story.generator import MIN_STORIES
 from keel.cityguide.story.spec import SPEC as STORY
 from keel.cityguide.tts.spec import SPEC as TTS
 from keel.core.bus.kafka import KafkaBus
+from keel.core.bus.partitioner import partition_of
 from keel.core.events import Event, encode
 from keel.core.settings import Settings
 from tests.support.eventually import eventually
-from tests.support.otlp import assert_connected, assert_parent, traced, traceparent
+from tests.support.otlp import ReceivedSpan, assert_connected, assert_parent, traced, traceparent
 from tests.support.servers import idempotent_producers
 from tests.support.serving import serving_app
 
 POINTS = [{"name": "Кремль"}, {"name": "Озеро Кабан"}]
 # A route gets a story per point and at least MIN_STORIES: two points make three audios.
 STORIES = max(len(POINTS), MIN_STORIES)
+# Spans each story of a route makes once, in the route's trace.
+PER_STORY = ("send tts.requested", "send tts.completed")
 HOPS = [
     ("process route.confirmed", "send route.confirmed"),
     ("send story.generate", "process route.confirmed"),
@@ -37,10 +40,8 @@ HOPS = [
 ]
 
 
-async def test_the_cityguide_flow_is_one_trace_to_the_delivery_page(
-    fresh_pg_dsn, redis_url, kafka_brokers, tmp_path, app_database, otlp, quick_span_export
-):
-    settings = traced(
+def flow_settings(fresh_pg_dsn, redis_url, kafka_brokers, tmp_path, app_database, otlp) -> Settings:
+    return traced(
         Settings.model_validate(
             {
                 "data_dir": tmp_path,
@@ -55,22 +56,43 @@ async def test_the_cityguide_flow_is_one_trace_to_the_delivery_page(
         ),
         otlp,
     )
+
+
+async def confirm(kafka_brokers: list[str], routes: dict[str, str]) -> None:
+    """route.confirmed for each route id, each carrying its own caller's trace, in one send."""
+    bus = KafkaBus(kafka_brokers, idempotence=idempotent_producers())
+    producer = bus.producer()
+    await producer.start()
+    try:
+        events = [
+            Event(
+                topics.ROUTE_CONFIRMED,
+                {"route_id": route_id, "mode": "walk", "city": "Казань", "points": POINTS},
+                key=route_id,
+                headers=(("traceparent", traceparent(trace_id).encode()),),
+            )
+            for route_id, trace_id in routes.items()
+        ]
+        await producer.send_many([encode(e, topics.ROUTE_CONFIRMED, "bare") for e in events])
+    finally:
+        await producer.stop()
+        await bus.close()
+
+
+def per_story(spans: list[ReceivedSpan]) -> dict[str, int]:
+    return {name: sum(s.name == name for s in spans) for name in PER_STORY}
+
+
+async def test_the_cityguide_flow_is_one_trace_to_the_delivery_page(
+    fresh_pg_dsn, redis_url, kafka_brokers, tmp_path, app_database, otlp, quick_span_export
+):
+    settings = flow_settings(fresh_pg_dsn, redis_url, kafka_brokers, tmp_path, app_database, otlp)
     route_id = f"route-{uuid.uuid4().hex[:8]}"
     trace_id = uuid.uuid4().hex
-    caller = (("traceparent", traceparent(trace_id).encode()),)
-    payload = {"route_id": route_id, "mode": "walk", "city": "Казань", "points": POINTS}
     async with serving_app(
         [ORCHESTRATOR, DELIVERY, STORY, TTS], settings, headers={"X-User-Id": "tracing-reader"}
     ) as (_, client):
-        bus = KafkaBus(kafka_brokers, idempotence=idempotent_producers())
-        producer = bus.producer()
-        await producer.start()
-        try:
-            event = Event(topics.ROUTE_CONFIRMED, payload, key=route_id, headers=caller)
-            await producer.send_many([encode(event, topics.ROUTE_CONFIRMED, "bare")])
-        finally:
-            await producer.stop()
-            await bus.close()
+        await confirm(kafka_brokers, {route_id: trace_id})
         page = await eventually(
             lambda: client.get(
                 "/delivery/prefetch",
@@ -84,15 +106,61 @@ async def test_the_cityguide_flow_is_one_trace_to_the_delivery_page(
         assert page.status_code == 200
         spans = await eventually(
             lambda: otlp.trace(trace_id),
-            until=lambda got: {"send delivery.prefetch", "GET /delivery/prefetch"} <= {s.name for s in got},
+            until=lambda got: (
+                {"send delivery.prefetch", "GET /delivery/prefetch"} <= {s.name for s in got}
+                and per_story(got) == dict.fromkeys(PER_STORY, STORIES)
+            ),
             timeout_s=30,
             what="the flow's spans exported",
         )
     for child, parent in HOPS:
         assert_parent(spans, child, parent)
     assert_connected(spans, "ab" * 8)
+    # One request and one result per story: each request's send reached a process span (as its
+    # parent, or linked from a batch's), and each result was sent from one of those.
+    processed = [s for s in spans if s.name == "process tts.requested"]
+    reached = {s.parent_id for s in processed} | {span for s in processed for _, span in s.links}
+    assert {s.span_id for s in spans if s.name == "send tts.requested"} <= reached
+    assert {s.parent_id for s in spans if s.name == "send tts.completed"} <= {s.span_id for s in processed}
     groups = {
         s.attributes.get("messaging.consumer.group.name") for s in spans if s.name == "process tts.completed"
     }
     assert groups == {"orchestrator.tts.completed", "delivery-prefetch"}  # both consumers, one trace
     assert [s.name for s in spans if s.kind == "SERVER"][-1] == "GET /delivery/prefetch"
+
+
+async def test_routes_confirmed_together_each_keep_their_own_trace(
+    fresh_pg_dsn, redis_url, kafka_brokers, tmp_path, app_database, otlp, quick_span_export
+):
+    """Routes on one partition are handled by the orchestrator in one batch and one transaction: each
+    route's commands still go out in its own caller's trace, not in the batch's first one."""
+    settings = flow_settings(fresh_pg_dsn, redis_url, kafka_brokers, tmp_path, app_database, otlp)
+    first = f"route-{uuid.uuid4().hex[:8]}"
+    partition = partition_of(first.encode(), settings.kafka_partitions)
+    second = next(
+        r
+        for r in (f"route-{uuid.uuid4().hex[:8]}" for _ in range(1000))
+        if partition_of(r.encode(), settings.kafka_partitions) == partition
+    )
+    routes = {first: uuid.uuid4().hex, second: uuid.uuid4().hex}
+    async with serving_app([ORCHESTRATOR, DELIVERY, STORY, TTS], settings):
+        await confirm(kafka_brokers, routes)
+        traces = {
+            route: await eventually(
+                lambda t=trace_id: otlp.trace(t),
+                until=lambda got: (
+                    "send delivery.prefetch" in {s.name for s in got}
+                    and per_story(got) == dict.fromkeys(PER_STORY, STORIES)
+                ),
+                timeout_s=120,
+                what=f"{route}'s flow exported",
+            )
+            for route, trace_id in routes.items()
+        }
+    # Both routes were handled in one batch: its span links both routes' sends.
+    sends = {s.span_id for spans in traces.values() for s in spans if s.name == "send route.confirmed"}
+    assert any(sends <= {span for _, span in s.links} for s in otlp.named("process route.confirmed"))
+    for spans in traces.values():
+        names = [s.name for s in spans]
+        assert names.count("send story.generate") == names.count("send delivery.prefetch") == 1, names
+        assert_connected(spans, "ab" * 8)
