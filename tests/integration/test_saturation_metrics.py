@@ -12,6 +12,7 @@ from fastapi import APIRouter
 from prometheus_client.parser import text_string_to_metric_families
 
 from keel.core.app import create_app
+from keel.core.metrics import DEPENDENCY_UP
 from keel.core.saturation import SaturationSampler, sampling
 from keel.core.settings import Settings
 from keel.tickets.spec import SPEC as TICKETS
@@ -58,9 +59,17 @@ async def test_pool_figures_follow_a_held_database_connection_and_redis_is_repor
     make_settings: Callable[..., Settings], pg_dsn: str, redis_url: str
 ) -> None:
     settings = make_settings(postgres_dsn=pg_dsn, redis_url=redis_url, db_pool_size=3)
+    DEPENDENCY_UP.clear()
     async with serving_app([TICKETS], settings, run_workers=False) as (app, client):
-        before = await scrape(client)
+        # After the start's dependency probe (keel.core.health.probing), which borrows a connection.
+        before = await eventually(
+            lambda: scrape(client),
+            until=lambda m: ("dependency_up", (("dependency", "postgres"),)) in m,
+            what="the start's dependency probe done",
+        )
         assert before[("db_pool_size", ())] == 3
+        idle = ("db_pool_connections", (("state", "idle"),))
+        assert before[idle] + before[("db_pool_connections", (("state", "in_use"),))] <= 3
         assert before[("db_pool_waiting", ())] == 0
         assert before[("redis_pool_max_connections", ())] > 0
         assert ("redis_pool_connections", (("state", "in_use"),)) in before
@@ -79,6 +88,7 @@ async def test_pool_figures_follow_a_held_database_connection_and_redis_is_repor
         await waiter
         after = await scrape(client)
         assert after[in_use] == held and after[("db_pool_waiting", ())] == 0
+        assert after[idle] + after[in_use] == 3  # all three were opened; those not in use are idle
 
 
 async def test_event_loop_lag_records_a_call_that_blocks_the_loop() -> None:
