@@ -22,6 +22,15 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import asyncpg
 
+# What opening a connection, or a query on one kept open, can fail with: a caller that carries on
+# without it (a LISTEN connection, the start-up check) catches these.
+CONNECT_FAILURES = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # TargetServerAttributeNotMatched: no host of the kind asked for
+)
 # A host that cannot take this connection now (down, silent, starting, or not the kind asked for by
 # target_session_attrs): the next one is tried.
 _NEXT_HOST = (OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.TargetServerAttributeNotMatched)

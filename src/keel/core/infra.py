@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import asyncpg
 from redis.exceptions import AuthenticationError as RedisAuthenticationError
 
 from keel.core import embedded_pg
@@ -20,7 +19,7 @@ from keel.core.bus.factory import build_bus
 from keel.core.bus.port import Bus
 from keel.core.cache import Cache, MemoryCache, RedisCache, redis_client
 from keel.core.db import Database, dsn_hosts, libpq_dsn
-from keel.core.db_hosts import connect
+from keel.core.db_hosts import CONNECT_FAILURES, connect
 from keel.core.errors import StartupError
 from keel.core.health import ReadinessCheck
 from keel.core.outbox import Outbox
@@ -123,7 +122,7 @@ async def reach_postgres(dsn: str, timeout_s: float) -> None:
         conn = await connect(libpq_dsn(dsn), timeout=timeout_s)
     except TimeoutError:
         reason = f"no answer within {timeout_s:g} s"
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+    except CONNECT_FAILURES as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     else:
         await conn.close()

@@ -79,6 +79,7 @@ def build_app(
         client_spans=settings.otel_client_spans,
     )
     process = _Process(
+        names=names,
         specs=specs,
         settings=settings,
         topics=topics,
@@ -129,6 +130,7 @@ class _Process:
     """What one process runs around serving: its infrastructure, its services' wiring, their workers
     and the outbox relay under one supervisor, all started in the app's lifespan and stopped at its end."""
 
+    names: str  # the services, comma-separated ("platform" for none): for the log lines
     specs: Sequence[ServiceSpec]
     settings: Settings
     topics: Sequence[str]
@@ -141,10 +143,6 @@ class _Process:
     traced: bool
     fast_routes: FastRoutes = field(default_factory=FastRoutes)
     infra: Infra | None = None
-
-    @property
-    def names(self) -> str:
-        return ", ".join(s.name for s in self.specs) or "platform"
 
     def readiness(self) -> Sequence[ReadinessCheck]:
         return self.infra.checks if self.infra is not None else []
@@ -203,7 +201,7 @@ class _Process:
     async def _expose(self, app: FastAPI, infra: Infra, stack: AsyncExitStack) -> None:
         """What the routes, the operator and the metrics read: saturation, the dependencies' state
         (refreshed in the background), the dev bus's producer, the object store."""
-        label = "platform" if self.embedded else "-".join(s.name for s in self.specs) or "platform"
+        label = "platform" if self.embedded else self.names.replace(", ", "-")
         app.state.saturation = await stack.enter_async_context(
             sampling(
                 SaturationSampler(label, app.state.http_metrics.in_flight, db=infra.db, redis=infra.redis)

@@ -28,15 +28,6 @@ from keel.core import db_hosts
 from keel.core.db import Database
 from keel.orders.cache import OrderCache
 
-# A connection that could not be opened (down, silent, no writable host) or was lost meanwhile.
-_UNREACHABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
-
 log = logging.getLogger("keel.orders")
 
 CHANNEL = "keel_orders_changed"
@@ -96,14 +87,14 @@ class CacheInvalidation:
         warm cache from its first request. A failure leaves the cache off until `run()` listens."""
         try:
             self._conn = await self._listen()
-        except _UNREACHABLE as exc:
+        except db_hosts.CONNECT_FAILURES as exc:
             log.warning("order cache off until it listens for other replicas' writes (%r)", exc)
 
     async def run(self) -> None:
         while not self._stop.is_set():
             try:
                 conn = self._conn or await self._listen()
-            except _UNREACHABLE as exc:
+            except db_hosts.CONNECT_FAILURES as exc:
                 log.warning("order cache off: not listening for other replicas' writes (%r)", exc)
             else:
                 self._conn = None
@@ -125,7 +116,7 @@ class CacheInvalidation:
                 return
             try:
                 await conn.fetchval("SELECT 1", timeout=self._heartbeat_s)
-            except _UNREACHABLE as exc:
+            except db_hosts.CONNECT_FAILURES as exc:
                 log.warning("order cache off: its LISTEN connection stopped answering (%r)", exc)
                 self._lost(conn)
                 return

@@ -52,7 +52,7 @@ class Listener:
         self._next_attempt = time.monotonic() + self._retry_s
         try:
             conn = await db_hosts.connect(self._dsn, timeout=self._connect_timeout_s)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InternalClientError) as exc:
+        except db_hosts.CONNECT_FAILURES as exc:
             log.debug("outbox LISTEN connection unavailable, polling only: %r", exc)
             return
         try:
