@@ -56,6 +56,11 @@ def build(client: aioredis.Redis, *, reset_after_s: float = 0.2, threshold: int 
     return RedisCache(client, name=name, breaker=breaker)
 
 
+def observer_of(cache: RedisCache, client: aioredis.Redis) -> RedisCache:
+    """Another replica's view of `cache`'s entries, through `client`."""
+    return RedisCache(client, name=f"observer-{uuid.uuid4().hex[:6]}", namespace=f"keel:cache:{cache.name}:")
+
+
 async def latencies_ms(cache: RedisCache, source: Source, calls: int) -> list[float]:
     out = []
     for i in range(calls):
@@ -140,9 +145,7 @@ async def test_invalidation_missed_during_an_outage_is_replayed_when_redis_retur
     client = redis_client(f"redis://127.0.0.1:{proxy.port}/0", timeout_s=0.2)
     direct = redis_client(f"redis://127.0.0.1:{private_redis.port}/0")
     cache = build(client, reset_after_s=0.05)
-    observer = RedisCache(
-        direct, name=f"observer-{uuid.uuid4().hex[:6]}", namespace=f"keel:cache:{cache.name}:"
-    )
+    observer = observer_of(cache, direct)
     try:
         await cache.set("tickets:list:u1:all:20:0", b"old page", ttl_s=60)
         proxy.set_mode("refuse")
@@ -168,9 +171,7 @@ async def test_an_invalidation_a_primary_refuses_for_want_of_replicas_is_sent_ag
     The refused invalidation is kept and sent once the primary accepts writes again."""
     client = redis_client(f"redis://127.0.0.1:{private_redis.port}/0")
     cache = build(client, reset_after_s=0.05)
-    observer = RedisCache(
-        client, name=f"observer-{uuid.uuid4().hex[:6]}", namespace=f"keel:cache:{cache.name}:"
-    )
+    observer = observer_of(cache, client)
     try:
         await cache.set("tickets:list:u1:all:20:0", b"old page", ttl_s=60)
         await client.config_set("min-replicas-to-write", 1)  # no replica connected: writes refused
